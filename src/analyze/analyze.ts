@@ -1,0 +1,567 @@
+import * as pg from 'libpg-query';
+import { cacheKey } from './cachekey.js';
+
+/** Broad statement classes that policy rules match on. */
+export const STATEMENT_CLASSES = ['read', 'write', 'ddl', 'admin', 'transaction', 'session', 'other'] as const;
+export type StatementClass = (typeof STATEMENT_CLASSES)[number];
+
+/** Flags beyond the class; policy rules can match them. */
+export const FLAGS = ['multi-statement', 'data-modifying-cte', 'do-block', 'dynamic-sql', 'privileged-function', 'locking', 'server-file', 'copy-program', 'select-into'] as const;
+export type Flag = (typeof FLAGS)[number];
+
+export interface TableRef {
+  /** schema-qualified when the SQL qualified it, otherwise the bare name */
+  name: string;
+  access: 'read' | 'write' | 'ddl';
+}
+
+export interface StatementInfo {
+  /** Command tag-like name: SELECT, INSERT, DROP TABLE, ALTER TABLE, DO, ... */
+  command: string;
+  class: StatementClass;
+  tables: TableRef[];
+  /** Referenced column names as written (qualifier kept), for reporting and masking. */
+  columns: string[];
+  functions: string[];
+  destructive: string[];
+  flags: Flag[];
+  /** For SQL-level `EXECUTE name`: the prepared statement it runs (resolved by the session). */
+  executes?: string;
+  /** For SQL-level `PREPARE name AS ...`: the name it defines. */
+  prepares?: string;
+  /** For `DEALLOCATE name` (empty string = ALL). */
+  deallocates?: string;
+}
+
+export interface Analysis {
+  ok: true;
+  statements: StatementInfo[];
+  /** Union over statements. */
+  classes: StatementClass[];
+  tables: string[];
+  destructive: string[];
+  flags: Flag[];
+  fingerprint: string;
+}
+export interface AnalysisFailure {
+  ok: false;
+  error: string;
+  /** 1-based character position of the error, when known. */
+  position?: number;
+}
+export type AnalysisResult = Analysis | AnalysisFailure;
+
+type Node = Record<string, any>;
+
+const ADMIN_STMTS = new Set([
+  'GrantStmt', 'GrantRoleStmt', 'CreateRoleStmt', 'AlterRoleStmt', 'AlterRoleSetStmt', 'DropRoleStmt', 'AlterSystemStmt',
+  'VacuumStmt', 'ClusterStmt', 'ReindexStmt', 'CheckPointStmt', 'LoadStmt', 'AlterDefaultPrivilegesStmt',
+  'ReassignOwnedStmt', 'DropOwnedStmt', 'AlterDatabaseStmt', 'AlterDatabaseSetStmt', 'AlterDatabaseRefreshCollStmt',
+  'CreatedbStmt', 'DropdbStmt', 'CreateTableSpaceStmt', 'DropTableSpaceStmt', 'AlterTableSpaceOptionsStmt',
+  'CreateSubscriptionStmt', 'AlterSubscriptionStmt', 'DropSubscriptionStmt', 'CreatePublicationStmt',
+  'AlterPublicationStmt', 'CreateUserMappingStmt', 'AlterUserMappingStmt', 'DropUserMappingStmt',
+  'CreateForeignServerStmt', 'AlterForeignServerStmt', 'CreateFdwStmt', 'AlterFdwStmt', 'ImportForeignSchemaStmt',
+  'CreateEventTrigStmt', 'AlterEventTrigStmt', 'SecLabelStmt', 'CreateExtensionStmt', 'AlterExtensionStmt',
+  'AlterExtensionContentsStmt', 'CreatePLangStmt', 'AlterOwnerStmt', 'AlterSystemStmt',
+]);
+const SESSION_STMTS = new Set(['VariableShowStmt', 'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt', 'DeallocateStmt', 'FetchStmt', 'ClosePortalStmt', 'ConstraintsSetStmt']);
+const DDL_PREFIXES = ['Create', 'Alter', 'Drop', 'Define', 'Rename', 'Comment', 'Composite', 'Index', 'View', 'Rule'];
+
+/** Functions whose call is an administrative act (or runs SQL we cannot see), whatever statement they sit in. */
+const PRIVILEGED_FUNCTIONS = new Set([
+  'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_file', 'pg_ls_logdir', 'pg_ls_waldir', 'pg_ls_tmpdir',
+  'lo_import', 'lo_export', 'lo_from_bytea', 'pg_terminate_backend', 'pg_cancel_backend', 'pg_reload_conf',
+  'pg_rotate_logfile', 'set_config', 'pg_file_write', 'pg_file_rename', 'pg_file_unlink', 'pg_logdir_ls',
+  'pg_switch_wal', 'pg_create_restore_point', 'pg_promote', 'pg_drop_replication_slot', 'pg_create_logical_replication_slot',
+  'pg_create_physical_replication_slot', 'pg_replication_origin_create', 'pg_advisory_lock', 'pg_sleep',
+]);
+const DYNAMIC_SQL_FUNCTIONS = new Set(['dblink', 'dblink_exec', 'dblink_send_query', 'dblink_open', 'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'cursor_to_xml', 'ts_stat']);
+
+const OBJECT_NAMES: Record<string, string> = {
+  OBJECT_TABLE: 'TABLE', OBJECT_VIEW: 'VIEW', OBJECT_MATVIEW: 'MATERIALIZED VIEW', OBJECT_INDEX: 'INDEX',
+  OBJECT_SEQUENCE: 'SEQUENCE', OBJECT_SCHEMA: 'SCHEMA', OBJECT_FUNCTION: 'FUNCTION', OBJECT_FOREIGN_TABLE: 'FOREIGN TABLE',
+  OBJECT_TYPE: 'TYPE', OBJECT_TRIGGER: 'TRIGGER', OBJECT_EXTENSION: 'EXTENSION', OBJECT_DATABASE: 'DATABASE',
+  OBJECT_ROLE: 'ROLE', OBJECT_PROCEDURE: 'PROCEDURE', OBJECT_POLICY: 'POLICY', OBJECT_DOMAIN: 'DOMAIN',
+};
+const RELATION_OBJECTS = new Set(['OBJECT_TABLE', 'OBJECT_VIEW', 'OBJECT_MATVIEW', 'OBJECT_INDEX', 'OBJECT_SEQUENCE', 'OBJECT_FOREIGN_TABLE']);
+
+const CLASS_RANK: Record<StatementClass, number> = { transaction: 0, session: 1, read: 2, write: 3, ddl: 4, other: 5, admin: 6 };
+const escalate = (a: StatementClass, b: StatementClass): StatementClass => (CLASS_RANK[b] > CLASS_RANK[a] ? b : a);
+
+const COMMAND_NAMES: Record<string, string> = {
+  CreateStmt: 'CREATE TABLE', IndexStmt: 'CREATE INDEX', CreateFunctionStmt: 'CREATE FUNCTION', CreateTrigStmt: 'CREATE TRIGGER',
+  CreateSeqStmt: 'CREATE SEQUENCE', CreatedbStmt: 'CREATE DATABASE', DropdbStmt: 'DROP DATABASE', VacuumStmt: 'VACUUM',
+  VariableShowStmt: 'SHOW', GrantStmt: 'GRANT', GrantRoleStmt: 'GRANT ROLE', CreateRoleStmt: 'CREATE ROLE',
+  AlterRoleStmt: 'ALTER ROLE', DropRoleStmt: 'DROP ROLE', AlterSystemStmt: 'ALTER SYSTEM', CreateExtensionStmt: 'CREATE EXTENSION',
+};
+
+const DML = new Set(['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+
+function rangeVarName(rv: Node): string {
+  return rv.schemaname ? `${rv.schemaname}.${rv.relname}` : String(rv.relname);
+}
+function nameList(items: Node[] | undefined): string {
+  return (items ?? []).map((i) => i.String?.sval ?? '?').join('.');
+}
+
+/** Walks one statement's tree, collecting tables (CTE-scoped), columns, functions and nested DML. */
+class Collector {
+  tables = new Map<string, TableRef['access']>();
+  columns = new Set<string>();
+  functions = new Set<string>();
+  destructive: string[] = [];
+  flags = new Set<Flag>();
+  nestedClass: StatementClass = 'read';
+
+  addTable(name: string, access: TableRef['access']) {
+    const prev = this.tables.get(name);
+    const rank = { read: 0, write: 1, ddl: 2 } as const;
+    if (!prev || rank[access] > rank[prev]) this.tables.set(name, access);
+  }
+
+  /** Visit any node; `scope` holds CTE names visible here; `writeTarget` marks the RangeVar being written. */
+  visit(node: unknown, scope: ReadonlySet<string>): void {
+    if (Array.isArray(node)) {
+      for (const n of node) this.visit(n, scope);
+      return;
+    }
+    if (!node || typeof node !== 'object') return;
+    for (const [key, value] of Object.entries(node as Node)) {
+      if (key === 'RangeVar') {
+        const name = rangeVarName(value);
+        if (value.schemaname || !scope.has(value.relname)) this.addTable(name, 'read');
+        continue;
+      }
+      if (key === 'ColumnRef') {
+        const fields = (value.fields ?? []) as Node[];
+        const parts = fields.map((f) => (f.String ? f.String.sval : f.A_Star ? '*' : '?'));
+        this.columns.add(parts.join('.'));
+        continue;
+      }
+      if (key === 'FuncCall') {
+        const fname = nameList(value.funcname);
+        const bare = fname.split('.').pop()!.toLowerCase();
+        this.functions.add(fname);
+        if (PRIVILEGED_FUNCTIONS.has(bare)) {
+          this.flags.add('privileged-function');
+          this.nestedClass = escalate(this.nestedClass, 'admin');
+        }
+        if (DYNAMIC_SQL_FUNCTIONS.has(bare)) {
+          this.flags.add('dynamic-sql');
+          this.nestedClass = escalate(this.nestedClass, 'admin');
+        }
+        this.visit(value, scope);
+        continue;
+      }
+      if (key === 'withClause' && value) continue; // handled by the owning statement
+      if (key === 'SelectStmt' || DML.has(key)) {
+        this.statement(key, value, scope, true);
+        continue;
+      }
+      this.visit(value, scope);
+    }
+  }
+
+  /** A (possibly nested) SELECT/INSERT/UPDATE/DELETE/MERGE with its own WITH scope. */
+  statement(type: string, node: Node, outer: ReadonlySet<string>, nested: boolean): void {
+    let scope: Set<string> = new Set(outer);
+    const withClause = node.withClause as Node | undefined;
+    if (withClause) {
+      const ctes = (withClause.ctes ?? []).map((c: Node) => c.CommonTableExpr);
+      const names = ctes.map((c: Node) => String(c.ctename));
+      if (withClause.recursive) for (const n of names) scope.add(n);
+      for (const cte of ctes) {
+        // A non-recursive CTE sees only the CTEs before it: `WITH t AS (SELECT * FROM t)` reads the real table t.
+        const q = cte.ctequery as Node;
+        const qType = Object.keys(q)[0]!;
+        if (DML.has(qType)) {
+          this.flags.add('data-modifying-cte');
+        }
+        this.statement(qType, q[qType], scope, true);
+        scope.add(String(cte.ctename));
+      }
+      scope = new Set([...scope, ...names]);
+    }
+    if (DML.has(type)) {
+      if (nested) this.nestedClass = escalate(this.nestedClass, 'write');
+      const rel = node.relation as Node | undefined;
+      if (rel) {
+        const name = rangeVarName(rel);
+        if (rel.schemaname || !scope.has(rel.relname)) this.addTable(name, 'write');
+      }
+      const verb = type.replace('Stmt', '').toUpperCase();
+      if ((type === 'DeleteStmt' || type === 'UpdateStmt') && rel) {
+        const where = node.whereClause;
+        if (!where) this.destructive.push(`${verb} without WHERE on ${rangeVarName(rel)}`);
+        else if (!containsKey(where, 'ColumnRef') && !containsKey(where, 'SubLink')) this.destructive.push(`${verb} on ${rangeVarName(rel)} with a WHERE clause that does not reference any column`);
+      }
+      const { relation: _r, withClause: _w, ...rest } = node;
+      this.visit(rest, scope);
+      return;
+    }
+    if (type === 'SelectStmt') {
+      if (node.intoClause) {
+        this.flags.add('select-into');
+        this.nestedClass = escalate(this.nestedClass, 'ddl');
+        this.addTable(rangeVarName(node.intoClause.rel), 'ddl');
+      }
+      if (node.lockingClause) this.flags.add('locking');
+      const { withClause: _w, intoClause: _i, ...rest } = node;
+      this.visit(rest, scope);
+      return;
+    }
+    this.visit(node, scope);
+  }
+}
+
+function containsKey(node: unknown, key: string): boolean {
+  if (Array.isArray(node)) return node.some((n) => containsKey(n, key));
+  if (!node || typeof node !== 'object') return false;
+  for (const [k, v] of Object.entries(node as Node)) {
+    if (k === key || containsKey(v, key)) return true;
+  }
+  return false;
+}
+
+function defElem(options: Node[] | undefined, name: string): Node | undefined {
+  return (options ?? []).map((o) => o.DefElem).find((d) => d?.defname === name);
+}
+
+/** Analyze one parsed statement (the value under RawStmt.stmt). */
+function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
+  const type = Object.keys(stmt)[0] ?? 'Unknown';
+  const node = stmt[type] as Node;
+  const c = new Collector();
+  let cls: StatementClass = 'other';
+  let command = COMMAND_NAMES[type] ?? type.replace(/Stmt$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
+  const info: Partial<StatementInfo> = {};
+
+  const nested = (inner: Node | undefined): StatementInfo | undefined => {
+    if (!inner) return undefined;
+    const sub = analyzeStmt(inner, depth + 1);
+    for (const t of sub.tables) c.addTable(t.name, t.access);
+    for (const col of sub.columns) c.columns.add(col);
+    for (const f of sub.functions) c.functions.add(f);
+    c.destructive.push(...sub.destructive);
+    for (const f of sub.flags) c.flags.add(f);
+    return sub;
+  };
+
+  switch (type) {
+    case 'SelectStmt':
+      c.statement(type, node, new Set(), false);
+      cls = escalate('read', c.nestedClass);
+      command = node.intoClause ? 'SELECT INTO' : 'SELECT';
+      break;
+    case 'InsertStmt':
+    case 'UpdateStmt':
+    case 'DeleteStmt':
+    case 'MergeStmt':
+      c.statement(type, node, new Set(), false);
+      cls = escalate('write', c.nestedClass);
+      command = type.replace('Stmt', '').toUpperCase();
+      break;
+    case 'CopyStmt': {
+      command = node.is_from ? 'COPY FROM' : 'COPY TO';
+      if (node.relation) c.addTable(rangeVarName(node.relation), node.is_from ? 'write' : 'read');
+      if (node.query) {
+        const sub = nested(node.query);
+        cls = sub?.class ?? 'read';
+      }
+      cls = escalate(cls, node.is_from ? 'write' : 'read');
+      if (node.is_program) {
+        c.flags.add('copy-program');
+        c.destructive.push(`COPY ... PROGRAM runs a shell command on the database server (${JSON.stringify(node.filename ?? '')})`);
+        cls = 'admin';
+      } else if (node.filename) {
+        c.flags.add('server-file');
+        cls = 'admin';
+      }
+      break;
+    }
+    case 'ExplainStmt': {
+      const analyze = defElem(node.options, 'analyze');
+      const sub = nested(node.query);
+      const executes = analyze && analyze.arg?.Boolean?.boolval !== false && analyze.arg?.String?.sval !== 'false' && analyze.arg?.String?.sval !== 'off';
+      cls = executes ? (sub?.class ?? 'read') : 'read';
+      command = executes ? 'EXPLAIN ANALYZE' : 'EXPLAIN';
+      break;
+    }
+    case 'PrepareStmt': {
+      const sub = nested(node.query);
+      cls = sub?.class ?? 'other';
+      command = 'PREPARE';
+      info.prepares = String(node.name);
+      break;
+    }
+    case 'ExecuteStmt':
+      cls = 'other'; // resolved by the session from its PREPAREd statements
+      command = 'EXECUTE';
+      info.executes = String(node.name);
+      c.visit(node.params, new Set());
+      break;
+    case 'DeclareCursorStmt': {
+      const sub = nested(node.query);
+      cls = sub?.class ?? 'read';
+      command = 'DECLARE CURSOR';
+      break;
+    }
+    case 'CreateTableAsStmt': {
+      nested(node.query);
+      const target = node.into?.rel;
+      if (target) c.addTable(rangeVarName(target), 'ddl');
+      cls = 'ddl';
+      command = node.objtype === 'OBJECT_MATVIEW' ? 'CREATE MATERIALIZED VIEW' : 'CREATE TABLE AS';
+      break;
+    }
+    case 'ViewStmt':
+      nested(node.query);
+      if (node.view) c.addTable(rangeVarName(node.view), 'ddl');
+      cls = 'ddl';
+      command = 'CREATE VIEW';
+      break;
+    case 'DropStmt': {
+      const what = OBJECT_NAMES[node.removeType] ?? String(node.removeType).replace('OBJECT_', '');
+      command = `DROP ${what}`;
+      cls = 'ddl';
+      const names: string[] = [];
+      for (const o of node.objects ?? []) {
+        const name = o.List ? nameList(o.List.items) : o.String ? o.String.sval : o.TypeName ? nameList(o.TypeName.names) : o.ObjectWithArgs ? nameList(o.ObjectWithArgs.objname) : '?';
+        names.push(name);
+        if (RELATION_OBJECTS.has(node.removeType)) c.addTable(name, 'ddl');
+      }
+      c.destructive.push(`DROP ${what} ${names.join(', ')}${node.behavior === 'DROP_CASCADE' ? ' CASCADE' : ''}`);
+      if (node.removeType === 'OBJECT_ROLE' || node.removeType === 'OBJECT_DATABASE') cls = 'admin';
+      break;
+    }
+    case 'TruncateStmt': {
+      command = 'TRUNCATE';
+      cls = 'write';
+      const names = (node.relations ?? []).map((r: Node) => rangeVarName(r.RangeVar));
+      for (const n of names) c.addTable(n, 'write');
+      c.destructive.push(`TRUNCATE ${names.join(', ')}`);
+      break;
+    }
+    case 'AlterTableStmt': {
+      const objtype = OBJECT_NAMES[node.objtype] ?? 'TABLE';
+      command = `ALTER ${objtype}`;
+      cls = 'ddl';
+      if (node.relation) c.addTable(rangeVarName(node.relation), 'ddl');
+      for (const cmd of node.cmds ?? []) {
+        const at = cmd.AlterTableCmd;
+        if (!at) continue;
+        if (at.subtype === 'AT_DropColumn') c.destructive.push(`ALTER ${objtype} ${rangeVarName(node.relation)} DROP COLUMN ${at.name}`);
+        if (at.subtype === 'AT_DropConstraint') c.destructive.push(`ALTER ${objtype} ${rangeVarName(node.relation)} DROP CONSTRAINT ${at.name}`);
+        if (at.subtype === 'AT_DetachPartition') c.destructive.push(`ALTER ${objtype} ${rangeVarName(node.relation)} DETACH PARTITION`);
+        c.visit(at.def, new Set());
+      }
+      break;
+    }
+    case 'RenameStmt':
+      command = 'ALTER ' + (OBJECT_NAMES[node.renameType] ?? 'OBJECT') + ' RENAME';
+      cls = 'ddl';
+      if (node.relation) c.addTable(rangeVarName(node.relation), 'ddl');
+      break;
+    case 'DoStmt': {
+      command = 'DO';
+      cls = 'write';
+      c.flags.add('do-block');
+      const lang = defElem(node.args, 'language')?.arg?.String?.sval ?? 'plpgsql';
+      const body = defElem(node.args, 'as')?.arg?.String?.sval;
+      c.destructive.push('DO block runs procedural code');
+      if (String(lang).toLowerCase() !== 'plpgsql' || typeof body !== 'string') {
+        c.flags.add('dynamic-sql');
+        cls = 'admin';
+        break;
+      }
+      cls = escalate(cls, analyzePlpgsql(body, c, depth));
+      break;
+    }
+    case 'CallStmt':
+      command = 'CALL';
+      cls = 'write';
+      c.visit(node.funccall, new Set());
+      break;
+    case 'TransactionStmt':
+      cls = 'transaction';
+      command = String(node.kind ?? '').replace('TRANS_STMT_', '').replace('_', ' ');
+      break;
+    case 'VariableSetStmt': {
+      const name = String(node.name ?? '').toLowerCase();
+      command = node.kind === 'VAR_RESET' || node.kind === 'VAR_RESET_ALL' ? 'RESET' : 'SET';
+      cls = name === 'role' || name === 'session_authorization' || name === 'session authorization' ? 'admin' : 'session';
+      if (node.kind === 'VAR_RESET_ALL') cls = 'session';
+      break;
+    }
+    case 'LockStmt':
+      command = 'LOCK TABLE';
+      cls = 'write';
+      for (const r of node.relations ?? []) c.addTable(rangeVarName(r.RangeVar), 'write');
+      break;
+    case 'RefreshMatViewStmt':
+      command = 'REFRESH MATERIALIZED VIEW';
+      cls = 'write';
+      if (node.relation) c.addTable(rangeVarName(node.relation), 'write');
+      break;
+    case 'DeallocateStmt':
+      cls = 'session';
+      command = 'DEALLOCATE';
+      info.deallocates = node.name ? String(node.name) : '';
+      break;
+    default: {
+      if (ADMIN_STMTS.has(type)) cls = 'admin';
+      else if (SESSION_STMTS.has(type)) cls = 'session';
+      else if (DDL_PREFIXES.some((p) => type.startsWith(p))) cls = 'ddl';
+      else cls = 'other';
+      if (type.startsWith('Drop')) c.destructive.push(command);
+      // Relations named directly by DDL (CREATE TABLE x, CREATE INDEX ON x, CREATE TRIGGER ON x, ...)
+      const rel = node?.relation?.relname ? node.relation : node?.relation?.RangeVar;
+      if (rel?.relname) c.addTable(rangeVarName(rel), cls === 'ddl' ? 'ddl' : 'read');
+      const { relation: _r, ...rest } = node ?? {};
+      c.visit(rest, new Set());
+    }
+  }
+  cls = escalate(cls, c.nestedClass === 'read' ? cls : c.nestedClass);
+  return {
+    command,
+    class: cls,
+    tables: [...c.tables].map(([name, access]) => ({ name, access })),
+    columns: [...c.columns],
+    functions: [...c.functions],
+    destructive: c.destructive,
+    flags: [...c.flags],
+    ...info,
+  };
+}
+
+/** Parse a PL/pgSQL body and fold every embedded SQL statement into the collector; returns the highest class. */
+function analyzePlpgsql(body: string, c: Collector, depth: number): StatementClass {
+  let cls: StatementClass = 'read';
+  let tree: unknown;
+  try {
+    tree = pg.parsePlPgSQLSync(`CREATE FUNCTION sluice_inline() RETURNS void LANGUAGE plpgsql AS $sluice_body$${body}$sluice_body$`);
+  } catch {
+    // The body could not be parsed (or contains our delimiter): we cannot see inside it, so treat it as opaque code.
+    c.flags.add('dynamic-sql');
+    return 'admin';
+  }
+  const fold = (sql: string) => {
+    if (depth > 8) throw new Error('PL/pgSQL nesting too deep to analyze');
+    const r = pg.parseSync(sql) as Node;
+    for (const raw of r.stmts ?? []) {
+      const sub = analyzeStmt(raw.stmt, depth + 1);
+      cls = escalate(cls, sub.class);
+      for (const t of sub.tables) c.addTable(t.name, t.access);
+      for (const col of sub.columns) c.columns.add(col);
+      for (const f of sub.functions) c.functions.add(f);
+      c.destructive.push(...sub.destructive);
+      for (const f of sub.flags) c.flags.add(f);
+    }
+  };
+  const walk = (n: unknown): void => {
+    if (Array.isArray(n)) return n.forEach(walk);
+    if (!n || typeof n !== 'object') return;
+    for (const [k, v] of Object.entries(n as Node)) {
+      if (k === 'PLpgSQL_stmt_dynexecute' || k === 'PLpgSQL_stmt_dynfors' || k === 'PLpgSQL_stmt_open' && v?.dynquery) {
+        c.flags.add('dynamic-sql');
+        c.destructive.push('dynamic EXECUTE inside a DO block (the SQL it runs is only known at run time)');
+        cls = escalate(cls, 'admin');
+        // When the executed SQL is a plain string constant we can still see what it does.
+        const q = (v.query ?? v.dynquery)?.PLpgSQL_expr?.query as string | undefined;
+        const lit = q?.match(/^\s*'((?:[^']|'')*)'\s*$/);
+        if (lit) {
+          try {
+            fold(lit[1]!.replace(/''/g, "'"));
+          } catch {
+            /* opaque */
+          }
+        }
+        continue;
+      }
+      if (k === 'PLpgSQL_expr') {
+        const sql = String(v.query ?? '');
+        try {
+          fold(v.parseMode === 0 || v.parseMode === undefined ? sql : `SELECT ${sql}`);
+        } catch {
+          /* expressions with PL/pgSQL-only syntax: the variables are not tables */
+        }
+        continue;
+      }
+      walk(v);
+    }
+  };
+  walk(tree);
+  return cls;
+}
+
+function summarize(statements: StatementInfo[], fingerprint: string): Analysis {
+  const classes = new Set<StatementClass>();
+  const tables = new Set<string>();
+  const destructive: string[] = [];
+  const flags = new Set<Flag>();
+  for (const s of statements) {
+    classes.add(s.class);
+    for (const t of s.tables) tables.add(t.name);
+    destructive.push(...s.destructive);
+    for (const f of s.flags) flags.add(f);
+  }
+  if (statements.length > 1) flags.add('multi-statement');
+  return { ok: true, statements, classes: [...classes], tables: [...tables], destructive, flags: [...flags], fingerprint };
+}
+
+let loaded: Promise<void> | undefined;
+/** libpg-query is WASM: load it once before the first analyze(). */
+export function loadParser(): Promise<void> {
+  return (loaded ??= pg.loadModule());
+}
+
+/** Parse and classify SQL (uncached). Never throws: unparsable SQL yields { ok: false }. */
+export function analyzeUncached(sql: string): AnalysisResult {
+  let tree: Node;
+  try {
+    tree = pg.parseSync(sql) as Node;
+  } catch (e) {
+    const details = (e as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
+    return { ok: false, error: (e as Error).message, position: details?.cursorPosition !== undefined ? details.cursorPosition + 1 : undefined };
+  }
+  try {
+    const statements = (tree.stmts ?? []).map((s: Node) => analyzeStmt(s.stmt ?? {}));
+    let fingerprint = '';
+    try {
+      fingerprint = pg.fingerprintSync(sql);
+    } catch {
+      fingerprint = '';
+    }
+    return summarize(statements, fingerprint);
+  } catch (e) {
+    return { ok: false, error: `could not analyze statement: ${(e as Error).message}` };
+  }
+}
+
+/** LRU-ish cache of analyses keyed by SQL text with numeric literals normalized. */
+export class AnalysisCache {
+  private map = new Map<string, AnalysisResult>();
+  hits = 0;
+  misses = 0;
+  constructor(private readonly max = 20_000) {}
+  analyze(sql: string): AnalysisResult {
+    const key = sql.length > 100_000 ? sql : cacheKey(sql);
+    const hit = this.map.get(key);
+    if (hit) {
+      this.hits++;
+      return hit;
+    }
+    this.misses++;
+    const r = analyzeUncached(sql);
+    if (this.map.size >= this.max) {
+      // Drop the oldest eighth: cheap amortized eviction.
+      let n = this.max >> 3;
+      for (const k of this.map.keys()) {
+        this.map.delete(k);
+        if (--n <= 0) break;
+      }
+    }
+    if (sql.length <= 100_000) this.map.set(key, r);
+    return r;
+  }
+}
