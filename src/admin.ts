@@ -1,0 +1,141 @@
+import net from 'node:net';
+import fs from 'node:fs';
+import type { Kysely } from 'kysely';
+import type { Database } from './store/schema.js';
+import { queryAudit, verifyAudit, type AuditFilter, type AuditLog, type StoredEvent, type ChainReport } from './audit/audit.js';
+import { createKey, listKeys, revokeKey, type KeyInfo, type NewKey } from './identity/keys.js';
+
+/** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
+export interface AdminOps {
+  auditList(f: AuditFilter): Promise<StoredEvent[]>;
+  auditVerify(): Promise<ChainReport[]>;
+  keysCreate(k: NewKey): Promise<{ key: string; info: KeyInfo }>;
+  keysList(): Promise<KeyInfo[]>;
+  keysRevoke(id: string): Promise<boolean>;
+}
+
+export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
+  return {
+    async auditList(f) {
+      await audit.flush();
+      return queryAudit(db, { ...f, since: f.since ? new Date(f.since) : undefined, until: f.until ? new Date(f.until) : undefined });
+    },
+    async auditVerify() {
+      await audit.flush();
+      return verifyAudit(db);
+    },
+    async keysCreate(k) {
+      const r = await createKey(db, { ...k, expiresAt: k.expiresAt ? new Date(k.expiresAt) : undefined });
+      audit.append({ type: 'key_created', subject: k.createdBy, details: { key_id: r.info.id, name: r.info.name, kind: r.info.kind, key_subject: r.info.subject, groups: r.info.groups, acting_for: r.info.acting_for, expires_at: r.info.expires_at } });
+      await audit.flush();
+      return r;
+    },
+    keysList: () => listKeys(db),
+    async keysRevoke(id) {
+      const ok = await revokeKey(db, id);
+      if (ok) {
+        audit.append({ type: 'key_revoked', details: { key_id: id } });
+        await audit.flush();
+      }
+      return ok;
+    },
+  };
+}
+
+/**
+ * Serve AdminOps on a unix socket (mode 0600: whoever may read the store files may use it). One JSON request per
+ * line, one JSON answer per line.
+ */
+export async function serveAdmin(socketPath: string, ops: AdminOps): Promise<net.Server> {
+  try {
+    fs.unlinkSync(socketPath);
+  } catch {
+    /* not there */
+  }
+  const server = net.createServer((s) => {
+    let buf = '';
+    s.on('error', () => s.destroy());
+    s.on('data', (d) => {
+      buf += d.toString('utf8');
+      if (buf.length > 1 << 20) return s.destroy();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        void (async () => {
+          let id: unknown;
+          try {
+            const req = JSON.parse(line) as { id: unknown; method: keyof AdminOps; params: unknown[] };
+            id = req.id;
+            if (typeof ops[req.method] !== 'function') throw new Error(`unknown admin method ${String(req.method)}`);
+            const result = await (ops[req.method] as (...a: unknown[]) => Promise<unknown>)(...(req.params ?? []));
+            s.write(JSON.stringify({ id, result }) + '\n');
+          } catch (e) {
+            s.write(JSON.stringify({ id, error: (e as Error).message }) + '\n');
+          }
+        })();
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  fs.chmodSync(socketPath, 0o600);
+  return server;
+}
+
+export function remoteOps(socketPath: string): AdminOps & { close(): void } {
+  let sock: net.Socket | undefined;
+  let buf = '';
+  let next = 1;
+  const waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  const conn = () => {
+    if (sock) return sock;
+    sock = net.connect(socketPath);
+    sock.on('data', (d) => {
+      buf += d.toString('utf8');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const msg = JSON.parse(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        const w = waiting.get(msg.id);
+        waiting.delete(msg.id);
+        if (msg.error) w?.reject(new Error(msg.error));
+        else w?.resolve(msg.result);
+      }
+    });
+    sock.on('error', (e) => {
+      for (const w of waiting.values()) w.reject(new Error(`cannot reach the running gateway at ${socketPath}: ${e.message}`));
+      waiting.clear();
+    });
+    return sock;
+  };
+  const call = (method: keyof AdminOps, ...params: unknown[]) =>
+    new Promise<any>((resolve, reject) => {
+      const id = next++;
+      waiting.set(id, { resolve, reject });
+      conn().write(JSON.stringify({ id, method, params }) + '\n');
+    });
+  return {
+    auditList: (f) => call('auditList', f),
+    auditVerify: () => call('auditVerify'),
+    keysCreate: (k) => call('keysCreate', k),
+    keysList: () => call('keysList'),
+    keysRevoke: (id) => call('keysRevoke', id),
+    close: () => sock?.end(),
+  };
+}
+
+/** True when something answers on the socket. */
+export function socketAlive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (!fs.existsSync(socketPath)) return resolve(false);
+    const s = net.connect(socketPath);
+    s.once('connect', () => {
+      s.end();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,162 @@
+import path from 'node:path';
+import { readYamlWithSchema, ConfigError } from './util/yamlfile.js';
+import type { OidcIssuerConfig } from './identity/oidc.js';
+import type { StoreConfig } from './store/db.js';
+import { IDENTITY_KINDS } from './identity/identity.js';
+
+export interface SluiceConfig {
+  listen: { host: string; port: number };
+  tls: { mode: 'disable' | 'allow' | 'require'; cert_file?: string; key_file?: string };
+  upstream: {
+    host: string;
+    port: number;
+    user: string;
+    password?: string;
+    password_env?: string;
+    sslmode?: 'disable' | 'prefer' | 'require';
+    databases?: string[];
+  };
+  identity: { oidc?: OidcIssuerConfig[]; keys?: boolean };
+  policy: string;
+  store: StoreConfig;
+  limits: { max_message_bytes: number; auth_timeout_s: number; max_connections: number; max_prepared: number };
+  /** Gateway processes sharing the listening port (node:cluster). */
+  workers: number;
+  /** Unix socket through which the CLI reaches a running gateway (default: next to the embedded store). */
+  admin_socket?: string;
+  /** Directory of the config file; relative paths are resolved against it. */
+  dir: string;
+  file?: string;
+}
+
+const CONFIG_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['upstream', 'policy'],
+  properties: {
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'integer', minimum: 0, maximum: 65535, default: 6432 } },
+    },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: { mode: { enum: ['disable', 'allow', 'require'], default: 'allow' }, cert_file: { type: 'string' }, key_file: { type: 'string' } },
+    },
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'user'],
+      properties: {
+        host: { type: 'string', minLength: 1 },
+        port: { type: 'integer', minimum: 1, maximum: 65535, default: 5432 },
+        user: { type: 'string', minLength: 1 },
+        password: { type: 'string' },
+        password_env: { type: 'string', minLength: 1 },
+        sslmode: { enum: ['disable', 'prefer', 'require'], default: 'prefer' },
+        databases: { type: 'array', items: { type: 'string', minLength: 1 } },
+      },
+    },
+    identity: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        keys: { type: 'boolean', default: true },
+        oidc: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['issuer', 'audience'],
+            properties: {
+              issuer: { type: 'string', minLength: 1 },
+              audience: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string' }, minItems: 1 }] },
+              jwks_uri: { type: 'string' },
+              groups_claim: { type: 'string' },
+              subject_claim: { type: 'string' },
+              kind: { enum: [...IDENTITY_KINDS] },
+              kind_claim: { type: 'string' },
+              acting_for_claim: { type: 'string' },
+              algorithms: { type: 'array', items: { type: 'string' } },
+              clock_tolerance_s: { type: 'integer', minimum: 0 },
+              group_prefix: { type: 'string' },
+            },
+          },
+        },
+      },
+    },
+    policy: { type: 'string', minLength: 1 },
+    store: {
+      type: 'object',
+      default: { kind: 'embedded', path: '.sluice/store' },
+      oneOf: [
+        { type: 'object', additionalProperties: false, required: ['kind', 'path'], properties: { kind: { const: 'embedded' }, path: { type: 'string' } } },
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['kind'],
+          properties: { kind: { const: 'postgres' }, url: { type: 'string' }, url_env: { type: 'string' }, pool_size: { type: 'integer', minimum: 1 } },
+        },
+      ],
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        max_message_bytes: { type: 'integer', minimum: 1024, default: 64 * 1024 * 1024 },
+        auth_timeout_s: { type: 'number', exclusiveMinimum: 0, default: 30 },
+        max_connections: { type: 'integer', minimum: 1, default: 2000 },
+        max_prepared: { type: 'integer', minimum: 1, default: 10000 },
+      },
+    },
+    workers: { type: 'integer', minimum: 1, maximum: 64, default: 1 },
+    admin_socket: { type: 'string' },
+  },
+} as const;
+
+export function loadConfig(file: string): SluiceConfig {
+  const { value, locate } = readYamlWithSchema<SluiceConfig & { store: StoreConfig & { url_env?: string } }>(file, CONFIG_SCHEMA);
+  const dir = path.dirname(path.resolve(file));
+  const cfg: SluiceConfig = { ...value, dir, file };
+  const resolve = (p: string) => path.resolve(dir, p);
+  cfg.policy = resolve(cfg.policy);
+  if (cfg.tls.cert_file) cfg.tls.cert_file = resolve(cfg.tls.cert_file);
+  if (cfg.tls.key_file) cfg.tls.key_file = resolve(cfg.tls.key_file);
+  if (!!cfg.tls.cert_file !== !!cfg.tls.key_file) {
+    const [f, l, c] = locate(['tls']).split(':').slice(-3);
+    throw new ConfigError(file, Number(l), Number(c), 'tls.cert_file and tls.key_file go together');
+    void f;
+  }
+  if (cfg.upstream.password_env) {
+    const v = process.env[cfg.upstream.password_env];
+    if (v === undefined) {
+      const pos = locate(['upstream', 'password_env']).split(':').slice(-2).map(Number);
+      throw new ConfigError(file, pos[0]!, pos[1]!, `environment variable ${cfg.upstream.password_env} (upstream.password_env) is not set`);
+    }
+    cfg.upstream.password = v;
+  }
+  const store = value.store as StoreConfig & { url_env?: string; url?: string };
+  if (store.kind === 'embedded') cfg.store = { kind: 'embedded', path: resolve(store.path) };
+  else {
+    const url = store.url ?? (store.url_env ? process.env[store.url_env] : undefined);
+    if (!url) {
+      const pos = locate(['store']).split(':').slice(-2).map(Number);
+      throw new ConfigError(file, pos[0]!, pos[1]!, 'store of kind postgres needs url or url_env (set in the environment)');
+    }
+    cfg.store = { kind: 'postgres', url, pool_size: store.pool_size };
+  }
+  if (cfg.admin_socket) cfg.admin_socket = resolve(cfg.admin_socket);
+  return cfg;
+}
+
+/** Where the CLI finds a running gateway. */
+export function adminSocketPath(cfg: SluiceConfig): string | undefined {
+  if (cfg.admin_socket) return cfg.admin_socket;
+  if (cfg.store.kind === 'embedded') return path.join(cfg.store.path, 'admin.sock');
+  return undefined;
+}

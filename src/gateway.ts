@@ -1,0 +1,104 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import fs from 'node:fs';
+import { generate } from 'selfsigned';
+import { openStore, type Store } from './store/db.js';
+import { AuditLog, storeSink } from './audit/audit.js';
+import { Governor } from './governor.js';
+import { loadPolicy, type Policy } from './policy/policy.js';
+import { OidcVerifier } from './identity/oidc.js';
+import { verifyKey } from './identity/keys.js';
+import { loadParser } from './analyze/analyze.js';
+import { PgSession, SessionRegistry, type PgEngineConfig } from './protocol/postgres/session.js';
+import { adminSocketPath, type SluiceConfig } from './config.js';
+import { localOps, serveAdmin } from './admin.js';
+import { log } from './util/log.js';
+
+export interface Gateway {
+  port: number;
+  host: string;
+  governor: Governor;
+  registry: SessionRegistry;
+  store: Store;
+  reloadPolicy(): Policy;
+  close(): Promise<void>;
+}
+
+async function secureContext(cfg: SluiceConfig): Promise<tls.SecureContext | undefined> {
+  if (cfg.tls.mode === 'disable') return undefined;
+  if (cfg.tls.cert_file && cfg.tls.key_file) {
+    return tls.createSecureContext({ cert: fs.readFileSync(cfg.tls.cert_file), key: fs.readFileSync(cfg.tls.key_file) });
+  }
+  // No certificate configured: a fresh self-signed one keeps tokens off the wire in clear text (clients use
+  // sslmode=require; verify-full needs a configured certificate).
+  const pems = await generate([{ name: 'commonName', value: 'sluice-gateway' }], { keySize: 2048, algorithm: 'sha256' });
+  log.warn('tls: no certificate configured; using a generated self-signed certificate');
+  return tls.createSecureContext({ cert: pems.cert, key: pems.private });
+}
+
+export async function startGateway(cfg: SluiceConfig, opts: { policy?: Policy; store?: Store } = {}): Promise<Gateway> {
+  await loadParser();
+  const policy = opts.policy ?? loadPolicy(cfg.policy);
+  const store = opts.store ?? (await openStore(cfg.store));
+  const audit = new AuditLog(storeSink(store.db), { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
+  const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
+  const governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : (k) => verifyKey(store.db, k) });
+  governor.setPolicy(policy);
+  const engine: PgEngineConfig = {
+    upstream: { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password: cfg.upstream.password, sslmode: cfg.upstream.sslmode },
+    databases: cfg.upstream.databases ?? [],
+    tlsMode: cfg.tls.mode,
+    secureContext: await secureContext(cfg),
+    limits: {
+      maxMessageBytes: cfg.limits.max_message_bytes,
+      authTimeoutMs: cfg.limits.auth_timeout_s * 1000,
+      maxPrepared: cfg.limits.max_prepared,
+    },
+  };
+  const registry = new SessionRegistry();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    try {
+      new PgSession(socket, governor, engine, registry);
+    } catch (e) {
+      log.error(`session setup failed: ${(e as Error).message}`);
+      socket.destroy();
+    }
+  });
+  server.maxConnections = cfg.limits.max_connections;
+  server.on('error', (e) => log.error(`listener: ${e.message}`));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.listen.port, cfg.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as net.AddressInfo;
+  const sockPath = adminSocketPath(cfg);
+  const admin = sockPath ? await serveAdmin(sockPath, localOps(store.db, audit)) : undefined;
+  let closed = false;
+  return {
+    port: addr.port,
+    host: cfg.listen.host,
+    governor,
+    registry,
+    store,
+    reloadPolicy() {
+      const p = loadPolicy(cfg.policy);
+      governor.setPolicy(p);
+      return p;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of registry.sessions.values()) s.terminate('the gateway is shutting down');
+      });
+      admin?.close();
+      if (sockPath) fs.rmSync(sockPath, { force: true });
+      await audit.close().catch((e) => log.error(e.message));
+      if (!opts.store) await store.close();
+    },
+  };
+}

@@ -1,0 +1,159 @@
+import { AnalysisCache, type Analysis, type AnalysisFailure, type StatementInfo } from './analyze/analyze.js';
+import { evaluate, type Decision, type Policy } from './policy/policy.js';
+import type { AuditEvent, AuditLog } from './audit/audit.js';
+import { AuthError, type Identity } from './identity/identity.js';
+import { looksLikeJwt, type OidcVerifier } from './identity/oidc.js';
+import { looksLikeKey } from './identity/keys.js';
+
+export interface GovernorError {
+  code: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+  position?: string;
+}
+
+export interface Verdict {
+  analysis?: Analysis;
+  failure?: AnalysisFailure;
+  decision: Decision;
+  /** Set when the statement must not run: the error the client gets. */
+  error?: GovernorError;
+}
+
+export interface GovernorOptions {
+  policy: Policy;
+  audit: AuditLog;
+  oidc?: OidcVerifier;
+  verifyKey?: (key: string) => Promise<Identity>;
+  cache?: AnalysisCache;
+}
+
+/**
+ * The one place decisions are made. Protocol engines (PostgreSQL wire today; MySQL and MCP later) authenticate
+ * through it, ask it about every statement, and report what happened; it never speaks a wire protocol itself.
+ */
+export class Governor {
+  private policy: Policy;
+  readonly audit: AuditLog;
+  readonly cache: AnalysisCache;
+  private readonly oidc?: OidcVerifier;
+  private readonly verifyKey?: (key: string) => Promise<Identity>;
+
+  constructor(o: GovernorOptions) {
+    this.policy = o.policy;
+    this.audit = o.audit;
+    this.oidc = o.oidc;
+    this.verifyKey = o.verifyKey;
+    this.cache = o.cache ?? new AnalysisCache();
+  }
+
+  get currentPolicy(): Policy {
+    return this.policy;
+  }
+  setPolicy(p: Policy): void {
+    this.policy = p;
+    this.audit.append({ type: 'policy_loaded', details: { file: p.file, rules: p.rules.map((r) => r.name), default: p.default } });
+  }
+
+  /** Turn a presented password (JWT or Sluice key) into an identity, or throw AuthError with a clear reason. */
+  async authenticate(password: string): Promise<Identity> {
+    const secret = password.trim();
+    if (secret === '') throw new AuthError('no token presented: put an OIDC token or a Sluice key in the password field');
+    if (looksLikeKey(secret)) {
+      if (!this.verifyKey) throw new AuthError('Sluice keys are not enabled on this gateway');
+      return this.verifyKey(secret);
+    }
+    if (looksLikeJwt(secret)) {
+      if (!this.oidc) throw new AuthError('no OIDC issuer is configured on this gateway');
+      return this.oidc.verify(secret);
+    }
+    throw new AuthError('the password is neither a JWT nor a Sluice key (database passwords are not accepted: present your identity token)');
+  }
+
+  /**
+   * Decide one client request (one simple Query or one Parse). `prepared` resolves SQL-level `EXECUTE name` to the
+   * statement its PREPARE defined.
+   */
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>): Verdict {
+    if (!this.audit.healthy) {
+      return {
+        decision: { action: 'deny', rule: 'audit-unavailable', reason: 'the audit log cannot be written' },
+        error: { code: '57P03', message: 'Sluice cannot record statements right now (audit store unavailable), so it does not run them', hint: 'Try again shortly; the gateway operator has been alerted in the gateway log.' },
+      };
+    }
+    const r = this.cache.analyze(sql);
+    if (!r.ok) {
+      return {
+        failure: r,
+        decision: { action: 'deny', rule: 'unparsable', reason: r.error },
+        error: { code: '42601', message: `${r.error} (Sluice could not parse this statement, so it was not run)`, ...(r.position ? { position: String(r.position) } : {}) },
+      };
+    }
+    let analysis = r;
+    if (prepared && r.statements.some((s) => s.executes !== undefined)) {
+      const statements: StatementInfo[] = [];
+      for (const s of r.statements) {
+        if (s.executes === undefined) {
+          statements.push(s);
+          continue;
+        }
+        const target = prepared.get(s.executes);
+        if (!target) {
+          return {
+            analysis: r,
+            decision: { action: 'deny', rule: 'unknown-prepared-statement', reason: `prepared statement "${s.executes}" was not prepared through Sluice` },
+            error: { code: '26000', message: `prepared statement "${s.executes}" does not exist in this Sluice session` },
+          };
+        }
+        statements.push({ ...target, command: 'EXECUTE', executes: s.executes, prepares: undefined });
+      }
+      analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive) };
+    }
+    const decision = evaluate(this.policy, { identity, database }, analysis);
+    if (decision.action === 'allow') return { analysis, decision };
+    const s = analysis.statements[decision.statement ?? 0];
+    const what = s ? `${s.command}${s.tables.length ? ` on ${s.tables.map((t) => t.name).join(', ')}` : ''}` : 'statement';
+    return {
+      analysis,
+      decision,
+      error: {
+        code: '42501',
+        message: `permission denied by Sluice policy rule "${decision.rule}"${decision.reason ? `: ${decision.reason}` : ''}`,
+        detail: `${what} (class ${s?.class ?? '?'})${s?.destructive.length ? `; destructive: ${s.destructive.join('; ')}` : ''}`,
+        hint: `Identity ${identity.subject} (${identity.kind}${identity.groups.length ? `, groups ${identity.groups.join(', ')}` : ''}).`,
+      },
+    };
+  }
+
+  record(event: AuditEvent): void {
+    this.audit.append(event);
+  }
+}
+
+/** Audit fields describing an analysis. */
+export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
+  if (!a) return {};
+  return {
+    fingerprint: a.fingerprint || undefined,
+    classes: a.classes,
+    commands: a.statements.map((s) => s.command),
+    tables: a.tables,
+    columns: [...new Set(a.statements.flatMap((s) => s.columns))].slice(0, 200),
+    destructive: a.destructive.length ? a.destructive : undefined,
+    flags: a.flags.length ? a.flags : undefined,
+    statements: a.statements.length,
+  };
+}
+
+export function identityFields(id: Identity): Partial<AuditEvent> {
+  return {
+    subject: id.subject,
+    identity_kind: id.kind,
+    display_name: id.displayName,
+    groups: id.groups,
+    acting_for: id.actingFor,
+    auth_method: id.method,
+    key_id: id.keyId,
+  };
+}

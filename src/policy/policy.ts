@@ -1,0 +1,162 @@
+import { readYamlWithSchema, parseYamlWithSchema } from '../util/yamlfile.js';
+import { globMatch } from '../util/glob.js';
+import { FLAGS, STATEMENT_CLASSES, type Analysis, type StatementInfo } from '../analyze/analyze.js';
+import { IDENTITY_KINDS, type Identity } from '../identity/identity.js';
+
+export const ACTIONS = ['allow', 'deny'] as const;
+export type Action = (typeof ACTIONS)[number];
+
+export interface RuleMatch {
+  subjects?: string[];
+  groups?: string[];
+  kinds?: Identity['kind'][];
+  databases?: string[];
+  statements?: (typeof STATEMENT_CLASSES)[number][];
+  commands?: string[];
+  tables?: string[];
+  only_tables?: string[];
+  destructive?: boolean;
+  flags?: (typeof FLAGS)[number][];
+}
+export interface Rule {
+  name: string;
+  description?: string;
+  match?: RuleMatch;
+  action: Action;
+  reason?: string;
+  /** file:line of the rule, for error messages and audit. */
+  source?: string;
+}
+export interface Policy {
+  version: 1;
+  default: Action;
+  default_reason?: string;
+  rules: Rule[];
+  file?: string;
+}
+
+const stringList = { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 } as const;
+export const POLICY_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'rules'],
+  properties: {
+    version: { const: 1 },
+    default: { enum: [...ACTIONS] },
+    default_reason: { type: 'string' },
+    rules: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'action'],
+        properties: {
+          name: { type: 'string', minLength: 1, pattern: '^[A-Za-z0-9_.:-]+$' },
+          description: { type: 'string' },
+          action: { enum: [...ACTIONS] },
+          reason: { type: 'string' },
+          match: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              subjects: stringList,
+              groups: stringList,
+              kinds: { type: 'array', minItems: 1, items: { enum: [...IDENTITY_KINDS] } },
+              databases: stringList,
+              statements: { type: 'array', minItems: 1, items: { enum: [...STATEMENT_CLASSES] } },
+              commands: stringList,
+              tables: stringList,
+              only_tables: stringList,
+              destructive: { type: 'boolean' },
+              flags: { type: 'array', minItems: 1, items: { enum: [...FLAGS] } },
+            },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+function finish(file: string, value: Policy, locate: (p: (string | number)[]) => string): Policy {
+  const seen = new Map<string, string>();
+  value.rules.forEach((r, i) => {
+    r.source = locate(['rules', i]);
+    const prev = seen.get(r.name);
+    if (prev) {
+      const [f, line, col] = r.source.split(':').slice(-3);
+      throw Object.assign(new Error(`${r.source}: duplicate rule name "${r.name}" (first defined at ${prev})`), { file: f, line, col });
+    }
+    seen.set(r.name, r.source);
+  });
+  return { ...value, default: value.default ?? 'deny', file };
+}
+
+export function loadPolicy(file: string): Policy {
+  const { value, locate } = readYamlWithSchema<Policy>(file, POLICY_SCHEMA);
+  return finish(file, value, locate);
+}
+export function parsePolicy(file: string, text: string): Policy {
+  const { value, locate } = parseYamlWithSchema<Policy>(file, text, POLICY_SCHEMA);
+  return finish(file, value, locate);
+}
+
+/** A table pattern `schema.name` also matches an unqualified reference to `name` (search_path is not known). */
+function tableMatches(pattern: string, table: string): boolean {
+  if (globMatch(pattern, table)) return true;
+  const dot = table.indexOf('.');
+  if (dot < 0 && pattern.includes('.')) return globMatch(pattern.slice(pattern.lastIndexOf('.') + 1), table);
+  if (dot >= 0 && !pattern.includes('.')) return globMatch(pattern, table.slice(table.lastIndexOf('.') + 1));
+  return false;
+}
+
+export interface EvalContext {
+  identity: Identity;
+  database: string;
+}
+
+function identityMatches(m: RuleMatch, ctx: EvalContext): boolean {
+  if (m.subjects && !m.subjects.some((g) => globMatch(g, ctx.identity.subject))) return false;
+  if (m.groups && !m.groups.some((g) => ctx.identity.groups.includes(g))) return false;
+  if (m.kinds && !m.kinds.includes(ctx.identity.kind)) return false;
+  if (m.databases && !m.databases.some((g) => globMatch(g, ctx.database))) return false;
+  return true;
+}
+
+function statementMatches(m: RuleMatch, s: StatementInfo): boolean {
+  if (m.statements && !m.statements.includes(s.class)) return false;
+  if (m.commands && !m.commands.some((c) => c.toUpperCase() === s.command)) return false;
+  if (m.destructive !== undefined && m.destructive !== s.destructive.length > 0) return false;
+  if (m.flags && !m.flags.some((f) => s.flags.includes(f))) return false;
+  if (m.tables && !s.tables.some((t) => m.tables!.some((p) => tableMatches(p, t.name)))) return false;
+  if (m.only_tables && (s.tables.length === 0 || !s.tables.every((t) => m.only_tables!.some((p) => tableMatches(p, t.name))))) return false;
+  return true;
+}
+
+export interface Decision {
+  action: Action;
+  /** Name of the deciding rule, or "default". */
+  rule: string;
+  reason: string;
+  /** Index of the statement that decided a denial. */
+  statement?: number;
+}
+
+/**
+ * First matching rule wins, per statement. A message is allowed only when every statement in it is allowed;
+ * the first denied statement decides the message.
+ */
+export function evaluate(policy: Policy, ctx: EvalContext, analysis: Analysis): Decision {
+  const rules = policy.rules.filter((r) => !r.match || identityMatches(r.match, ctx));
+  let allowed: Decision | undefined;
+  analysis.statements.forEach((raw, i) => {
+    if (allowed?.action === 'deny') return;
+    // "multi-statement" describes the message, so every statement in such a message carries it for matching.
+    const s: StatementInfo = analysis.statements.length > 1 ? { ...raw, flags: [...raw.flags, 'multi-statement'] } : raw;
+    const rule = rules.find((r) => !r.match || statementMatches(r.match, s));
+    const d: Decision = rule
+      ? { action: rule.action, rule: rule.name, reason: rule.reason ?? rule.description ?? '', statement: i }
+      : { action: policy.default, rule: 'default', reason: policy.default_reason ?? 'no policy rule allows this statement', statement: i };
+    if (d.action === 'deny' || !allowed) allowed = d;
+  });
+  return allowed ?? { action: 'allow', rule: 'empty', reason: 'empty query' };
+}

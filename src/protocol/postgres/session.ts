@@ -1,0 +1,658 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import crypto from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { Framer } from './framer.js';
+import { ProtocolError, Reader } from './buffer.js';
+import * as m from './messages.js';
+import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } from './upstream.js';
+import type { Governor, GovernorError, Verdict } from '../../governor.js';
+import { analysisFields, identityFields } from '../../governor.js';
+import { AuthError, type Identity } from '../../identity/identity.js';
+import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
+import { globMatch } from '../../util/glob.js';
+
+export interface SessionLimits {
+  /** Largest frontend message accepted after startup. */
+  maxMessageBytes: number;
+  /** Time allowed from connect to a completed login. */
+  authTimeoutMs: number;
+  /** Named prepared statements + portals one session may keep. */
+  maxPrepared: number;
+}
+
+export interface PgEngineConfig {
+  upstream: UpstreamTarget;
+  /** Globs of database names clients may open; all when empty. */
+  databases: string[];
+  tlsMode: 'disable' | 'allow' | 'require';
+  secureContext?: tls.SecureContext;
+  limits: SessionLimits;
+}
+
+export interface SessionInfo {
+  id: string;
+  identity?: Identity;
+  database?: string;
+  clientAddr: string;
+  applicationName?: string;
+  startedAt: Date;
+  tls: boolean;
+  currentSql?: string;
+  statements: number;
+}
+
+/** Live sessions and cancel keys, shared by all sessions of one engine. */
+export class SessionRegistry {
+  readonly sessions = new Map<string, PgSession>();
+  readonly byKey = new Map<number, PgSession>();
+  register(s: PgSession, pid: number): void {
+    this.sessions.set(s.id, s);
+    this.byKey.set(pid, s);
+  }
+  unregister(s: PgSession, pid: number): void {
+    this.sessions.delete(s.id);
+    if (this.byKey.get(pid) === s) this.byKey.delete(pid);
+  }
+}
+
+/** What the gateway expects back from the upstream for each message it forwarded, in order. */
+type Item =
+  | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string> }
+  | { k: 'parse'; verdict: Verdict }
+  | { k: 'bind' }
+  | { k: 'describe' }
+  | { k: 'execute'; stmt?: Prepared; portal: string; t0: number; rows: number; fetched: number }
+  | { k: 'close' }
+  | { k: 'sync' }
+  | { k: 'fastpath'; verdict: Verdict };
+
+interface Prepared {
+  name: string;
+  sql: string;
+  analysis?: Analysis;
+  rule: string;
+}
+
+const DENIED_MARK = 'SLUICE_DENIED_';
+/** SQL that fails in the upstream parser: injected in place of a denied message so that the upstream's own error
+ * handling (skip to Sync, abort the open transaction) happens exactly where the client expects the error. */
+const deniedSql = () => `${DENIED_MARK}${crypto.randomBytes(6).toString('hex')}`;
+
+/** Startup parameters a client may not set: they would change the upstream role behind the policy's back. */
+const FORBIDDEN_PARAMS = new Set(['role', 'session_authorization', 'replication']);
+
+const pick = (b: Buffer, start: number, end: number) => new Reader(b, start + 5, end);
+const tag = (rows: string) => {
+  const parts = rows.split(' ');
+  const n = Number(parts[parts.length - 1]);
+  return Number.isFinite(n) ? n : 0;
+};
+
+export class PgSession {
+  readonly id = crypto.randomUUID();
+  readonly info: SessionInfo;
+  private client: net.Socket;
+  private upstream?: net.Socket;
+  private phase: 'startup' | 'auth' | 'connecting' | 'ready' | 'closed' = 'startup';
+  private startupBuf: Buffer = Buffer.alloc(0);
+  private clientFramer: Framer;
+  private upstreamFramer = new Framer(1 << 30);
+  private items: Item[] = [];
+  private statements = new Map<string, Prepared>();
+  private portals = new Map<string, Prepared | undefined>();
+  private sqlPrepared = new Map<string, StatementInfo>();
+  private identity?: Identity;
+  private database = '';
+  private clientUser = '';
+  private params: Record<string, string> = {};
+  private pid = 0;
+  private secret = 0;
+  private upstreamPid = 0;
+  private upstreamSecret = 0;
+  private authTimer?: NodeJS.Timeout;
+  private expiryTimer?: NodeJS.Timeout;
+  private txStatus = 'I';
+  private closeReason = '';
+
+  constructor(socket: net.Socket, private readonly governor: Governor, private readonly cfg: PgEngineConfig, private readonly registry: SessionRegistry) {
+    this.client = socket;
+    this.clientFramer = new Framer(cfg.limits.maxMessageBytes);
+    this.info = { id: this.id, clientAddr: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, startedAt: new Date(), tls: false, statements: 0 };
+    socket.setNoDelay(true);
+    this.attachClient(socket);
+    this.authTimer = setTimeout(() => this.fatal('08P01', 'login timed out: the client did not finish authenticating in time'), cfg.limits.authTimeoutMs);
+    this.authTimer.unref();
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private attachClient(s: net.Socket): void {
+    s.on('data', (d: Buffer) => this.onClientData(d));
+    s.on('error', () => this.close('client connection error'));
+    s.on('close', () => this.close('client disconnected'));
+    s.on('drain', () => this.upstream?.resume());
+  }
+
+  private writeClient(b: Buffer): void {
+    if (this.client.destroyed) return;
+    if (!this.client.write(b)) this.upstream?.pause();
+  }
+  private writeUpstream(b: Buffer): void {
+    const u = this.upstream;
+    if (!u || u.destroyed) return;
+    if (!u.write(b)) this.client.pause();
+  }
+
+  /** Send a FATAL error to the client and end the session. */
+  fatal(code: string, message: string, detail?: string): void {
+    if (this.phase === 'closed') return;
+    if (!this.client.destroyed) this.client.end(m.errorResponse({ severity: 'FATAL', code, message, detail }));
+    this.close(message);
+  }
+
+  /** Ask the session to end (admin terminate, shutdown). */
+  terminate(reason: string): void {
+    this.fatal('57P01', `terminating connection: ${reason}`);
+  }
+
+  private close(reason: string): void {
+    if (this.phase === 'closed') return;
+    const wasReady = this.phase === 'ready';
+    this.phase = 'closed';
+    this.closeReason ||= reason;
+    clearTimeout(this.authTimer);
+    clearTimeout(this.expiryTimer);
+    const u = this.upstream;
+    if (u && !u.destroyed) {
+      // A client that vanished mid-query must not leave its statement running upstream.
+      if (this.items.length && this.upstreamPid) void cancelUpstream(this.cfg.upstream, this.upstreamPid, this.upstreamSecret);
+      u.end(m.terminate());
+      setTimeout(() => u.destroy(), 2000).unref();
+    }
+    for (const it of this.items) {
+      if (it.k === 'query' && it.verdict.decision.action === 'allow') this.auditQuery(it, { message: `not completed: ${this.closeReason}` });
+      if (it.k === 'execute') this.auditExecute(it, { message: `not completed: ${this.closeReason}` });
+    }
+    this.items = [];
+    if (!this.client.destroyed) this.client.end();
+    setTimeout(() => this.client.destroy(), 2000).unref();
+    if (wasReady) {
+      this.registry.unregister(this, this.pid);
+      this.governor.record({ type: 'session_end', session_id: this.id, ...identityFields(this.identity!), database: this.database, client_addr: this.info.clientAddr, reason: this.closeReason, details: { statements: this.info.statements, duration_s: (Date.now() - this.info.startedAt.getTime()) / 1000 } } as never);
+    }
+  }
+
+  // ---------------------------------------------------------------- startup & login
+
+  private onClientData(d: Buffer): void {
+    try {
+      if (this.phase === 'ready') return this.onClientMessages(d);
+      if (this.phase === 'startup') return this.onStartupData(d);
+      if (this.phase === 'auth') return this.onAuthData(d);
+      if (this.phase === 'connecting') {
+        // Nothing may arrive before AuthenticationOk; buffer a little (pipelining clients) and fail otherwise.
+        this.startupBuf = Buffer.concat([this.startupBuf, d]);
+        if (this.startupBuf.length > 1 << 20) throw new ProtocolError('too much data sent before login completed');
+      }
+    } catch (e) {
+      this.protocolFailure(e);
+    }
+  }
+
+  private protocolFailure(e: unknown): void {
+    const pe = e instanceof ProtocolError ? e : new ProtocolError(`internal error handling client message: ${(e as Error).message}`, 'XX000');
+    if (this.phase === 'ready') this.governor.record({ type: 'protocol_error', session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, error: pe.message, error_code: pe.code });
+    else this.governor.record({ type: 'protocol_error', client_addr: this.info.clientAddr, error: pe.message, error_code: pe.code });
+    this.fatal(pe.code, pe.message);
+  }
+
+  private onStartupData(d: Buffer): void {
+    this.startupBuf = this.startupBuf.length ? Buffer.concat([this.startupBuf, d]) : d;
+    while (this.phase === 'startup' && this.startupBuf.length >= 4) {
+      const len = this.startupBuf.readInt32BE(0);
+      if (len < 8 || len > 10_000) throw new ProtocolError('invalid length of startup packet');
+      if (this.startupBuf.length < len) return;
+      const msg = this.startupBuf.subarray(0, len);
+      this.startupBuf = this.startupBuf.subarray(len);
+      const code = msg.readInt32BE(4);
+      if (code === m.SSL_REQUEST_CODE) {
+        if (this.startupBuf.length) throw new ProtocolError('received unencrypted data after SSL request');
+        if (this.cfg.tlsMode === 'disable' || !this.cfg.secureContext || this.info.tls) {
+          this.client.write('N');
+          continue;
+        }
+        this.client.write('S');
+        this.upgradeTls();
+        return;
+      }
+      if (code === m.GSSENC_REQUEST_CODE) {
+        this.client.write('N');
+        continue;
+      }
+      if (code === m.CANCEL_REQUEST_CODE) {
+        if (len !== 16) throw new ProtocolError('invalid length of cancel request');
+        const target = this.registry.byKey.get(msg.readInt32BE(8));
+        if (target) target.cancelFromClient(msg.readInt32BE(12));
+        this.phase = 'closed';
+        this.client.end();
+        return;
+      }
+      if (code >> 16 !== 3) throw new ProtocolError(`unsupported frontend protocol ${code >> 16}.${code & 0xffff}: Sluice speaks protocol 3.0`, '0A000');
+      this.onStartupMessage(msg, code & 0xffff);
+    }
+  }
+
+  private upgradeTls(): void {
+    const raw = this.client;
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('error');
+    raw.removeAllListeners('close');
+    raw.removeAllListeners('drain');
+    raw.on('error', () => this.close('client connection error'));
+    const s = new tls.TLSSocket(raw, { isServer: true, secureContext: this.cfg.secureContext });
+    this.client = s;
+    this.info.tls = true;
+    this.attachClient(s);
+  }
+
+  private onStartupMessage(msg: Buffer, minor: number): void {
+    const r = new Reader(msg, 8);
+    const params: Record<string, string> = {};
+    const unsupported: string[] = [];
+    for (;;) {
+      const k = r.cstring();
+      if (k === '') break;
+      const v = r.cstring();
+      if (k.startsWith('_pq_.')) unsupported.push(k);
+      else params[k] = v;
+    }
+    if (minor > 0 || unsupported.length) this.client.write(m.negotiateProtocolVersion(0, unsupported));
+    if (this.cfg.tlsMode === 'require' && !this.info.tls) {
+      return this.fatal('28000', 'Sluice requires an encrypted connection: connect with sslmode=require (tokens must not cross the network in clear text)');
+    }
+    for (const k of Object.keys(params)) {
+      if (FORBIDDEN_PARAMS.has(k.toLowerCase())) return this.fatal('42501', `startup parameter "${k}" is not allowed through Sluice`);
+    }
+    if (params.options) {
+      // options carries "-c name=value" settings; refuse the ones that would switch the upstream role.
+      const names = [...params.options.matchAll(/(?:-c\s*|--)([A-Za-z0-9_.]+)\s*=/g)].map((x) => x[1]!.toLowerCase().replace(/-/g, '_'));
+      const bad = names.find((n) => FORBIDDEN_PARAMS.has(n));
+      if (bad) return this.fatal('42501', `setting "${bad}" in startup options is not allowed through Sluice`);
+    }
+    this.clientUser = params.user ?? '';
+    this.database = params.database || this.clientUser;
+    if (!this.database) return this.fatal('3D000', 'no database specified');
+    delete params.user;
+    delete params.database;
+    this.params = params;
+    this.info.applicationName = params.application_name;
+    this.phase = 'auth';
+    this.client.write(m.authenticationCleartext());
+  }
+
+  private onAuthData(d: Buffer): void {
+    let password: string | undefined;
+    new Framer(64 * 1024).push(Buffer.concat([this.startupBuf, d]), (type, buf, start, end) => {
+      if (password !== undefined) return;
+      if (type !== 0x70) throw new ProtocolError(`expected password message, got '${String.fromCharCode(type)}'`);
+      password = pick(buf, start, end).cstring();
+    });
+    if (password === undefined) {
+      this.startupBuf = Buffer.concat([this.startupBuf, d]);
+      if (this.startupBuf.length > 64 * 1024) throw new ProtocolError('password message too large');
+      return;
+    }
+    this.startupBuf = Buffer.alloc(0);
+    this.phase = 'connecting';
+    void this.login(password);
+  }
+
+  private async login(password: string): Promise<void> {
+    let identity: Identity;
+    try {
+      identity = await this.governor.authenticate(password);
+    } catch (e) {
+      const reason = e instanceof AuthError ? e.message : `authentication error: ${(e as Error).message}`;
+      this.governor.record({ type: 'auth_failure', client_addr: this.info.clientAddr, client_user: this.clientUser, database: this.database, application_name: this.params.application_name, tls: this.info.tls, reason } as never);
+      return this.fatal('28P01', `Sluice authentication failed: ${reason}`);
+    }
+    if (this.phase === 'closed') return;
+    if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, this.database))) {
+      this.governor.record({ type: 'auth_failure', ...identityFields(identity), client_addr: this.info.clientAddr, database: this.database, reason: 'database not served' } as never);
+      return this.fatal('3D000', `database "${this.database}" is not served by this Sluice gateway`);
+    }
+    try {
+      const up = await connectUpstream(this.cfg.upstream, { ...this.params, database: this.database });
+      if ((this.phase as string) === 'closed') {
+        up.socket.destroy();
+        return;
+      }
+      this.upstream = up.socket;
+      this.upstreamPid = up.pid;
+      this.upstreamSecret = up.secret;
+      this.txStatus = up.txStatus;
+      this.identity = identity;
+      this.info.identity = identity;
+      this.info.database = this.database;
+      clearTimeout(this.authTimer);
+      this.pid = crypto.randomInt(1, 0x7fffffff);
+      this.secret = crypto.randomInt(-0x80000000, 0x7fffffff);
+      const parts: Buffer[] = [m.authenticationOk()];
+      for (const [k, v] of up.parameters) parts.push(m.parameterStatus(k, v));
+      parts.push(m.backendKeyData(this.pid, this.secret), m.readyForQuery(up.txStatus));
+      this.client.write(Buffer.concat(parts));
+      this.phase = 'ready';
+      this.registry.register(this, this.pid);
+      this.scheduleExpiry();
+      this.governor.record({ type: 'session_start', session_id: this.id, ...identityFields(identity), client_addr: this.info.clientAddr, client_user: this.clientUser, application_name: this.params.application_name, database: this.database, tls: this.info.tls });
+      up.socket.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
+      up.socket.on('error', () => this.fatal('08006', 'lost connection to the upstream database'));
+      up.socket.on('close', () => this.fatal('08006', 'the upstream database closed the connection'));
+      up.socket.on('drain', () => this.client.resume());
+      if (up.leftover.length) this.onUpstreamData(up.leftover);
+      if (this.startupBuf.length) {
+        const early = this.startupBuf;
+        this.startupBuf = Buffer.alloc(0);
+        this.onClientMessages(early);
+      }
+    } catch (e) {
+      if (e instanceof UpstreamError) return this.fatal(e.code === '3D000' ? '3D000' : e.code, e.message);
+      return this.fatal('08006', `could not open the upstream session: ${(e as Error).message}`);
+    }
+  }
+
+  /** A token-based session ends when its token expires (clients reconnect with a fresh token). */
+  private scheduleExpiry(): void {
+    const exp = this.identity?.expiresAt;
+    if (!exp) return;
+    const ms = exp * 1000 - Date.now();
+    if (ms > 2 ** 31 - 1) return;
+    this.expiryTimer = setTimeout(() => this.fatal('28P01', 'the identity token for this session has expired; reconnect with a fresh token'), Math.max(ms, 0));
+    this.expiryTimer.unref();
+  }
+
+  cancelFromClient(secret: number): void {
+    if (secret !== this.secret || !this.upstreamPid) return;
+    void cancelUpstream(this.cfg.upstream, this.upstreamPid, this.upstreamSecret);
+  }
+
+  // ---------------------------------------------------------------- client -> upstream
+
+  private onClientMessages(d: Buffer): void {
+    const u = this.upstream!;
+    u.cork();
+    try {
+      let buf: Buffer | undefined;
+      let runStart = 0;
+      let runEnd = 0;
+      const flushRun = () => {
+        if (buf && runEnd > runStart) this.writeUpstream(buf.subarray(runStart, runEnd));
+      };
+      this.clientFramer.push(d, (type, b, start, end) => {
+        if (b !== buf) {
+          flushRun();
+          buf = b;
+          runStart = runEnd = start;
+        }
+        const replacement = this.onClientMessage(type, b, start, end);
+        if (replacement === undefined) {
+          runEnd = end;
+          return;
+        }
+        flushRun();
+        if (replacement) this.writeUpstream(replacement);
+        runStart = runEnd = end;
+      });
+      flushRun();
+    } catch (e) {
+      this.protocolFailure(e);
+    } finally {
+      u.uncork();
+    }
+  }
+
+  /** Returns undefined to forward the message as is, a Buffer to send instead, or null to drop it. */
+  private onClientMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined {
+    if (this.phase !== 'ready') return null;
+    switch (type) {
+      case 0x51 /* Q */: {
+        const sql = pick(b, start, end).cstring();
+        this.info.currentSql = sql;
+        this.info.statements++;
+        const verdict = this.decide(sql);
+        const item: Item = { k: 'query', sql, verdict, t0: performance.now(), rows: 0 };
+        this.items.push(item);
+        if (verdict.error) {
+          this.auditDenied(sql, verdict, 'simple');
+          return m.query(deniedSql());
+        }
+        this.trackSqlPrepared(verdict);
+        return undefined;
+      }
+      case 0x50 /* P */: {
+        const r = pick(b, start, end);
+        const name = r.cstring();
+        const sql = r.cstring();
+        const nTypes = r.int16();
+        const types: number[] = [];
+        for (let i = 0; i < nTypes; i++) types.push(r.int32());
+        this.info.currentSql = sql;
+        const verdict = this.decide(sql);
+        this.items.push({ k: 'parse', verdict });
+        if (verdict.error) {
+          this.auditDenied(sql, verdict, 'extended', name);
+          return m.parse(name, deniedSql(), types);
+        }
+        if (name !== '' && !this.statements.has(name) && this.statements.size >= this.cfg.limits.maxPrepared) {
+          throw new ProtocolError(`too many prepared statements in one session (limit ${this.cfg.limits.maxPrepared})`, '53400');
+        }
+        this.trackSqlPrepared(verdict);
+        this.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule });
+        return undefined;
+      }
+      case 0x42 /* B */: {
+        const r = pick(b, start, end);
+        const portal = r.cstring();
+        const stmt = r.cstring();
+        if (portal !== '' && !this.portals.has(portal) && this.portals.size >= this.cfg.limits.maxPrepared) {
+          throw new ProtocolError(`too many portals in one session (limit ${this.cfg.limits.maxPrepared})`, '53400');
+        }
+        this.portals.set(portal, this.statements.get(stmt));
+        this.items.push({ k: 'bind' });
+        return undefined;
+      }
+      case 0x45 /* E */: {
+        const portal = pick(b, start, end).cstring();
+        const stmt = this.portals.get(portal);
+        this.info.statements++;
+        this.items.push({ k: 'execute', stmt, portal, t0: performance.now(), rows: 0, fetched: 0 });
+        return undefined;
+      }
+      case 0x44 /* D */:
+        pick(b, start, end).byte();
+        this.items.push({ k: 'describe' });
+        return undefined;
+      case 0x43 /* C */: {
+        const r = pick(b, start, end);
+        const what = String.fromCharCode(r.byte());
+        const name = r.cstring();
+        if (what === 'S') this.statements.delete(name);
+        else this.portals.delete(name);
+        this.items.push({ k: 'close' });
+        return undefined;
+      }
+      case 0x53 /* S */:
+        this.items.push({ k: 'sync' });
+        return undefined;
+      case 0x48 /* H flush */:
+      case 0x64 /* d CopyData */:
+      case 0x63 /* c CopyDone */:
+      case 0x66 /* f CopyFail */:
+        return undefined;
+      case 0x46 /* F FunctionCall */: {
+        // The fast-path interface calls functions by OID, bypassing SQL analysis: refused.
+        const verdict: Verdict = { decision: { action: 'deny', rule: 'fastpath', reason: 'fast-path function calls are not allowed' }, error: { code: '42501', message: 'fast-path function calls are not allowed through Sluice; use SQL' } };
+        this.items.push({ k: 'fastpath', verdict });
+        this.auditDenied('<fast-path function call>', verdict, 'extended');
+        return m.query(deniedSql());
+      }
+      case 0x58 /* X */:
+        this.close('client terminated the session');
+        return null;
+      default:
+        throw new ProtocolError(`invalid frontend message type ${type} ('${String.fromCharCode(type)}')`);
+    }
+  }
+
+  private decide(sql: string): Verdict {
+    return this.governor.check(this.identity!, this.database, sql, this.sqlPrepared);
+  }
+
+  /** Keep SQL-level PREPARE/EXECUTE/DEALLOCATE in step with the upstream so EXECUTE can be judged. */
+  private trackSqlPrepared(v: Verdict): void {
+    for (const s of v.analysis?.statements ?? []) {
+      if (s.prepares !== undefined) this.sqlPrepared.set(s.prepares, s);
+      if (s.deallocates === '') this.sqlPrepared.clear();
+      else if (s.deallocates !== undefined) this.sqlPrepared.delete(s.deallocates);
+      if (s.command === 'DISCARD') {
+        this.sqlPrepared.clear();
+        this.statements.clear();
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- upstream -> client
+
+  private onUpstreamData(d: Buffer): void {
+    const c = this.client;
+    c.cork();
+    try {
+      let buf: Buffer | undefined;
+      let runStart = 0;
+      let runEnd = 0;
+      const flushRun = () => {
+        if (buf && runEnd > runStart) this.writeClient(buf.subarray(runStart, runEnd));
+      };
+      this.upstreamFramer.push(d, (type, b, start, end) => {
+        if (b !== buf) {
+          flushRun();
+          buf = b;
+          runStart = runEnd = start;
+        }
+        const replacement = this.onUpstreamMessage(type, b, start, end);
+        if (replacement === undefined) {
+          runEnd = end;
+          return;
+        }
+        flushRun();
+        if (replacement) this.writeClient(replacement);
+        runStart = runEnd = end;
+      });
+      flushRun();
+    } catch (e) {
+      this.fatal('08P01', `invalid data from the upstream database: ${(e as Error).message}`);
+    } finally {
+      c.uncork();
+    }
+  }
+
+  private onUpstreamMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined {
+    const head = this.items[0];
+    switch (type) {
+      case 0x44 /* D DataRow */:
+        if (head?.k === 'execute') head.fetched++;
+        return undefined;
+      case 0x43 /* C CommandComplete */: {
+        const rows = tag(pick(b, start, end).cstring());
+        if (head?.k === 'query') head.rows += rows;
+        else if (head?.k === 'execute') {
+          head.rows += rows;
+          this.items.shift();
+          this.auditExecute(head);
+        }
+        return undefined;
+      }
+      case 0x5a /* Z ReadyForQuery */: {
+        this.txStatus = String.fromCharCode(b[start + 5]!);
+        // Everything up to and including the query/sync this answers is complete.
+        while (this.items.length) {
+          const it = this.items.shift()!;
+          if (it.k === 'query') {
+            if (it.verdict.decision.action === 'allow') this.auditQuery(it);
+            break;
+          }
+          if (it.k === 'sync' || it.k === 'fastpath') break;
+        }
+        this.info.currentSql = undefined;
+        return undefined;
+      }
+      case 0x45 /* E ErrorResponse */: {
+        // No pending request (asynchronous, e.g. the server shutting down) or an error raised by Sync itself
+        // (a deferred constraint at implicit commit): pass it through; ReadyForQuery follows.
+        if (!head || head.k === 'sync') return undefined;
+        const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' ? head.verdict.error : undefined;
+        if (head.k === 'query') {
+          if (!denied) head.error = m.parseErrorFields(b, start, end);
+          return denied ? this.errorFor(denied) : undefined;
+        }
+        if (head.k === 'fastpath') return this.errorFor(denied!);
+        // Extended protocol: this message failed; the upstream now skips everything until Sync.
+        const failed = this.items.shift()!;
+        if (failed.k === 'execute') this.auditExecute(failed, m.parseErrorFields(b, start, end));
+        while (this.items.length && this.items[0]!.k !== 'sync') {
+          const skipped = this.items.shift()!;
+          if (skipped.k === 'query' || skipped.k === 'fastpath') {
+            // A simple Query after an unsynced error: put it back; it is answered on its own.
+            this.items.unshift(skipped);
+            break;
+          }
+        }
+        return denied ? this.errorFor(denied) : undefined;
+      }
+      case 0x31 /* 1 ParseComplete */:
+      case 0x32 /* 2 BindComplete */:
+      case 0x33 /* 3 CloseComplete */:
+      case 0x6e /* n NoData */:
+      case 0x49 /* I EmptyQuery */:
+      case 0x73 /* s PortalSuspended */:
+        if (head && head.k !== 'query' && head.k !== 'sync' && head.k !== 'fastpath') {
+          this.items.shift();
+          if (head.k === 'execute') {
+            if (type === 0x73) head.rows = head.fetched;
+            this.auditExecute(head);
+          }
+        }
+        return undefined;
+      case 0x54 /* T RowDescription */:
+        if (head?.k === 'describe') this.items.shift();
+        return undefined;
+      default:
+        // t ParameterDescription, N Notice, A Notification, S ParameterStatus, G/H/W/d/c COPY: pass through.
+        return undefined;
+    }
+  }
+
+  private errorFor(e: GovernorError): Buffer {
+    return m.errorResponse({ severity: 'ERROR', ...e });
+  }
+
+  // ---------------------------------------------------------------- audit
+
+  private base() {
+    return { session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, application_name: this.params.application_name, database: this.database };
+  }
+
+  private auditDenied(sql: string, v: Verdict, protocol: 'simple' | 'extended', name?: string): void {
+    this.governor.record({ type: 'statement', ...this.base(), sql, protocol, statement_name: name || undefined, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error?.message, error_code: v.error?.code });
+  }
+
+  private auditQuery(it: Extract<Item, { k: 'query' }>, err?: Record<string, string>): void {
+    const e = err ?? it.error;
+    this.governor.record({ type: 'statement', ...this.base(), sql: it.sql, protocol: 'simple', ...analysisFields(it.verdict.analysis), decision: 'allow', rule: it.verdict.decision.rule, rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: e?.message, error_code: e?.code });
+  }
+
+  private auditExecute(it: Extract<Item, { k: 'execute' }>, err?: Record<string, string>): void {
+    this.governor.record({ type: 'statement', ...this.base(), sql: it.stmt?.sql, protocol: 'extended', statement_name: it.stmt?.name || undefined, ...analysisFields(it.stmt?.analysis), decision: 'allow', rule: it.stmt?.rule, rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: err?.message, error_code: err?.code });
+  }
+}

@@ -1,0 +1,50 @@
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+
+/** Migrations are code, ordered by name; each runs once per store (kysely tracks them). */
+const migrations: Record<string, Migration> = {
+  '0001_audit_and_keys': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('audit_events')
+        .addColumn('chain_id', 'text', (c) => c.notNull())
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('ts', 'timestamptz', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('session_id', 'text')
+        .addColumn('subject', 'text')
+        .addColumn('identity_kind', 'text')
+        .addColumn('acting_for', 'text')
+        .addColumn('database', 'text')
+        .addColumn('decision', 'text')
+        .addColumn('payload', 'text', (c) => c.notNull())
+        .addColumn('prev_hash', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('audit_events_pk', ['chain_id', 'seq'])
+        .execute();
+      await db.schema.createIndex('audit_events_ts').on('audit_events').column('ts').execute();
+      await db.schema.createIndex('audit_events_subject').on('audit_events').columns(['subject', 'ts']).execute();
+      await db.schema.createIndex('audit_events_session').on('audit_events').column('session_id').execute();
+      await db.schema
+        .createTable('api_keys')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('groups', 'text', (c) => c.notNull())
+        .addColumn('acting_for', 'text')
+        .addColumn('secret_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
+        .addColumn('created_by', 'text')
+        .addColumn('expires_at', 'timestamptz')
+        .addColumn('revoked_at', 'timestamptz')
+        .addColumn('last_used_at', 'timestamptz')
+        .execute();
+    },
+  },
+};
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return migrations;
+  },
+};

@@ -1,0 +1,38 @@
+import type { ColumnType, Generated } from 'kysely';
+
+export interface AuditEventsTable {
+  chain_id: string;
+  seq: ColumnType<string | number, number, number>;
+  ts: ColumnType<Date, Date, never>;
+  type: string;
+  session_id: string | null;
+  subject: string | null;
+  identity_kind: string | null;
+  acting_for: string | null;
+  database: string | null;
+  decision: string | null;
+  payload: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  name: string;
+  kind: string;
+  subject: string;
+  groups: string;
+  acting_for: string | null;
+  secret_hash: string;
+  created_at: ColumnType<Date, Date, never>;
+  created_by: string | null;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
+export interface Database {
+  audit_events: AuditEventsTable;
+  api_keys: ApiKeysTable;
+  sluice_meta: { key: string; value: string; id?: Generated<number> };
+}
