@@ -119,7 +119,8 @@ const CONFIG_SCHEMA = {
   },
 } as const;
 
-export function loadConfig(file: string): SluiceConfig {
+/** `secrets: false` skips resolving the upstream password (admin commands do not connect upstream). */
+export function loadConfig(file: string, opts: { secrets?: boolean } = {}): SluiceConfig {
   const { value, locate } = readYamlWithSchema<SluiceConfig & { store: StoreConfig & { url_env?: string } }>(file, CONFIG_SCHEMA);
   const dir = path.dirname(path.resolve(file));
   const cfg: SluiceConfig = { ...value, dir, file };
@@ -132,7 +133,7 @@ export function loadConfig(file: string): SluiceConfig {
     throw new ConfigError(file, Number(l), Number(c), 'tls.cert_file and tls.key_file go together');
     void f;
   }
-  if (cfg.upstream.password_env) {
+  if (cfg.upstream.password_env && opts.secrets !== false) {
     const v = process.env[cfg.upstream.password_env];
     if (v === undefined) {
       const pos = locate(['upstream', 'password_env']).split(':').slice(-2).map(Number);

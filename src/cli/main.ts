@@ -1,0 +1,216 @@
+import { parseArgs } from 'node:util';
+import fs from 'node:fs';
+import { loadConfig, adminSocketPath, type SluiceConfig } from '../config.js';
+import { ConfigError } from '../util/yamlfile.js';
+import { localOps, remoteOps, socketAlive, type AdminOps } from '../admin.js';
+import { openStore } from '../store/db.js';
+import { AuditLog, storeSink, type StoredEvent } from '../audit/audit.js';
+import { loadPolicy, evaluate } from '../policy/policy.js';
+import { analyzeUncached, loadParser } from '../analyze/analyze.js';
+import { IDENTITY_KINDS, type IdentityKind } from '../identity/identity.js';
+
+const HELP = `sluice — identity-aware database gateway
+
+usage: sluice <command> [options]
+
+  start                       run the gateway (config: -c FILE, $SLUICE_CONFIG or ./sluice.yaml)
+  demo [--port N]             run a self-contained demo: embedded PostgreSQL with sample data, a demo
+                              identity provider, and the gateway in front of it
+  audit list [filters]        show audit events, newest first
+        --subject S --kind human|agent|service --decision allow|deny --type T --database D
+        --table T --session ID --since ISO --until ISO --limit N --json
+  audit verify                recompute the audit hash chains; exit 1 if any link is broken
+  keys create --name N --kind agent|service|human [--groups a,b] [--subject S]
+              [--acting-for PERSON] [--expires 30d]
+  keys list                   list keys (secrets are never shown again)
+  keys revoke ID
+  policy check [FILE]         validate a policy file (default: the config's)
+  policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
+                              show what the policy decides for a statement
+
+Every command accepts -c/--config FILE.`;
+
+export class UsageError extends Error {}
+
+function configPath(v: string | undefined): string {
+  return v ?? process.env.SLUICE_CONFIG ?? 'sluice.yaml';
+}
+
+function parseDuration(s: string): Date {
+  const m = /^(\d+)\s*(m|h|d|w)$/.exec(s.trim());
+  if (!m) throw new UsageError(`cannot read duration "${s}" (use e.g. 90m, 12h, 30d, 4w)`);
+  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
+  return new Date(Date.now() + Number(m[1]) * unit);
+}
+
+/** The admin operations: through a running gateway when one holds the store, else on the store directly. */
+async function withOps<T>(cfg: SluiceConfig, fn: (ops: AdminOps) => Promise<T>): Promise<T> {
+  const sock = adminSocketPath(cfg);
+  if (sock && (await socketAlive(sock))) {
+    const ops = remoteOps(sock);
+    try {
+      return await fn(ops);
+    } finally {
+      ops.close();
+    }
+  }
+  const store = await openStore(cfg.store);
+  const audit = new AuditLog(storeSink(store.db));
+  try {
+    return await fn(localOps(store.db, audit));
+  } finally {
+    await audit.close();
+    await store.close();
+  }
+}
+
+function formatEvent(e: StoredEvent): string {
+  const who = e.subject ? `${e.subject}${e.identity_kind ? ` (${e.identity_kind}${e.acting_for ? ` for ${e.acting_for}` : ''})` : ''}` : '-';
+  const parts = [e.ts, e.type.padEnd(13), who];
+  if (e.database) parts.push(`db=${e.database}`);
+  if (e.decision) parts.push(`${e.decision}${e.rule ? `[${e.rule}]` : ''}`);
+  if (e.rows !== undefined) parts.push(`rows=${e.rows}`);
+  if (e.duration_ms !== undefined) parts.push(`${e.duration_ms}ms`);
+  if (e.tables?.length) parts.push(`tables=${e.tables.join(',')}`);
+  if (e.sql) parts.push(JSON.stringify(e.sql.length > 160 ? e.sql.slice(0, 157) + '...' : e.sql));
+  if (e.error) parts.push(`error=${JSON.stringify(e.error)}`);
+  if (e.reason && !e.error) parts.push(`reason=${JSON.stringify(e.reason)}`);
+  return parts.join('  ');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, sub, ...rest] = argv;
+  const out = (s: string) => process.stdout.write(s + '\n');
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    out(HELP);
+    return 0;
+  }
+  type Spec = Record<string, { type: 'string' | 'boolean'; short?: string }>;
+  const opts = (args: string[], options: Spec): { values: Record<string, string | boolean | undefined>; positionals: string[] } =>
+    parseArgs({ args, options: { config: { type: 'string', short: 'c' }, ...options }, allowPositionals: true, strict: true }) as never;
+
+  switch (cmd) {
+    case 'start': {
+      const { values } = opts(argv.slice(1), {});
+      const { runStart } = await import('./start.js');
+      return runStart(configPath(values.config as string | undefined));
+    }
+    case 'demo': {
+      const { values } = opts(argv.slice(1), { port: { type: 'string' }, dir: { type: 'string' } });
+      const { runDemo } = await import('../demo/demo.js');
+      return runDemo({ port: values.port ? Number(values.port) : 6432, dir: values.dir as string | undefined });
+    }
+    case 'audit': {
+      const { values } = opts(rest, {
+        subject: { type: 'string' }, kind: { type: 'string' }, decision: { type: 'string' }, type: { type: 'string' },
+        database: { type: 'string' }, table: { type: 'string' }, session: { type: 'string' }, since: { type: 'string' },
+        until: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
+      });
+      const cfg = loadConfig(configPath(values.config as string | undefined), { secrets: false });
+      if (sub === 'list') {
+        const f = {
+          subject: values.subject as string | undefined, kind: values.kind as string | undefined, decision: values.decision as string | undefined,
+          type: values.type as string | undefined, database: values.database as string | undefined, table: values.table as string | undefined,
+          session: values.session as string | undefined, since: values.since as any, until: values.until as any,
+          limit: values.limit ? Number(values.limit) : 50,
+        };
+        for (const d of [f.since, f.until]) if (d && Number.isNaN(new Date(d).getTime())) throw new UsageError(`invalid time "${d}" (use ISO 8601)`);
+        const events = await withOps(cfg, (ops) => ops.auditList(f));
+        for (const e of events) out(values.json ? JSON.stringify(e) : formatEvent(e));
+        return 0;
+      }
+      if (sub === 'verify') {
+        const reports = await withOps(cfg, (ops) => ops.auditVerify());
+        let bad = 0;
+        for (const r of reports) {
+          if (r.ok) out(`ok      chain ${r.chain_id}: ${r.events} events, head ${r.head?.slice(0, 16)}`);
+          else {
+            bad++;
+            out(`BROKEN  chain ${r.chain_id}: event ${r.first_bad_seq}: ${r.problem}`);
+          }
+        }
+        out(bad ? `audit verify: ${bad} of ${reports.length} chains broken` : `audit verify: all ${reports.length} chains intact`);
+        return bad ? 1 : 0;
+      }
+      throw new UsageError('usage: sluice audit list|verify');
+    }
+    case 'keys': {
+      const { values, positionals } = opts(rest, {
+        name: { type: 'string' }, kind: { type: 'string' }, groups: { type: 'string' }, subject: { type: 'string' },
+        'acting-for': { type: 'string' }, expires: { type: 'string' }, json: { type: 'boolean' },
+      });
+      const cfg = loadConfig(configPath(values.config as string | undefined), { secrets: false });
+      if (sub === 'create') {
+        if (!values.name) throw new UsageError('keys create needs --name');
+        const kind = (values.kind ?? 'service') as IdentityKind;
+        if (!IDENTITY_KINDS.includes(kind)) throw new UsageError(`--kind must be one of ${IDENTITY_KINDS.join(', ')}`);
+        const groups = values.groups ? String(values.groups).split(',').map((g) => g.trim()).filter(Boolean) : [];
+        const expiresAt = values.expires ? parseDuration(String(values.expires)) : undefined;
+        const r = await withOps(cfg, (ops) =>
+          ops.keysCreate({ name: String(values.name), kind, groups, subject: values.subject as string | undefined, actingFor: values['acting-for'] as string | undefined, expiresAt, createdBy: `cli:${process.env.USER ?? 'unknown'}` }),
+        );
+        if (values.json) out(JSON.stringify(r));
+        else {
+          out(r.key);
+          process.stderr.write(`created key ${r.info.id} for ${r.info.subject} (${r.info.kind}${r.info.groups.length ? `, groups ${r.info.groups.join(',')}` : ''}); it is shown only once\n`);
+        }
+        return 0;
+      }
+      if (sub === 'list') {
+        const keys = await withOps(cfg, (ops) => ops.keysList());
+        for (const k of keys) out(values.json ? JSON.stringify(k) : `${k.id}  ${k.name.padEnd(16)} ${k.kind.padEnd(8)} ${k.subject}  groups=${k.groups.join(',') || '-'}${k.acting_for ? `  for=${k.acting_for}` : ''}${k.revoked_at ? `  REVOKED ${k.revoked_at}` : ''}${k.expires_at ? `  expires=${k.expires_at}` : ''}`);
+        return 0;
+      }
+      if (sub === 'revoke') {
+        const id = positionals[0];
+        if (!id) throw new UsageError('usage: sluice keys revoke ID');
+        const ok = await withOps(cfg, (ops) => ops.keysRevoke(id));
+        out(ok ? `revoked ${id}` : `no active key ${id}`);
+        return ok ? 0 : 1;
+      }
+      throw new UsageError('usage: sluice keys create|list|revoke');
+    }
+    case 'policy': {
+      const { values, positionals } = opts(rest, { sql: { type: 'string' }, subject: { type: 'string' }, groups: { type: 'string' }, kind: { type: 'string' }, database: { type: 'string' } });
+      const file = positionals[0] ?? loadConfig(configPath(values.config as string | undefined), { secrets: false }).policy;
+      const policy = loadPolicy(file);
+      if (sub === 'check') {
+        out(`${file}: ok (${policy.rules.length} rules, default ${policy.default})`);
+        return 0;
+      }
+      if (sub === 'test') {
+        if (!values.sql) throw new UsageError('policy test needs --sql');
+        await loadParser();
+        const a = analyzeUncached(String(values.sql));
+        if (!a.ok) {
+          out(`deny (unparsable, fail closed): ${a.error}`);
+          return 0;
+        }
+        const kind = (values.kind ?? 'human') as IdentityKind;
+        const d = evaluate(policy, { identity: { subject: String(values.subject ?? 'someone'), kind, groups: values.groups ? String(values.groups).split(',') : [], method: 'key' }, database: String(values.database ?? 'postgres') }, a);
+        out(`${d.action} by rule "${d.rule}"${d.reason ? `: ${d.reason}` : ''}`);
+        for (const s of a.statements) out(`  ${s.command} class=${s.class} tables=${s.tables.map((t) => `${t.name}(${t.access})`).join(',') || '-'}${s.destructive.length ? ` destructive=${JSON.stringify(s.destructive)}` : ''}${s.flags.length ? ` flags=${s.flags.join(',')}` : ''}`);
+        return 0;
+      }
+      throw new UsageError('usage: sluice policy check|test');
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"\n\n${HELP}`);
+  }
+}
+
+export async function run(argv: string[]): Promise<void> {
+  try {
+    process.exitCode = await main(argv);
+  } catch (e) {
+    if (e instanceof ConfigError || e instanceof UsageError || (e as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS')) {
+      process.stderr.write(`sluice: ${(e as Error).message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`sluice: ${(e as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  }
+}
+
+if (process.argv[1] && fs.realpathSync(process.argv[1]).endsWith('cli/main.js')) await run(process.argv.slice(2));
