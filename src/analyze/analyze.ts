@@ -73,7 +73,7 @@ const PRIVILEGED_FUNCTIONS = new Set([
   'lo_import', 'lo_export', 'lo_from_bytea', 'pg_terminate_backend', 'pg_cancel_backend', 'pg_reload_conf',
   'pg_rotate_logfile', 'set_config', 'pg_file_write', 'pg_file_rename', 'pg_file_unlink', 'pg_logdir_ls',
   'pg_switch_wal', 'pg_create_restore_point', 'pg_promote', 'pg_drop_replication_slot', 'pg_create_logical_replication_slot',
-  'pg_create_physical_replication_slot', 'pg_replication_origin_create', 'pg_advisory_lock', 'pg_sleep',
+  'pg_create_physical_replication_slot', 'pg_replication_origin_create',
 ]);
 const DYNAMIC_SQL_FUNCTIONS = new Set(['dblink', 'dblink_exec', 'dblink_send_query', 'dblink_open', 'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'cursor_to_xml', 'ts_stat']);
 
@@ -264,11 +264,8 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     case 'CopyStmt': {
       command = node.is_from ? 'COPY FROM' : 'COPY TO';
       if (node.relation) c.addTable(rangeVarName(node.relation), node.is_from ? 'write' : 'read');
-      if (node.query) {
-        const sub = nested(node.query);
-        cls = sub?.class ?? 'read';
-      }
-      cls = escalate(cls, node.is_from ? 'write' : 'read');
+      cls = node.is_from ? 'write' : 'read';
+      if (node.query) cls = escalate(cls, nested(node.query)?.class ?? 'read');
       if (node.is_program) {
         c.flags.add('copy-program');
         c.destructive.push(`COPY ... PROGRAM runs a shell command on the database server (${JSON.stringify(node.filename ?? '')})`);
