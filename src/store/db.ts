@@ -13,9 +13,35 @@ export interface Store {
   close(): Promise<void>;
 }
 
-/** The embedded store on a worker thread (see pglite-worker.ts), with a query(sql, params) interface. */
+/**
+ * The embedded store (PGlite: PostgreSQL compiled to WASM) runs on its own thread: its queries execute
+ * synchronously inside WASM, and on the gateway's event loop they would stall every session while audit batches
+ * are written. The worker is inline so it runs the same from compiled output and from sources under test.
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+(async () => {
+  const { PGlite } = await import(workerData.pglite);
+  const db = await PGlite.create(workerData.path);
+  parentPort.postMessage({ ready: true });
+  parentPort.on('message', async (msg) => {
+    if (msg.close) {
+      await db.close();
+      parentPort.postMessage({ id: msg.id, closed: true });
+      return;
+    }
+    try {
+      const r = await db.query(msg.sql, msg.params);
+      parentPort.postMessage({ id: msg.id, rows: r.rows, affectedRows: r.affectedRows });
+    } catch (e) {
+      parentPort.postMessage({ id: msg.id, error: e.message, code: e.code });
+    }
+  });
+})().catch((e) => parentPort.postMessage({ ready: false, error: String(e && e.message || e) }));
+`;
+
 async function startPgliteWorker(dir: string) {
-  const worker = new Worker(new URL('./pglite-worker.js', import.meta.url), { workerData: { path: dir } });
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { path: dir, pglite: import.meta.resolve('@electric-sql/pglite') } });
   let next = 1;
   const waiting = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   const failAll = (e: Error) => {
@@ -24,7 +50,7 @@ async function startPgliteWorker(dir: string) {
   };
   await new Promise<void>((resolve, reject) => {
     worker.once('error', reject);
-    worker.once('message', (m) => (m.ready ? resolve() : reject(new Error('embedded store failed to start'))));
+    worker.once('message', (m) => (m.ready ? resolve() : reject(new Error(`embedded store failed to start: ${m.error}`))));
   });
   worker.on('message', (m: { id: number; error?: string; code?: string }) => {
     const w = waiting.get(m.id);
