@@ -410,7 +410,12 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       else if (SESSION_STMTS.has(type)) cls = 'session';
       else if (DDL_PREFIXES.some((p) => type.startsWith(p))) cls = 'ddl';
       else cls = 'other';
-      if (type.startsWith('Drop')) c.destructive.push(command);
+      if (type.startsWith('Drop')) {
+        // DROP DATABASE / ROLE / TABLESPACE / SUBSCRIPTION ... name their target in different fields.
+        const roles = (node?.roles ?? []).map((r: Node) => r.RoleSpec?.rolename).filter(Boolean);
+        const target = [node?.dbname, node?.tablespacename, node?.subname, ...roles].filter(Boolean).join(', ');
+        c.destructive.push(target ? `${command} ${target}` : command);
+      }
       // Relations named directly by DDL (CREATE TABLE x, CREATE INDEX ON x, CREATE TRIGGER ON x, ...)
       const rel = node?.relation?.relname ? node.relation : node?.relation?.RangeVar;
       if (rel?.relname) c.addTable(rangeVarName(rel), cls === 'ddl' ? 'ddl' : 'read');

@@ -1,0 +1,81 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { sql } from 'kysely';
+import { openStore, type Store } from '../src/store/db.js';
+import { AuditLog, storeSink, verifyAudit, queryAudit, type AuditSink } from '../src/audit/audit.js';
+import { freshDatabase, PG } from './support/env.js';
+
+let store: Store;
+let db: { name: string; drop: () => Promise<void> };
+
+beforeAll(async () => {
+  db = await freshDatabase('sluice_audit');
+  store = await openStore({ kind: 'postgres', url: `postgres://${PG.user}@${PG.host}:${PG.port}/${db.name}` });
+});
+afterAll(async () => {
+  await store?.close();
+  await db?.drop();
+});
+
+async function writeChain(n: number, chainId: string) {
+  const log = new AuditLog(storeSink(store.db), { chainId });
+  for (let i = 0; i < n; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}`, decision: 'allow', tables: ['t'] });
+  await log.close();
+}
+const report = async (chain: string) => (await verifyAudit(store.db)).find((r) => r.chain_id === chain)!;
+
+describe('hash-chained audit trail', () => {
+  it('a written chain verifies', async () => {
+    await writeChain(25, 'intact');
+    expect(await report('intact')).toMatchObject({ ok: true, events: 25 });
+    const listed = await queryAudit(store.db, { subject: 'ana', limit: 5 });
+    expect(listed).toHaveLength(5);
+  });
+
+  it('detects an altered payload', async () => {
+    await writeChain(10, 'edited');
+    await sql`UPDATE audit_events SET payload = replace(payload, 'SELECT 4', 'SELECT 5') WHERE chain_id = 'edited' AND seq = 5`.execute(store.db);
+    expect(await report('edited')).toMatchObject({ ok: false, first_bad_seq: 5, problem: expect.stringMatching(/hash does not match the payload/) });
+  });
+
+  it('detects a deleted event', async () => {
+    await writeChain(10, 'deleted');
+    await sql`DELETE FROM audit_events WHERE chain_id = 'deleted' AND seq = 7`.execute(store.db);
+    expect(await report('deleted')).toMatchObject({ ok: false, first_bad_seq: 8, problem: 'event 7 is missing (next is 8)' });
+  });
+
+  it('detects a filter column changed to hide an event', async () => {
+    await writeChain(4, 'recolumned');
+    await sql`UPDATE audit_events SET decision = 'deny', subject = 'someone-else' WHERE chain_id = 'recolumned' AND seq = 2`.execute(store.db);
+    expect(await report('recolumned')).toMatchObject({ ok: false, first_bad_seq: 2, problem: expect.stringMatching(/column subject does not match/) });
+  });
+
+  it('detects a forged event re-hashed in place (the next link no longer matches)', async () => {
+    await writeChain(6, 'rehashed');
+    const { linkHash } = await import('../src/audit/audit.js');
+    const row = await store.db.selectFrom('audit_events').selectAll().where('chain_id', '=', 'rehashed').where('seq', '=', 3).executeTakeFirstOrThrow();
+    const payload = row.payload.replace('SELECT 2', 'SELECT 99');
+    await store.db.updateTable('audit_events').set({ payload, hash: linkHash(row.prev_hash, payload) }).where('chain_id', '=', 'rehashed').where('seq', '=', 3).execute();
+    expect(await report('rehashed')).toMatchObject({ ok: false, first_bad_seq: 4, problem: expect.stringMatching(/prev_hash does not match/) });
+  });
+
+  it('keeps events while the store is unreachable, then reports unhealthy (fail closed) past its bound and loses nothing', async () => {
+    let down = true;
+    const written: number[] = [];
+    const sink: AuditSink = {
+      async write(rows) {
+        if (down) throw new Error('store is down');
+        written.push(...rows.map((r) => r.seq));
+      },
+    };
+    const log = new AuditLog(sink, { maxPending: 50, flushMs: 5 });
+    for (let i = 0; i < 60; i++) log.append({ type: 'statement', sql: `SELECT ${i}` });
+    await log.flush();
+    expect(log.healthy).toBe(false);
+    expect(log.backlog).toBe(60);
+    down = false;
+    await log.flush();
+    expect(log.healthy).toBe(true);
+    expect(written).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    await log.close();
+  });
+});
