@@ -72,7 +72,7 @@ export interface TestGateway {
  * An in-process gateway in front of the test PostgreSQL, with its own store database (postgres store) unless
  * `embedded` is asked for.
  */
-export async function startTestGateway(opts: { policy?: string; config?: string; embedded?: boolean; tls?: 'disable' | 'allow' | 'require' } = {}): Promise<TestGateway> {
+export async function startTestGateway(opts: { policy?: string; config?: string; embedded?: boolean; tls?: string } = {}): Promise<TestGateway> {
   const dir = tmpDir('gw');
   fs.writeFileSync(path.join(dir, 'policy.yaml'), opts.policy ?? BASE_POLICY);
   let storeDb = '';
@@ -88,7 +88,7 @@ export async function startTestGateway(opts: { policy?: string; config?: string;
   fs.writeFileSync(
     configFile,
     `listen: { host: 127.0.0.1, port: 0 }
-tls: { mode: ${opts.tls ?? 'allow'} }
+tls: ${opts.tls ?? '{ mode: allow }'}
 upstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
 policy: policy.yaml
 ${store}

@@ -1,0 +1,70 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import pg from 'pg';
+import { startDemo, type Demo } from '../src/demo/demo.js';
+import { tmpDir, run } from './support/env.js';
+import { queryAudit } from '../src/audit/audit.js';
+
+let demo: Demo;
+beforeAll(async () => {
+  demo = await startDemo({ port: 0, dir: tmpDir('demo'), quiet: true });
+}, 180_000);
+afterAll(async () => {
+  await demo?.stop();
+  if (demo) fs.rmSync(demo.dir, { recursive: true, force: true });
+});
+
+const connect = async (password: string) => {
+  const c = new pg.Client({ host: '127.0.0.1', port: demo.gateway.port, user: 'demo', password, database: 'shop', ssl: { rejectUnauthorized: false } });
+  await c.connect();
+  return c;
+};
+
+describe('the demo on embedded defaults', () => {
+  it('Alice (analysts) reads the seeded customers over TLS with her OIDC token, and cannot write', async () => {
+    const c = await connect(demo.tokens.alice);
+    try {
+      const r = await c.query('SELECT count(*)::int AS n, count(DISTINCT email)::int AS emails FROM customers');
+      expect(r.rows[0]).toEqual({ n: 200, emails: 200 });
+      const err = await c.query('DELETE FROM orders').catch((e) => e);
+      expect(err.code).toBe('42501');
+      expect(err.message).toContain('destructive-needs-dba');
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('Dana (dba) may change data; the agent key acting for Alice is read-only', async () => {
+    const dana = await connect(demo.tokens.dana);
+    expect((await dana.query("UPDATE orders SET status = 'shipped' WHERE id = 1")).rowCount).toBe(1);
+    await dana.end();
+    const bot = await connect(demo.agentKey);
+    expect((await bot.query('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBe(600);
+    const err = await bot.query("UPDATE orders SET status = 'x' WHERE id = 1").catch((e) => e);
+    expect(err.message).toContain('agents-read-only');
+    await bot.end();
+    await demo.gateway.governor.audit.flush();
+    const events = await queryAudit(demo.gateway.store.db, { subject: 'agent:report-bot', type: 'statement' });
+    expect(events.map((e) => [e.decision, e.acting_for])).toEqual([
+      ['deny', 'alice@example.com'],
+      ['allow', 'alice@example.com'],
+    ]);
+  });
+
+  it('the printed psql instructions work: token files and sslmode=require', async () => {
+    const token = fs.readFileSync(`${demo.dir}/alice.token`, 'utf8').trim();
+    const r = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${demo.gateway.port} dbname=shop user=alice sslmode=require`, '-c', "SELECT tier, count(*) FROM customers GROUP BY tier ORDER BY tier"], { env: { PGPASSWORD: token } });
+    // seed.ts assigns tier ['gold', 'silver', 'bronze'][id % 3] to ids 1..200
+    const expected = new Map<string, number>();
+    for (let i = 1; i <= 200; i++) expected.set(['gold', 'silver', 'bronze'][i % 3]!, (expected.get(['gold', 'silver', 'bronze'][i % 3]!) ?? 0) + 1);
+    expect(r.stdout.trim().split('\n')).toEqual([...expected].sort().map(([tier, n]) => `${tier}|${n}`));
+  });
+
+  it('the upstream password is never in anything the demo hands users', () => {
+    const secret = process.env.SLUICE_DEMO_UPSTREAM_PASSWORD!;
+    expect(secret.length).toBeGreaterThan(10);
+    for (const f of fs.readdirSync(demo.dir).filter((f) => !fs.statSync(`${demo.dir}/${f}`).isDirectory())) {
+      expect(fs.readFileSync(`${demo.dir}/${f}`, 'utf8')).not.toContain(secret);
+    }
+  });
+});
