@@ -2,8 +2,9 @@ import net from 'node:net';
 import fs from 'node:fs';
 import type { Kysely } from 'kysely';
 import type { Database } from './store/schema.js';
-import { queryAudit, verifyAudit, type AuditFilter, type AuditLog, type StoredEvent, type ChainReport } from './audit/audit.js';
-import { createKey, listKeys, revokeKey, type KeyInfo, type NewKey } from './identity/keys.js';
+import { queryAudit, verifyAudit, storeSink, type AuditFilter, type AuditLog, type AuditRow, type StoredEvent, type ChainReport } from './audit/audit.js';
+import { AuthError, type Identity } from './identity/identity.js';
+import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
 
 /** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
 export interface AdminOps {
@@ -12,10 +13,19 @@ export interface AdminOps {
   keysCreate(k: NewKey): Promise<{ key: string; info: KeyInfo }>;
   keysList(): Promise<KeyInfo[]>;
   keysRevoke(id: string): Promise<boolean>;
+  /** For gateway workers that do not own the embedded store: append chained rows, verify a presented key. */
+  auditWrite(rows: AuditRow[]): Promise<void>;
+  verifyKey(key: string): Promise<Identity>;
 }
 
 export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
+  const sink = storeSink(db);
   return {
+    async auditWrite(rows) {
+      // Rows arrive over JSON: restore the timestamp type before writing.
+      await sink.write(rows.map((r) => ({ ...r, ts: new Date(r.ts) })));
+    },
+    verifyKey: (key) => verifyKey(db, key),
     async auditList(f) {
       await audit.flush();
       return queryAudit(db, { ...f, since: f.since ? new Date(f.since) : undefined, until: f.until ? new Date(f.until) : undefined });
@@ -71,7 +81,7 @@ export async function serveAdmin(socketPath: string, ops: AdminOps): Promise<net
             const result = await (ops[req.method] as (...a: unknown[]) => Promise<unknown>)(...(req.params ?? []));
             s.write(JSON.stringify({ id, result }) + '\n');
           } catch (e) {
-            s.write(JSON.stringify({ id, error: (e as Error).message }) + '\n');
+            s.write(JSON.stringify({ id, error: (e as Error).message, auth: e instanceof AuthError }) + '\n');
           }
         })();
       }
@@ -101,13 +111,19 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
         buf = buf.slice(nl + 1);
         const w = waiting.get(msg.id);
         waiting.delete(msg.id);
-        if (msg.error) w?.reject(new Error(msg.error));
+        if (msg.error) w?.reject(msg.auth ? new AuthError(msg.error) : new Error(msg.error));
         else w?.resolve(msg.result);
       }
     });
     sock.on('error', (e) => {
       for (const w of waiting.values()) w.reject(new Error(`cannot reach the running gateway at ${socketPath}: ${e.message}`));
       waiting.clear();
+      sock = undefined;
+      buf = '';
+    });
+    sock.on('close', () => {
+      sock = undefined;
+      buf = '';
     });
     return sock;
   };
@@ -123,6 +139,8 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     keysCreate: (k) => call('keysCreate', k),
     keysList: () => call('keysList'),
     keysRevoke: (id) => call('keysRevoke', id),
+    auditWrite: (rows) => call('auditWrite', rows),
+    verifyKey: (key) => call('verifyKey', key),
     close: () => sock?.end(),
   };
 }

@@ -3,7 +3,7 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import { generate } from 'selfsigned';
 import { openStore, type Store } from './store/db.js';
-import { AuditLog, storeSink } from './audit/audit.js';
+import { AuditLog, storeSink, type AuditRow } from './audit/audit.js';
 import { Governor } from './governor.js';
 import { loadPolicy, type Policy } from './policy/policy.js';
 import { OidcVerifier } from './identity/oidc.js';
@@ -11,7 +11,7 @@ import { verifyKey } from './identity/keys.js';
 import { loadParser } from './analyze/analyze.js';
 import { PgSession, SessionRegistry, type PgEngineConfig } from './protocol/postgres/session.js';
 import { adminSocketPath, type SluiceConfig } from './config.js';
-import { localOps, serveAdmin } from './admin.js';
+import { localOps, serveAdmin, type AdminOps } from './admin.js';
 import { log } from './util/log.js';
 
 export interface Gateway {
@@ -19,6 +19,7 @@ export interface Gateway {
   host: string;
   governor: Governor;
   registry: SessionRegistry;
+  /** The store, when this process owns it (not in a worker that reaches it through the primary). */
   store: Store;
   reloadPolicy(): Policy;
   close(): Promise<void>;
@@ -36,13 +37,26 @@ async function secureContext(cfg: SluiceConfig): Promise<tls.SecureContext | und
   return tls.createSecureContext({ cert: pems.cert, key: pems.private });
 }
 
-export async function startGateway(cfg: SluiceConfig, opts: { policy?: Policy; store?: Store } = {}): Promise<Gateway> {
+export interface GatewayOptions {
+  policy?: Policy;
+  store?: Store;
+  /** Worker mode: store operations go to the process that owns the store. */
+  remote?: Pick<AdminOps, 'auditWrite' | 'verifyKey'>;
+  /** Serve the admin socket (default true; workers leave it to the primary). */
+  admin?: boolean;
+  /** Where a CancelRequest for a session this process does not know goes (other cluster workers). */
+  forwardCancel?: (pid: number, secret: number) => void;
+}
+
+export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {}): Promise<Gateway> {
   await loadParser();
   const policy = opts.policy ?? loadPolicy(cfg.policy);
-  const store = opts.store ?? (await openStore(cfg.store));
-  const audit = new AuditLog(storeSink(store.db), { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
+  const store = opts.remote ? undefined : (opts.store ?? (await openStore(cfg.store)));
+  const sink = opts.remote ? { write: (rows: AuditRow[]) => opts.remote!.auditWrite(rows) } : storeSink(store!.db);
+  const audit = new AuditLog(sink, { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
-  const governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : (k) => verifyKey(store.db, k) });
+  const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);
+  const governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck });
   governor.setPolicy(policy);
   const engine: PgEngineConfig = {
     upstream: { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password: cfg.upstream.password, sslmode: cfg.upstream.sslmode },
@@ -56,6 +70,7 @@ export async function startGateway(cfg: SluiceConfig, opts: { policy?: Policy; s
     },
   };
   const registry = new SessionRegistry();
+  registry.forwardCancel = opts.forwardCancel;
   const server = net.createServer({ noDelay: true }, (socket) => {
     try {
       new PgSession(socket, governor, engine, registry);
@@ -74,15 +89,15 @@ export async function startGateway(cfg: SluiceConfig, opts: { policy?: Policy; s
     });
   });
   const addr = server.address() as net.AddressInfo;
-  const sockPath = adminSocketPath(cfg);
-  const admin = sockPath ? await serveAdmin(sockPath, localOps(store.db, audit)) : undefined;
+  const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
+  const admin = sockPath ? await serveAdmin(sockPath, localOps(store!.db, audit)) : undefined;
   let closed = false;
   return {
     port: addr.port,
     host: cfg.listen.host,
     governor,
     registry,
-    store,
+    store: store as Store,
     reloadPolicy() {
       const p = loadPolicy(cfg.policy);
       governor.setPolicy(p);
@@ -98,7 +113,7 @@ export async function startGateway(cfg: SluiceConfig, opts: { policy?: Policy; s
       admin?.close();
       if (sockPath) fs.rmSync(sockPath, { force: true });
       await audit.close().catch((e) => log.error(e.message));
-      if (!opts.store) await store.close();
+      if (store && !opts.store) await store.close();
     },
   };
 }

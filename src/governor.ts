@@ -131,9 +131,20 @@ export class Governor {
   }
 }
 
-/** Audit fields describing an analysis. */
+const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
+
+/** Audit fields describing an analysis (computed once per cached analysis: this runs for every statement). */
 export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
   if (!a) return {};
+  let f = fieldsCache.get(a);
+  if (!f) {
+    f = computeAnalysisFields(a);
+    fieldsCache.set(a, f);
+  }
+  return f;
+}
+
+function computeAnalysisFields(a: Analysis): Partial<AuditEvent> {
   return {
     fingerprint: a.fingerprint || undefined,
     classes: a.classes,

@@ -141,10 +141,18 @@ export class AuditLog {
 
   append(event: AuditEvent): void {
     const ts = new Date();
-    const e: AuditEvent = { ...event, ts: ts.toISOString() };
-    const payload = JSON.stringify(e);
+    event.ts = ts.toISOString();
+    const payload = JSON.stringify(event);
     const hash = linkHash(this.prev, payload);
-    this.pending.push({ chain_id: this.chainId, seq: ++this.seq, ts, payload, prev_hash: this.prev, hash, ...columnsOf(e) });
+    this.pending.push({
+      chain_id: this.chainId,
+      seq: ++this.seq,
+      ts,
+      payload,
+      prev_hash: this.prev,
+      hash,
+      ...columnsOf(event),
+    });
     this.prev = hash;
     if (this.pending.length >= (this.opts.batchSize ?? 2000)) void this.flush();
     else if (!this.timer && !this.closed) {

@@ -8,6 +8,7 @@ import * as m from './messages.js';
 import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } from './upstream.js';
 import type { Governor, GovernorError, Verdict } from '../../governor.js';
 import { analysisFields, identityFields } from '../../governor.js';
+import type { AuditEvent } from '../../audit/audit.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { globMatch } from '../../util/glob.js';
@@ -46,6 +47,15 @@ export interface SessionInfo {
 export class SessionRegistry {
   readonly sessions = new Map<string, PgSession>();
   readonly byKey = new Map<number, PgSession>();
+  /** Cancel keys not issued by this process are passed here (to the other processes of a cluster). */
+  forwardCancel?: (pid: number, secret: number) => void;
+  /** Cancel a session of this process by its gateway-issued key; false if the key is not ours. */
+  cancel(pid: number, secret: number): boolean {
+    const s = this.byKey.get(pid);
+    if (!s) return false;
+    s.cancelFromClient(secret);
+    return true;
+  }
   register(s: PgSession, pid: number): void {
     this.sessions.set(s.id, s);
     this.byKey.set(pid, s);
@@ -232,8 +242,9 @@ export class PgSession {
       }
       if (code === m.CANCEL_REQUEST_CODE) {
         if (len !== 16) throw new ProtocolError('invalid length of cancel request');
-        const target = this.registry.byKey.get(msg.readInt32BE(8));
-        if (target) target.cancelFromClient(msg.readInt32BE(12));
+        const pid = msg.readInt32BE(8);
+        const secret = msg.readInt32BE(12);
+        if (!this.registry.cancel(pid, secret)) this.registry.forwardCancel?.(pid, secret);
         this.phase = 'closed';
         this.client.end();
         return;
@@ -639,8 +650,10 @@ export class PgSession {
 
   // ---------------------------------------------------------------- audit
 
-  private base() {
-    return { session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, application_name: this.params.application_name, database: this.database };
+  private baseFields?: Partial<AuditEvent>;
+  /** Fields every statement event of this session carries (built once per session). */
+  private base(): Partial<AuditEvent> {
+    return (this.baseFields ??= { session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, application_name: this.params.application_name, database: this.database });
   }
 
   private auditDenied(sql: string, v: Verdict, protocol: 'simple' | 'extended', name?: string): void {

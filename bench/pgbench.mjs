@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// pgbench through the Sluice gateway vs directly against the same PostgreSQL, in one run; prints ratios.
+// usage: node bench/pgbench.mjs [--duration 15] [--workers 2] [--store postgres|embedded] [--clients 8] [--scale 10]
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import net from 'node:net';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { values: o } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '15' },
+    workers: { type: 'string', default: '2' },
+    store: { type: 'string', default: 'postgres' },
+    clients: { type: 'string', default: '8' },
+    scale: { type: 'string', default: '10' },
+    only: { type: 'string' },
+  },
+});
+const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
+const out = path.join(root, 'bench', 'out');
+fs.mkdirSync(out, { recursive: true });
+const psql = (db, sql) => execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', PG.host, '-p', PG.port, '-U', PG.user, '-d', db, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
+
+console.error('preparing databases ...');
+psql('postgres', 'DROP DATABASE IF EXISTS sluice_bench WITH (FORCE)');
+psql('postgres', 'CREATE DATABASE sluice_bench');
+execFileSync('pgbench', ['-i', '-q', '-s', o.scale, '-h', PG.host, '-p', PG.port, '-U', PG.user, 'sluice_bench'], { stdio: 'ignore' });
+psql('sluice_bench', `CREATE TABLE bench_wide AS SELECT g AS id, md5(g::text) || '@example.com' AS email, 'Customer ' || md5((g*7)::text) AS name,
+  '+1555' || lpad((g * 7919 % 10000000)::text, 7, '0') AS phone, repeat(md5(g::text), 2) AS notes, md5((g*3)::text) AS token FROM generate_series(1, 1000) g`);
+let storeLine = `store: { kind: embedded, path: ${path.join(out, 'store')} }`;
+fs.rmSync(path.join(out, 'store'), { recursive: true, force: true });
+if (o.store === 'postgres') {
+  psql('postgres', 'DROP DATABASE IF EXISTS sluice_bench_store WITH (FORCE)');
+  psql('postgres', 'CREATE DATABASE sluice_bench_store');
+  storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_store" }`;
+}
+const port = await new Promise((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
+fs.copyFileSync(path.join(root, 'examples', 'policy.yaml'), path.join(out, 'policy.yaml'));
+const cfgFile = path.join(out, 'sluice.yaml');
+fs.writeFileSync(cfgFile, `listen: { host: 127.0.0.1, port: ${port} }
+tls: { mode: allow }
+upstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
+policy: policy.yaml
+${storeLine}
+workers: ${o.workers}
+`);
+const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'), ...a, '-c', cfgFile], { encoding: 'utf8' });
+const key = JSON.parse(cli('keys', 'create', '--name', 'bench', '--kind', 'service', '--groups', 'app', '--json')).key;
+
+console.error(`starting gateway (${o.workers} worker process(es), ${o.store} store) ...`);
+const gw = spawn('node', [path.join(root, 'bin', 'sluice.js'), 'start', '-c', cfgFile], { stdio: ['ignore', 'inherit', 'pipe'], env: { ...process.env, SLUICE_LOG: 'warn' } });
+gw.stderr.on('data', (d) => process.stderr.write(d));
+for (let i = 0; ; i++) {
+  const up = await new Promise((r) => { const s = net.connect(port, '127.0.0.1'); s.on('connect', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
+  if (up) break;
+  if (i > 200) throw new Error('gateway did not start');
+  await new Promise((r) => setTimeout(r, 100));
+}
+await new Promise((r) => setTimeout(r, 1000));
+
+fs.writeFileSync(path.join(out, 'wide.sql'), 'SELECT * FROM bench_wide;\n');
+const T = o.duration;
+const C = o.clients;
+const scenarios = [
+  { name: 'select-only, simple protocol', args: ['-S', '-M', 'simple', '-c', C, '-j', '2', '-T', T] },
+  { name: 'select-only, extended protocol', args: ['-S', '-M', 'extended', '-c', C, '-j', '2', '-T', T] },
+  { name: 'select-only, prepared', args: ['-S', '-M', 'prepared', '-c', C, '-j', '2', '-T', T] },
+  { name: '1000-row x 6-column result', args: ['-f', path.join(out, 'wide.sql'), '-c', '4', '-j', '2', '-T', T] },
+  { name: 'connection churn (-C), select-only', args: ['-S', '-C', '-c', '4', '-j', '2', '-T', T] },
+].filter((s) => !o.only || s.name.includes(o.only));
+
+function pgbench(args, target) {
+  const conn = target === 'direct' ? `host=${PG.host} port=${PG.port} user=${PG.user} dbname=sluice_bench sslmode=disable` : `host=127.0.0.1 port=${port} user=bench dbname=sluice_bench sslmode=disable`;
+  const res = execFileSync('pgbench', ['-n', ...args, conn], { encoding: 'utf8', env: { ...process.env, PGPASSWORD: target === 'direct' ? '' : key }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const tps = Number(/tps = ([\d.]+)/.exec(res)?.[1]);
+  const failed = Number(/number of failed transactions: (\d+)/.exec(res)?.[1] ?? 0);
+  if (!tps || failed) throw new Error(`pgbench ${target} failed:\n${res}`);
+  return tps;
+}
+
+const rows = [];
+for (const s of scenarios) {
+  const direct = pgbench(s.args, 'direct');
+  const gateway = pgbench(s.args, 'gateway');
+  rows.push({ name: s.name, direct, gateway, ratio: gateway / direct });
+  console.error(`${s.name}: direct ${direct.toFixed(0)} tps, gateway ${gateway.toFixed(0)} tps, ratio ${(gateway / direct).toFixed(2)}`);
+}
+gw.kill('SIGTERM');
+await new Promise((r) => gw.once('exit', r));
+const audited = cli('audit', 'list', '--type', 'statement', '--limit', '1', '--json').trim() ? 'yes' : 'no';
+
+const table = [
+  `| scenario | direct tps | through Sluice tps | ratio |`,
+  `|---|---:|---:|---:|`,
+  ...rows.map((r) => `| ${r.name} | ${r.direct.toFixed(0)} | ${r.gateway.toFixed(0)} | ${r.ratio.toFixed(2)} |`),
+].join('\n');
+const cmd = `node bench/pgbench.mjs --duration ${o.duration} --workers ${o.workers} --store ${o.store} --clients ${o.clients} --scale ${o.scale}`;
+console.log(`\n${cmd}\n(pgbench scale ${o.scale}, ${C} clients for select-only; every statement through Sluice parsed, checked against examples/policy.yaml and audited: ${audited})\n\n${table}\n`);
+fs.writeFileSync(path.join(out, 'last.md'), `${cmd}\n\n${table}\n`);
