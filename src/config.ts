@@ -158,6 +158,7 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
 /** Where the CLI finds a running gateway. */
 export function adminSocketPath(cfg: SluiceConfig): string | undefined {
   if (cfg.admin_socket) return cfg.admin_socket;
-  if (cfg.store.kind === 'embedded') return path.join(cfg.store.path, 'admin.sock');
+  // Beside the store, not inside it: the embedded store's directory is PGlite's data directory, which it manages.
+  if (cfg.store.kind === 'embedded') return `${cfg.store.path.replace(/\/+$/, '')}.admin.sock`;
   return undefined;
 }

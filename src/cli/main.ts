@@ -93,7 +93,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'start': {
       const { values } = opts(argv.slice(1), {});
       const { runStart } = await import('./start.js');
-      return runStart(configPath(values.config as string | undefined));
+      const code = await runStart(configPath(values.config as string | undefined));
+      // Shutdown is complete (sessions ended, audit flushed): leave even if a handle such as a cluster IPC channel
+      // would keep the process alive.
+      process.exit(code);
     }
     case 'demo': {
       const { values } = opts(argv.slice(1), { port: { type: 'string' }, dir: { type: 'string' } });
