@@ -82,14 +82,17 @@ function pgbench(args, target) {
 }
 
 const rows = [];
-for (const s of scenarios) {
-  const direct = pgbench(s.args, 'direct');
-  const gateway = pgbench(s.args, 'gateway');
-  rows.push({ name: s.name, direct, gateway, ratio: gateway / direct });
-  console.error(`${s.name}: direct ${direct.toFixed(0)} tps, gateway ${gateway.toFixed(0)} tps, ratio ${(gateway / direct).toFixed(2)}`);
+try {
+  for (const s of scenarios) {
+    const direct = pgbench(s.args, 'direct');
+    const gateway = pgbench(s.args, 'gateway');
+    rows.push({ name: s.name, direct, gateway, ratio: gateway / direct });
+    console.error(`${s.name}: direct ${direct.toFixed(0)} tps, gateway ${gateway.toFixed(0)} tps, ratio ${(gateway / direct).toFixed(2)}`);
+  }
+} finally {
+  gw.kill('SIGTERM');
+  await new Promise((r) => gw.once('exit', r));
 }
-gw.kill('SIGTERM');
-await new Promise((r) => gw.once('exit', r));
 const audited = cli('audit', 'list', '--type', 'statement', '--limit', '1', '--json').trim() ? 'yes' : 'no';
 
 const table = [

@@ -48,11 +48,20 @@ export interface GatewayOptions {
   forwardCancel?: (pid: number, secret: number) => void;
 }
 
+/** Audit rows to the process that owns the store, in chunks that keep each admin-socket message small. */
+function remoteSink(remote: Pick<AdminOps, 'auditWrite'>) {
+  return {
+    async write(rows: AuditRow[]) {
+      for (let i = 0; i < rows.length; i += 500) await remote.auditWrite(rows.slice(i, i + 500));
+    },
+  };
+}
+
 export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {}): Promise<Gateway> {
   await loadParser();
   const policy = opts.policy ?? loadPolicy(cfg.policy);
   const store = opts.remote ? undefined : (opts.store ?? (await openStore(cfg.store)));
-  const sink = opts.remote ? { write: (rows: AuditRow[]) => opts.remote!.auditWrite(rows) } : storeSink(store!.db);
+  const sink = opts.remote ? remoteSink(opts.remote) : storeSink(store!.db);
   const audit = new AuditLog(sink, { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
   const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);

@@ -4,6 +4,9 @@ import type { AuditEvent, AuditLog } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { looksLikeJwt, type OidcVerifier } from './identity/oidc.js';
 import { looksLikeKey } from './identity/keys.js';
+import crypto from 'node:crypto';
+import { maskPlan, isExempt } from './masking/plan.js';
+import type { Field, MaskPlan } from './masking/rows.js';
 
 export interface GovernorError {
   code: string;
@@ -128,6 +131,18 @@ export class Governor {
 
   record(event: AuditEvent): void {
     this.audit.append(event);
+  }
+
+  /** Key for the deterministic `hash` masker: SLUICE_MASK_KEY (shared by all gateways), else random per process. */
+  readonly maskKey: Buffer = process.env.SLUICE_MASK_KEY ? Buffer.from(process.env.SLUICE_MASK_KEY, 'utf8') : crypto.randomBytes(32);
+
+  /** How to mask a result with these columns for this identity; undefined when it passes untouched. */
+  maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[]): MaskPlan | undefined {
+    return maskPlan(this.policy.masking, identity, analysis, fields, this.maskKey);
+  }
+
+  maskingExempt(identity: Identity): boolean {
+    return isExempt(this.policy.masking, identity);
   }
 }
 

@@ -26,6 +26,10 @@ describe('the demo on embedded defaults', () => {
     try {
       const r = await c.query('SELECT count(*)::int AS n, count(DISTINCT email)::int AS emails FROM customers');
       expect(r.rows[0]).toEqual({ n: 200, emails: 200 });
+      const first = await c.query('SELECT email, card_number, ssn FROM customers ORDER BY id LIMIT 1');
+      expect(first.rows[0].email).toMatch(/^g\*\*\*@\*\*\*\.com$/);
+      expect(first.rows[0].card_number).toMatch(/^\*{12}\d{4}$/);
+      expect(first.rows[0].ssn).toMatch(/^\*\*\*-\*\*-\d{4}$/);
       const err = await c.query('DELETE FROM orders').catch((e) => e);
       expect(err.code).toBe('42501');
       expect(err.message).toContain('destructive-needs-dba');
@@ -36,6 +40,7 @@ describe('the demo on embedded defaults', () => {
 
   it('Dana (dba) may change data; the agent key acting for Alice is read-only', async () => {
     const dana = await connect(demo.tokens.dana);
+    expect((await dana.query('SELECT email FROM customers ORDER BY id LIMIT 1')).rows[0].email).toBe('grace.lovelace1@example.com'); // exempt
     expect((await dana.query("UPDATE orders SET status = 'shipped' WHERE id = 1")).rowCount).toBe(1);
     await dana.end();
     const bot = await connect(demo.agentKey);
@@ -63,7 +68,7 @@ describe('the demo on embedded defaults', () => {
   it('the upstream password is never in anything the demo hands users', () => {
     const secret = process.env.SLUICE_DEMO_UPSTREAM_PASSWORD!;
     expect(secret.length).toBeGreaterThan(10);
-    for (const f of fs.readdirSync(demo.dir).filter((f) => !fs.statSync(`${demo.dir}/${f}`).isDirectory())) {
+    for (const f of fs.readdirSync(demo.dir).filter((f) => fs.statSync(`${demo.dir}/${f}`).isFile())) {
       expect(fs.readFileSync(`${demo.dir}/${f}`, 'utf8')).not.toContain(secret);
     }
   });

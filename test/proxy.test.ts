@@ -40,7 +40,8 @@ describe('node-postgres (pg) through the gateway', () => {
       const simple = await c.query('SELECT count(*)::int AS n FROM customers');
       expect(simple.rows[0].n).toBe(50);
       const ext = await c.query('SELECT name, email FROM customers WHERE id = $1', [7]);
-      expect(ext.rows).toEqual([{ name: 'customer 7', email: 'c7@example.com' }]);
+      // Zero-config masking applies to results (see masking-wire.test.ts): emails reach an analyst masked.
+      expect(ext.rows).toEqual([{ name: 'customer 7', email: 'c***@***.com' }]);
       const named = await c.query({ name: 'by-id', text: 'SELECT name FROM customers WHERE id = $1', values: [3] });
       const again = await c.query({ name: 'by-id', text: 'SELECT name FROM customers WHERE id = $1', values: [4] });
       expect([named.rows[0].name, again.rows[0].name]).toEqual(['customer 3', 'customer 4']);

@@ -40,6 +40,10 @@ export interface AuditEvent {
   error?: string;
   error_code?: string;
   statements?: number;
+  /** Cells masked in the result, by detector type or column rule. */
+  masked?: Record<string, number>;
+  /** The identity is exempt from masking and saw cleartext. */
+  masking_exempt?: boolean;
   details?: Record<string, unknown>;
 }
 

@@ -2,6 +2,7 @@ import { readYamlWithSchema, parseYamlWithSchema } from '../util/yamlfile.js';
 import { globMatch } from '../util/glob.js';
 import { FLAGS, STATEMENT_CLASSES, type Analysis, type StatementInfo } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type Identity } from '../identity/identity.js';
+import { MASKERS, type MaskerName } from '../masking/maskers.js';
 
 export const ACTIONS = ['allow', 'deny'] as const;
 export type Action = (typeof ACTIONS)[number];
@@ -27,11 +28,27 @@ export interface Rule {
   /** file:line of the rule, for error messages and audit. */
   source?: string;
 }
+export interface MaskRule {
+  /** `column` or `table.column` (table may be schema-qualified); matched against result column names. */
+  column: string;
+  masker: MaskerName;
+  /** Limit the rule to these identities (default: everyone not exempt). */
+  groups?: string[];
+  kinds?: Identity['kind'][];
+}
+export interface MaskingPolicy {
+  /** Zero-configuration value detectors on every text cell (default on). */
+  detectors?: boolean;
+  /** Identities that see cleartext; every statement they run is audited as exempt. */
+  exempt?: { groups?: string[]; kinds?: Identity['kind'][]; subjects?: string[] };
+  columns?: MaskRule[];
+}
 export interface Policy {
   version: 1;
   default: Action;
   default_reason?: string;
   rules: Rule[];
+  masking?: MaskingPolicy;
   file?: string;
 }
 
@@ -44,6 +61,32 @@ export const POLICY_SCHEMA = {
     version: { const: 1 },
     default: { enum: [...ACTIONS] },
     default_reason: { type: 'string' },
+    masking: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        detectors: { type: 'boolean' },
+        exempt: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { groups: stringList, subjects: stringList, kinds: { type: 'array', minItems: 1, items: { enum: [...IDENTITY_KINDS] } } },
+        },
+        columns: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['column', 'masker'],
+            properties: {
+              column: { type: 'string', minLength: 1 },
+              masker: { enum: [...MASKERS] },
+              groups: stringList,
+              kinds: { type: 'array', minItems: 1, items: { enum: [...IDENTITY_KINDS] } },
+            },
+          },
+        },
+      },
+    },
     rules: {
       type: 'array',
       items: {

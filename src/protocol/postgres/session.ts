@@ -9,6 +9,7 @@ import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } f
 import type { Governor, GovernorError, Verdict } from '../../governor.js';
 import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
+import { maskDataRow, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { globMatch } from '../../util/glob.js';
@@ -68,11 +69,11 @@ export class SessionRegistry {
 
 /** What the gateway expects back from the upstream for each message it forwarded, in order. */
 type Item =
-  | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string> }
+  | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts }
   | { k: 'parse'; verdict: Verdict }
   | { k: 'bind' }
-  | { k: 'describe' }
-  | { k: 'execute'; stmt?: Prepared; portal: string; t0: number; rows: number; fetched: number }
+  | { k: 'describe'; stmt?: Prepared; portal?: Portal }
+  | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts }
   | { k: 'close' }
   | { k: 'sync' }
   | { k: 'fastpath'; verdict: Verdict };
@@ -82,7 +83,22 @@ interface Prepared {
   sql: string;
   analysis?: Analysis;
   rule: string;
+  /** Result columns from a Describe of the statement (formats not yet known). */
+  fields?: Field[];
 }
+
+interface Portal {
+  stmt?: Prepared;
+  /** Result format codes from Bind: none = all text, one = for all columns, else per column. */
+  formats: number[];
+  /** Result columns from a Describe of the portal (formats known). */
+  fields?: Field[];
+}
+
+const maskedFields = (m: MaskCounts | undefined) => (m?.size ? { masked: Object.fromEntries(m) } : {});
+
+/** A one-column text RowDescription, to ask the policy whether unknown text columns get scanned. */
+const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOid: 0, format: 0 }];
 
 const DENIED_MARK = 'SLUICE_DENIED_';
 /** SQL that fails in the upstream parser: injected in place of a denied message so that the upstream's own error
@@ -110,7 +126,7 @@ export class PgSession {
   private upstreamFramer = new Framer(1 << 30);
   private items: Item[] = [];
   private statements = new Map<string, Prepared>();
-  private portals = new Map<string, Prepared | undefined>();
+  private portals = new Map<string, Portal>();
   private sqlPrepared = new Map<string, StatementInfo>();
   private identity?: Identity;
   private database = '';
@@ -469,21 +485,35 @@ export class PgSession {
         if (portal !== '' && !this.portals.has(portal) && this.portals.size >= this.cfg.limits.maxPrepared) {
           throw new ProtocolError(`too many portals in one session (limit ${this.cfg.limits.maxPrepared})`, '53400');
         }
-        this.portals.set(portal, this.statements.get(stmt));
+        const nParamFormats = r.int16();
+        for (let i = 0; i < nParamFormats; i++) r.int16();
+        const nParams = r.int16();
+        for (let i = 0; i < nParams; i++) {
+          const len = r.int32();
+          if (len > 0) r.bytes(len);
+        }
+        const nFormats = r.int16();
+        const formats: number[] = [];
+        for (let i = 0; i < nFormats; i++) formats.push(r.int16());
+        this.portals.set(portal, { stmt: this.statements.get(stmt), formats });
         this.items.push({ k: 'bind' });
         return undefined;
       }
       case 0x45 /* E */: {
         const portal = pick(b, start, end).cstring();
-        const stmt = this.portals.get(portal);
+        const p = this.portals.get(portal);
         this.info.statements++;
-        this.items.push({ k: 'execute', stmt, portal, t0: performance.now(), rows: 0, fetched: 0 });
+        this.items.push({ k: 'execute', stmt: p?.stmt, portal: p, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(p) });
         return undefined;
       }
-      case 0x44 /* D */:
-        pick(b, start, end).byte();
-        this.items.push({ k: 'describe' });
+      case 0x44 /* D */: {
+        const r = pick(b, start, end);
+        // Keep the objects, not the names: a pipelining client may rebind a name before the answer arrives.
+        const isStmt = String.fromCharCode(r.byte()) === 'S';
+        const name = r.cstring();
+        this.items.push(isStmt ? { k: 'describe', stmt: this.statements.get(name) } : { k: 'describe', portal: this.portals.get(name) });
         return undefined;
+      }
       case 0x43 /* C */: {
         const r = pick(b, start, end);
         const what = String.fromCharCode(r.byte());
@@ -571,9 +601,13 @@ export class PgSession {
   private onUpstreamMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined {
     const head = this.items[0];
     switch (type) {
-      case 0x44 /* D DataRow */:
+      case 0x44 /* D DataRow */: {
         if (head?.k === 'execute') head.fetched++;
-        return undefined;
+        if (head?.k !== 'execute' && head?.k !== 'query') return undefined;
+        if (!head.plan) return undefined;
+        head.masked ??= new Map();
+        return maskDataRow(b, start, end, head.plan, head.masked);
+      }
       case 0x43 /* C CommandComplete */: {
         const rows = tag(pick(b, start, end).cstring());
         if (head?.k === 'query') head.rows += rows;
@@ -635,13 +669,48 @@ export class PgSession {
           }
         }
         return undefined;
-      case 0x54 /* T RowDescription */:
-        if (head?.k === 'describe') this.items.shift();
+      case 0x54 /* T RowDescription */: {
+        if (head?.k === 'query') {
+          head.plan = this.governor.maskPlan(this.identity!, head.verdict.analysis, parseRowDescription(b, start, end));
+        } else if (head?.k === 'describe') {
+          this.items.shift();
+          const fields = parseRowDescription(b, start, end);
+          if (head.stmt) head.stmt.fields = fields;
+          if (head.portal) head.portal.fields = fields;
+          // Pipelined clients send Execute before this answer arrives: re-plan the executions already queued.
+          for (const it of this.items) {
+            if (it.k !== 'execute' || !it.portal) continue;
+            if ((head.portal && it.portal === head.portal) || (head.stmt && it.portal.stmt === head.stmt)) it.plan = this.portalPlan(it.portal);
+          }
+        }
         return undefined;
+      }
       default:
         // t ParameterDescription, N Notice, A Notification, S ParameterStatus, G/H/W/d/c COPY: pass through.
         return undefined;
     }
+  }
+
+  /** The masking plan for executing a portal, from its Describe or its statement's Describe plus Bind's formats. */
+  private portalPlan(p: Portal | undefined): MaskPlan | undefined {
+    if (!p) return undefined;
+    let fields = p.fields;
+    if (!fields && p.stmt?.fields) {
+      const f = p.formats;
+      fields = p.stmt.fields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
+    }
+    if (!fields) {
+      // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
+      if (p.formats.some((x) => x !== 0)) return undefined;
+      const probe = this.governor.maskPlan(this.identity!, p.stmt?.analysis, PROBE_FIELD);
+      return probe?.columns[0]?.kind === 'scan' ? { columns: [], key: probe.key, scanUnknown: true } : undefined;
+    }
+    return this.governor.maskPlan(this.identity!, p.stmt?.analysis, fields);
+  }
+
+  /** Exemptions from masking are explicit and audited: mark statements whose rows an exempt identity saw. */
+  private exemptField(rows: number): Partial<AuditEvent> {
+    return rows > 0 && this.governor.maskingExempt(this.identity!) ? { masking_exempt: true } : {};
   }
 
   private errorFor(e: GovernorError): Buffer {
@@ -662,10 +731,10 @@ export class PgSession {
 
   private auditQuery(it: Extract<Item, { k: 'query' }>, err?: Record<string, string>): void {
     const e = err ?? it.error;
-    this.governor.record({ type: 'statement', ...this.base(), sql: it.sql, protocol: 'simple', ...analysisFields(it.verdict.analysis), decision: 'allow', rule: it.verdict.decision.rule, rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: e?.message, error_code: e?.code });
+    this.governor.record({ type: 'statement', ...this.base(), sql: it.sql, protocol: 'simple', ...analysisFields(it.verdict.analysis), decision: 'allow', rule: it.verdict.decision.rule, ...maskedFields(it.masked), ...this.exemptField(it.rows), rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: e?.message, error_code: e?.code });
   }
 
   private auditExecute(it: Extract<Item, { k: 'execute' }>, err?: Record<string, string>): void {
-    this.governor.record({ type: 'statement', ...this.base(), sql: it.stmt?.sql, protocol: 'extended', statement_name: it.stmt?.name || undefined, ...analysisFields(it.stmt?.analysis), decision: 'allow', rule: it.stmt?.rule, rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: err?.message, error_code: err?.code });
+    this.governor.record({ type: 'statement', ...this.base(), sql: it.stmt?.sql, protocol: 'extended', statement_name: it.stmt?.name || undefined, ...analysisFields(it.stmt?.analysis), decision: 'allow', rule: it.stmt?.rule, ...maskedFields(it.masked), ...this.exemptField(it.rows), rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: err?.message, error_code: err?.code });
   }
 }

@@ -1,0 +1,129 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import pg from 'pg';
+import postgres from 'postgres';
+import { startTestGateway, freshDatabase, auditEvents, run, type TestGateway } from './support/env.js';
+
+const SETUP = `
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text, ssn text, phone text, dob date, notes text, balance numeric);
+INSERT INTO customers VALUES
+  (1, 'Ada Lovelace', 'ada@example.com', '4111 1111 1111 1111', '123-45-6789', '+14155552671', '1815-12-10', 'prefers email: ada.l@math.org', 10.50),
+  (2, 'Alan Turing', 'alan@example.com', '5500000000000004', '078-05-1121', '(415) 555-2671', '1912-06-23', NULL, 0);
+`;
+const POLICY = `version: 1
+default: allow
+rules: []
+masking:
+  exempt: { groups: [dba] }
+  columns:
+    - { column: customers.ssn, masker: partial }
+    - { column: email, masker: hash, groups: [support] }
+`;
+
+let t: TestGateway;
+let db: { name: string; drop: () => Promise<void> };
+let analyst: string;
+let support: string;
+let dba: string;
+
+beforeAll(async () => {
+  db = await freshDatabase('sluice_mask', SETUP);
+  t = await startTestGateway({ policy: POLICY });
+  analyst = await t.key('human', ['analysts'], { name: 'ana' });
+  support = await t.key('human', ['support'], { name: 'sam' });
+  dba = await t.key('human', ['dba'], { name: 'dana' });
+});
+afterAll(async () => {
+  await t?.stop();
+  await db?.drop();
+});
+
+const query = async (key: string, sql: string, params?: unknown[], extra: Partial<pg.ClientConfig> = {}) => {
+  const c = new pg.Client(t.conn(key, db.name, extra));
+  await c.connect();
+  try {
+    return (await c.query(sql, params)).rows;
+  } finally {
+    await c.end();
+  }
+};
+
+const MASKED_ADA = {
+  id: 1,
+  name: 'Ada Lovelace',
+  email: 'a***@***.com',
+  card: '**** **** **** 1111',
+  ssn: '***-**-6789',
+  phone: '+*******2671',
+  dob: '[redacted date_of_birth]',
+  notes: 'prefers email: a***@***.org',
+  balance: '10.50',
+};
+
+describe('masking in results through the gateway', () => {
+  it('simple protocol: detectors mask emails, cards, phones inside text; column rules and date-of-birth columns apply', async () => {
+    const rows = await query(analyst, "SELECT id, name, email, card, ssn, phone, dob::text AS dob, notes, balance FROM customers ORDER BY id");
+    expect(rows[0]).toEqual(MASKED_ADA);
+    expect(rows[1]).toMatchObject({ card: '************0004', ssn: '***-**-1121', phone: '(***) ***-2671', notes: null });
+  });
+
+  it('extended protocol with parameters, and binary result format', async () => {
+    expect((await query(analyst, 'SELECT id, name, email, card, ssn, phone, dob::text AS dob, notes, balance FROM customers WHERE id = $1', [1]))[0]).toEqual(MASKED_ADA);
+    const bin = await query(analyst, 'SELECT id, email, balance FROM customers WHERE id = $1', [2], { binary: true } as never);
+    expect(bin[0]).toMatchObject({ id: 2, email: 'a***@***.com' });
+  });
+
+  it('postgres.js (describe once, then bind/execute) gets masked rows too', async () => {
+    const sql = postgres({ host: '127.0.0.1', port: t.port, user: 'x', pass: analyst, database: db.name, max: 1 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await sql`SELECT card, ssn FROM customers WHERE id = ${1}`;
+        expect(r[0]).toEqual({ card: '**** **** **** 1111', ssn: '***-**-6789' });
+      }
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('pipelined statements with different columns each get their own plan', async () => {
+    const sql = postgres({ host: '127.0.0.1', port: t.port, user: 'x', pass: analyst, database: db.name, max: 1 });
+    try {
+      const [a, b, c] = await Promise.all([
+        sql`SELECT ssn, name FROM customers WHERE id = ${1}`,
+        sql`SELECT id, name, dob::text AS dob FROM customers WHERE id = ${2}`,
+        sql`SELECT name, ssn FROM customers WHERE id = ${2}`,
+      ]);
+      expect(a[0]).toEqual({ ssn: '***-**-6789', name: 'Ada Lovelace' });
+      expect(b[0]).toEqual({ id: 2, name: 'Alan Turing', dob: '[redacted date_of_birth]' });
+      expect(c[0]).toEqual({ name: 'Alan Turing', ssn: '***-**-1121' });
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('a keyed hash rule for one group keeps equal values equal (joins still work) without revealing them', async () => {
+    const a = await query(support, 'SELECT email FROM customers WHERE id = 1');
+    const b = await query(support, "SELECT email FROM customers WHERE email = 'ada@example.com'");
+    expect(a[0].email).toMatch(/^h:[0-9a-f]{16}$/);
+    expect(b[0].email).toBe(a[0].email);
+    expect((await query(support, 'SELECT email FROM customers WHERE id = 2'))[0].email).not.toBe(a[0].email);
+  });
+
+  it('an exempt group sees cleartext, and that is audited', async () => {
+    const rows = await query(dba, 'SELECT email, ssn FROM customers WHERE id = 1');
+    expect(rows[0]).toEqual({ email: 'ada@example.com', ssn: '123-45-6789' });
+    const events = await auditEvents(t, { subject: 'human:dana', type: 'statement' });
+    expect(events[0]).toMatchObject({ masking_exempt: true, rows: 1 });
+    expect(events[0]!.masked).toBeUndefined();
+  });
+
+  it('audit records what was masked per statement, by detector type and rule', async () => {
+    await query(analyst, 'SELECT email, ssn, card FROM customers ORDER BY id');
+    const events = await auditEvents(t, { subject: 'human:ana', type: 'statement' });
+    expect(events.find((e) => e.sql === 'SELECT email, ssn, card FROM customers ORDER BY id')?.masked).toEqual({ email: 2, 'customers.ssn': 2, card: 2 });
+  });
+
+  it('psql output is masked as well', async () => {
+    const r = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=a sslmode=require`, '-c', 'SELECT email FROM customers ORDER BY id'], { env: { PGPASSWORD: analyst } });
+    expect(r.stdout.trim().split('\n')).toEqual(['a***@***.com', 'a***@***.com']);
+  });
+});

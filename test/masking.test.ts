@@ -1,0 +1,108 @@
+import { describe, it, expect } from 'vitest';
+import fs from 'node:fs';
+import { detect, luhnValid, ibanValid } from '../src/masking/detectors.js';
+import { partial, maskEmail, hashValue, applyMasker } from '../src/masking/maskers.js';
+import { maskDataRow, type MaskPlan } from '../src/masking/rows.js';
+import { Writer, Reader } from '../src/protocol/postgres/buffer.js';
+
+const corpus = fs
+  .readFileSync(new URL('./fixtures/detector-corpus.tsv', import.meta.url), 'utf8')
+  .split('\n')
+  .filter((l) => l && !l.startsWith('#'))
+  .map((l) => {
+    const [expected, text] = l.split('\t') as [string, string];
+    return { expected: expected === '-' ? [] : expected.split(','), text };
+  });
+
+describe('zero-config detectors on a labelled corpus', () => {
+  it.each(corpus.map((c) => [c.text, c.expected]))('%s → %j', (text, expected) => {
+    expect(detect(text as string).map((h) => h.type)).toEqual(expected);
+  });
+
+  it('precision and recall over the whole corpus are 100%', () => {
+    let tp = 0;
+    let fp = 0;
+    let fn = 0;
+    for (const c of corpus) {
+      const got = detect(c.text).map((h) => h.type);
+      const want = [...c.expected];
+      for (const g of got) {
+        const i = want.indexOf(g);
+        if (i >= 0) {
+          tp++;
+          want.splice(i, 1);
+        } else fp++;
+      }
+      fn += want.length;
+    }
+    expect(corpus.filter((c) => c.expected.length === 0).length).toBeGreaterThanOrEqual(20);
+    expect({ precision: tp / (tp + fp), recall: tp / (tp + fn) }).toEqual({ precision: 1, recall: 1 });
+  });
+
+  it('hit ranges cover exactly the sensitive part', () => {
+    const s = 'mail alice@example.com now';
+    const [h] = detect(s);
+    expect(s.slice(h!.start, h!.end)).toBe('alice@example.com');
+  });
+
+  it('checksums', () => {
+    expect(luhnValid('4111111111111111')).toBe(true);
+    expect(luhnValid('4111111111111112')).toBe(false);
+    expect(ibanValid('GB82 WEST 1234 5698 7654 32')).toBe(true);
+    expect(ibanValid('GB82 WEST 1234 5698 7654 33')).toBe(false);
+  });
+});
+
+describe('maskers', () => {
+  it('partial keeps the last 4 letters/digits and the separators', () => {
+    expect(partial('4111-1111-1111-1234')).toBe('****-****-****-1234');
+    expect(partial('+14155552671')).toBe('+*******2671');
+  });
+  it('email keeps only the first character and the top-level domain', () => {
+    expect(maskEmail('grace.hopper@navy.mil')).toBe('g***@***.mil');
+  });
+  it('hash is keyed and deterministic', () => {
+    const k1 = Buffer.from('k1');
+    expect(hashValue('x@y.com', k1)).toBe(hashValue('x@y.com', k1));
+    expect(hashValue('x@y.com', k1)).not.toBe(hashValue('x@y.com', Buffer.from('k2')));
+    expect(hashValue('x@y.com', k1)).toMatch(/^h:[0-9a-f]{16}$/);
+  });
+  it('null masker yields SQL NULL', () => {
+    expect(applyMasker('null', 'secret', Buffer.alloc(1))).toBeNull();
+  });
+});
+
+describe('DataRow rewriting', () => {
+  const row = (cells: (string | null)[]) => {
+    const w = new Writer().int16(cells.length);
+    for (const c of cells) (c === null ? w.int32(-1) : w.int32(Buffer.byteLength(c)).bytes(Buffer.from(c)));
+    return w.message('D');
+  };
+  const cells = (b: Buffer) => {
+    const r = new Reader(b, 5);
+    const n = r.int16();
+    return Array.from({ length: n }, () => {
+      const len = r.int32();
+      return len < 0 ? null : r.bytes(len).toString();
+    });
+  };
+  const plan: MaskPlan = { key: Buffer.from('k'), columns: [{ kind: 'pass' }, { kind: 'scan' }, { kind: 'rule', masker: 'null', label: 't.ssn' }, { kind: 'scan' }] };
+
+  it('masks scanned and ruled cells, keeps NULLs and passes the rest byte for byte', () => {
+    const counts = new Map<string, number>();
+    const input = row(['4111111111111111', 'card 4111 1111 1111 1111, mail a@b.io', '123-45-6789', null]);
+    const out = maskDataRow(input, 0, input.length, plan, counts)!;
+    expect(cells(out)).toEqual(['4111111111111111', 'card **** **** **** 1111, mail a***@***.io', null, null]);
+    expect(Object.fromEntries(counts)).toEqual({ card: 1, email: 1, 't.ssn': 1 });
+  });
+
+  it('returns undefined (forward the original) when nothing is sensitive', () => {
+    const input = row(['1', 'plain text', 'x', 'y']);
+    expect(maskDataRow(input, 0, input.length, { ...plan, columns: plan.columns.map(() => ({ kind: 'scan' as const })) }, new Map())).toBeUndefined();
+  });
+
+  it('refuses a row whose column count disagrees with its description', () => {
+    const input = row(['a']);
+    expect(() => maskDataRow(input, 0, input.length, plan, new Map())).toThrow(/DataRow has 1 columns/);
+  });
+});
