@@ -17,6 +17,7 @@ const { values: o } = parseArgs({
     clients: { type: 'string', default: '8' },
     scale: { type: 'string', default: '10' },
     only: { type: 'string' },
+    masking: { type: 'string', default: 'on' },
   },
 });
 const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
@@ -38,7 +39,9 @@ if (o.store === 'postgres') {
   storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_store" }`;
 }
 const port = await new Promise((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
-fs.copyFileSync(path.join(root, 'examples', 'policy.yaml'), path.join(out, 'policy.yaml'));
+const policyText = fs.readFileSync(path.join(root, 'examples', 'policy.yaml'), 'utf8');
+// --masking off: the same policy with the zero-config detectors switched off (column rules still apply).
+fs.writeFileSync(path.join(out, 'policy.yaml'), o.masking === 'off' ? policyText.replace('masking:\n', 'masking:\n  detectors: false\n') : policyText);
 const cfgFile = path.join(out, 'sluice.yaml');
 fs.writeFileSync(cfgFile, `listen: { host: 127.0.0.1, port: ${port} }
 tls: { mode: allow }
@@ -100,6 +103,6 @@ const table = [
   `|---|---:|---:|---:|`,
   ...rows.map((r) => `| ${r.name} | ${r.direct.toFixed(0)} | ${r.gateway.toFixed(0)} | ${r.ratio.toFixed(2)} |`),
 ].join('\n');
-const cmd = `node bench/pgbench.mjs --duration ${o.duration} --workers ${o.workers} --store ${o.store} --clients ${o.clients} --scale ${o.scale}`;
-console.log(`\n${cmd}\n(pgbench scale ${o.scale}, ${C} clients for select-only; every statement through Sluice parsed, checked against examples/policy.yaml and audited: ${audited})\n\n${table}\n`);
+const cmd = `node bench/pgbench.mjs --duration ${o.duration} --workers ${o.workers} --store ${o.store} --clients ${o.clients} --scale ${o.scale} --masking ${o.masking}${o.only ? ` --only '${o.only}'` : ''}`;
+console.log(`\n${cmd}\n(pgbench scale ${o.scale}, ${C} clients for select-only; every statement through Sluice parsed, checked against examples/policy.yaml and audited: ${audited}; masking detectors ${o.masking})\n\n${table}\n`);
 fs.writeFileSync(path.join(out, 'last.md'), `${cmd}\n\n${table}\n`);

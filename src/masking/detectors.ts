@@ -42,10 +42,10 @@ export function ibanValid(raw: string): boolean {
 }
 
 const EMAIL = /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}/g;
-const CARD = /(?<![\d.])\d(?:[ -]?\d){12,18}(?![\d.])/g;
-const SSN = /(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])/g;
+const CARD = /(?<![\w.])\d(?:[ -]?\d){12,18}(?![\w.])/g;
+const SSN = /(?<![\w-])(\d{3})-(\d{2})-(\d{4})(?![\w-])/g;
 const PHONE_INTL = /(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?!\d)/g;
-const PHONE_NANP = /(?<!\d)(?:\(\d{3}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}(?!\d)/g;
+const PHONE_NANP = /(?<![\w.])(?:\(\d{3}\)\s?|\d{3}[-.])\d{3}[-.]\d{4}(?![\w.])/g;
 const IBAN = /\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b/g;
 const IPV4 = /(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])/g;
 const IPV6 = /(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])/g;
@@ -70,6 +70,19 @@ const digitCount = (s: string): number => {
   return n;
 };
 
+/** Longest run of digits joined only by single spaces or dashes (how card numbers are written). */
+const digitRun = (s: string): number => {
+  let best = 0;
+  let run = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (++run > best) best = run;
+    } else if (!((c === 32 || c === 45) && run > 0 && i + 1 < s.length && s.charCodeAt(i + 1) >= 48 && s.charCodeAt(i + 1) <= 57)) run = 0;
+  }
+  return best;
+};
+
 /** All detector hits in a cell, non-overlapping (the earlier and longer hit wins), in order. */
 export function detect(s: string): Hit[] {
   if (s.length < 7) return [];
@@ -81,7 +94,7 @@ export function detect(s: string): Hit[] {
   if (s.includes('Bearer')) each(BEARER, s, 'bearer', hits);
   if (s.includes('A')) each(AWS, s, 'aws_key', hits);
   if (s.includes('_') || s.includes('-') || s.includes('AIza')) each(API_KEY, s, 'api_key', hits);
-  if (digits >= 13) {
+  if (digits >= 13 && digitRun(s) >= 13) {
     each(CARD, s, 'card', hits, (m) => {
       const d = m[0].replace(/[ -]/g, '');
       return d.length >= 13 && d.length <= 19 && luhnValid(d) && !/^(\d)\1+$/.test(d);
@@ -102,8 +115,8 @@ export function detect(s: string): Hit[] {
       });
     }
   }
-  if (digits >= 4 && /[A-Z]{2}\d\d/.test(s)) each(IBAN, s, 'iban', hits, (m) => ibanValid(m[0]));
-  if (digits >= 4 && s.includes('.')) each(IPV4, s, 'ipv4', hits);
+  if (digits >= 8 && /[A-Z]{2}\d\d/.test(s)) each(IBAN, s, 'iban', hits, (m) => ibanValid(m[0]));
+  if (digits >= 4 && s.split('.').length >= 4) each(IPV4, s, 'ipv4', hits);
   if (s.includes(':')) {
     each(IPV6, s, 'ipv6', hits, (m) => m[0].includes('::') || m[0].split(':').length === 8 ? net.isIPv6(m[0]) : false);
   }
@@ -112,4 +125,65 @@ export function detect(s: string): Hit[] {
   const out: Hit[] = [];
   for (const h of hits) if (!out.length || h.start >= out[out.length - 1]!.end) out.push(h);
   return out;
+}
+
+const SEP = new Uint8Array(256);
+for (const c of ' -.()') SEP[c.charCodeAt(0)] = 1;
+
+/**
+ * Byte-level pre-scan of a UTF-8 cell: false when no detector could match (no '@', no run of 8+ digits joined only
+ * by separators, fewer than 3 dots or 2 colons, no token prefix), so the cell is neither decoded nor regex-scanned.
+ * Most cells of ordinary data (names, ids, hashes, prose) end here.
+ */
+export function mayContainSensitive(b: Buffer, start: number, end: number): boolean {
+  if (end - start < 7) return false;
+  let run = 0;
+  let gap = 0;
+  let dots = 0;
+  let colons = 0;
+  for (let i = start; i < end; i++) {
+    const c = b[i]!;
+    if (c >= 48 && c <= 57) {
+      if (++run >= 8) return true;
+      gap = 0;
+      continue;
+    }
+    if (SEP[c] && run > 0 && gap < 2) {
+      gap++;
+      if (c === 46 && ++dots >= 3) return true;
+      continue;
+    }
+    run = 0;
+    gap = 0;
+    switch (c) {
+      case 64: // @
+        return true;
+      case 58: // :
+        if (++colons >= 2) return true;
+        break;
+      case 43: // + (international phone)
+        break;
+      case 101: // eyJ (JWT)
+        if (b[i + 1] === 121 && b[i + 2] === 74) return true;
+        break;
+      case 66: // Bearer
+        if (b[i + 1] === 101 && b[i + 2] === 97) return true;
+        break;
+      case 65: // AKIA ASIA AGPA AIDA AROA AIza
+        if (b[i + 1] === 75 || b[i + 1] === 83 || b[i + 1] === 71 || b[i + 1] === 73 || b[i + 1] === 82 || (b[i + 1] === 73 && b[i + 2] === 122)) return true;
+        break;
+      case 115: // sk_ sk- slk_
+      case 114: // rk_
+        if ((b[i + 1] === 107 && (b[i + 2] === 95 || b[i + 2] === 45)) || (c === 115 && b[i + 1] === 108 && b[i + 2] === 107 && b[i + 3] === 95)) return true;
+        break;
+      case 103: // ghp_ gho_ github_pat_ glpat-
+        if ((b[i + 1] === 104 && (b[i + 3] === 95 || b[i + 2] === 117)) || (b[i + 1] === 108 && b[i + 2] === 112)) return true;
+        break;
+      case 120: // xox
+        if (b[i + 1] === 111 && b[i + 2] === 120) return true;
+        break;
+    }
+    if (c === 46 && ++dots >= 3) return true;
+  }
+  return false;
 }

@@ -7,13 +7,17 @@ export type MaskerName = (typeof MASKERS)[number];
 /** Keep the last 4 characters that are letters or digits, star the other letters and digits, keep separators. */
 export function partial(v: string): string {
   let keep = 4;
-  const out = v.split('');
-  for (let i = out.length - 1; i >= 0; i--) {
-    if (!/[A-Za-z0-9]/.test(out[i]!)) continue;
-    if (keep > 0) keep--;
-    else out[i] = '*';
+  let out = '';
+  for (let i = v.length - 1; i >= 0; i--) {
+    const c = v.charCodeAt(i);
+    const alnum = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+    if (alnum && keep === 0) out = '*' + out;
+    else {
+      if (alnum) keep--;
+      out = v[i] + out;
+    }
   }
-  return out.join('');
+  return out;
 }
 
 /** Format-preserving email: first character of the local part and the top-level domain stay. */

@@ -1,5 +1,5 @@
-import { Reader, Writer, ProtocolError } from '../protocol/postgres/buffer.js';
-import { detect, type DetectorType } from './detectors.js';
+import { Reader, ProtocolError } from '../protocol/postgres/buffer.js';
+import { detect, mayContainSensitive, type DetectorType } from './detectors.js';
 import { applyMasker, defaultForDetector, type MaskerName } from './maskers.js';
 
 /** One column of a RowDescription. */
@@ -62,38 +62,73 @@ function maskText(v: string, counts: MaskCounts): string | undefined {
 }
 
 /**
- * Apply a plan to one DataRow message (buf[start] is 'D'). Returns the message to send: the original slice when
- * nothing changed, or a rebuilt message.
+ * Apply a plan to one DataRow message (buf[start] is 'D'). Returns undefined when nothing changed (forward the
+ * original bytes), or the rebuilt message. Cells are handled as offsets into the message; only cells that the
+ * byte pre-scan flags are decoded.
  */
 export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskPlan, counts: MaskCounts): Buffer | undefined {
-  const r = new Reader(buf, start + 5, end);
-  const n = r.int16();
+  if (end - start < 7) throw new ProtocolError('DataRow too short');
+  const n = buf.readInt16BE(start + 5);
   if (!plan.scanUnknown && n !== plan.columns.length) throw new ProtocolError(`DataRow has ${n} columns but its RowDescription had ${plan.columns.length}`);
-  let changed: (Buffer | null | undefined)[] | undefined;
-  const cells: (Buffer | null)[] = new Array(n);
+  let pos = start + 7;
+  let changed: Map<number, Buffer | null> | undefined;
   for (let i = 0; i < n; i++) {
-    const len = r.int32();
-    const cell = len < 0 ? null : r.bytes(len);
-    cells[i] = cell;
+    if (pos + 4 > end) throw new ProtocolError('DataRow truncated');
+    const len = buf.readInt32BE(pos);
+    pos += 4;
+    if (len < 0) continue;
+    const cellEnd = pos + len;
+    if (cellEnd > end) throw new ProtocolError('DataRow cell overruns the message');
     const action = plan.scanUnknown ? SCAN : plan.columns[i]!;
-    if (cell === null || action.kind === 'pass') continue;
-    let replacement: string | null | undefined;
-    if (action.kind === 'rule') {
-      replacement = applyMasker(action.masker, cell.toString('utf8'), plan.key, action.label);
-      bump(counts, action.label);
-    } else {
-      replacement = maskText(cell.toString('utf8'), counts);
-      if (replacement === undefined) continue;
+    if (action.kind !== 'pass') {
+      let replacement: string | null | undefined;
+      if (action.kind === 'rule') {
+        replacement = applyMasker(action.masker, buf.toString('utf8', pos, cellEnd), plan.key, action.label);
+        bump(counts, action.label);
+      } else if (mayContainSensitive(buf, pos, cellEnd)) {
+        replacement = maskText(buf.toString('utf8', pos, cellEnd), counts);
+      }
+      if (replacement !== undefined) (changed ??= new Map()).set(i, replacement === null ? null : Buffer.from(replacement, 'utf8'));
     }
-    changed ??= [];
-    changed[i] = replacement === null ? null : Buffer.from(replacement, 'utf8');
+    pos = cellEnd;
   }
   if (!changed) return undefined;
-  const w = new Writer().int16(n);
+  // Rebuild in one allocation: unchanged cells are copied as they are.
+  let size = 7;
+  pos = start + 7;
+  const spans: [number, number][] = [];
   for (let i = 0; i < n; i++) {
-    const v = i in changed ? changed[i]! : cells[i]!;
-    if (v === null) w.int32(-1);
-    else w.int32(v.length).bytes(v);
+    const len = buf.readInt32BE(pos);
+    spans.push([pos + 4, len]);
+    pos += 4 + Math.max(len, 0);
+    const c = changed.get(i);
+    size += 4 + (changed.has(i) ? (c ? c.length : 0) : Math.max(len, 0));
   }
-  return w.message('D');
+  const out = Buffer.allocUnsafe(size);
+  out[0] = 0x44;
+  out.writeInt32BE(size - 1, 1);
+  out.writeInt16BE(n, 5);
+  let o = 7;
+  for (let i = 0; i < n; i++) {
+    const [at, len] = spans[i]!;
+    if (changed.has(i)) {
+      const c = changed.get(i)!;
+      if (c === null) {
+        out.writeInt32BE(-1, o);
+        o += 4;
+      } else {
+        out.writeInt32BE(c.length, o);
+        c.copy(out, o + 4);
+        o += 4 + c.length;
+      }
+    } else {
+      out.writeInt32BE(len, o);
+      o += 4;
+      if (len > 0) {
+        buf.copy(out, o, at, at + len);
+        o += len;
+      }
+    }
+  }
+  return out;
 }
