@@ -114,7 +114,18 @@ export class Governor {
       analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive) };
     }
     const decision = evaluate(this.policy, { identity, database }, analysis);
-    if (decision.action === 'allow') return { analysis, decision };
+    if (decision.action === 'allow') {
+      // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
+      const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
+      if (binaryOut >= 0 && this.maskPlan(identity, analysis, PROBE_FIELD)) {
+        return {
+          analysis,
+          decision: { action: 'deny', rule: 'masking-binary-copy', reason: 'binary COPY output cannot be masked', statement: binaryOut },
+          error: { code: '42501', message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format' },
+        };
+      }
+      return { analysis, decision };
+    }
     const s = analysis.statements[decision.statement ?? 0];
     const what = s ? `${s.command}${s.tables.length ? ` on ${s.tables.map((t) => t.name).join(', ')}` : ''}` : 'statement';
     return {
@@ -145,6 +156,9 @@ export class Governor {
     return isExempt(this.policy.masking, identity);
   }
 }
+
+/** A one-column text result: asks the masking policy whether this identity's text output is scanned at all. */
+export const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOid: 0, format: 0 }];
 
 const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
 

@@ -122,6 +122,19 @@ describe('masking in results through the gateway', () => {
     expect(events.find((e) => e.sql === 'SELECT email, ssn, card FROM customers ORDER BY id')?.masked).toEqual({ email: 2, 'customers.ssn': 2, card: 2 });
   });
 
+  it('COPY ... TO STDOUT rows are masked; binary COPY is refused to masked identities', async () => {
+    const r = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=a sslmode=require`, '-c', 'COPY (SELECT id, email, card FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv)'], { env: { PGPASSWORD: analyst } });
+    expect(r.stdout).toBe('1,a***@***.com,**** **** **** 1111\n2,a***@***.com,************0004\n');
+    const c = new pg.Client(t.conn(analyst, db.name));
+    await c.connect();
+    const err = await c.query('COPY customers TO STDOUT WITH (FORMAT binary)').catch((e) => e);
+    await c.end();
+    expect(err.code).toBe('42501');
+    expect(err.message).toMatch(/binary format is not allowed/);
+    const exempt = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=d sslmode=require`, '-c', 'COPY (SELECT email FROM customers WHERE id = 1) TO STDOUT'], { env: { PGPASSWORD: dba } });
+    expect(exempt.stdout).toBe('ada@example.com\n');
+  });
+
   it('psql output is masked as well', async () => {
     const r = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=a sslmode=require`, '-c', 'SELECT email FROM customers ORDER BY id'], { env: { PGPASSWORD: analyst } });
     expect(r.stdout.trim().split('\n')).toEqual(['a***@***.com', 'a***@***.com']);

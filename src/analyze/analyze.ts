@@ -6,7 +6,7 @@ export const STATEMENT_CLASSES = ['read', 'write', 'ddl', 'admin', 'transaction'
 export type StatementClass = (typeof STATEMENT_CLASSES)[number];
 
 /** Flags beyond the class; policy rules can match them. */
-export const FLAGS = ['multi-statement', 'data-modifying-cte', 'do-block', 'dynamic-sql', 'privileged-function', 'locking', 'server-file', 'copy-program', 'select-into'] as const;
+export const FLAGS = ['multi-statement', 'data-modifying-cte', 'do-block', 'dynamic-sql', 'privileged-function', 'locking', 'server-file', 'copy-program', 'select-into', 'binary-copy'] as const;
 export type Flag = (typeof FLAGS)[number];
 
 export interface TableRef {
@@ -265,6 +265,8 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       command = node.is_from ? 'COPY FROM' : 'COPY TO';
       if (node.relation) c.addTable(rangeVarName(node.relation), node.is_from ? 'write' : 'read');
       cls = node.is_from ? 'write' : 'read';
+      const format = defElem(node.options, 'format')?.arg;
+      if (String(format?.String?.sval ?? '').toLowerCase() === 'binary' || defElem(node.options, 'binary')) c.flags.add('binary-copy');
       if (node.query) cls = escalate(cls, nested(node.query)?.class ?? 'read');
       if (node.is_program) {
         c.flags.add('copy-program');

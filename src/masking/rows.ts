@@ -48,7 +48,8 @@ export const scannable = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.fo
 
 const bump = (c: MaskCounts, k: string) => c.set(k, (c.get(k) ?? 0) + 1);
 
-function maskText(v: string, counts: MaskCounts): string | undefined {
+/** Mask every detector hit inside a text; undefined when there is none. */
+export function maskText(v: string, counts: MaskCounts): string | undefined {
   const hits = detect(v);
   if (hits.length === 0) return undefined;
   let out = '';

@@ -3,13 +3,14 @@ import tls from 'node:tls';
 import crypto from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Framer } from './framer.js';
-import { ProtocolError, Reader } from './buffer.js';
+import { ProtocolError, Reader, Writer } from './buffer.js';
 import * as m from './messages.js';
 import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } from './upstream.js';
 import type { Governor, GovernorError, Verdict } from '../../governor.js';
-import { analysisFields, identityFields } from '../../governor.js';
+import { analysisFields, identityFields, PROBE_FIELD } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
-import { maskDataRow, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
+import { maskDataRow, maskText, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
+import { mayContainSensitive } from '../../masking/detectors.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { globMatch } from '../../util/glob.js';
@@ -69,11 +70,11 @@ export class SessionRegistry {
 
 /** What the gateway expects back from the upstream for each message it forwarded, in order. */
 type Item =
-  | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts }
+  | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
   | { k: 'parse'; verdict: Verdict }
   | { k: 'bind' }
   | { k: 'describe'; stmt?: Prepared; portal?: Portal }
-  | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts }
+  | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
   | { k: 'close' }
   | { k: 'sync' }
   | { k: 'fastpath'; verdict: Verdict };
@@ -96,9 +97,6 @@ interface Portal {
 }
 
 const maskedFields = (m: MaskCounts | undefined) => (m?.size ? { masked: Object.fromEntries(m) } : {});
-
-/** A one-column text RowDescription, to ask the policy whether unknown text columns get scanned. */
-const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOid: 0, format: 0 }];
 
 const DENIED_MARK = 'SLUICE_DENIED_';
 /** SQL that fails in the upstream parser: injected in place of a denied message so that the upstream's own error
@@ -669,6 +667,20 @@ export class PgSession {
           }
         }
         return undefined;
+      case 0x48 /* H CopyOutResponse */: {
+        if (head?.k !== 'query' && head?.k !== 'execute') return undefined;
+        const analysis = head.k === 'query' ? head.verdict.analysis : head.stmt?.analysis;
+        // Text-format COPY rows are scanned line by line (binary COPY was refused at decision time).
+        head.copyScan = b[start + 5] === 0 && this.governor.maskPlan(this.identity!, analysis, PROBE_FIELD)?.columns[0]?.kind === 'scan';
+        return undefined;
+      }
+      case 0x64 /* d CopyData */: {
+        if ((head?.k !== 'query' && head?.k !== 'execute') || !head.copyScan) return undefined;
+        if (!mayContainSensitive(b, start + 5, end)) return undefined;
+        head.masked ??= new Map();
+        const line = maskText(b.toString('utf8', start + 5, end), head.masked);
+        return line === undefined ? undefined : new Writer().bytes(Buffer.from(line, 'utf8')).message('d');
+      }
       case 0x54 /* T RowDescription */: {
         if (head?.k === 'query') {
           head.plan = this.governor.maskPlan(this.identity!, head.verdict.analysis, parseRowDescription(b, start, end));
