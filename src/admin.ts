@@ -2,7 +2,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import type { Kysely } from 'kysely';
 import type { Database } from './store/schema.js';
-import { queryAudit, verifyAudit, storeSink, type AuditFilter, type AuditLog, type AuditRow, type StoredEvent, type ChainReport } from './audit/audit.js';
+import { queryAudit, verifyAudit, sensitiveReport, storeSink, type AuditFilter, type AuditLog, type AuditRow, type StoredEvent, type ChainReport, type SensitiveReport } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
 
@@ -10,6 +10,7 @@ import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } 
 export interface AdminOps {
   auditList(f: AuditFilter): Promise<StoredEvent[]>;
   auditVerify(): Promise<ChainReport[]>;
+  sensitiveReport(f: { subject: string; since?: string; until?: string }): Promise<SensitiveReport>;
   keysCreate(k: NewKey): Promise<{ key: string; info: KeyInfo }>;
   keysList(): Promise<KeyInfo[]>;
   keysRevoke(id: string): Promise<boolean>;
@@ -33,6 +34,10 @@ export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
     async auditVerify() {
       await audit.flush();
       return verifyAudit(db);
+    },
+    async sensitiveReport(f) {
+      await audit.flush();
+      return sensitiveReport(db, { subject: f.subject, since: f.since ? new Date(f.since) : undefined, until: f.until ? new Date(f.until) : undefined });
     },
     async keysCreate(k) {
       const r = await createKey(db, { ...k, expiresAt: k.expiresAt ? new Date(k.expiresAt) : undefined });
@@ -137,6 +142,7 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
   return {
     auditList: (f) => call('auditList', f),
     auditVerify: () => call('auditVerify'),
+    sensitiveReport: (f) => call('sensitiveReport', f),
     keysCreate: (k) => call('keysCreate', k),
     keysList: () => call('keysList'),
     keysRevoke: (id) => call('keysRevoke', id),

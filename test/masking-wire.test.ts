@@ -170,6 +170,18 @@ describe('masking in results through the gateway', () => {
     expect(denied.some((e) => e.rule === 'inference-guard')).toBe(true);
   });
 
+  it('answers "what sensitive data did X see" from the audit trail (CLI)', async () => {
+    const cli = (...a: string[]) => run('node', ['bin/sluice.js', 'audit', 'sensitive', '-c', t.configFile, ...a]);
+    const ana = JSON.parse((await cli('--subject', 'human:ana', '--json')).stdout);
+    expect(ana.masked['customers.ssn']).toBeGreaterThanOrEqual(2);
+    expect(ana.masked.email).toBeGreaterThanOrEqual(2);
+    expect(ana.masked_tables).toContain('customers');
+    expect(ana.cleartext.statements).toBe(0);
+    const dana = await cli('--subject', 'human:dana');
+    expect(dana.stdout).toMatch(/nothing was masked for them/);
+    expect(dana.stdout).toMatch(/saw cleartext \(exempt\) in \d+ statements: tables customers; columns .*ssn/);
+  });
+
   it('psql output is masked as well', async () => {
     const r = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=a sslmode=require`, '-c', 'SELECT email FROM customers ORDER BY id'], { env: { PGPASSWORD: analyst } });
     expect(r.stdout.trim().split('\n')).toEqual(['a***@***.com', 'a***@***.com']);

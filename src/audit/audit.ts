@@ -296,3 +296,41 @@ export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> 
   }
   return reports;
 }
+
+export interface SensitiveReport {
+  subject: string;
+  since?: string;
+  until?: string;
+  /** Statements that returned rows. */
+  statements: number;
+  /** Values masked before they reached the identity, by detector type or column rule. */
+  masked: Record<string, number>;
+  /** Tables whose masked values the identity was shown (masked). */
+  masked_tables: string[];
+  /** What the identity saw in cleartext because it is exempt from masking. */
+  cleartext: { statements: number; tables: string[]; columns: string[] };
+}
+
+/** "What sensitive data did X see": aggregated from the statement events of one subject. */
+export async function sensitiveReport(db: Kysely<Database>, f: { subject: string; since?: Date; until?: Date }): Promise<SensitiveReport> {
+  const events = await queryAudit(db, { subject: f.subject, type: 'statement', decision: 'allow', since: f.since, until: f.until, limit: 100_000 });
+  const r: SensitiveReport = { subject: f.subject, since: f.since?.toISOString(), until: f.until?.toISOString(), statements: 0, masked: {}, masked_tables: [], cleartext: { statements: 0, tables: [], columns: [] } };
+  const maskedTables = new Set<string>();
+  const clearTables = new Set<string>();
+  const clearColumns = new Set<string>();
+  for (const e of events) {
+    if (!e.rows) continue;
+    r.statements++;
+    for (const [k, v] of Object.entries(e.masked ?? {})) r.masked[k] = (r.masked[k] ?? 0) + v;
+    if (e.masked) for (const t of e.tables ?? []) maskedTables.add(t);
+    if (e.masking_exempt) {
+      r.cleartext.statements++;
+      for (const t of e.tables ?? []) clearTables.add(t);
+      for (const c of e.columns ?? []) clearColumns.add(c);
+    }
+  }
+  r.masked_tables = [...maskedTables].sort();
+  r.cleartext.tables = [...clearTables].sort();
+  r.cleartext.columns = [...clearColumns].sort();
+  return r;
+}

@@ -20,6 +20,9 @@ usage: sluice <command> [options]
         --subject S --kind human|agent|service --decision allow|deny --type T --database D
         --table T --session ID --since ISO --until ISO --limit N --json
   audit verify                recompute the audit hash chains; exit 1 if any link is broken
+  audit sensitive --subject S [--since ISO] [--until ISO] [--json]
+                              what sensitive data S saw: values masked for them, and what they saw in
+                              cleartext as an exempt identity
   keys create --name N --kind agent|service|human [--groups a,b] [--subject S]
               [--acting-for PERSON] [--expires 30d]
   keys list                   list keys (secrets are never shown again)
@@ -135,7 +138,20 @@ export async function main(argv: string[]): Promise<number> {
         out(bad ? `audit verify: ${bad} of ${reports.length} chains broken` : `audit verify: all ${reports.length} chains intact`);
         return bad ? 1 : 0;
       }
-      throw new UsageError('usage: sluice audit list|verify');
+      if (sub === 'sensitive') {
+        if (!values.subject) throw new UsageError('audit sensitive needs --subject');
+        for (const d of [values.since, values.until]) if (d && Number.isNaN(new Date(String(d)).getTime())) throw new UsageError(`invalid time "${d}" (use ISO 8601)`);
+        const r = await withOps(cfg, (ops) => ops.sensitiveReport({ subject: String(values.subject), since: values.since as string | undefined, until: values.until as string | undefined }));
+        if (values.json) out(JSON.stringify(r));
+        else {
+          out(`${r.subject}: ${r.statements} statements returned rows${r.since ? ` since ${r.since}` : ''}`);
+          const masked = Object.entries(r.masked).sort((a, b) => b[1] - a[1]);
+          out(masked.length ? `  masked before they saw it: ${masked.map(([k, v]) => `${k} ${v}`).join(', ')} (tables ${r.masked_tables.join(', ')})` : '  nothing was masked for them');
+          out(r.cleartext.statements ? `  saw cleartext (exempt) in ${r.cleartext.statements} statements: tables ${r.cleartext.tables.join(', ')}; columns ${r.cleartext.columns.join(', ')}` : '  never saw cleartext through an exemption');
+        }
+        return 0;
+      }
+      throw new UsageError('usage: sluice audit list|verify|sensitive');
     }
     case 'keys': {
       const { values, positionals } = opts(rest, {
