@@ -9,6 +9,22 @@ const isDigit = (c: number) => c >= 48 && c <= 57;
 const isIdentStart = (c: number) => (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95 || c >= 128;
 const isIdentChar = (c: number) => isIdentStart(c) || isDigit(c) || c === 36;
 
+/**
+ * Index just past the quoted run that opens at `i` ('...' or "..." with doubled quotes inside), or -1 when it is
+ * unterminated or (for strings) contains a backslash.
+ */
+function skipQuoted(sql: string, i: number, quote: number): number {
+  for (i++; i < sql.length; i++) {
+    const d = sql.charCodeAt(i);
+    if (d === 92 && quote === 39) return -1;
+    if (d === quote) {
+      if (sql.charCodeAt(i + 1) === quote) i++;
+      else return i + 1;
+    }
+  }
+  return -1;
+}
+
 export function cacheKey(sql: string): string {
   const n = sql.length;
   let out = '';
@@ -20,37 +36,13 @@ export function cacheKey(sql: string): string {
       // '...': an E'' (escape) string, or any backslash, makes quoting depend on settings: give up.
       const p = i > 0 ? sql.charCodeAt(i - 1) : 0;
       if ((p === 69 || p === 101) && !(i > 1 && isIdentChar(sql.charCodeAt(i - 2)))) return sql;
-      i++;
-      for (;;) {
-        if (i >= n) return sql;
-        const d = sql.charCodeAt(i);
-        if (d === 92) return sql;
-        if (d === 39) {
-          if (sql.charCodeAt(i + 1) === 39) {
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        i++;
-      }
+      i = skipQuoted(sql, i, 39);
+      if (i < 0) return sql;
       continue;
     }
     if (c === 34) {
-      i++;
-      for (;;) {
-        if (i >= n) return sql;
-        if (sql.charCodeAt(i) === 34) {
-          if (sql.charCodeAt(i + 1) === 34) {
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        i++;
-      }
+      i = skipQuoted(sql, i, 34);
+      if (i < 0) return sql;
       continue;
     }
     if ((c === 45 && sql.charCodeAt(i + 1) === 45) || (c === 47 && sql.charCodeAt(i + 1) === 42)) return sql;

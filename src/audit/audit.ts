@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
-import { sql, type Kysely } from 'kysely';
-import type { Database } from '../store/schema.js';
+import { sql, type Kysely, type Insertable } from 'kysely';
+import type { Database, AuditEventsTable } from '../store/schema.js';
 
 export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error';
 
@@ -70,21 +70,8 @@ function columnsOf(e: AuditEvent) {
   };
 }
 
-interface Row {
-  chain_id: string;
-  seq: number;
-  ts: Date;
-  payload: string;
-  prev_hash: string;
-  hash: string;
-  type: string;
-  session_id: string | null;
-  subject: string | null;
-  identity_kind: string | null;
-  acting_for: string | null;
-  database: string | null;
-  decision: string | null;
-}
+/** One stored audit row (the audit_events table), as written. */
+type Row = Insertable<AuditEventsTable> & { seq: number; ts: Date };
 
 /** Where chained rows go: straight into the store, or to another process that owns it. */
 export interface AuditSink {

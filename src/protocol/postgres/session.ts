@@ -113,6 +113,36 @@ const tag = (rows: string) => {
   return Number.isFinite(n) ? n : 0;
 };
 
+/**
+ * Feed a chunk through a framer and write out what must go on: runs of messages the handler leaves alone (it
+ * returns undefined) are written as single slices of the received bytes; a Buffer it returns is written in place
+ * of the message; null drops the message.
+ */
+function relay(framer: Framer, chunk: Buffer, onMessage: (type: number, b: Buffer, start: number, end: number) => Buffer | null | undefined, write: (b: Buffer) => void): void {
+  let buf: Buffer | undefined;
+  let runStart = 0;
+  let runEnd = 0;
+  const flushRun = () => {
+    if (buf && runEnd > runStart) write(buf.subarray(runStart, runEnd));
+  };
+  framer.push(chunk, (type, b, start, end) => {
+    if (b !== buf) {
+      flushRun();
+      buf = b;
+      runStart = runEnd = start;
+    }
+    const replacement = onMessage(type, b, start, end);
+    if (replacement === undefined) {
+      runEnd = end;
+      return;
+    }
+    flushRun();
+    if (replacement) write(replacement);
+    runStart = runEnd = end;
+  });
+  flushRun();
+}
+
 export class PgSession {
   readonly id = crypto.randomUUID();
   readonly info: SessionInfo;
@@ -408,28 +438,7 @@ export class PgSession {
     const u = this.upstream!;
     u.cork();
     try {
-      let buf: Buffer | undefined;
-      let runStart = 0;
-      let runEnd = 0;
-      const flushRun = () => {
-        if (buf && runEnd > runStart) this.writeUpstream(buf.subarray(runStart, runEnd));
-      };
-      this.clientFramer.push(d, (type, b, start, end) => {
-        if (b !== buf) {
-          flushRun();
-          buf = b;
-          runStart = runEnd = start;
-        }
-        const replacement = this.onClientMessage(type, b, start, end);
-        if (replacement === undefined) {
-          runEnd = end;
-          return;
-        }
-        flushRun();
-        if (replacement) this.writeUpstream(replacement);
-        runStart = runEnd = end;
-      });
-      flushRun();
+      relay(this.clientFramer, d, (type, b, start, end) => this.onClientMessage(type, b, start, end), (x) => this.writeUpstream(x));
     } catch (e) {
       this.protocolFailure(e);
     } finally {
@@ -567,28 +576,7 @@ export class PgSession {
     const c = this.client;
     c.cork();
     try {
-      let buf: Buffer | undefined;
-      let runStart = 0;
-      let runEnd = 0;
-      const flushRun = () => {
-        if (buf && runEnd > runStart) this.writeClient(buf.subarray(runStart, runEnd));
-      };
-      this.upstreamFramer.push(d, (type, b, start, end) => {
-        if (b !== buf) {
-          flushRun();
-          buf = b;
-          runStart = runEnd = start;
-        }
-        const replacement = this.onUpstreamMessage(type, b, start, end);
-        if (replacement === undefined) {
-          runEnd = end;
-          return;
-        }
-        flushRun();
-        if (replacement) this.writeClient(replacement);
-        runStart = runEnd = end;
-      });
-      flushRun();
+      relay(this.upstreamFramer, d, (type, b, start, end) => this.onUpstreamMessage(type, b, start, end), (x) => this.writeClient(x));
     } catch (e) {
       this.fatal('08P01', `invalid data from the upstream database: ${(e as Error).message}`);
     } finally {
