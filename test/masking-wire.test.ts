@@ -142,6 +142,11 @@ describe('masking in results through the gateway', () => {
     expect(rows[0]).toEqual({ upper: '***-**-6789', s2: '***-**-6789', j: '[redacted customers.ssn (derived)]', agg: '***-**-6789', born: '[redacted date_of_birth (derived)]' });
     const agg = await query(analyst, "SELECT string_agg(ssn, ',' ORDER BY id) AS all_ssn FROM customers");
     expect(agg[0].all_ssn).toBe('***-**-****,***-**-1121');
+    // Through a subquery, a CTE or an alias the rule still applies (the keyed hash shows it is the rule, not a detector).
+    const nested = await query(support, 'SELECT t.email AS x, lower(w.email) AS y FROM (SELECT email FROM customers WHERE id = 1) t, (WITH q AS (SELECT email FROM customers WHERE id = 2) SELECT email FROM q) w');
+    expect(nested[0].x).toMatch(/^h:[0-9a-f]{16}$/);
+    expect(nested[0].y).toMatch(/^h:[0-9a-f]{16}$/);
+    expect(nested[0].x).not.toBe(nested[0].y);
     // A qualified rule does not fire for a different table's column of the same name.
     const other = await query(analyst, "SELECT upper(x.ssn) AS u FROM (VALUES ('not-a-secret')) AS x(ssn)");
     expect(other[0].u).toBe('NOT-A-SECRET');

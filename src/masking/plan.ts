@@ -40,7 +40,8 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
       if (col !== column.toLowerCase() && column !== '*') return false;
       if (dot < 0) return true;
       const rt = r.column.slice(0, dot);
-      return table ? tableMatches(rt, [table]) : tableMatches(rt, tables);
+      // A column reached through a subquery or CTE could come from any table the statement reads.
+      return table && !table.startsWith('(subquery') && tables.includes(table) ? tableMatches(rt, [table]) : tableMatches(rt, tables);
     });
   let any = false;
   const columns: ColumnAction[] = fields.map((f) => {

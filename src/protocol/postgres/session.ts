@@ -43,6 +43,8 @@ export interface SessionInfo {
   tls: boolean;
   currentSql?: string;
   statements: number;
+  /** Last ReadyForQuery status: I idle, T in a transaction, E in a failed transaction. */
+  txStatus: string;
 }
 
 /** Live sessions and cancel keys, shared by all sessions of one engine. */
@@ -166,13 +168,12 @@ export class PgSession {
   private upstreamSecret = 0;
   private authTimer?: NodeJS.Timeout;
   private expiryTimer?: NodeJS.Timeout;
-  private txStatus = 'I';
   private closeReason = '';
 
   constructor(socket: net.Socket, private readonly governor: Governor, private readonly cfg: PgEngineConfig, private readonly registry: SessionRegistry) {
     this.client = socket;
     this.clientFramer = new Framer(cfg.limits.maxMessageBytes);
-    this.info = { id: this.id, clientAddr: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, startedAt: new Date(), tls: false, statements: 0 };
+    this.info = { id: this.id, clientAddr: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, startedAt: new Date(), tls: false, statements: 0, txStatus: 'I' };
     socket.setNoDelay(true);
     this.attachClient(socket);
     this.authTimer = setTimeout(() => this.fatal('08P01', 'login timed out: the client did not finish authenticating in time'), cfg.limits.authTimeoutMs);
@@ -386,7 +387,7 @@ export class PgSession {
       this.upstream = up.socket;
       this.upstreamPid = up.pid;
       this.upstreamSecret = up.secret;
-      this.txStatus = up.txStatus;
+      this.info.txStatus = up.txStatus;
       this.identity = identity;
       this.info.identity = identity;
       this.info.database = this.database;
@@ -605,7 +606,7 @@ export class PgSession {
         return undefined;
       }
       case 0x5a /* Z ReadyForQuery */: {
-        this.txStatus = String.fromCharCode(b[start + 5]!);
+        this.info.txStatus = String.fromCharCode(b[start + 5]!);
         // Everything up to and including the query/sync this answers is complete.
         while (this.items.length) {
           const it = this.items.shift()!;
