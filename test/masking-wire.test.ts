@@ -15,9 +15,12 @@ rules: []
 masking:
   inference_guard: true
   exempt: { groups: [dba] }
+  labels:
+    contact: [customers.phone]
   columns:
     - { column: customers.ssn, masker: partial }
     - { column: email, masker: hash, groups: [support] }
+    - { label: contact, masker: null, groups: [support] }
 `;
 
 let t: TestGateway;
@@ -107,6 +110,13 @@ describe('masking in results through the gateway', () => {
     expect(a[0].email).toMatch(/^h:[0-9a-f]{16}$/);
     expect(b[0].email).toBe(a[0].email);
     expect((await query(support, 'SELECT email FROM customers WHERE id = 2'))[0].email).not.toBe(a[0].email);
+  });
+
+  it('a rule by classification label applies to the labelled columns and is named by its label in the audit', async () => {
+    const rows = await query(support, 'SELECT phone, name FROM customers WHERE id = 1');
+    expect(rows[0]).toEqual({ phone: null, name: 'Ada Lovelace' });
+    const events = await auditEvents(t, { subject: 'human:sam', type: 'statement' });
+    expect(events.find((e) => e.sql === 'SELECT phone, name FROM customers WHERE id = 1')?.masked).toEqual({ 'contact:customers.phone': 1 });
   });
 
   it('an exempt group sees cleartext, and that is audited', async () => {

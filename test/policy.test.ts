@@ -93,3 +93,30 @@ describe('policy evaluation', () => {
     expect(decide({ kind: 'agent', groups: ['analysts'] }, 'SELECT * FROM orders; SELECT * FROM orders')).toMatchObject({ action: 'deny', rule: 'no-multi-for-agents' });
   });
 });
+
+describe('masking classification labels', () => {
+  it('a rule by label covers every labelled column', () => {
+    const p = parsePolicy('p.yaml', `version: 1
+rules: []
+masking:
+  labels:
+    pii: [customers.email, customers.phone]
+    financial: [iban]
+  columns:
+    - { label: pii, masker: hash }
+    - { label: financial, masker: redact, groups: [support] }
+`);
+    expect(p.masking!.columns).toEqual([
+      { label: 'pii', column: 'customers.email', masker: 'hash' },
+      { label: 'pii', column: 'customers.phone', masker: 'hash' },
+      { label: 'financial', column: 'iban', masker: 'redact', groups: ['support'] },
+    ]);
+  });
+  it('an unknown label is an error at its line', () => {
+    expect(errorOf('version: 1\nrules: []\nmasking:\n  columns:\n    - masker: hash\n      label: secret\n')).toBe('policy.yaml:6:14: unknown classification label "secret" (define it under masking.labels)');
+  });
+  it('a rule needs a column or a label', () => {
+    expect(errorOf('version: 1\nrules: []\nmasking:\n  columns:\n    - masker: hash\n')).toBe('policy.yaml:5:7: masking.columns.0 needs exactly one of "column" or "label"');
+    expect(errorOf('version: 1\nrules: []\nmasking:\n  labels: { a: [x] }\n  columns:\n    - { masker: hash, column: x, label: a }\n')).toBe('policy.yaml:6:7: masking.columns.0 needs exactly one of "column" or "label"');
+  });
+});

@@ -1,8 +1,11 @@
 import type { Analysis } from '../analyze/analyze.js';
 import type { Identity } from '../identity/identity.js';
-import type { MaskingPolicy } from '../policy/policy.js';
+import type { MaskingPolicy, MaskRule } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import { scannable, type ColumnAction, type Field, type MaskPlan } from './rows.js';
+
+/** How a rule is named in audit: its column, and its classification label when it came from one. */
+const ruleLabel = (r: MaskRule) => (r.label ? `${r.label}:${r.column}` : r.column!);
 
 /** json and jsonb results must stay valid JSON when masked whole. */
 const isJson = (f: Field) => f.typeOid === 114 || f.typeOid === 3802;
@@ -35,11 +38,12 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
   for (const st of analysis?.statements ?? []) for (const o of st.outputs ?? []) derived.set(o.name.toLowerCase(), [...(derived.get(o.name.toLowerCase()) ?? []), ...o.refs]);
   const ruleFor = (column: string, table?: string) =>
     rules.find((r) => {
-      const dot = r.column.lastIndexOf('.');
-      const col = (dot >= 0 ? r.column.slice(dot + 1) : r.column).toLowerCase();
+      const rc = r.column!;
+      const dot = rc.lastIndexOf('.');
+      const col = (dot >= 0 ? rc.slice(dot + 1) : rc).toLowerCase();
       if (col !== column.toLowerCase() && column !== '*') return false;
       if (dot < 0) return true;
-      const rt = r.column.slice(0, dot);
+      const rt = rc.slice(0, dot);
       // A column reached through a subquery or CTE could come from any table the statement reads.
       return table && !table.startsWith('(subquery') && tables.includes(table) ? tableMatches(rt, [table]) : tableMatches(rt, tables);
     });
@@ -49,7 +53,7 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     const direct = ruleFor(name);
     if (direct) {
       any = true;
-      return { kind: 'rule', masker: direct.masker, label: direct.column, json: isJson(f) };
+      return { kind: 'rule', masker: direct.masker, label: ruleLabel(direct), json: isJson(f) };
     }
     if (detectors && DOB.test(f.name)) {
       any = true;
@@ -63,7 +67,7 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
       const r = ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined);
       if (r || (detectors && DOB.test(col))) {
         any = true;
-        const label = r ? `${r.column} (derived)` : 'date_of_birth (derived)';
+        const label = r ? `${ruleLabel(r)} (derived)` : 'date_of_birth (derived)';
         return { kind: 'rule', masker: col === '*' || !r ? 'redact' : r.masker, label, json: isJson(f) };
       }
     }
@@ -89,10 +93,11 @@ export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analys
     for (const ref of st.filterColumns) {
       const col = ref.slice(ref.lastIndexOf('.') + 1).toLowerCase();
       for (const r of rules) {
-        const dot = r.column.lastIndexOf('.');
-        if ((dot >= 0 ? r.column.slice(dot + 1) : r.column).toLowerCase() !== col) continue;
-        if (dot >= 0 && !tableMatches(r.column.slice(0, dot), tables)) continue;
-        return { column: ref, rule: r.column };
+        const rc = r.column!;
+        const dot = rc.lastIndexOf('.');
+        if ((dot >= 0 ? rc.slice(dot + 1) : rc).toLowerCase() !== col) continue;
+        if (dot >= 0 && !tableMatches(rc.slice(0, dot), tables)) continue;
+        return { column: ref, rule: ruleLabel(r) };
       }
       if (m.detectors !== false && DOB.test(col)) return { column: ref, rule: 'date_of_birth' };
     }

@@ -1,4 +1,4 @@
-import { readYamlWithSchema, parseYamlWithSchema } from '../util/yamlfile.js';
+import { readYamlWithSchema, parseYamlWithSchema, ConfigError } from '../util/yamlfile.js';
 import { globMatch } from '../util/glob.js';
 import { FLAGS, STATEMENT_CLASSES, type Analysis, type StatementInfo } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type Identity } from '../identity/identity.js';
@@ -30,7 +30,9 @@ export interface Rule {
 }
 export interface MaskRule {
   /** `column` or `table.column` (table may be schema-qualified); matched against result column names. */
-  column: string;
+  column?: string;
+  /** Or a classification label from `masking.labels`: the rule covers every column carrying it. */
+  label?: string;
   masker: MaskerName;
   /** Limit the rule to these identities (default: everyone not exempt). */
   groups?: string[];
@@ -42,6 +44,8 @@ export interface MaskingPolicy {
   /** Identities that see cleartext; every statement they run is audited as exempt. */
   exempt?: { groups?: string[]; kinds?: Identity['kind'][]; subjects?: string[] };
   columns?: MaskRule[];
+  /** Classification labels: label -> columns (`table.column` or `column`), used by rules with `label:`. */
+  labels?: Record<string, string[]>;
   /**
    * Refuse statements that filter, join, sort or group on a column the identity only sees masked (stops probing
    * such as `WHERE ssn LIKE '1%'`).
@@ -72,6 +76,7 @@ export const POLICY_SCHEMA = {
       properties: {
         detectors: { type: 'boolean' },
         inference_guard: { type: 'boolean' },
+        labels: { type: 'object', additionalProperties: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } } },
         exempt: {
           type: 'object',
           additionalProperties: false,
@@ -82,10 +87,12 @@ export const POLICY_SCHEMA = {
           items: {
             type: 'object',
             additionalProperties: false,
-            required: ['column', 'masker'],
+            required: ['masker'],
             properties: {
               column: { type: 'string', minLength: 1 },
-              masker: { enum: [...MASKERS] },
+              label: { type: 'string', minLength: 1 },
+              // YAML reads a bare `null` as null: accepted as the null masker.
+              masker: { enum: [...MASKERS, null] },
               groups: stringList,
               kinds: { type: 'array', minItems: 1, items: { enum: [...IDENTITY_KINDS] } },
             },
@@ -126,7 +133,31 @@ export const POLICY_SCHEMA = {
   },
 } as const;
 
+/**
+ * Rules written with `label:` become one rule per labelled column (label kept for audit); an unknown label is an
+ * error at its file:line.
+ */
+function expandLabels(value: Policy, locate: (p: (string | number)[]) => string): void {
+  const m = value.masking;
+  if (!m?.columns) return;
+  m.columns = m.columns.flatMap((raw, i) => {
+    const r = { ...raw, masker: raw.masker ?? 'null' };
+    if (!r.column === !r.label) {
+      const [line, col] = locate(['masking', 'columns', i]).split(':').slice(-2);
+      throw new ConfigError(value.file ?? '', Number(line), Number(col), `masking.columns.${i} needs exactly one of "column" or "label"`);
+    }
+    if (!r.label) return [r];
+    const cols = m.labels?.[r.label];
+    if (!cols) {
+      const [line, col] = locate(['masking', 'columns', i, 'label']).split(':').slice(-2);
+      throw new ConfigError(value.file ?? '', Number(line), Number(col), `unknown classification label "${r.label}" (define it under masking.labels)`);
+    }
+    return cols.map((column) => ({ ...r, column, label: r.label }));
+  });
+}
+
 function finish(file: string, value: Policy, locate: (p: (string | number)[]) => string): Policy {
+  expandLabels({ ...value, file }, locate);
   const seen = new Map<string, string>();
   value.rules.forEach((r, i) => {
     r.source = locate(['rules', i]);
