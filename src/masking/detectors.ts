@@ -70,54 +70,80 @@ const digitCount = (s: string): number => {
   return n;
 };
 
-/** Longest run of digits joined only by single spaces or dashes (how card numbers are written). */
-const digitRun = (s: string): number => {
-  let best = 0;
+/** Character features of a cell, from one pass: which detectors could possibly match. */
+function features(s: string) {
+  let digits = 0;
   let run = 0;
+  let maxRun = 0;
+  let dots = 0;
+  let colons = 0;
+  let dashes = 0;
+  let at = false;
+  let plus = false;
+  let paren = false;
+  let upperDigit = false;
+  let underscore = false;
+  let prevUpper = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c >= 48 && c <= 57) {
-      if (++run > best) best = run;
-    } else if (!((c === 32 || c === 45) && run > 0 && i + 1 < s.length && s.charCodeAt(i + 1) >= 48 && s.charCodeAt(i + 1) <= 57)) run = 0;
+      digits++;
+      if (++run > maxRun) maxRun = run;
+      if (prevUpper >= 2) upperDigit = true;
+      prevUpper = 0;
+      continue;
+    }
+    // card numbers are written with single spaces or dashes between digit groups
+    if (!((c === 32 || c === 45) && run > 0 && i + 1 < s.length && s.charCodeAt(i + 1) >= 48 && s.charCodeAt(i + 1) <= 57)) run = 0;
+    if (c >= 65 && c <= 90) prevUpper++;
+    else prevUpper = 0;
+    switch (c) {
+      case 46: dots++; break;
+      case 58: colons++; break;
+      case 45: dashes++; break;
+      case 64: at = true; break;
+      case 43: plus = true; break;
+      case 40: paren = true; break;
+      case 95: underscore = true; break;
+    }
   }
-  return best;
-};
+  return { digits, maxRun, dots, colons, dashes, at, plus, paren, upperDigit, underscore };
+}
 
 /** All detector hits in a cell, non-overlapping (the earlier and longer hit wins), in order. */
 export function detect(s: string): Hit[] {
   if (s.length < 7) return [];
+  const f = features(s);
   const hits: Hit[] = [];
-  const digits = digitCount(s);
-  const hasAt = s.includes('@');
-  if (hasAt) each(EMAIL, s, 'email', hits);
-  if (s.includes('eyJ')) each(JWT, s, 'jwt', hits);
+  if (f.at) each(EMAIL, s, 'email', hits);
+  if (f.dots >= 2 && s.includes('eyJ')) each(JWT, s, 'jwt', hits);
   if (s.includes('Bearer')) each(BEARER, s, 'bearer', hits);
-  if (s.includes('A')) each(AWS, s, 'aws_key', hits);
-  if (s.includes('_') || s.includes('-') || s.includes('AIza')) each(API_KEY, s, 'api_key', hits);
-  if (digits >= 13 && digitRun(s) >= 13) {
+  if (f.upperDigit || s.includes('AKIA') || s.includes('ASIA')) each(AWS, s, 'aws_key', hits);
+  if (f.underscore || f.dashes || s.includes('AIza')) each(API_KEY, s, 'api_key', hits);
+  if (f.maxRun >= 13) {
     each(CARD, s, 'card', hits, (m) => {
       const d = m[0].replace(/[ -]/g, '');
       return d.length >= 13 && d.length <= 19 && luhnValid(d) && !/^(\d)\1+$/.test(d);
     });
   }
-  if (digits >= 9 && s.includes('-')) {
+  if (f.digits >= 9 && f.dashes >= 2) {
     each(SSN, s, 'ssn', hits, (m) => {
       const area = Number(m[1]);
       return area !== 0 && area !== 666 && area < 900 && m[2] !== '00' && m[3] !== '0000';
     });
   }
-  if (digits >= 10) {
-    each(PHONE_NANP, s, 'phone', hits);
-    if (s.includes('+')) {
+  if (f.digits >= 8) {
+    if (f.paren || f.dashes >= 2 || f.dots >= 2) each(PHONE_NANP, s, 'phone', hits);
+    if (f.plus) {
       each(PHONE_INTL, s, 'phone', hits, (m) => {
         const n = digitCount(m[0]);
         return n >= 8 && n <= 15;
       });
     }
   }
-  if (digits >= 8 && /[A-Z]{2}\d\d/.test(s)) each(IBAN, s, 'iban', hits, (m) => ibanValid(m[0]));
-  if (digits >= 4 && s.split('.').length >= 4) each(IPV4, s, 'ipv4', hits);
-  if (s.includes(':')) {
+  if (f.digits >= 8 && f.upperDigit) each(IBAN, s, 'iban', hits, (m) => ibanValid(m[0]));
+  if (f.digits >= 4 && f.dots >= 3) each(IPV4, s, 'ipv4', hits);
+  if (f.colons >= 2) {
     each(IPV6, s, 'ipv6', hits, (m) => m[0].includes('::') || m[0].split(':').length === 8 ? net.isIPv6(m[0]) : false);
   }
   if (hits.length < 2) return hits;
@@ -127,8 +153,12 @@ export function detect(s: string): Hit[] {
   return out;
 }
 
-const SEP = new Uint8Array(256);
-for (const c of ' -.()') SEP[c.charCodeAt(0)] = 1;
+/** Byte classes for the pre-scan: 0 plain (ends a digit run), 1 digit, 2 separator inside numbers, 3 a byte that
+ * can start or mark a detectable value. */
+const CLASS = new Uint8Array(256);
+for (let c = 48; c <= 57; c++) CLASS[c] = 1;
+for (const c of ' -.()') CLASS[c.charCodeAt(0)] = 2;
+for (const c of '@:+eBAsrgx') CLASS[c.charCodeAt(0)] = 3;
 
 /**
  * Byte-level pre-scan of a UTF-8 cell: false when no detector could match (no '@', no run of 8+ digits joined only
@@ -143,14 +173,21 @@ export function mayContainSensitive(b: Buffer, start: number, end: number): bool
   let colons = 0;
   for (let i = start; i < end; i++) {
     const c = b[i]!;
-    if (c >= 48 && c <= 57) {
+    const k = CLASS[c]!;
+    if (k === 0) {
+      run = 0;
+      gap = 0;
+      continue;
+    }
+    if (k === 1) {
       if (++run >= 8) return true;
       gap = 0;
       continue;
     }
-    if (SEP[c] && run > 0 && gap < 2) {
-      gap++;
+    if (k === 2) {
       if (c === 46 && ++dots >= 3) return true;
+      if (run > 0 && gap < 2) gap++;
+      else run = 0;
       continue;
     }
     run = 0;
@@ -161,8 +198,6 @@ export function mayContainSensitive(b: Buffer, start: number, end: number): bool
       case 58: // :
         if (++colons >= 2) return true;
         break;
-      case 43: // + (international phone)
-        break;
       case 101: // eyJ (JWT)
         if (b[i + 1] === 121 && b[i + 2] === 74) return true;
         break;
@@ -170,7 +205,7 @@ export function mayContainSensitive(b: Buffer, start: number, end: number): bool
         if (b[i + 1] === 101 && b[i + 2] === 97) return true;
         break;
       case 65: // AKIA ASIA AGPA AIDA AROA AIza
-        if (b[i + 1] === 75 || b[i + 1] === 83 || b[i + 1] === 71 || b[i + 1] === 73 || b[i + 1] === 82 || (b[i + 1] === 73 && b[i + 2] === 122)) return true;
+        if (b[i + 1] === 75 || b[i + 1] === 83 || b[i + 1] === 71 || b[i + 1] === 73 || b[i + 1] === 82) return true;
         break;
       case 115: // sk_ sk- slk_
       case 114: // rk_
@@ -183,7 +218,6 @@ export function mayContainSensitive(b: Buffer, start: number, end: number): bool
         if (b[i + 1] === 111 && b[i + 2] === 120) return true;
         break;
     }
-    if (c === 46 && ++dots >= 3) return true;
   }
   return false;
 }

@@ -62,6 +62,12 @@ export function maskText(v: string, counts: MaskCounts): string | undefined {
   return out + v.slice(at);
 }
 
+// Reused per call (single-threaded): cell offsets and lengths of the row being masked. PostgreSQL allows at most
+// 1664 columns in a result.
+const cellAt = new Int32Array(1664);
+const cellLen = new Int32Array(1664);
+const readI32 = (b: Buffer, p: number) => (b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!;
+
 /**
  * Apply a plan to one DataRow message (buf[start] is 'D'). Returns undefined when nothing changed (forward the
  * original bytes), or the rebuilt message. Cells are handled as offsets into the message; only cells that the
@@ -69,14 +75,18 @@ export function maskText(v: string, counts: MaskCounts): string | undefined {
  */
 export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskPlan, counts: MaskCounts): Buffer | undefined {
   if (end - start < 7) throw new ProtocolError('DataRow too short');
-  const n = buf.readInt16BE(start + 5);
+  const n = (buf[start + 5]! << 8) | buf[start + 6]!;
+  if (n > cellAt.length) throw new ProtocolError(`DataRow has ${n} columns`);
   if (!plan.scanUnknown && n !== plan.columns.length) throw new ProtocolError(`DataRow has ${n} columns but its RowDescription had ${plan.columns.length}`);
   let pos = start + 7;
-  let changed: Map<number, Buffer | null> | undefined;
+  let changed: (Buffer | null | undefined)[] | undefined;
+  let grow = 0;
   for (let i = 0; i < n; i++) {
     if (pos + 4 > end) throw new ProtocolError('DataRow truncated');
-    const len = buf.readInt32BE(pos);
+    const len = readI32(buf, pos);
     pos += 4;
+    cellAt[i] = pos;
+    cellLen[i] = len;
     if (len < 0) continue;
     const cellEnd = pos + len;
     if (cellEnd > end) throw new ProtocolError('DataRow cell overruns the message');
@@ -91,31 +101,25 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
       } else if (mayContainSensitive(buf, pos, cellEnd)) {
         replacement = maskText(buf.toString('utf8', pos, cellEnd), counts);
       }
-      if (replacement !== undefined) (changed ??= new Map()).set(i, replacement === null ? null : Buffer.from(replacement, 'utf8'));
+      if (replacement !== undefined) {
+        const out = replacement === null ? null : Buffer.from(replacement, 'utf8');
+        (changed ??= new Array(n))[i] = out;
+        grow += (out ? out.length : 0) - len;
+      }
     }
     pos = cellEnd;
   }
   if (!changed) return undefined;
   // Rebuild in one allocation: unchanged cells are copied as they are.
-  let size = 7;
-  pos = start + 7;
-  const spans: [number, number][] = [];
-  for (let i = 0; i < n; i++) {
-    const len = buf.readInt32BE(pos);
-    spans.push([pos + 4, len]);
-    pos += 4 + Math.max(len, 0);
-    const c = changed.get(i);
-    size += 4 + (changed.has(i) ? (c ? c.length : 0) : Math.max(len, 0));
-  }
+  const size = end - start + grow;
   const out = Buffer.allocUnsafe(size);
   out[0] = 0x44;
   out.writeInt32BE(size - 1, 1);
   out.writeInt16BE(n, 5);
   let o = 7;
   for (let i = 0; i < n; i++) {
-    const [at, len] = spans[i]!;
-    if (changed.has(i)) {
-      const c = changed.get(i)!;
+    const c = changed[i];
+    if (c !== undefined) {
       if (c === null) {
         out.writeInt32BE(-1, o);
         o += 4;
@@ -124,13 +128,14 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
         c.copy(out, o + 4);
         o += 4 + c.length;
       }
-    } else {
-      out.writeInt32BE(len, o);
-      o += 4;
-      if (len > 0) {
-        buf.copy(out, o, at, at + len);
-        o += len;
-      }
+      continue;
+    }
+    const len = cellLen[i]!;
+    out.writeInt32BE(len, o);
+    o += 4;
+    if (len > 0) {
+      buf.copy(out, o, cellAt[i]!, cellAt[i]! + len);
+      o += len;
     }
   }
   return out;
