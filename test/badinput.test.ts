@@ -150,6 +150,25 @@ describe('malformed and hostile input', () => {
     expect(r.data.includes(Buffer.from('SELECT 1\0'))).toBe(true); // CommandComplete of the query after it
   });
 
+  it('a client may pipeline startup, password and its first query in one write', async () => {
+    const data: Buffer = await new Promise((resolve) => {
+      const s = net.connect(t.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      s.on('data', (d) => {
+        chunks.push(d);
+        const all = Buffer.concat(chunks);
+        if (all.includes(Buffer.from('SELECT 1\0'))) {
+          s.destroy();
+          resolve(all);
+        }
+      });
+      s.on('error', () => resolve(Buffer.concat(chunks)));
+      s.write(Buffer.concat([m.startupMessage({ user: 'x', database: db.name }), m.passwordMessage(key), m.query('SELECT 41 + 1 AS answer')]));
+    });
+    expect(data.includes(Buffer.from('42'))).toBe(true);
+    expect(data.includes(Buffer.from('SELECT 1\0'))).toBe(true);
+  });
+
   it('hundreds of abrupt connects and disconnects leave the gateway healthy', async () => {
     await Promise.all(
       Array.from({ length: 200 }, (_, i) =>

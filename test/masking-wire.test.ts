@@ -202,3 +202,40 @@ describe('masking in results through the gateway', () => {
     expect(r.stdout.trim().split('\n')).toEqual(['a***@***.com', 'a***@***.com']);
   });
 });
+
+describe('a client that never describes its portals', () => {
+  it('still gets masked rows in text and binary result formats, and sees no extra messages', async () => {
+    const net = await import('node:net');
+    const m = await import('../src/protocol/postgres/messages.js');
+    const { Writer } = await import('../src/protocol/postgres/buffer.js');
+    const bind = (format: number) => new Writer().cstring('').cstring('').int16(0).int16(0).int16(1).int16(format).message('B');
+    const execute = () => new Writer().cstring('').int32(0).message('E');
+    const data: Buffer = await new Promise((resolve, reject) => {
+      const s = net.connect(t.port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      let sent = false;
+      s.on('data', (d) => {
+        chunks.push(d);
+        const all = Buffer.concat(chunks);
+        if (!sent && all.includes(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))) {
+          sent = true;
+          chunks.length = 0;
+          // Parse, then Bind (text), Execute, Bind (binary), Execute, Sync: no Describe anywhere.
+          s.write(Buffer.concat([m.parse('', 'SELECT email FROM customers WHERE id = 1'), bind(0), execute(), bind(1), execute(), m.sync()]));
+        } else if (sent && all.includes(Buffer.from([0x5a, 0, 0, 0, 5]))) {
+          s.end(m.terminate());
+          resolve(all);
+        }
+      });
+      s.on('error', reject);
+      s.write(m.startupMessage({ user: 'raw', database: db.name }));
+      s.write(m.passwordMessage(analyst));
+    });
+    // Message types the client receives: ParseComplete, then (BindComplete, DataRow, CommandComplete) twice, ReadyForQuery.
+    const types: string[] = [];
+    for (let p = 0; p < data.length; p += 1 + data.readInt32BE(p + 1)) types.push(String.fromCharCode(data[p]!));
+    expect(types.join('')).toBe('12DC2DCZ');
+    expect(data.includes(Buffer.from('ada@example.com'))).toBe(false);
+    expect(data.toString('latin1').split('a***@***.com').length - 1).toBe(2);
+  });
+});

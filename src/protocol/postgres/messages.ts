@@ -91,6 +91,7 @@ export function parse(name: string, sql: string, paramTypes: number[] = []): Buf
   return w.message('P');
 }
 export const sync = (): Buffer => new Writer().message('S');
+export const describe = (what: 'S' | 'P', name: string): Buffer => new Writer().int8(what.charCodeAt(0)).cstring(name).message('D');
 export const terminate = (): Buffer => new Writer().message('X');
 export const cancelRequest = (pid: number, secret: number): Buffer =>
   new Writer().int32(CANCEL_REQUEST_CODE).int32(pid).int32(secret).untyped();

@@ -75,7 +75,7 @@ type Item =
   | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
   | { k: 'parse'; verdict: Verdict }
   | { k: 'bind' }
-  | { k: 'describe'; stmt?: Prepared; portal?: Portal }
+  | { k: 'describe'; stmt?: Prepared; portal?: Portal; internal?: boolean }
   | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
   | { k: 'close' }
   | { k: 'sync' }
@@ -297,6 +297,8 @@ export class PgSession {
       if (code >> 16 !== 3) throw new ProtocolError(`unsupported frontend protocol ${code >> 16}.${code & 0xffff}: Sluice speaks protocol 3.0`, '0A000');
       this.onStartupMessage(msg, code & 0xffff);
     }
+    // A client may send its password right behind the startup message: handle what is already buffered.
+    if (this.phase === 'auth' && this.startupBuf.length) this.onAuthData(Buffer.alloc(0));
   }
 
   private upgradeTls(): void {
@@ -349,17 +351,21 @@ export class PgSession {
 
   private onAuthData(d: Buffer): void {
     let password: string | undefined;
-    new Framer(64 * 1024).push(Buffer.concat([this.startupBuf, d]), (type, buf, start, end) => {
+    let rest = Buffer.alloc(0);
+    const all = Buffer.concat([this.startupBuf, d]);
+    new Framer(64 * 1024).push(all, (type, buf, start, end) => {
       if (password !== undefined) return;
       if (type !== 0x70) throw new ProtocolError(`expected password message, got '${String.fromCharCode(type)}'`);
       password = pick(buf, start, end).cstring();
+      rest = Buffer.from(buf.subarray(end));
     });
     if (password === undefined) {
-      this.startupBuf = Buffer.concat([this.startupBuf, d]);
+      this.startupBuf = all;
       if (this.startupBuf.length > 64 * 1024) throw new ProtocolError('password message too large');
       return;
     }
-    this.startupBuf = Buffer.alloc(0);
+    // Whatever the client pipelined behind its password is handled once the login completes.
+    this.startupBuf = rest;
     this.phase = 'connecting';
     void this.login(password);
   }
@@ -511,8 +517,12 @@ export class PgSession {
         const portal = pick(b, start, end).cstring();
         const p = this.portals.get(portal);
         this.info.statements++;
+        // Rows of a portal whose columns were never described cannot be masked reliably (binary formats): when
+        // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
+        const blind = p && !p.fields && !p.stmt?.fields && this.governor.maskPlan(this.identity!, p.stmt?.analysis, PROBE_FIELD);
+        if (blind) this.items.push({ k: 'describe', portal: p, internal: true });
         this.items.push({ k: 'execute', stmt: p?.stmt, portal: p, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(p) });
-        return undefined;
+        return blind ? Buffer.concat([m.describe('P', portal), b.subarray(start, end)]) : undefined;
       }
       case 0x44 /* D */: {
         const r = pick(b, start, end);
@@ -642,14 +652,15 @@ export class PgSession {
         }
         return denied ? this.errorFor(denied) : undefined;
       }
+      case 0x6e /* n NoData */:
       case 0x31 /* 1 ParseComplete */:
       case 0x32 /* 2 BindComplete */:
       case 0x33 /* 3 CloseComplete */:
-      case 0x6e /* n NoData */:
       case 0x49 /* I EmptyQuery */:
       case 0x73 /* s PortalSuspended */:
         if (head && head.k !== 'query' && head.k !== 'sync' && head.k !== 'fastpath') {
           this.items.shift();
+          if (head.k === 'describe' && head.internal) return null; // NoData for our own Describe
           if (head.k === 'execute') {
             if (type === 0x73) head.rows = head.fetched;
             this.auditExecute(head);
@@ -683,6 +694,7 @@ export class PgSession {
             if (it.k !== 'execute' || !it.portal) continue;
             if ((head.portal && it.portal === head.portal) || (head.stmt && it.portal.stmt === head.stmt)) it.plan = this.portalPlan(it.portal);
           }
+          if (head.internal) return null; // the client did not ask for it
         }
         return undefined;
       }
