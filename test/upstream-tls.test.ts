@@ -60,6 +60,15 @@ async function through(upstream: string): Promise<{ ssl?: boolean; error?: strin
   }
 }
 
+/** The fallback cases need the local test PostgreSQL without TLS (as .ci/run sets it up): fail loudly otherwise. */
+async function expectLocalServerWithoutTls(): Promise<void> {
+  const c = new pg.Client({ ...PG, database: 'postgres' });
+  await c.connect();
+  const ssl = (await c.query('SHOW ssl')).rows[0].ssl;
+  await c.end();
+  expect(ssl, 'the local test PostgreSQL must run without TLS for this case').toBe('off');
+}
+
 describe('TLS from the gateway to the upstream', () => {
   it('sslmode prefer (the default) uses TLS when the upstream offers it', async () => {
     expect(await through(`{ host: 127.0.0.1, port: ${port}, user: postgres, password: tls-pass }`)).toEqual({ ssl: true });
@@ -68,19 +77,11 @@ describe('TLS from the gateway to the upstream', () => {
     expect(await through(`{ host: 127.0.0.1, port: ${port}, user: postgres, password: tls-pass, sslmode: require }`)).toEqual({ ssl: true });
   });
   it('sslmode prefer falls back to plain TCP against an upstream without TLS', async () => {
-    const off = new pg.Client({ ...PG, database: 'postgres' });
-    await off.connect();
-    const sslOff = (await off.query('SHOW ssl')).rows[0].ssl === 'off';
-    await off.end();
-    expect(sslOff, 'these cases need the local test PostgreSQL without TLS (as .ci/run sets it up)').toBe(true);
+    await expectLocalServerWithoutTls();
     expect(await through(`{ host: ${PG.host}, port: ${PG.port}, user: ${PG.user} }`)).toEqual({ ssl: false });
   });
   it('sslmode require against an upstream without TLS fails with a clear message', async () => {
-    const off = new pg.Client({ ...PG, database: 'postgres' });
-    await off.connect();
-    const sslOff = (await off.query('SHOW ssl')).rows[0].ssl === 'off';
-    await off.end();
-    expect(sslOff, 'these cases need the local test PostgreSQL without TLS (as .ci/run sets it up)').toBe(true);
+    await expectLocalServerWithoutTls();
     expect((await through(`{ host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: require }`)).error).toBe('upstream does not support TLS but sslmode is require');
   });
 });

@@ -85,21 +85,18 @@ export class Writer {
   }
   /** Finish as a typed message ('Q', 'E', ...). */
   message(type: string): Buffer {
-    const out = Buffer.allocUnsafe(5 + this.size);
-    out[0] = type.charCodeAt(0);
-    out.writeInt32BE(4 + this.size, 1);
-    let o = 5;
-    for (const c of this.chunks) {
-      c.copy(out, o);
-      o += c.length;
-    }
-    return out;
+    return this.finish(type.charCodeAt(0));
   }
   /** Finish as an untyped message (StartupMessage, CancelRequest, SSLRequest). */
   untyped(): Buffer {
-    const out = Buffer.allocUnsafe(4 + this.size);
-    out.writeInt32BE(4 + this.size, 0);
-    let o = 4;
+    return this.finish();
+  }
+  private finish(type?: number): Buffer {
+    const head = type === undefined ? 0 : 1;
+    const out = Buffer.allocUnsafe(head + 4 + this.size);
+    if (type !== undefined) out[0] = type;
+    out.writeInt32BE(4 + this.size, head);
+    let o = head + 4;
     for (const c of this.chunks) {
       c.copy(out, o);
       o += c.length;
