@@ -3,6 +3,7 @@ import { readYamlWithSchema, ConfigError } from './util/yamlfile.js';
 import type { OidcIssuerConfig } from './identity/oidc.js';
 import type { StoreConfig } from './store/db.js';
 import { IDENTITY_KINDS } from './identity/identity.js';
+import type { ApiConfig } from './api/server.js';
 
 export interface SluiceConfig {
   listen: { host: string; port: number };
@@ -24,6 +25,8 @@ export interface SluiceConfig {
   workers: number;
   /** Unix socket through which the CLI reaches a running gateway (default: next to the embedded store). */
   admin_socket?: string;
+  /** HTTP API (health, metrics, audit, sessions); off unless configured. */
+  api?: ApiConfig;
   /** Directory of the config file; relative paths are resolved against it. */
   dir: string;
   file?: string;
@@ -116,6 +119,23 @@ const CONFIG_SCHEMA = {
     },
     workers: { type: 'integer', minimum: 1, maximum: 64, default: 1 },
     admin_socket: { type: 'string' },
+    api: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['listen'],
+      properties: {
+        listen: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 } },
+        },
+        roles: {
+          type: 'object',
+          additionalProperties: false,
+          properties: Object.fromEntries(['admin', 'auditor', 'approver'].map((r) => [r, { type: 'array', items: { type: 'string', minLength: 1 } }])),
+        },
+      },
+    },
   },
 } as const;
 

@@ -12,10 +12,13 @@ import { loadParser } from './analyze/analyze.js';
 import { PgSession, SessionRegistry, type PgEngineConfig } from './protocol/postgres/session.js';
 import { adminSocketPath, type SluiceConfig } from './config.js';
 import { localOps, serveAdmin, type AdminOps } from './admin.js';
+import { startApi } from './api/server.js';
 import { log } from './util/log.js';
 
 export interface Gateway {
   port: number;
+  /** Port of the HTTP API, when configured. */
+  apiPort?: number;
   host: string;
   governor: Governor;
   registry: SessionRegistry;
@@ -41,7 +44,7 @@ export interface GatewayOptions {
   policy?: Policy;
   store?: Store;
   /** Worker mode: store operations go to the process that owns the store. */
-  remote?: Pick<AdminOps, 'auditWrite' | 'verifyKey'>;
+  remote?: AdminOps;
   /** Serve the admin socket (default true; workers leave it to the primary). */
   admin?: boolean;
   /** Where a CancelRequest for a session this process does not know goes (other cluster workers). */
@@ -98,11 +101,15 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     });
   });
   const addr = server.address() as net.AddressInfo;
+  const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
-  const admin = sockPath ? await serveAdmin(sockPath, localOps(store!.db, audit)) : undefined;
+  const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
+  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, metrics: governor.metrics }) : undefined;
+  if (api) log.info(`api listening on http://${cfg.api!.listen.host}:${api.port}`);
   let closed = false;
   return {
     port: addr.port,
+    apiPort: api?.port,
     host: cfg.listen.host,
     governor,
     registry,
@@ -120,6 +127,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
         for (const s of registry.sessions.values()) s.terminate('the gateway is shutting down');
       });
       admin?.close();
+      api?.server.close();
       if (sockPath) fs.rmSync(sockPath, { force: true });
       await audit.close().catch((e) => log.error(e.message));
       if (store && !opts.store) await store.close();

@@ -7,6 +7,7 @@ import { looksLikeKey } from './identity/keys.js';
 import crypto from 'node:crypto';
 import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
 import type { Field, MaskPlan } from './masking/rows.js';
+import { Metrics } from './api/metrics.js';
 
 export interface GovernorError {
   code: string;
@@ -152,7 +153,11 @@ export class Governor {
     };
   }
 
+  /** Counters for /metrics, fed from every recorded event. */
+  readonly metrics = new Metrics();
+
   record(event: AuditEvent): void {
+    this.metrics.observe(event);
     this.audit.append(event);
   }
 

@@ -1,0 +1,47 @@
+import type { AuditEvent } from '../audit/audit.js';
+
+const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Prometheus metrics, fed from the audit events the Governor records (so every engine is counted alike). */
+export class Metrics {
+  private statements = new Map<string, number>();
+  private masked = new Map<string, number>();
+  private authFailures = 0;
+  private buckets = new Array<number>(BUCKETS.length).fill(0);
+  private durationSum = 0;
+  private durationCount = 0;
+  private sessionsStarted = 0;
+
+  observe(e: AuditEvent): void {
+    if (e.type === 'statement') {
+      const k = e.decision ?? 'unknown';
+      this.statements.set(k, (this.statements.get(k) ?? 0) + 1);
+      if (e.duration_ms !== undefined) {
+        const s = e.duration_ms / 1000;
+        this.durationSum += s;
+        this.durationCount++;
+        for (let i = 0; i < BUCKETS.length; i++) if (s <= BUCKETS[i]!) this.buckets[i]!++;
+      }
+      for (const [t, n] of Object.entries(e.masked ?? {})) this.masked.set(t, (this.masked.get(t) ?? 0) + n);
+    } else if (e.type === 'auth_failure') this.authFailures++;
+    else if (e.type === 'session_start') this.sessionsStarted++;
+  }
+
+  render(gauges: { connections: number; auditBacklog: number; auditHealthy: boolean }): string {
+    const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+    const out: string[] = [];
+    out.push('# HELP sluice_connections Client sessions currently open.', '# TYPE sluice_connections gauge', `sluice_connections ${gauges.connections}`);
+    out.push('# HELP sluice_sessions_started_total Sessions that completed login.', '# TYPE sluice_sessions_started_total counter', `sluice_sessions_started_total ${this.sessionsStarted}`);
+    out.push('# HELP sluice_auth_failures_total Logins refused.', '# TYPE sluice_auth_failures_total counter', `sluice_auth_failures_total ${this.authFailures}`);
+    out.push('# HELP sluice_statements_total Statements by decision.', '# TYPE sluice_statements_total counter');
+    for (const d of ['allow', 'deny']) out.push(`sluice_statements_total{decision="${d}"} ${this.statements.get(d) ?? 0}`);
+    out.push('# HELP sluice_statement_duration_seconds Time from a statement reaching the gateway to its completion.', '# TYPE sluice_statement_duration_seconds histogram');
+    BUCKETS.forEach((b, i) => out.push(`sluice_statement_duration_seconds_bucket{le="${b}"} ${this.buckets[i]}`));
+    out.push(`sluice_statement_duration_seconds_bucket{le="+Inf"} ${this.durationCount}`, `sluice_statement_duration_seconds_sum ${this.durationSum}`, `sluice_statement_duration_seconds_count ${this.durationCount}`);
+    out.push('# HELP sluice_masked_values_total Values masked in results, by detector type or rule.', '# TYPE sluice_masked_values_total counter');
+    for (const [k, n] of this.masked) out.push(`sluice_masked_values_total{kind="${esc(k)}"} ${n}`);
+    out.push('# HELP sluice_audit_backlog Audit events not yet written to the store.', '# TYPE sluice_audit_backlog gauge', `sluice_audit_backlog ${gauges.auditBacklog}`);
+    out.push('# HELP sluice_audit_healthy 1 while the audit log accepts events (statements are refused at 0).', '# TYPE sluice_audit_healthy gauge', `sluice_audit_healthy ${gauges.auditHealthy ? 1 : 0}`);
+    return out.join('\n') + '\n';
+  }
+}

@@ -1,0 +1,136 @@
+import { Hono, type Context } from 'hono';
+import { serve, type ServerType } from '@hono/node-server';
+import type { Governor } from '../governor.js';
+import type { AdminOps } from '../admin.js';
+import type { SessionRegistry } from '../protocol/postgres/session.js';
+import { AuthError, type Identity } from '../identity/identity.js';
+import type { Metrics } from './metrics.js';
+
+export type Role = 'admin' | 'auditor' | 'approver' | 'user';
+
+export interface ApiConfig {
+  listen: { host: string; port: number };
+  /** Groups that grant each role; every authenticated identity is at least a user. */
+  roles?: Partial<Record<Exclude<Role, 'user'>, string[]>>;
+}
+
+export interface ApiDeps {
+  governor: Governor;
+  ops: Pick<AdminOps, 'auditList' | 'auditVerify' | 'sensitiveReport'>;
+  registry: SessionRegistry;
+  metrics: Metrics;
+}
+
+type Env = { Variables: { identity: Identity; roles: Set<Role> } };
+
+export function rolesOf(cfg: ApiConfig, id: Identity): Set<Role> {
+  const roles = new Set<Role>(['user']);
+  for (const [role, groups] of Object.entries(cfg.roles ?? {}) as [Role, string[]][]) if (groups.some((g) => id.groups.includes(g))) roles.add(role);
+  if (roles.has('admin')) ['auditor', 'approver'].forEach((r) => roles.add(r as Role));
+  return roles;
+}
+
+const problem = (c: Context, status: 400 | 401 | 403 | 404, message: string) => c.json({ error: message }, status);
+
+/** The HTTP API: health, metrics, audit, the sensitive-data report and live sessions. Tokens are the same as on the wire. */
+export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
+  const app = new Hono<Env>();
+  app.get('/healthz', (c) => c.json({ status: d.governor.audit.healthy ? 'ok' : 'degraded', audit: { healthy: d.governor.audit.healthy, backlog: d.governor.audit.backlog } }, d.governor.audit.healthy ? 200 : 503));
+  app.get('/metrics', (c) => c.text(d.metrics.render({ connections: d.registry.sessions.size, auditBacklog: d.governor.audit.backlog, auditHealthy: d.governor.audit.healthy }), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+  app.get('/api/openapi.json', (c) => c.json(OPENAPI));
+
+  app.use('/api/*', async (c, next) => {
+    if (c.req.path === '/api/openapi.json') return next();
+    const h = c.req.header('authorization') ?? '';
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    if (!m) return problem(c, 401, 'send Authorization: Bearer <OIDC token or Sluice key>');
+    try {
+      const id = await d.governor.authenticate(m[1]!);
+      c.set('identity', id);
+      c.set('roles', rolesOf(cfg, id));
+    } catch (e) {
+      return problem(c, 401, e instanceof AuthError ? e.message : 'authentication failed');
+    }
+    return next();
+  });
+  const need = (c: Context<Env>, ...roles: Role[]) => roles.some((r) => c.get('roles').has(r));
+
+  app.get('/api/me', (c) => c.json({ identity: c.get('identity'), roles: [...c.get('roles')] }));
+
+  app.get('/api/audit', async (c) => {
+    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+    const q = c.req.query();
+    for (const k of ['since', 'until']) if (q[k] && Number.isNaN(new Date(q[k]!).getTime())) return problem(c, 400, `${k} must be an ISO 8601 time`);
+    const limit = q.limit ? Number(q.limit) : 100;
+    if (!Number.isInteger(limit) || limit < 1) return problem(c, 400, 'limit must be a positive integer');
+    const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit });
+    return c.json({ events });
+  });
+  app.get('/api/audit/verify', async (c) => {
+    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+    const chains = await d.ops.auditVerify();
+    return c.json({ ok: chains.every((x) => x.ok), chains });
+  });
+  app.get('/api/sensitive', async (c) => {
+    const subject = c.req.query('subject') ?? c.get('identity').subject;
+    if (subject !== c.get('identity').subject && !need(c, 'auditor')) return problem(c, 403, 'you may only see your own report unless you are an auditor');
+    return c.json(await d.ops.sensitiveReport({ subject, since: c.req.query('since'), until: c.req.query('until') }));
+  });
+  app.get('/api/sessions', (c) => {
+    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+    return c.json({
+      sessions: [...d.registry.sessions.values()].map((s) => ({
+        id: s.info.id,
+        subject: s.info.identity?.subject,
+        kind: s.info.identity?.kind,
+        acting_for: s.info.identity?.actingFor,
+        database: s.info.database,
+        client_addr: s.info.clientAddr,
+        application_name: s.info.applicationName,
+        started_at: s.info.startedAt.toISOString(),
+        tls: s.info.tls,
+        statements: s.info.statements,
+        transaction: s.info.txStatus,
+        current_sql: s.info.currentSql,
+      })),
+    });
+  });
+  app.delete('/api/sessions/:id', (c) => {
+    if (!need(c, 'admin')) return problem(c, 403, 'the admin role is required');
+    const s = d.registry.sessions.get(c.req.param('id'));
+    if (!s) return problem(c, 404, 'no such live session');
+    s.terminate(`terminated by ${c.get('identity').subject}`);
+    return c.json({ terminated: c.req.param('id') });
+  });
+  return app;
+}
+
+export function startApi(cfg: ApiConfig, d: ApiDeps): Promise<{ server: ServerType; port: number }> {
+  const app = buildApi(cfg, d);
+  return new Promise((resolve) => {
+    const server = serve({ fetch: app.fetch, hostname: cfg.listen.host, port: cfg.listen.port }, (info) => resolve({ server, port: info.port }));
+  });
+}
+
+const OPENAPI = {
+  openapi: '3.1.0',
+  info: { title: 'Sluice API', version: '0.1.0', description: 'Authenticate with Authorization: Bearer <OIDC token or Sluice key>; roles come from groups (config api.roles).' },
+  components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+  security: [{ bearer: [] }],
+  paths: {
+    '/healthz': { get: { summary: 'Liveness and audit health', security: [], responses: { '200': { description: 'ok' }, '503': { description: 'audit log cannot keep up: statements are being refused' } } } },
+    '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text exposition format' } } } },
+    '/api/me': { get: { summary: 'The caller identity and roles', responses: { '200': { description: 'identity' } } } },
+    '/api/audit': {
+      get: {
+        summary: 'Audit events, newest first (auditor)',
+        parameters: ['subject', 'kind', 'type', 'decision', 'database', 'table', 'session', 'since', 'until', 'limit'].map((name) => ({ name, in: 'query', schema: { type: 'string' } })),
+        responses: { '200': { description: '{ events: [...] }' }, '403': { description: 'not an auditor' } },
+      },
+    },
+    '/api/audit/verify': { get: { summary: 'Recompute every hash chain (auditor)', responses: { '200': { description: '{ ok, chains }' } } } },
+    '/api/sensitive': { get: { summary: 'What sensitive data a subject saw (own report, or any subject for auditors)', parameters: [{ name: 'subject', in: 'query', schema: { type: 'string' } }, { name: 'since', in: 'query', schema: { type: 'string' } }, { name: 'until', in: 'query', schema: { type: 'string' } }], responses: { '200': { description: 'report' } } } },
+    '/api/sessions': { get: { summary: 'Live sessions of this gateway process (auditor)', responses: { '200': { description: '{ sessions }' } } } },
+    '/api/sessions/{id}': { delete: { summary: 'Terminate a live session (admin)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'terminated' }, '404': { description: 'no such session' } } } },
+  },
+};
