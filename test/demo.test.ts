@@ -65,6 +65,11 @@ describe('the demo on embedded defaults', () => {
     expect(r.stdout.trim().split('\n')).toEqual([...expected].sort().map(([tier, n]) => `${tier}|${n}`));
   });
 
+  it('serves the HTTP API with Dana as admin', async () => {
+    const res = await fetch(`http://127.0.0.1:${demo.gateway.apiPort}/api/me`, { headers: { authorization: `Bearer ${demo.tokens.dana}` } });
+    expect(await res.json()).toMatchObject({ identity: { subject: 'dana@example.com' }, roles: expect.arrayContaining(['admin', 'auditor']) });
+  });
+
   it('the upstream password is never in anything the demo hands users', () => {
     const secret = process.env.SLUICE_DEMO_UPSTREAM_PASSWORD!;
     expect(secret.length).toBeGreaterThan(10);

@@ -82,6 +82,7 @@ identity:
       kind: human
 policy: policy.yaml
 store: { kind: embedded, path: store }
+api: { listen: { host: 127.0.0.1, port: ${opts.port === 0 ? 0 : (opts.port ?? 6432) + 1} }, roles: { admin: [dba] } }
 `,
   );
   process.env.SLUICE_DEMO_UPSTREAM_PASSWORD = upstreamPassword;
@@ -133,6 +134,10 @@ Connect as Dana (group dba: may read, write and change schema):
 
 Connect as an AI agent (key for report-bot, acting for Alice; read-only):
   PGPASSWORD=$(cat ${rel}/report-bot.key) psql ${conn('report-bot')}
+
+HTTP API (Dana is an admin; see /api/openapi.json):
+  curl -s -H "Authorization: Bearer $(cat ${rel}/dana.token)" "http://127.0.0.1:${demo.gateway.apiPort}/api/audit?limit=5"
+  curl -s "http://127.0.0.1:${demo.gateway.apiPort}/metrics"
 
 See what happened (in another terminal):
   node bin/sluice.js audit list -c ${rel}/sluice.yaml
