@@ -11,7 +11,7 @@ let bystander: pg.Client;
 
 beforeAll(async () => {
   db = await freshDatabase('sluice_bad', 'CREATE TABLE t (id int); INSERT INTO t VALUES (1);');
-  t = await startTestGateway({ config: 'limits: { max_message_bytes: 1048576, auth_timeout_s: 2 }' });
+  t = await startTestGateway({ config: 'limits: { max_message_bytes: 1048576, auth_timeout_s: 2, max_prepared: 50 }' });
   key = await t.key('service', ['app'], { name: 'bad-input' });
   // A well-behaved session that must survive everything below.
   bystander = new pg.Client(t.conn(key, db.name));
@@ -167,6 +167,16 @@ describe('malformed and hostile input', () => {
     });
     expect(data.includes(Buffer.from('42'))).toBe(true);
     expect(data.includes(Buffer.from('SELECT 1\0'))).toBe(true);
+  });
+
+  it('named portals end with their transaction: a long session may bind many more than the prepared limit', async () => {
+    const { rawSession, bind, execute, messages } = await import('./support/raw.js');
+    const parts = [m.parse('', 'SELECT 1 AS one')];
+    for (let i = 0; i < 120; i++) parts.push(bind(`p${i}`), execute(`p${i}`), m.sync());
+    const data = await rawSession(t.port, db.name, key, Buffer.concat(parts), 120);
+    const types = messages(data).map((x) => x.type);
+    expect(types.filter((x) => x === 'C')).toHaveLength(120);
+    expect(types).not.toContain('E');
   });
 
   it('hundreds of abrupt connects and disconnects leave the gateway healthy', async () => {

@@ -203,6 +203,19 @@ describe('masking in results through the gateway', () => {
   });
 });
 
+describe('a SQL cursor fetched through the extended protocol', () => {
+  it('has its rows masked although the gateway never saw the portal bound', async () => {
+    const { rawSession, execute, messages } = await import('./support/raw.js');
+    const m = await import('../src/protocol/postgres/messages.js');
+    const send = Buffer.concat([m.query('BEGIN; DECLARE c CURSOR FOR SELECT email FROM customers ORDER BY id'), execute('c', 0), m.sync()]);
+    const data = await rawSession(t.port, db.name, analyst, send, 2);
+    const rows = messages(data).filter((x) => x.type === 'D').map((x) => x.body.subarray(6).toString());
+    expect(rows).toEqual(['a***@***.com', 'a***@***.com']);
+    expect(data.includes(Buffer.from('ada@example.com'))).toBe(false);
+    expect(messages(data).map((x) => x.type).filter((x) => x === 'T' || x === 'n')).toEqual([]); // our Describe stays hidden
+  });
+});
+
 describe('a client that never describes its portals', () => {
   it('still gets masked rows in text and binary result formats, and sees no extra messages', async () => {
     const net = await import('node:net');

@@ -20,7 +20,7 @@ export interface SessionLimits {
   maxMessageBytes: number;
   /** Time allowed from connect to a completed login. */
   authTimeoutMs: number;
-  /** Named prepared statements + portals one session may keep. */
+  /** Named prepared statements one session may keep (portals end with their transaction). */
   maxPrepared: number;
 }
 
@@ -72,13 +72,13 @@ export class SessionRegistry {
 
 /** What the gateway expects back from the upstream for each message it forwarded, in order. */
 type Item =
-  | { k: 'query'; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
+  | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
   | { k: 'parse'; verdict: Verdict }
   | { k: 'bind' }
   | { k: 'describe'; stmt?: Prepared; portal?: Portal; internal?: boolean }
   | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
   | { k: 'close' }
-  | { k: 'sync' }
+  | { k: 'sync'; epoch: number }
   | { k: 'fastpath'; verdict: Verdict };
 
 interface Prepared {
@@ -92,6 +92,8 @@ interface Prepared {
 
 interface Portal {
   stmt?: Prepared;
+  /** Sync/Query count when it was bound: it ends with the transaction that contains it. */
+  epoch: number;
   /** Result format codes from Bind: none = all text, one = for all columns, else per column. */
   formats: number[];
   /** Result columns from a Describe of the portal (formats known). */
@@ -157,6 +159,8 @@ export class PgSession {
   private items: Item[] = [];
   private statements = new Map<string, Prepared>();
   private portals = new Map<string, Portal>();
+  /** Counts Sync and Query messages sent upstream (see Portal.epoch). */
+  private epoch = 0;
   private sqlPrepared = new Map<string, StatementInfo>();
   private identity?: Identity;
   private database = '';
@@ -462,7 +466,7 @@ export class PgSession {
         this.info.currentSql = sql;
         this.info.statements++;
         const verdict = this.decide(sql);
-        const item: Item = { k: 'query', sql, verdict, t0: performance.now(), rows: 0 };
+        const item: Item = { k: 'query', epoch: ++this.epoch, sql, verdict, t0: performance.now(), rows: 0 };
         this.items.push(item);
         if (verdict.error) {
           this.auditDenied(sql, verdict, 'simple');
@@ -496,9 +500,6 @@ export class PgSession {
         const r = pick(b, start, end);
         const portal = r.cstring();
         const stmt = r.cstring();
-        if (portal !== '' && !this.portals.has(portal) && this.portals.size >= this.cfg.limits.maxPrepared) {
-          throw new ProtocolError(`too many portals in one session (limit ${this.cfg.limits.maxPrepared})`, '53400');
-        }
         const nParamFormats = r.int16();
         for (let i = 0; i < nParamFormats; i++) r.int16();
         const nParams = r.int16();
@@ -509,7 +510,7 @@ export class PgSession {
         const nFormats = r.int16();
         const formats: number[] = [];
         for (let i = 0; i < nFormats; i++) formats.push(r.int16());
-        this.portals.set(portal, { stmt: this.statements.get(stmt), formats });
+        this.portals.set(portal, { stmt: this.statements.get(stmt), formats, epoch: this.epoch + 1 });
         this.items.push({ k: 'bind' });
         return undefined;
       }
@@ -519,9 +520,11 @@ export class PgSession {
         this.info.statements++;
         // Rows of a portal whose columns were never described cannot be masked reliably (binary formats): when
         // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
-        const blind = p && !p.fields && !p.stmt?.fields && this.governor.maskPlan(this.identity!, p.stmt?.analysis, PROBE_FIELD);
-        if (blind) this.items.push({ k: 'describe', portal: p, internal: true });
-        this.items.push({ k: 'execute', stmt: p?.stmt, portal: p, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(p) });
+        // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
+        const target = p ?? { formats: [], epoch: this.epoch + 1 };
+        const blind = !target.fields && !target.stmt?.fields && this.governor.maskPlan(this.identity!, target.stmt?.analysis, PROBE_FIELD);
+        if (blind) this.items.push({ k: 'describe', portal: target, internal: true });
+        this.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(target) });
         return blind ? Buffer.concat([m.describe('P', portal), b.subarray(start, end)]) : undefined;
       }
       case 0x44 /* D */: {
@@ -542,7 +545,7 @@ export class PgSession {
         return undefined;
       }
       case 0x53 /* S */:
-        this.items.push({ k: 'sync' });
+        this.items.push({ k: 'sync', epoch: ++this.epoch });
         return undefined;
       case 0x48 /* H flush */:
       case 0x64 /* d CopyData */:
@@ -620,11 +623,13 @@ export class PgSession {
         // Everything up to and including the query/sync this answers is complete.
         while (this.items.length) {
           const it = this.items.shift()!;
-          if (it.k === 'query') {
-            if (it.verdict.decision.action === 'allow') this.auditQuery(it);
+          if (it.k === 'query' || it.k === 'sync') {
+            if (it.k === 'query' && it.verdict.decision.action === 'allow') this.auditQuery(it);
+            // Outside a transaction every portal bound up to here is gone upstream: forget them too.
+            if (this.info.txStatus === 'I') for (const [name, p] of this.portals) if (p.epoch <= it.epoch) this.portals.delete(name);
             break;
           }
-          if (it.k === 'sync' || it.k === 'fastpath') break;
+          if (it.k === 'fastpath') break;
         }
         this.info.currentSql = undefined;
         return undefined;
