@@ -93,6 +93,30 @@ describe('HTTP API', () => {
     expect((await get(`/api/sessions/${s.id}`, adminKey, 'DELETE')).status).toBe(404);
   });
 
+  it('exports audit events as JSONL and CSV', async () => {
+    const jsonl = await fetch(`${base}/api/audit/export?subject=human:ana&type=statement`, { headers: { authorization: `Bearer ${auditor}` } });
+    expect(jsonl.headers.get('content-type')).toContain('application/x-ndjson');
+    const lines = (await jsonl.text()).trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((e) => e.sql)).toEqual(expect.arrayContaining(['SELECT email FROM customers', 'DELETE FROM customers']));
+    const csv = await (await fetch(`${base}/api/audit/export?subject=human:ana&type=statement&format=csv`, { headers: { authorization: `Bearer ${auditor}` } })).text();
+    const rows = csv.trim().split('\r\n');
+    expect(rows[0]).toBe('ts,type,subject,identity_kind,acting_for,database,client_addr,decision,rule,sql,tables,rows,duration_ms,masked,error,chain_id,seq,hash');
+    expect(rows.some((r) => r.includes(',deny,destructive-needs-dba,DELETE FROM customers,"[""customers""]",'))).toBe(true);
+    expect((await get('/api/audit/export?format=xml', auditor)).status).toBe(400);
+  });
+
+  it('shows the policy and answers "would this be allowed?"', async () => {
+    const policy = await get('/api/policy', analyst);
+    expect(policy.body.rules.map((r: { name: string }) => r.name)).toContain('analysts-read');
+    const ask = async (token: string, body: unknown) =>
+      (await fetch(`${base}/api/policy/test`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })).json() as Promise<any>;
+    expect(await ask(analyst, { sql: 'SELECT * FROM customers' })).toMatchObject({ decision: 'allow', rule: 'analysts-read' });
+    expect(await ask(analyst, { sql: 'TRUNCATE customers' })).toMatchObject({ decision: 'deny', rule: 'destructive-needs-dba', statements: [{ command: 'TRUNCATE', class: 'write' }] });
+    expect(await ask(analyst, { sql: 'SELEC 1' })).toMatchObject({ decision: 'deny', rule: 'unparsable', parse_error: expect.stringMatching(/syntax error/) });
+    expect(await ask(analyst, { sql: 'TRUNCATE customers', identity: { subject: 'x', groups: ['dba'] } })).toEqual({ error: 'testing for another identity needs the admin role' });
+    expect(await ask(adminKey, { sql: 'TRUNCATE customers', identity: { subject: 'x', groups: ['dba'] } })).toMatchObject({ decision: 'allow', rule: 'dba' });
+  });
+
   it('serves an OpenAPI document', async () => {
     const doc = await get('/api/openapi.json');
     expect(doc.body.openapi).toBe('3.1.0');

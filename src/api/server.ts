@@ -76,6 +76,55 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     if (subject !== c.get('identity').subject && !need(c, 'auditor')) return problem(c, 403, 'you may only see your own report unless you are an auditor');
     return c.json(await d.ops.sensitiveReport({ subject, since: c.req.query('since'), until: c.req.query('until') }));
   });
+  app.get('/api/audit/export', async (c) => {
+    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+    const q = c.req.query();
+    const format = q.format ?? 'jsonl';
+    if (format !== 'jsonl' && format !== 'csv') return problem(c, 400, 'format must be jsonl or csv');
+    for (const k of ['since', 'until']) if (q[k] && Number.isNaN(new Date(q[k]!).getTime())) return problem(c, 400, `${k} must be an ISO 8601 time`);
+    const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit: Math.min(Number(q.limit ?? 10_000) || 10_000, 100_000) });
+    if (format === 'jsonl') return c.body(events.map((e) => JSON.stringify(e)).join('\n') + (events.length ? '\n' : ''), 200, { 'content-type': 'application/x-ndjson', 'content-disposition': 'attachment; filename="sluice-audit.jsonl"' });
+    const cols = ['ts', 'type', 'subject', 'identity_kind', 'acting_for', 'database', 'client_addr', 'decision', 'rule', 'sql', 'tables', 'rows', 'duration_ms', 'masked', 'error', 'chain_id', 'seq', 'hash'] as const;
+    const cell = (v: unknown) => {
+      if (v === undefined || v === null) return '';
+      const s = typeof v === 'object' ? JSON.stringify(v) : String(v);
+      return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+    };
+    const lines = [cols.join(','), ...events.map((e) => cols.map((k) => cell((e as unknown as Record<string, unknown>)[k])).join(','))];
+    return c.body(lines.join('\r\n') + '\r\n', 200, { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': 'attachment; filename="sluice-audit.csv"' });
+  });
+
+  app.get('/api/policy', (c) => {
+    const p = d.governor.currentPolicy;
+    return c.json({ file: p.file, default: p.default, rules: p.rules, masking: p.masking });
+  });
+  /** "Would this be allowed?": the Governor's verdict for an identity (yours, or any for admins) and SQL. */
+  app.post('/api/policy/test', async (c) => {
+    let body: { sql?: unknown; database?: unknown; identity?: { subject?: unknown; kind?: unknown; groups?: unknown } };
+    try {
+      body = await c.req.json();
+    } catch {
+      return problem(c, 400, 'send a JSON body: { "sql": "...", "database": "...", "identity"?: { subject, kind, groups } }');
+    }
+    if (typeof body.sql !== 'string' || body.sql === '') return problem(c, 400, 'sql must be a non-empty string');
+    let who = c.get('identity');
+    if (body.identity) {
+      if (!need(c, 'admin')) return problem(c, 403, 'testing for another identity needs the admin role');
+      const kind = body.identity.kind ?? 'human';
+      if (kind !== 'human' && kind !== 'agent' && kind !== 'service') return problem(c, 400, 'identity.kind must be human, agent or service');
+      const groups = Array.isArray(body.identity.groups) ? body.identity.groups.filter((g): g is string => typeof g === 'string') : [];
+      who = { subject: String(body.identity.subject ?? 'someone'), kind, groups, method: 'key' };
+    }
+    const v = d.governor.check(who, typeof body.database === 'string' ? body.database : 'postgres', body.sql);
+    return c.json({
+      decision: v.decision.action,
+      rule: v.decision.rule,
+      reason: v.error?.message ?? v.decision.reason,
+      statements: v.analysis?.statements.map((s) => ({ command: s.command, class: s.class, tables: s.tables, destructive: s.destructive, flags: s.flags })) ?? [],
+      parse_error: v.failure?.error,
+    });
+  });
+
   app.get('/api/sessions', (c) => {
     if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
     return c.json({
@@ -130,6 +179,9 @@ const OPENAPI = {
     },
     '/api/audit/verify': { get: { summary: 'Recompute every hash chain (auditor)', responses: { '200': { description: '{ ok, chains }' } } } },
     '/api/sensitive': { get: { summary: 'What sensitive data a subject saw (own report, or any subject for auditors)', parameters: [{ name: 'subject', in: 'query', schema: { type: 'string' } }, { name: 'since', in: 'query', schema: { type: 'string' } }, { name: 'until', in: 'query', schema: { type: 'string' } }], responses: { '200': { description: 'report' } } } },
+    '/api/audit/export': { get: { summary: 'Audit events as JSONL or CSV (auditor); same filters as /api/audit, plus format=jsonl|csv', responses: { '200': { description: 'file' } } } },
+    '/api/policy': { get: { summary: 'The loaded policy', responses: { '200': { description: 'policy' } } } },
+    '/api/policy/test': { post: { summary: 'Would this be allowed? { sql, database, identity? } (another identity needs admin)', responses: { '200': { description: '{ decision, rule, reason, statements }' } } } },
     '/api/sessions': { get: { summary: 'Live sessions of this gateway process (auditor)', responses: { '200': { description: '{ sessions }' } } } },
     '/api/sessions/{id}': { delete: { summary: 'Terminate a live session (admin)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'terminated' }, '404': { description: 'no such session' } } } },
   },
