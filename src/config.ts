@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { readYamlWithSchema, ConfigError } from './util/yamlfile.js';
+import { readYamlWithSchema } from './util/yamlfile.js';
 import type { OidcIssuerConfig } from './identity/oidc.js';
 import type { StoreConfig } from './store/db.js';
 import { IDENTITY_KINDS } from './identity/identity.js';
@@ -141,7 +141,7 @@ const CONFIG_SCHEMA = {
 
 /** `secrets: false` skips resolving the upstream password (admin commands do not connect upstream). */
 export function loadConfig(file: string, opts: { secrets?: boolean } = {}): SluiceConfig {
-  const { value, locate } = readYamlWithSchema<SluiceConfig & { store: StoreConfig & { url_env?: string } }>(file, CONFIG_SCHEMA);
+  const { value, fail } = readYamlWithSchema<SluiceConfig & { store: StoreConfig & { url_env?: string } }>(file, CONFIG_SCHEMA);
   const dir = path.dirname(path.resolve(file));
   const cfg: SluiceConfig = { ...value, dir, file };
   const resolve = (p: string) => path.resolve(dir, p);
@@ -149,15 +149,12 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
   if (cfg.tls.cert_file) cfg.tls.cert_file = resolve(cfg.tls.cert_file);
   if (cfg.tls.key_file) cfg.tls.key_file = resolve(cfg.tls.key_file);
   if (!!cfg.tls.cert_file !== !!cfg.tls.key_file) {
-    const [f, l, c] = locate(['tls']).split(':').slice(-3);
-    throw new ConfigError(file, Number(l), Number(c), 'tls.cert_file and tls.key_file go together');
-    void f;
+    throw fail(['tls'], 'tls.cert_file and tls.key_file go together');
   }
   if (cfg.upstream.password_env && opts.secrets !== false) {
     const v = process.env[cfg.upstream.password_env];
     if (v === undefined) {
-      const pos = locate(['upstream', 'password_env']).split(':').slice(-2).map(Number);
-      throw new ConfigError(file, pos[0]!, pos[1]!, `environment variable ${cfg.upstream.password_env} (upstream.password_env) is not set`);
+      throw fail(['upstream', 'password_env'], `environment variable ${cfg.upstream.password_env} (upstream.password_env) is not set`);
     }
     cfg.upstream.password = v;
   }
@@ -166,8 +163,7 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
   else {
     const url = store.url ?? (store.url_env ? process.env[store.url_env] : undefined);
     if (!url) {
-      const pos = locate(['store']).split(':').slice(-2).map(Number);
-      throw new ConfigError(file, pos[0]!, pos[1]!, 'store of kind postgres needs url or url_env (set in the environment)');
+      throw fail(['store'], 'store of kind postgres needs url or url_env (set in the environment)');
     }
     cfg.store = { kind: 'postgres', url, pool_size: store.pool_size };
   }

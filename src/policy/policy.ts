@@ -1,4 +1,4 @@
-import { readYamlWithSchema, parseYamlWithSchema, ConfigError } from '../util/yamlfile.js';
+import { readYamlWithSchema, parseYamlWithSchema, type ParsedYaml } from '../util/yamlfile.js';
 import { globMatch } from '../util/glob.js';
 import { FLAGS, STATEMENT_CLASSES, type Analysis, type StatementInfo } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type Identity } from '../identity/identity.js';
@@ -137,47 +137,40 @@ export const POLICY_SCHEMA = {
  * Rules written with `label:` become one rule per labelled column (label kept for audit); an unknown label is an
  * error at its file:line.
  */
-function expandLabels(value: Policy, locate: (p: (string | number)[]) => string): void {
+function expandLabels(value: Policy, fail: ParsedYaml<Policy>['fail']): void {
   const m = value.masking;
   if (!m?.columns) return;
   m.columns = m.columns.flatMap((raw, i) => {
     const r = { ...raw, masker: raw.masker ?? 'null' };
     if (!r.column === !r.label) {
-      const [line, col] = locate(['masking', 'columns', i]).split(':').slice(-2);
-      throw new ConfigError(value.file ?? '', Number(line), Number(col), `masking.columns.${i} needs exactly one of "column" or "label"`);
+      throw fail(['masking', 'columns', i], `masking.columns.${i} needs exactly one of "column" or "label"`);
     }
     if (!r.label) return [r];
     const cols = m.labels?.[r.label];
     if (!cols) {
-      const [line, col] = locate(['masking', 'columns', i, 'label']).split(':').slice(-2);
-      throw new ConfigError(value.file ?? '', Number(line), Number(col), `unknown classification label "${r.label}" (define it under masking.labels)`);
+      throw fail(['masking', 'columns', i, 'label'], `unknown classification label "${r.label}" (define it under masking.labels)`);
     }
     return cols.map((column) => ({ ...r, column, label: r.label }));
   });
 }
 
-function finish(file: string, value: Policy, locate: (p: (string | number)[]) => string): Policy {
-  expandLabels({ ...value, file }, locate);
+function finish(file: string, { value, locate, fail }: ParsedYaml<Policy>): Policy {
+  expandLabels(value, fail);
   const seen = new Map<string, string>();
   value.rules.forEach((r, i) => {
     r.source = locate(['rules', i]);
     const prev = seen.get(r.name);
-    if (prev) {
-      const [f, line, col] = r.source.split(':').slice(-3);
-      throw Object.assign(new Error(`${r.source}: duplicate rule name "${r.name}" (first defined at ${prev})`), { file: f, line, col });
-    }
+    if (prev) throw fail(['rules', i], `duplicate rule name "${r.name}" (first defined at ${prev})`);
     seen.set(r.name, r.source);
   });
   return { ...value, default: value.default ?? 'deny', file };
 }
 
 export function loadPolicy(file: string): Policy {
-  const { value, locate } = readYamlWithSchema<Policy>(file, POLICY_SCHEMA);
-  return finish(file, value, locate);
+  return finish(file, readYamlWithSchema<Policy>(file, POLICY_SCHEMA));
 }
 export function parsePolicy(file: string, text: string): Policy {
-  const { value, locate } = parseYamlWithSchema<Policy>(file, text, POLICY_SCHEMA);
-  return finish(file, value, locate);
+  return finish(file, parseYamlWithSchema<Policy>(file, text, POLICY_SCHEMA));
 }
 
 /** A table pattern `schema.name` also matches an unqualified reference to `name` (search_path is not known). */

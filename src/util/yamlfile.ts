@@ -47,7 +47,15 @@ function describe(e: ErrorObject): { message: string; key?: string } {
 }
 
 /** Parse YAML text and validate it against a JSON schema; every problem is reported with file:line:col. */
-export function parseYamlWithSchema<T>(file: string, text: string, schema: AnySchema): { value: T; locate: (path: (string | number)[]) => string } {
+export interface ParsedYaml<T> {
+  value: T;
+  /** `file:line:col` of a path in the document (its nearest located ancestor). */
+  locate: (path: (string | number)[]) => string;
+  /** A ConfigError located at a path, for checks beyond the schema. */
+  fail: (path: (string | number)[], reason: string) => ConfigError;
+}
+
+export function parseYamlWithSchema<T>(file: string, text: string, schema: AnySchema): ParsedYaml<T> {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length) {
@@ -77,6 +85,10 @@ export function parseYamlWithSchema<T>(file: string, text: string, schema: AnySc
     locate: (path) => {
       const pos = locate(doc, lc, path);
       return `${file}:${pos.line}:${pos.col}`;
+    },
+    fail: (path, reason) => {
+      const pos = locate(doc, lc, path);
+      return new ConfigError(file, pos.line, pos.col, reason);
     },
   };
 }
