@@ -23,6 +23,19 @@ function tableMatches(ruleTable: string, tables: string[]): boolean {
   return tables.some((t) => t === ruleTable || t.endsWith(`.${ruleTable}`) || ruleTable.endsWith(`.${t}`));
 }
 
+/** The column rules that apply to this identity (by group and kind). */
+const rulesFor = (m: MaskingPolicy | undefined, id: Identity): MaskRule[] =>
+  (m?.columns ?? []).filter((r) => (!r.groups || r.groups.some((g) => id.groups.includes(g))) && (!r.kinds || r.kinds.includes(id.kind)));
+
+/** Whether a rule names this column (`*`, a whole row, matches any); a `table.column` rule also needs its table in `tables`. */
+function ruleNames(r: MaskRule, column: string, tables: string[]): boolean {
+  const rc = r.column!;
+  const dot = rc.lastIndexOf('.');
+  const col = (dot >= 0 ? rc.slice(dot + 1) : rc).toLowerCase();
+  if (col !== column.toLowerCase() && column !== '*') return false;
+  return dot < 0 || tableMatches(rc.slice(0, dot), tables);
+}
+
 /**
  * Decide what happens to each column of a result for this identity. Column rules match the result column's name
  * (with `table.column`, only when the statement reads that table). Returns undefined when nothing needs masking,
@@ -32,21 +45,12 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
   if (isExempt(m, id)) return undefined;
   const detectors = m?.detectors !== false;
   const tables = analysis?.tables ?? [];
-  const rules = (m?.columns ?? []).filter((r) => (!r.groups || r.groups.some((g) => id.groups.includes(g))) && (!r.kinds || r.kinds.includes(id.kind)));
+  const rules = rulesFor(m, id);
   // Output name -> columns its expression reads (union over statements: conservative when names repeat).
   const derived = new Map<string, string[]>();
   for (const st of analysis?.statements ?? []) for (const o of st.outputs ?? []) derived.set(o.name.toLowerCase(), [...(derived.get(o.name.toLowerCase()) ?? []), ...o.refs]);
-  const ruleFor = (column: string, table?: string) =>
-    rules.find((r) => {
-      const rc = r.column!;
-      const dot = rc.lastIndexOf('.');
-      const col = (dot >= 0 ? rc.slice(dot + 1) : rc).toLowerCase();
-      if (col !== column.toLowerCase() && column !== '*') return false;
-      if (dot < 0) return true;
-      const rt = rc.slice(0, dot);
-      // A column reached through a subquery or CTE could come from any table the statement reads.
-      return table && !table.startsWith('(subquery') && tables.includes(table) ? tableMatches(rt, [table]) : tableMatches(rt, tables);
-    });
+  // A column reached through a subquery or CTE could come from any table the statement reads.
+  const ruleFor = (column: string, table?: string) => rules.find((r) => ruleNames(r, column, table && !table.startsWith('(subquery') && tables.includes(table) ? [table] : tables));
   let any = false;
   const columns: ColumnAction[] = fields.map((f) => {
     const name = f.name.toLowerCase();
@@ -87,18 +91,13 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
  */
 export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis): { column: string; rule: string } | undefined {
   if (!m?.inference_guard || isExempt(m, id)) return undefined;
-  const rules = (m.columns ?? []).filter((r) => (!r.groups || r.groups.some((g) => id.groups.includes(g))) && (!r.kinds || r.kinds.includes(id.kind)));
+  const rules = rulesFor(m, id);
   for (const st of analysis.statements) {
     const tables = st.tables.map((t) => t.name);
     for (const ref of st.filterColumns) {
       const col = ref.slice(ref.lastIndexOf('.') + 1).toLowerCase();
-      for (const r of rules) {
-        const rc = r.column!;
-        const dot = rc.lastIndexOf('.');
-        if ((dot >= 0 ? rc.slice(dot + 1) : rc).toLowerCase() !== col) continue;
-        if (dot >= 0 && !tableMatches(rc.slice(0, dot), tables)) continue;
-        return { column: ref, rule: ruleLabel(r) };
-      }
+      const r = col === '*' ? undefined : rules.find((x) => ruleNames(x, col, tables));
+      if (r) return { column: ref, rule: ruleLabel(r) };
       if (m.detectors !== false && DOB.test(col)) return { column: ref, rule: 'date_of_birth' };
     }
   }
