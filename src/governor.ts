@@ -130,7 +130,7 @@ export class Governor {
       }
       // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
       const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
-      if (binaryOut >= 0 && this.maskPlan(identity, analysis, PROBE_FIELD)) {
+      if (binaryOut >= 0 && this.scansText(identity, analysis)) {
         return {
           analysis,
           decision: { action: 'deny', rule: 'masking-binary-copy', reason: 'binary COPY output cannot be masked', statement: binaryOut },
@@ -169,13 +169,21 @@ export class Governor {
     return maskPlan(this.policy.masking, identity, analysis, fields, this.maskKey);
   }
 
+  /**
+   * Whether text this identity receives in columns the gateway cannot name (COPY rows, undescribed portals) is
+   * scanned by the detectors: a plan for an anonymous text column.
+   */
+  scansText(identity: Identity, analysis: Analysis | undefined): boolean {
+    return this.maskPlan(identity, analysis, PROBE_FIELD)?.columns[0]?.kind === 'scan';
+  }
+
   maskingExempt(identity: Identity): boolean {
     return isExempt(this.policy.masking, identity);
   }
 }
 
-/** A one-column text result: asks the masking policy whether this identity's text output is scanned at all. */
-export const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOid: 0, format: 0 }];
+/** A one-column text result of no particular name (see scansText). */
+const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOid: 0, format: 0 }];
 
 const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
 

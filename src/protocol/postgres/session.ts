@@ -7,7 +7,7 @@ import { ProtocolError, Reader, Writer } from './buffer.js';
 import * as m from './messages.js';
 import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } from './upstream.js';
 import type { Governor, GovernorError, Verdict } from '../../governor.js';
-import { analysisFields, identityFields, PROBE_FIELD } from '../../governor.js';
+import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
 import { maskDataRow, maskText, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
@@ -522,7 +522,7 @@ export class PgSession {
         // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
         // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
         const target = p ?? { formats: [], epoch: this.epoch + 1 };
-        const blind = !target.fields && !target.stmt?.fields && this.governor.maskPlan(this.identity!, target.stmt?.analysis, PROBE_FIELD);
+        const blind = !target.fields && !target.stmt?.fields && this.governor.scansText(this.identity!, target.stmt?.analysis);
         if (blind) this.items.push({ k: 'describe', portal: target, internal: true });
         this.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(target) });
         return blind ? Buffer.concat([m.describe('P', portal), b.subarray(start, end)]) : undefined;
@@ -676,7 +676,7 @@ export class PgSession {
         if (head?.k !== 'query' && head?.k !== 'execute') return undefined;
         const analysis = head.k === 'query' ? head.verdict.analysis : head.stmt?.analysis;
         // Text-format COPY rows are scanned line by line (binary COPY was refused at decision time).
-        head.copyScan = b[start + 5] === 0 && this.governor.maskPlan(this.identity!, analysis, PROBE_FIELD)?.columns[0]?.kind === 'scan';
+        head.copyScan = b[start + 5] === 0 && this.governor.scansText(this.identity!, analysis);
         return undefined;
       }
       case 0x64 /* d CopyData */: {
@@ -720,8 +720,7 @@ export class PgSession {
     if (!fields) {
       // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
       if (p.formats.some((x) => x !== 0)) return undefined;
-      const probe = this.governor.maskPlan(this.identity!, p.stmt?.analysis, PROBE_FIELD);
-      return probe?.columns[0]?.kind === 'scan' ? { columns: [], key: probe.key, scanUnknown: true } : undefined;
+      return this.governor.scansText(this.identity!, p.stmt?.analysis) ? { columns: [], key: this.governor.maskKey, scanUnknown: true } : undefined;
     }
     return this.governor.maskPlan(this.identity!, p.stmt?.analysis, fields);
   }
