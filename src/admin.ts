@@ -5,6 +5,7 @@ import type { Database } from './store/schema.js';
 import { queryAudit, verifyAudit, sensitiveReport, storeSink, type AuditFilter, type AuditLog, type AuditRow, type StoredEvent, type ChainReport, type SensitiveReport } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
+import { kyselyApprovalStore, type Approval, type ApprovalFilter, type ApprovalStore } from './approvals/store.js';
 
 /** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
 export interface AdminOps {
@@ -17,11 +18,32 @@ export interface AdminOps {
   /** For gateway workers that do not own the embedded store: append chained rows, verify a presented key. */
   auditWrite(rows: AuditRow[]): Promise<void>;
   verifyKey(key: string): Promise<Identity>;
+  /** The approval store, for workers (see approvals/store.ts). */
+  approvalsInsert(a: Approval): Promise<void>;
+  approvalsUpdate(a: Approval): Promise<boolean>;
+  approvalsGet(id: string): Promise<Approval | undefined>;
+  approvalsList(f: ApprovalFilter): Promise<Approval[]>;
+}
+
+/** An ApprovalStore reached through AdminOps (a cluster worker whose primary owns the embedded store). */
+export function opsApprovalStore(ops: AdminOps): ApprovalStore {
+  return {
+    insert: (a) => ops.approvalsInsert(a),
+    update: (a) => ops.approvalsUpdate(a),
+    get: async (id) => (await ops.approvalsGet(id)) ?? undefined,
+    list: (f) => ops.approvalsList(f),
+  };
 }
 
 export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
   const sink = storeSink(db);
+  const approvals = kyselyApprovalStore(db);
   return {
+    approvalsInsert: (a) => approvals.insert(a),
+    approvalsUpdate: (a) => approvals.update(a),
+    // JSON has no undefined: a missing request travels as null.
+    approvalsGet: async (id) => (await approvals.get(id)) ?? (null as never),
+    approvalsList: (f) => approvals.list(f),
     async auditWrite(rows) {
       // Rows arrive over JSON: restore the timestamp type before writing.
       await sink.write(rows.map((r) => ({ ...r, ts: new Date(r.ts) })));
@@ -148,6 +170,10 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     keysRevoke: (id) => call('keysRevoke', id),
     auditWrite: (rows) => call('auditWrite', rows),
     verifyKey: (key) => call('verifyKey', key),
+    approvalsInsert: (a) => call('approvalsInsert', a),
+    approvalsUpdate: (a) => call('approvalsUpdate', a),
+    approvalsGet: (id) => call('approvalsGet', id),
+    approvalsList: (f) => call('approvalsList', f),
     close: () => sock?.end(),
   };
 }

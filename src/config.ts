@@ -27,9 +27,27 @@ export interface SluiceConfig {
   admin_socket?: string;
   /** HTTP API (health, metrics, audit, sessions); off unless configured. */
   api?: ApiConfig;
+  approvals: ApprovalsConfig;
   /** Directory of the config file; relative paths are resolved against it. */
   dir: string;
   file?: string;
+}
+
+export interface ApprovalsConfig {
+  /** Base URL of the web console (links in notices and notifications); default: the API's own address. */
+  public_url?: string;
+  /** Slack-compatible incoming webhook URL notified of requests and outcomes. */
+  webhook_url?: string;
+  /** How long a held statement waits for a decision, unless its rule sets approval.timeout_s. */
+  wait_timeout_s: number;
+  /** How long an approved statement stays usable by a re-run if its client has gone. */
+  valid_for_s: number;
+  /** Longest just-in-time grant that may be requested. */
+  max_grant_s: number;
+  /** Blast-radius preview: run data-changing statements in a rolled-back transaction (statement_timeout). */
+  preview: { enabled: boolean; timeout_ms: number };
+  /** How often each gateway process reads decisions made elsewhere. */
+  poll_ms: number;
 }
 
 const CONFIG_SCHEMA = {
@@ -118,6 +136,25 @@ const CONFIG_SCHEMA = {
       },
     },
     workers: { type: 'integer', minimum: 1, maximum: 64, default: 1 },
+    approvals: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        public_url: { type: 'string', pattern: '^https?://' },
+        webhook_url: { type: 'string', pattern: '^https?://' },
+        wait_timeout_s: { type: 'integer', minimum: 1, maximum: 86400, default: 300 },
+        valid_for_s: { type: 'integer', minimum: 1, default: 3600 },
+        max_grant_s: { type: 'integer', minimum: 60, default: 7 * 86400 },
+        poll_ms: { type: 'integer', minimum: 50, maximum: 60000, default: 1000 },
+        preview: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: { enabled: { type: 'boolean', default: true }, timeout_ms: { type: 'integer', minimum: 10, maximum: 600000, default: 5000 } },
+        },
+      },
+    },
     admin_socket: { type: 'string' },
     api: {
       type: 'object',

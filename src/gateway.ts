@@ -11,7 +11,10 @@ import { verifyKey } from './identity/keys.js';
 import { loadParser } from './analyze/analyze.js';
 import { PgSession, SessionRegistry, type PgEngineConfig } from './protocol/postgres/session.js';
 import { adminSocketPath, type SluiceConfig } from './config.js';
-import { localOps, serveAdmin, type AdminOps } from './admin.js';
+import { localOps, opsApprovalStore, serveAdmin, type AdminOps } from './admin.js';
+import { Approvals } from './approvals/service.js';
+import { kyselyApprovalStore } from './approvals/store.js';
+import { makePreview } from './approvals/preview.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
 
@@ -22,6 +25,7 @@ export interface Gateway {
   host: string;
   governor: Governor;
   registry: SessionRegistry;
+  approvals: Approvals;
   /** The store, when this process owns it (not in a worker that reaches it through the primary). */
   store: Store;
   reloadPolicy(): Policy;
@@ -68,10 +72,26 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const audit = new AuditLog(sink, { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
   const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);
-  const governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck });
+  const upstream = { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password: cfg.upstream.password, sslmode: cfg.upstream.sslmode };
+  const ac = cfg.approvals;
+  let cache: Governor['cache'] | undefined;
+  const approvals = new Approvals({
+    store: opts.remote ? opsApprovalStore(opts.remote) : kyselyApprovalStore(store!.db),
+    audit: (e) => audit.append(e),
+    publicUrl: ac.public_url,
+    webhookUrl: ac.webhook_url,
+    waitTimeoutS: ac.wait_timeout_s,
+    validForS: ac.valid_for_s,
+    maxGrantS: ac.max_grant_s,
+    pollMs: ac.poll_ms,
+    preview: ac.preview.enabled ? makePreview({ upstream, analyze: (sql) => cache!.analyze(sql), timeoutMs: ac.preview.timeout_ms }) : undefined,
+  });
+  await approvals.start();
+  const governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals });
+  cache = governor.cache;
   governor.setPolicy(policy);
   const engine: PgEngineConfig = {
-    upstream: { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password: cfg.upstream.password, sslmode: cfg.upstream.sslmode },
+    upstream,
     databases: cfg.upstream.databases ?? [],
     tlsMode: cfg.tls.mode,
     secureContext: await secureContext(cfg),
@@ -104,8 +124,9 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
-  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, metrics: governor.metrics }) : undefined;
+  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, metrics: governor.metrics, approvals }) : undefined;
   if (api) log.info(`api listening on http://${cfg.api!.listen.host}:${api.port}`);
+  if (api && !ac.public_url) approvals.publicUrl = `http://${cfg.api!.listen.host}:${api.port}`;
   let closed = false;
   return {
     port: addr.port,
@@ -113,6 +134,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     host: cfg.listen.host,
     governor,
     registry,
+    approvals,
     store: store as Store,
     reloadPolicy() {
       const p = loadPolicy(cfg.policy);
@@ -128,6 +150,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       });
       admin?.close();
       api?.server.close();
+      await approvals.close();
       if (sockPath) fs.rmSync(sockPath, { force: true });
       await audit.close().catch((e) => log.error(e.message));
       if (store && !opts.store) await store.close();

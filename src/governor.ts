@@ -8,6 +8,8 @@ import crypto from 'node:crypto';
 import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
 import type { Field, MaskPlan } from './masking/rows.js';
 import { Metrics } from './api/metrics.js';
+import { ApprovalError, type Approvals } from './approvals/service.js';
+import type { Approval } from './approvals/store.js';
 
 export interface GovernorError {
   code: string;
@@ -23,6 +25,19 @@ export interface Verdict {
   decision: Decision;
   /** Set when the statement must not run: the error the client gets. */
   error?: GovernorError;
+  /** The approval a held statement runs under, once approved. */
+  approvalId?: string;
+}
+
+/** A statement the policy holds for approval, as the protocol engine saw it. */
+export interface HoldRequest {
+  identity: Identity;
+  database: string;
+  sql: string;
+  params?: (string | null)[];
+  binaryParams?: boolean;
+  verdict: Verdict;
+  sessionId?: string;
 }
 
 export interface GovernorOptions {
@@ -31,6 +46,7 @@ export interface GovernorOptions {
   oidc?: OidcVerifier;
   verifyKey?: (key: string) => Promise<Identity>;
   cache?: AnalysisCache;
+  approvals?: Approvals;
 }
 
 /**
@@ -43,8 +59,10 @@ export class Governor {
   readonly cache: AnalysisCache;
   private readonly oidc?: OidcVerifier;
   private readonly verifyKey?: (key: string) => Promise<Identity>;
+  readonly approvals?: Approvals;
 
   constructor(o: GovernorOptions) {
+    this.approvals = o.approvals;
     this.policy = o.policy;
     this.audit = o.audit;
     this.oidc = o.oidc;
@@ -114,8 +132,16 @@ export class Governor {
       }
       analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive) };
     }
-    const decision = evaluate(this.policy, { identity, database }, analysis);
-    if (decision.action === 'allow') {
+    let decision = evaluate(this.policy, { identity, database }, analysis);
+    if (decision.action !== 'allow' && decision.grants !== false && this.approvals) {
+      // An approved just-in-time grant lets through what the policy would deny or hold (unless a rule says grants: false).
+      const g = this.approvals.grantFor(identity, database, analysis.classes);
+      if (g) decision = { action: 'allow', rule: `grant:${g.id}`, reason: `just-in-time ${g.role} grant ${g.id} until ${g.grant_expires_at}` };
+    }
+    if (decision.action === 'require_approval' && !this.approvals) {
+      decision = { ...decision, action: 'deny', reason: `${decision.reason ? `${decision.reason}; ` : ''}approval required, but approvals are not enabled on this gateway` };
+    }
+    if (decision.action === 'allow' || decision.action === 'require_approval') {
       const guarded = guardedColumn(this.policy.masking, identity, analysis);
       if (guarded) {
         return {
@@ -151,6 +177,66 @@ export class Governor {
         hint: `Identity ${identity.subject} (${identity.kind}${identity.groups.length ? `, groups ${identity.groups.join(', ')}` : ''}).`,
       },
     };
+  }
+
+  /**
+   * Store an approval request for a held statement (or find this identity's open one for the same statement).
+   * Engines that wait in place use hold(); MCP returns the id and resumes with awaitApproval().
+   */
+  requestApproval(h: HoldRequest): Promise<Approval> {
+    if (!this.approvals) throw new ApprovalError('approvals are not enabled on this gateway', 400);
+    const a = h.verdict.analysis;
+    return this.approvals.requestStatement({
+      identity: h.identity,
+      database: h.database,
+      sql: h.sql,
+      params: h.params,
+      binaryParams: h.binaryParams,
+      rule: h.verdict.decision.rule,
+      reason: h.verdict.decision.reason,
+      spec: h.verdict.decision.approval,
+      classes: a?.classes,
+      tables: a?.tables,
+      destructive: a?.destructive,
+      sessionId: h.sessionId,
+    });
+  }
+
+  /**
+   * The verdict a held statement ends with once its request is decided: allowed (the approval is used up, single
+   * use), or an error naming the reviewer and reason, or the timeout. An abort (client cancel) leaves it pending.
+   */
+  async awaitApproval(h: HoldRequest, a: Approval, signal?: AbortSignal): Promise<Verdict> {
+    const approvals = this.approvals!;
+    const final = a.status === 'pending' ? await approvals.wait(a.id, signal) : a;
+    const base = { analysis: h.verdict.analysis };
+    if (final.status === 'approved') {
+      const used = await approvals.consume(final.id, h.sessionId);
+      if (used) {
+        const by = used.votes.filter((v) => v.action === 'approve').map((v) => v.by).join(', ');
+        return { ...base, approvalId: used.id, decision: { action: 'allow', rule: h.verdict.decision.rule, reason: `approved by ${by} (${used.id})` } };
+      }
+      return { ...base, approvalId: final.id, decision: { action: 'deny', rule: h.verdict.decision.rule, reason: 'approval already used' }, error: { code: '42501', message: `approval ${final.id} was already used (an approval runs its statement once)` } };
+    }
+    const vote = final.votes.find((v) => v.action === 'deny');
+    if (final.status === 'denied') {
+      const who = vote?.by === final.requester ? 'withdrawn by the requester' : `denied by ${vote?.by ?? 'a reviewer'}`;
+      return { ...base, approvalId: final.id, decision: { action: 'deny', rule: h.verdict.decision.rule, reason: `${who}${vote?.reason ? `: ${vote.reason}` : ''}` }, error: { code: '42501', message: `statement ${who}${vote?.reason ? `: ${vote.reason}` : ''} (${final.id})`, detail: `Rule "${h.verdict.decision.rule}" requires approval.` } };
+    }
+    const reason = final.status === 'executed' ? 'approval already used' : 'no decision in time';
+    return { ...base, approvalId: final.id, decision: { action: 'deny', rule: h.verdict.decision.rule, reason }, error: { code: final.status === 'executed' ? '42501' : '57014', message: final.status === 'executed' ? `approval ${final.id} was already used (an approval runs its statement once)` : `canceling statement: approval ${final.id} was not decided in time`, hint: 'Run the statement again to file a new request, or ask a reviewer to decide sooner.' } };
+  }
+
+  /** Request and wait in place: `notify` is told the request (and its link) when the client must wait. */
+  async hold(h: HoldRequest, notify: (a: Approval, url: string) => void, signal?: AbortSignal): Promise<Verdict> {
+    try {
+      const a = await this.requestApproval(h);
+      if (a.status === 'pending') notify(a, this.approvals!.url(a.id));
+      return await this.awaitApproval(h, a, signal);
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      return { analysis: h.verdict.analysis, decision: { action: 'deny', rule: h.verdict.decision.rule, reason: `approval unavailable: ${(e as Error).message}` }, error: { code: '57P03', message: `this statement needs approval, but the approval service failed: ${(e as Error).message}` } };
+    }
   }
 
   /** Counters for /metrics, fed from every recorded event. */

@@ -5,6 +5,10 @@ import type { AdminOps } from '../admin.js';
 import type { SessionRegistry } from '../protocol/postgres/session.js';
 import { AuthError, type Identity } from '../identity/identity.js';
 import type { Metrics } from './metrics.js';
+import { streamSSE } from 'hono/streaming';
+import { ApprovalError, type Approvals } from '../approvals/service.js';
+import { GRANT_ROLES, type Approval, type ApprovalStatus } from '../approvals/store.js';
+import { parseDuration } from '../util/duration.js';
 
 export type Role = 'admin' | 'auditor' | 'approver' | 'user';
 
@@ -19,6 +23,7 @@ export interface ApiDeps {
   ops: Pick<AdminOps, 'auditList' | 'auditVerify' | 'sensitiveReport'>;
   registry: SessionRegistry;
   metrics: Metrics;
+  approvals?: Approvals;
 }
 
 type Env = { Variables: { identity: Identity; roles: Set<Role> } };
@@ -30,7 +35,18 @@ export function rolesOf(cfg: ApiConfig, id: Identity): Set<Role> {
   return roles;
 }
 
-const problem = (c: Context, status: 400 | 401 | 403 | 404, message: string) => c.json({ error: message }, status);
+const problem = (c: Context, status: 400 | 401 | 403 | 404 | 409 | 503, message: string) => c.json({ error: message }, status);
+
+const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'denied', 'expired', 'executed'];
+
+async function jsonBody(c: Context): Promise<Record<string, unknown> | undefined> {
+  try {
+    const b = await c.req.json();
+    return b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : undefined;
+  } catch {
+    return c.req.header('content-length') === '0' || !c.req.header('content-type') ? {} : undefined;
+  }
+}
 
 /** The HTTP API: health, metrics, audit, the sensitive-data report and live sessions. Tokens are the same as on the wire. */
 export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
@@ -125,6 +141,104 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     });
   });
 
+  // ---- approvals and just-in-time grants. Approvers (and admins) see and decide every request; anyone sees their own.
+  const approvals = d.approvals;
+  const mayDecide = (c: Context<Env>) => need(c, 'approver');
+  const visible = (c: Context<Env>, a: Approval) => mayDecide(c) || a.requester === c.get('identity').subject || a.acting_for === c.get('identity').subject;
+  app.use('/api/approvals/*', async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
+  app.use('/api/grants', async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
+  app.get('/api/approvals', async (c) => {
+    if (!approvals) return problem(c, 503, 'approvals are not enabled on this gateway');
+    const q = c.req.query();
+    const status = q.status ? q.status.split(',') : undefined;
+    if (status?.some((x) => !STATUSES.includes(x as ApprovalStatus))) return problem(c, 400, `status must be among ${STATUSES.join(', ')}`);
+    if (q.kind && q.kind !== 'statement' && q.kind !== 'grant') return problem(c, 400, 'kind must be statement or grant');
+    const requester = mayDecide(c) ? q.requester : c.get('identity').subject;
+    const list = await approvals.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester, limit: Number(q.limit ?? 200) || 200 });
+    return c.json({ approvals: list.filter((a) => visible(c, a)) });
+  });
+  app.get('/api/approvals/:id', async (c) => {
+    const a = await approvals!.get(c.req.param('id'));
+    if (!a || !visible(c, a)) return problem(c, 404, 'no such approval request');
+    return c.json({ approval: a, url: approvals!.url(a.id) });
+  });
+  for (const action of ['approve', 'deny'] as const) {
+    app.post(`/api/approvals/:id/${action}`, async (c) => {
+      const body = await jsonBody(c);
+      if (!body) return problem(c, 400, 'send a JSON body: { "reason"?: "..." }');
+      const id = c.req.param('id');
+      const me = c.get('identity');
+      const a = await approvals!.get(id);
+      if (!a || !visible(c, a)) return problem(c, 404, 'no such approval request');
+      // Requesters may withdraw (deny) their own request; deciding anyone else's needs the approver role.
+      const own = a.requester === me.subject || a.acting_for === me.subject;
+      if (!mayDecide(c) && !(own && action === 'deny')) return problem(c, 403, 'the approver or admin role is required');
+      try {
+        const r = await approvals!.decide(id, me, action, typeof body.reason === 'string' ? body.reason : undefined);
+        return c.json({ approval: r });
+      } catch (e) {
+        if (e instanceof ApprovalError) return problem(c, e.status, e.message);
+        throw e;
+      }
+    });
+  }
+  app.post('/api/grants', async (c) => {
+    const body = await jsonBody(c);
+    if (!body) return problem(c, 400, 'send a JSON body: { "database", "role", "duration", "reason" }');
+    const role = body.role;
+    if (typeof role !== 'string' || !GRANT_ROLES.includes(role as never)) return problem(c, 400, `role must be one of ${GRANT_ROLES.join(', ')}`);
+    if (typeof body.database !== 'string' || !body.database) return problem(c, 400, 'database must be a database name or glob');
+    let seconds: number;
+    try {
+      seconds = parseDuration(body.duration as string | number);
+    } catch (e) {
+      return problem(c, 400, (e as Error).message);
+    }
+    try {
+      const a = await approvals!.requestGrant(c.get('identity'), { database: body.database, role: role as never, duration_s: seconds, reason: typeof body.reason === 'string' ? body.reason : '' });
+      return c.json({ approval: a, url: approvals!.url(a.id) }, 201);
+    } catch (e) {
+      if (e instanceof ApprovalError) return problem(c, e.status, e.message);
+      throw e;
+    }
+  });
+  /** Server-sent events: every change to an approval the caller may see (`event: approval`), plus keep-alives. */
+  app.get('/api/events', (c) => {
+    if (!approvals) return problem(c, 503, 'approvals are not enabled on this gateway');
+    return streamSSE(c, async (stream) => {
+      const queue: Approval[] = [];
+      let wake: (() => void) | undefined;
+      const onChange = (a: Approval) => {
+        if (!visible(c, a)) return;
+        queue.push(a);
+        wake?.();
+      };
+      approvals.on('change', onChange);
+      let open = true;
+      stream.onAbort(() => {
+        open = false;
+        wake?.();
+      });
+      try {
+        await stream.writeSSE({ event: 'hello', data: JSON.stringify({ subject: c.get('identity').subject }) });
+        while (open) {
+          while (queue.length) {
+            const a = queue.shift()!;
+            await stream.writeSSE({ event: 'approval', id: `${a.id}:${a.version}`, data: JSON.stringify(a) });
+          }
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            setTimeout(resolve, 15_000);
+          });
+          wake = undefined;
+          if (open && !queue.length) await stream.writeSSE({ event: 'ping', data: '{}' });
+        }
+      } finally {
+        approvals.off('change', onChange);
+      }
+    });
+  });
+
   app.get('/api/sessions', (c) => {
     if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
     return c.json({
@@ -141,6 +255,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
         statements: s.info.statements,
         transaction: s.info.txStatus,
         current_sql: s.info.currentSql,
+        awaiting_approval: s.info.awaitingApproval,
       })),
     });
   });
@@ -182,6 +297,12 @@ const OPENAPI = {
     '/api/audit/export': { get: { summary: 'Audit events as JSONL or CSV (auditor); same filters as /api/audit, plus format=jsonl|csv', responses: { '200': { description: 'file' } } } },
     '/api/policy': { get: { summary: 'The loaded policy', responses: { '200': { description: 'policy' } } } },
     '/api/policy/test': { post: { summary: 'Would this be allowed? { sql, database, identity? } (another identity needs admin)', responses: { '200': { description: '{ decision, rule, reason, statements }' } } } },
+    '/api/approvals': { get: { summary: 'Approval requests (held statements and grant requests), newest first: all for approvers, your own otherwise', parameters: ['status', 'kind', 'requester', 'limit'].map((name) => ({ name, in: 'query', schema: { type: 'string' } })), responses: { '200': { description: '{ approvals }' } } } },
+    '/api/approvals/{id}': { get: { summary: 'One request with its preview and votes', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval, url }' }, '404': { description: 'not found or not yours' } } } },
+    '/api/approvals/{id}/approve': { post: { summary: 'Approve { reason? } (approver; never your own request)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval }' }, '403': { description: 'not an approver, not in the approver groups, or your own request' }, '409': { description: 'already decided, expired, or you already voted' } } } },
+    '/api/approvals/{id}/deny': { post: { summary: 'Deny { reason? } (approver; requesters may withdraw their own)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval }' } } } },
+    '/api/grants': { post: { summary: 'Request a just-in-time grant { database, role: read|write|ddl|admin, duration: "1h", reason }', responses: { '201': { description: '{ approval, url }' } } } },
+    '/api/events': { get: { summary: 'Server-sent events: approval changes you may see (event: approval)', responses: { '200': { description: 'text/event-stream' } } } },
     '/api/sessions': { get: { summary: 'Live sessions of this gateway process (auditor)', responses: { '200': { description: '{ sessions }' } } } },
     '/api/sessions/{id}': { delete: { summary: 'Terminate a live session (admin)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'terminated' }, '404': { description: 'no such session' } } } },
   },

@@ -3,7 +3,7 @@ import os from 'node:os';
 import { sql, type Kysely, type Insertable } from 'kysely';
 import type { Database, AuditEventsTable } from '../store/schema.js';
 
-export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error';
+export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval';
 
 /** One audit record. Only defined fields are serialized. */
 export interface AuditEvent {
@@ -42,6 +42,8 @@ export interface AuditEvent {
   statements?: number;
   /** Cells masked in the result, by detector type or column rule. */
   masked?: Record<string, number>;
+  /** The approval request a held statement ran under, or that an approval event is about. */
+  approval_id?: string;
   /** The identity is exempt from masking and saw cleartext. */
   masking_exempt?: boolean;
   details?: Record<string, unknown>;

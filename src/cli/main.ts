@@ -8,6 +8,7 @@ import { AuditLog, storeSink, type StoredEvent } from '../audit/audit.js';
 import { loadPolicy, evaluate } from '../policy/policy.js';
 import { analyzeUncached, loadParser } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type IdentityKind } from '../identity/identity.js';
+import type { Approval } from '../approvals/store.js';
 
 const HELP = `sluice — identity-aware database gateway
 
@@ -27,6 +28,14 @@ usage: sluice <command> [options]
               [--acting-for PERSON] [--expires 30d]
   keys list                   list keys (secrets are never shown again)
   keys revoke ID
+  approvals list [--status pending,approved,...] [--kind statement|grant] [--json]
+  approvals show ID           one request: SQL, requester, preview, votes
+  approvals approve ID [--reason R]
+  approvals deny ID [--reason R]
+  request --db DB --role read|write|ddl|admin --for 1h --reason R [--wait]
+                              ask for a just-in-time grant; approved, matching statements pass until it ends
+        (approvals and request act as you through the HTTP API: --token T or $SLUICE_TOKEN, your OIDC token
+         or Sluice key; --api URL or $SLUICE_API, default from the config's api.listen)
   policy check [FILE]         validate a policy file (default: the config's)
   policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
                               show what the policy decides for a statement
@@ -65,6 +74,49 @@ async function withOps<T>(cfg: SluiceConfig, fn: (ops: AdminOps) => Promise<T>):
     await audit.close();
     await store.close();
   }
+}
+
+/** Call the gateway's HTTP API as the person holding the token. */
+async function apiCall(values: Record<string, string | boolean | undefined>, method: string, path: string, body?: unknown): Promise<any> {
+  const token = (values.token as string | undefined) ?? process.env.SLUICE_TOKEN;
+  if (!token) throw new UsageError('this command acts as you: pass --token (or set SLUICE_TOKEN) with your OIDC token or Sluice key');
+  let base = (values.api as string | undefined) ?? process.env.SLUICE_API;
+  if (!base) {
+    const file = configPath(values.config as string | undefined);
+    if (!fs.existsSync(file)) throw new UsageError('no API address: pass --api URL, set SLUICE_API, or point -c at a config with api.listen');
+    const cfg = loadConfig(file, { secrets: false });
+    if (!cfg.api) throw new UsageError(`${file} has no api section: pass --api URL or set SLUICE_API`);
+    base = `http://${cfg.api.listen.host}:${cfg.api.listen.port}`;
+  }
+  let r: Response;
+  try {
+    r = await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+  } catch (e) {
+    throw new Error(`cannot reach the Sluice API at ${base}: ${(e as Error & { cause?: Error }).cause?.message ?? (e as Error).message}`);
+  }
+  const data = (await r.json().catch(() => ({}))) as { error?: string };
+  if (!r.ok) throw new Error(`${r.status}: ${data.error ?? r.statusText}`);
+  return data;
+}
+
+function formatApproval(a: Approval, long = false): string {
+  const what = a.kind === 'grant' ? `grant ${a.role} on ${a.database} for ${a.duration_s}s: ${JSON.stringify(a.justification)}` : `${a.database}: ${JSON.stringify(a.sql && a.sql.length > 120 && !long ? a.sql.slice(0, 117) + '...' : a.sql)}`;
+  const votes = a.votes.map((v) => `${v.action === 'approve' ? '+' : '-'}${v.by}${v.reason ? `(${JSON.stringify(v.reason)})` : ''}`).join(' ');
+  const line = `${a.id}  ${a.status.padEnd(8)} ${a.requester}${a.acting_for ? ` for ${a.acting_for}` : ''}  ${what}${votes ? `  votes ${votes}` : ''}${a.quorum > 1 ? ` (quorum ${a.quorum})` : ''}`;
+  if (!long) return line;
+  const extra = [`  created ${a.created_at}, ${a.status === 'pending' ? 'expires' : 'valid until'} ${a.expires_at}${a.rule ? `, rule ${a.rule}` : ''}${a.policy_reason ? ` (${a.policy_reason})` : ''}`];
+  if (a.params?.length) extra.push(`  parameters ${JSON.stringify(a.params)}`);
+  if (a.approver_groups.length) extra.push(`  approvers: members of ${a.approver_groups.join(', ')}`);
+  if (a.grant_expires_at) extra.push(`  grant until ${a.grant_expires_at}`);
+  const p = a.preview;
+  if (p) {
+    if (p.kind === 'rows' && p.rows_affected !== undefined) extra.push(`  preview: would affect ${p.rows_affected} rows (${p.note ?? ''})`);
+    for (const o of p.objects ?? []) extra.push(`  preview: ${o.command} ${o.name}${o.rows !== undefined ? ` (${o.rows} rows)` : ''}`);
+    if (p.error) extra.push(`  preview failed: ${p.error}`);
+    else if (p.kind === 'none' && p.note) extra.push(`  preview: ${p.note}`);
+  }
+  if (a.outcome) extra.push(`  outcome: ${a.outcome.error ? `error ${a.outcome.error}` : `${a.outcome.rows} rows`}`);
+  return [line, ...extra].join('\n');
 }
 
 function formatEvent(e: StoredEvent): string {
@@ -188,6 +240,41 @@ export async function main(argv: string[]): Promise<number> {
         return ok ? 0 : 1;
       }
       throw new UsageError('usage: sluice keys create|list|revoke');
+    }
+    case 'approvals': {
+      const { values, positionals } = opts(rest, { token: { type: 'string' }, api: { type: 'string' }, status: { type: 'string' }, kind: { type: 'string' }, reason: { type: 'string' }, json: { type: 'boolean' } });
+      const show = (a: Approval, long: boolean) => out(values.json ? JSON.stringify(a) : formatApproval(a, long));
+      if (sub === 'list') {
+        const q = new URLSearchParams();
+        if (values.status) q.set('status', String(values.status));
+        if (values.kind) q.set('kind', String(values.kind));
+        const r = await apiCall(values, 'GET', `/api/approvals?${q}`);
+        for (const a of r.approvals as Approval[]) show(a, false);
+        if (!values.json && !r.approvals.length) process.stderr.write('no approval requests\n');
+        return 0;
+      }
+      const id = positionals[0];
+      if (!id || !['show', 'approve', 'deny'].includes(String(sub))) throw new UsageError('usage: sluice approvals list | show ID | approve ID [--reason R] | deny ID [--reason R]');
+      if (sub === 'show') {
+        show((await apiCall(values, 'GET', `/api/approvals/${encodeURIComponent(id)}`)).approval, true);
+        return 0;
+      }
+      const r = await apiCall(values, 'POST', `/api/approvals/${encodeURIComponent(id)}/${sub}`, { reason: values.reason });
+      show(r.approval, false);
+      return 0;
+    }
+    case 'request': {
+      const { values } = opts(argv.slice(1), { token: { type: 'string' }, api: { type: 'string' }, db: { type: 'string' }, role: { type: 'string' }, for: { type: 'string' }, reason: { type: 'string' }, wait: { type: 'boolean' }, json: { type: 'boolean' } });
+      for (const k of ['db', 'role', 'for', 'reason'] as const) if (!values[k]) throw new UsageError(`request needs --${k} (sluice request --db DB --role write --for 1h --reason "...")`);
+      const r = await apiCall(values, 'POST', '/api/grants', { database: values.db, role: values.role, duration: values.for, reason: values.reason });
+      let a = r.approval as Approval;
+      if (!values.json) process.stderr.write(`requested ${a.id}: ${r.url}\n`);
+      while (values.wait && a.status === 'pending') {
+        await new Promise((res) => setTimeout(res, 1000));
+        a = (await apiCall(values, 'GET', `/api/approvals/${a.id}`)).approval;
+      }
+      out(values.json ? JSON.stringify(a) : formatApproval(a, true));
+      return !values.wait || a.status === 'approved' ? 0 : 1;
     }
     case 'policy': {
       const { values, positionals } = opts(rest, { sql: { type: 'string' }, subject: { type: 'string' }, groups: { type: 'string' }, kind: { type: 'string' }, database: { type: 'string' } });

@@ -4,7 +4,7 @@ import { FLAGS, STATEMENT_CLASSES, type Analysis, type StatementInfo } from '../
 import { IDENTITY_KINDS, type Identity } from '../identity/identity.js';
 import { MASKERS, type MaskerName } from '../masking/maskers.js';
 
-export const ACTIONS = ['allow', 'deny'] as const;
+export const ACTIONS = ['allow', 'deny', 'require_approval'] as const;
 export type Action = (typeof ACTIONS)[number];
 
 export interface RuleMatch {
@@ -19,12 +19,24 @@ export interface RuleMatch {
   destructive?: boolean;
   flags?: (typeof FLAGS)[number][];
 }
+/** How a `require_approval` rule is reviewed. */
+export interface ApprovalSpec {
+  /** Groups whose members may approve (default: anyone with the API approver or admin role). */
+  approvers?: string[];
+  /** Distinct approvers needed (default 1). */
+  quorum?: number;
+  /** Seconds the client's statement waits for a decision before it fails (default: the gateway's setting). */
+  timeout_s?: number;
+}
 export interface Rule {
   name: string;
   description?: string;
   match?: RuleMatch;
   action: Action;
   reason?: string;
+  approval?: ApprovalSpec;
+  /** false: an approved just-in-time grant does not override this rule (default true). */
+  grants?: boolean;
   /** file:line of the rule, for error messages and audit. */
   source?: string;
 }
@@ -111,6 +123,16 @@ export const POLICY_SCHEMA = {
           description: { type: 'string' },
           action: { enum: [...ACTIONS] },
           reason: { type: 'string' },
+          grants: { type: 'boolean' },
+          approval: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              approvers: stringList,
+              quorum: { type: 'integer', minimum: 1, maximum: 10 },
+              timeout_s: { type: 'integer', minimum: 1, maximum: 86400 },
+            },
+          },
           match: {
             type: 'object',
             additionalProperties: false,
@@ -161,6 +183,7 @@ function finish(file: string, { value, locate, fail }: ParsedYaml<Policy>): Poli
     r.source = locate(['rules', i]);
     const prev = seen.get(r.name);
     if (prev) throw fail(['rules', i], `duplicate rule name "${r.name}" (first defined at ${prev})`);
+    if (r.approval && r.action !== 'require_approval') throw fail(['rules', i, 'approval'], `rule "${r.name}": "approval" only applies to action require_approval`);
     seen.set(r.name, r.source);
   });
   return { ...value, default: value.default ?? 'deny', file };
@@ -212,11 +235,17 @@ export interface Decision {
   reason: string;
   /** Index of the statement that decided a denial. */
   statement?: number;
+  /** require_approval: how it is reviewed. */
+  approval?: ApprovalSpec;
+  /** false when a just-in-time grant may not override this decision. */
+  grants?: boolean;
 }
+
+const SEVERITY: Record<Action, number> = { allow: 0, require_approval: 1, deny: 2 };
 
 /**
  * First matching rule wins, per statement. A message is allowed only when every statement in it is allowed;
- * the first denied statement decides the message.
+ * otherwise the first denied statement decides it, else the first one that needs approval.
  */
 export function evaluate(policy: Policy, ctx: EvalContext, analysis: Analysis): Decision {
   const rules = policy.rules.filter((r) => !r.match || identityMatches(r.match, ctx));
@@ -227,9 +256,9 @@ export function evaluate(policy: Policy, ctx: EvalContext, analysis: Analysis): 
     const s: StatementInfo = analysis.statements.length > 1 ? { ...raw, flags: [...raw.flags, 'multi-statement'] } : raw;
     const rule = rules.find((r) => !r.match || statementMatches(r.match, s));
     const d: Decision = rule
-      ? { action: rule.action, rule: rule.name, reason: rule.reason ?? rule.description ?? '', statement: i }
+      ? { action: rule.action, rule: rule.name, reason: rule.reason ?? rule.description ?? '', statement: i, approval: rule.approval, grants: rule.grants }
       : { action: policy.default, rule: 'default', reason: policy.default_reason ?? 'no policy rule allows this statement', statement: i };
-    if (d.action === 'deny' || !allowed) allowed = d;
+    if (!allowed || SEVERITY[d.action] > SEVERITY[allowed.action]) allowed = d;
   });
   return allowed ?? { action: 'allow', rule: 'empty', reason: 'empty query' };
 }

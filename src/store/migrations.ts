@@ -41,6 +41,28 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0002_approvals': {
+    async up(db: Kysely<any>) {
+      // One row per request (held statement or just-in-time grant); the full record is JSON in payload, the
+      // columns are what lookups filter on. version gives optimistic concurrency between gateway processes.
+      await db.schema
+        .createTable('approvals')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('requester', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text')
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .addColumn('payload', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('approvals_status').on('approvals').columns(['status', 'kind']).execute();
+      await db.schema.createIndex('approvals_requester').on('approvals').columns(['requester', 'hash']).execute();
+      await db.schema.createIndex('approvals_updated').on('approvals').column('updated_at').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

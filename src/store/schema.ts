@@ -31,8 +31,22 @@ export interface ApiKeysTable {
   last_used_at: Date | null;
 }
 
+export interface ApprovalsTable {
+  id: string;
+  kind: string;
+  status: string;
+  requester: string;
+  hash: string | null;
+  created_at: Date;
+  updated_at: Date;
+  expires_at: Date;
+  version: number;
+  payload: string;
+}
+
 export interface Database {
   audit_events: AuditEventsTable;
+  approvals: ApprovalsTable;
   api_keys: ApiKeysTable;
   sluice_meta: { key: string; value: string; id?: Generated<number> };
 }

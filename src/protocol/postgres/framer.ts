@@ -14,12 +14,19 @@ export class Framer {
     return this.buf.length;
   }
 
+  /** Keep a chunk without looking at it (input arriving while the reader is paused). */
+  append(chunk: Buffer): void {
+    if (this.buf.length + chunk.length > this.maxMessage + (1 << 20)) throw new ProtocolError('too much input while a statement is held', '54000');
+    this.buf = this.buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buf, chunk]);
+  }
+
   /**
    * Append a chunk and return the buffer plus the end offset of the last complete message. Messages are
    * [type][len][body]; `visit` is called for each with (type, start, end) where end is exclusive.
-   * Throws ProtocolError on an invalid or oversized length.
+   * Throws ProtocolError on an invalid or oversized length. A visitor returning true stops the walk before that
+   * message: it and everything after it stay buffered for the next push.
    */
-  push(chunk: Buffer, visit: (type: number, buf: Buffer, start: number, end: number) => void): void {
+  push(chunk: Buffer, visit: (type: number, buf: Buffer, start: number, end: number) => boolean | void): void {
     const buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     let pos = 0;
     while (buf.length - pos >= 5) {
@@ -28,7 +35,7 @@ export class Framer {
       if (len > this.maxMessage) throw new ProtocolError(`message of ${len} bytes exceeds the limit of ${this.maxMessage} bytes`, '54000');
       const end = pos + 1 + len;
       if (end > buf.length) break;
-      visit(buf[pos]!, buf, pos, end);
+      if (visit(buf[pos]!, buf, pos, end) === true) break;
       pos = end;
     }
     // Keep only the incomplete tail (copy so the big chunk can be freed).

@@ -14,6 +14,7 @@ import { mayContainSensitive } from '../../masking/detectors.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { globMatch } from '../../util/glob.js';
+import type { Approval } from '../../approvals/store.js';
 
 export interface SessionLimits {
   /** Largest frontend message accepted after startup. */
@@ -45,6 +46,8 @@ export interface SessionInfo {
   statements: number;
   /** Last ReadyForQuery status: I idle, T in a transaction, E in a failed transaction. */
   txStatus: string;
+  /** The approval request the session's current statement is held for. */
+  awaitingApproval?: string;
 }
 
 /** Live sessions and cancel keys, shared by all sessions of one engine. */
@@ -73,10 +76,12 @@ export class SessionRegistry {
 /** What the gateway expects back from the upstream for each message it forwarded, in order. */
 type Item =
   | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
+  /** An Execute refused after its approval was denied: answered by the error of an injected failing Parse. */
+  | { k: 'denied'; verdict: Verdict }
   | { k: 'parse'; verdict: Verdict }
   | { k: 'bind' }
   | { k: 'describe'; stmt?: Prepared; portal?: Portal; internal?: boolean }
-  | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
+  | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; approvalId?: string }
   | { k: 'close' }
   | { k: 'sync'; epoch: number }
   | { k: 'fastpath'; verdict: Verdict };
@@ -88,6 +93,8 @@ interface Prepared {
   rule: string;
   /** Result columns from a Describe of the statement (formats not yet known). */
   fields?: Field[];
+  /** The policy holds its executions for approval (per execution: the approval binds the parameters). */
+  hold?: Verdict;
 }
 
 interface Portal {
@@ -98,6 +105,9 @@ interface Portal {
   formats: number[];
   /** Result columns from a Describe of the portal (formats known). */
   fields?: Field[];
+  /** Bind parameters, kept only for statements held for approval (text, or \\x hex when sent in binary). */
+  params?: (string | null)[];
+  binaryParams?: boolean;
 }
 
 const maskedFields = (m: MaskCounts | undefined) => (m?.size ? { masked: Object.fromEntries(m) } : {});
@@ -117,12 +127,15 @@ const tag = (rows: string) => {
   return Number.isFinite(n) ? n : 0;
 };
 
+/** Returned by a message handler to stop reading before this message (it stays buffered; see PgSession.hold). */
+const HOLD = Symbol('hold');
+
 /**
  * Feed a chunk through a framer and write out what must go on: runs of messages the handler leaves alone (it
  * returns undefined) are written as single slices of the received bytes; a Buffer it returns is written in place
- * of the message; null drops the message.
+ * of the message; null drops the message; HOLD stops before the message, leaving it and the rest buffered.
  */
-function relay(framer: Framer, chunk: Buffer, onMessage: (type: number, b: Buffer, start: number, end: number) => Buffer | null | undefined, write: (b: Buffer) => void): void {
+function relay(framer: Framer, chunk: Buffer, onMessage: (type: number, b: Buffer, start: number, end: number) => Buffer | null | undefined | typeof HOLD, write: (b: Buffer) => void): void {
   let buf: Buffer | undefined;
   let runStart = 0;
   let runEnd = 0;
@@ -141,8 +154,12 @@ function relay(framer: Framer, chunk: Buffer, onMessage: (type: number, b: Buffe
       return;
     }
     flushRun();
-    if (replacement) write(replacement);
     runStart = runEnd = end;
+    if (replacement === HOLD) {
+      buf = undefined;
+      return true;
+    }
+    if (replacement) write(replacement);
   });
   flushRun();
 }
@@ -222,6 +239,7 @@ export class PgSession {
     this.closeReason ||= reason;
     clearTimeout(this.authTimer);
     clearTimeout(this.expiryTimer);
+    this.holdAbort?.abort();
     const u = this.upstream;
     if (u && !u.destroyed) {
       // A client that vanished mid-query must not leave its statement running upstream.
@@ -440,12 +458,18 @@ export class PgSession {
 
   cancelFromClient(secret: number): void {
     if (secret !== this.secret || !this.upstreamPid) return;
+    if (this.holding) {
+      // The held statement has not reached the upstream: end the wait instead (the request stays open).
+      this.holdAbort?.abort();
+      return;
+    }
     void cancelUpstream(this.cfg.upstream, this.upstreamPid, this.upstreamSecret);
   }
 
   // ---------------------------------------------------------------- client -> upstream
 
   private onClientMessages(d: Buffer): void {
+    if (this.holding) return this.clientFramer.append(d);
     const u = this.upstream!;
     u.cork();
     try {
@@ -458,14 +482,16 @@ export class PgSession {
   }
 
   /** Returns undefined to forward the message as is, a Buffer to send instead, or null to drop it. */
-  private onClientMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined {
+  private onClientMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined | typeof HOLD {
     if (this.phase !== 'ready') return null;
     switch (type) {
       case 0x51 /* Q */: {
         const sql = pick(b, start, end).cstring();
         this.info.currentSql = sql;
+        const resolved = this.takeResolved();
+        const verdict = resolved ?? this.decide(sql);
+        if (verdict.decision.action === 'require_approval') return this.hold({ sql, verdict }, 'simple');
         this.info.statements++;
-        const verdict = this.decide(sql);
         const item: Item = { k: 'query', epoch: ++this.epoch, sql, verdict, t0: performance.now(), rows: 0 };
         this.items.push(item);
         if (verdict.error) {
@@ -493,38 +519,59 @@ export class PgSession {
           throw new ProtocolError(`too many prepared statements in one session (limit ${this.cfg.limits.maxPrepared})`, '53400');
         }
         this.trackSqlPrepared(verdict);
-        this.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule });
+        // A statement held for approval is parsed upstream (harmless); each execution waits for its approval.
+        const hold = verdict.decision.action === 'require_approval' ? verdict : undefined;
+        this.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule, hold });
         return undefined;
       }
       case 0x42 /* B */: {
         const r = pick(b, start, end);
         const portal = r.cstring();
         const stmt = r.cstring();
+        const prepared = this.statements.get(stmt);
         const nParamFormats = r.int16();
-        for (let i = 0; i < nParamFormats; i++) r.int16();
+        const paramFormats: number[] = [];
+        for (let i = 0; i < nParamFormats; i++) paramFormats.push(r.int16());
         const nParams = r.int16();
+        const params: (string | null)[] | undefined = prepared?.hold ? [] : undefined;
+        let binaryParams = false;
         for (let i = 0; i < nParams; i++) {
           const len = r.int32();
-          if (len > 0) r.bytes(len);
+          const v = len > 0 ? r.bytes(len) : undefined;
+          if (!params) continue;
+          const binary = (nParamFormats === 1 ? paramFormats[0] : paramFormats[i]) === 1;
+          binaryParams ||= binary;
+          params.push(len < 0 ? null : binary ? `\\x${(v ?? Buffer.alloc(0)).toString('hex')}` : (v?.toString('utf8') ?? ''));
         }
         const nFormats = r.int16();
         const formats: number[] = [];
         for (let i = 0; i < nFormats; i++) formats.push(r.int16());
-        this.portals.set(portal, { stmt: this.statements.get(stmt), formats, epoch: this.epoch + 1 });
+        this.portals.set(portal, { stmt: prepared, formats, epoch: this.epoch + 1, params, binaryParams });
         this.items.push({ k: 'bind' });
         return undefined;
       }
       case 0x45 /* E */: {
         const portal = pick(b, start, end).cstring();
         const p = this.portals.get(portal);
-        this.info.statements++;
+        let approvalId: string | undefined;
+        if (p?.stmt?.hold) {
+          const resolved = this.takeResolved();
+          if (!resolved) return this.hold({ sql: p.stmt.sql, verdict: p.stmt.hold, params: p.params, binaryParams: p.binaryParams }, 'extended', p.stmt.name);
+          this.info.statements++;
+          if (resolved.error) {
+            // Denied or timed out: fail this Execute's slot so the upstream skips to Sync as for any error.
+            this.items.push({ k: 'denied', verdict: resolved });
+            return m.parse(deniedSql().toLowerCase(), deniedSql(), []);
+          }
+          approvalId = resolved.approvalId;
+        } else this.info.statements++;
         // Rows of a portal whose columns were never described cannot be masked reliably (binary formats): when
         // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
         // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
         const target = p ?? { formats: [], epoch: this.epoch + 1 };
         const blind = !target.fields && !target.stmt?.fields && this.governor.scansText(this.identity!, target.stmt?.analysis);
         if (blind) this.items.push({ k: 'describe', portal: target, internal: true });
-        this.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(target) });
+        this.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(target), approvalId });
         return blind ? Buffer.concat([m.describe('P', portal), b.subarray(start, end)]) : undefined;
       }
       case 0x44 /* D */: {
@@ -565,6 +612,68 @@ export class PgSession {
       default:
         throw new ProtocolError(`invalid frontend message type ${type} ('${String.fromCharCode(type)}')`);
     }
+  }
+
+  // ---------------------------------------------------------------- approval holds
+
+  private holding = false;
+  private holdAbort?: AbortController;
+  /** The outcome of a hold, for the held message when it is read again. */
+  private resolved?: Verdict;
+
+  private takeResolved(): Verdict | undefined {
+    const r = this.resolved;
+    this.resolved = undefined;
+    return r;
+  }
+
+  /**
+   * The policy holds this message for approval: stop reading client input before it (it stays buffered, as does
+   * anything pipelined behind it), tell the client where to get it approved, and once decided read it again with
+   * the outcome: approved runs it in place; denied or timed out answers it with an error; the session goes on.
+   */
+  private hold(req: { sql: string; verdict: Verdict; params?: (string | null)[]; binaryParams?: boolean }, protocol: 'simple' | 'extended', name?: string): typeof HOLD {
+    this.holding = true;
+    this.client.pause();
+    const abort = new AbortController();
+    this.holdAbort = abort;
+    const rule = req.verdict.decision.rule;
+    const notify = (a: Approval, url: string) => {
+      this.info.awaitingApproval = a.id;
+      const need = a.quorum > 1 ? `${a.quorum} approvals` : 'approval';
+      this.writeClient(
+        m.noticeResponse({
+          severity: 'NOTICE',
+          code: '01000',
+          message: `awaiting approval ${a.id}: ${url}`,
+          detail: `Sluice policy rule "${rule}" needs ${need}${a.approver_groups.length ? ` from ${a.approver_groups.join(' or ')}` : ''} before this ${protocol === 'extended' && name ? `prepared statement "${name}"` : 'statement'} runs${req.verdict.decision.reason ? ` (${req.verdict.decision.reason})` : ''}.`,
+          hint: `It runs as soon as it is approved; it waits until ${a.expires_at}. Cancel (Ctrl-C) to stop waiting.`,
+        }),
+      );
+    };
+    this.governor.hold({ identity: this.identity!, database: this.database, sessionId: this.id, sql: req.sql, params: req.params, binaryParams: req.binaryParams, verdict: req.verdict }, notify, abort.signal).then(
+      (v) => this.release(v),
+      () => {
+        const id = this.info.awaitingApproval;
+        this.release({
+          analysis: req.verdict.analysis,
+          approvalId: id,
+          decision: { action: 'deny', rule, reason: 'canceled by the client while awaiting approval' },
+          error: { code: '57014', message: 'canceling statement due to user request', detail: id ? `Approval request ${id} stays open: run the same statement again to wait for it (it runs at once if approved meanwhile).` : undefined },
+        });
+      },
+    );
+    return HOLD;
+  }
+
+  private release(v: Verdict): void {
+    this.holding = false;
+    this.holdAbort = undefined;
+    this.info.awaitingApproval = undefined;
+    if (this.phase !== 'ready') return;
+    this.resolved = v;
+    this.client.resume();
+    this.onClientMessages(Buffer.alloc(0));
   }
 
   private decide(sql: string): Verdict {
@@ -638,7 +747,7 @@ export class PgSession {
         // No pending request (asynchronous, e.g. the server shutting down) or an error raised by Sync itself
         // (a deferred constraint at implicit commit): pass it through; ReadyForQuery follows.
         if (!head || head.k === 'sync') return undefined;
-        const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' ? head.verdict.error : undefined;
+        const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' || head.k === 'denied' ? head.verdict.error : undefined;
         if (head.k === 'query') {
           if (!denied) head.error = m.parseErrorFields(b, start, end);
           return denied ? this.errorFor(denied) : undefined;
@@ -743,15 +852,18 @@ export class PgSession {
   }
 
   private auditDenied(sql: string, v: Verdict, protocol: 'simple' | 'extended', name?: string): void {
-    this.governor.record({ type: 'statement', ...this.base(), sql, protocol, statement_name: name || undefined, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error?.message, error_code: v.error?.code });
+    this.governor.record({ type: 'statement', ...this.base(), sql, protocol, statement_name: name || undefined, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error?.message, error_code: v.error?.code, approval_id: v.approvalId });
   }
 
   private auditQuery(it: Extract<Item, { k: 'query' }>, err?: Record<string, string>): void {
     const e = err ?? it.error;
-    this.governor.record({ type: 'statement', ...this.base(), sql: it.sql, protocol: 'simple', ...analysisFields(it.verdict.analysis), decision: 'allow', rule: it.verdict.decision.rule, ...maskedFields(it.masked), ...this.exemptField(it.rows), rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: e?.message, error_code: e?.code });
+    const approvalId = it.verdict.approvalId;
+    this.governor.record({ type: 'statement', ...this.base(), sql: it.sql, protocol: 'simple', ...analysisFields(it.verdict.analysis), decision: 'allow', rule: it.verdict.decision.rule, ...maskedFields(it.masked), ...this.exemptField(it.rows), rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: e?.message, error_code: e?.code, approval_id: approvalId });
+    if (approvalId) this.governor.approvals?.recordOutcome(approvalId, { rows: it.rows, error: e?.message });
   }
 
   private auditExecute(it: Extract<Item, { k: 'execute' }>, err?: Record<string, string>): void {
-    this.governor.record({ type: 'statement', ...this.base(), sql: it.stmt?.sql, protocol: 'extended', statement_name: it.stmt?.name || undefined, ...analysisFields(it.stmt?.analysis), decision: 'allow', rule: it.stmt?.rule, ...maskedFields(it.masked), ...this.exemptField(it.rows), rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: err?.message, error_code: err?.code });
+    this.governor.record({ type: 'statement', ...this.base(), sql: it.stmt?.sql, protocol: 'extended', statement_name: it.stmt?.name || undefined, ...analysisFields(it.stmt?.analysis), decision: 'allow', rule: it.stmt?.rule, ...maskedFields(it.masked), ...this.exemptField(it.rows), rows: it.rows, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: err?.message, error_code: err?.code, approval_id: it.approvalId });
+    if (it.approvalId) this.governor.approvals?.recordOutcome(it.approvalId, { rows: it.rows, error: err?.message });
   }
 }

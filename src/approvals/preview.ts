@@ -1,0 +1,114 @@
+import pg from 'pg';
+import type { Analysis, AnalysisFailure } from '../analyze/analyze.js';
+import type { UpstreamTarget } from '../protocol/postgres/upstream.js';
+import type { Approval, Preview } from './store.js';
+
+/** Flags under which running a statement, even in a transaction that is rolled back, could have effects outside it. */
+const UNSAFE_FLAGS = new Set(['do-block', 'dynamic-sql', 'privileged-function', 'copy-program', 'server-file']);
+const DML = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
+/** DDL whose blast radius is the rows of the tables it names. */
+const TABLE_DDL = new Set(['DROP TABLE', 'TRUNCATE', 'ALTER TABLE', 'DROP INDEX', 'CREATE INDEX']);
+
+const quoteIdent = (name: string) =>
+  name
+    .split('.')
+    .map((p) => `"${p.replace(/"/g, '""')}"`)
+    .join('.');
+
+export interface PreviewOptions {
+  upstream: UpstreamTarget;
+  analyze: (sql: string) => Analysis | AnalysisFailure;
+  /** statement_timeout and lock_timeout of the preview (ms). */
+  timeoutMs: number;
+}
+
+async function connect(o: PreviewOptions, database: string): Promise<pg.Client> {
+  const u = o.upstream;
+  const tryConnect = async (ssl: boolean) => {
+    const c = new pg.Client({
+      host: u.host,
+      port: u.port,
+      user: u.user,
+      password: u.password,
+      database,
+      application_name: 'sluice-preview',
+      connectionTimeoutMillis: u.connectTimeoutMs ?? 10_000,
+      ssl: ssl ? { rejectUnauthorized: u.sslRejectUnauthorized ?? false, ca: u.ca } : false,
+    });
+    c.on('error', () => {});
+    await c.connect();
+    return c;
+  };
+  if (u.sslmode === 'require') return tryConnect(true);
+  if (u.sslmode === 'prefer') return tryConnect(true).catch(() => tryConnect(false));
+  return tryConnect(false);
+}
+
+/**
+ * Blast-radius preview for reviewers. Data-changing statements run on a separate upstream connection inside a
+ * transaction that is always rolled back, under statement and lock timeouts, and report the rows they would
+ * affect; DDL is not run: the objects it touches are listed with their current row counts.
+ */
+export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview> {
+  return async (a) => {
+    if (a.kind !== 'statement' || !a.sql) return { kind: 'none' };
+    const r = o.analyze(a.sql);
+    if (!r.ok) return { kind: 'none', note: 'not previewed: the statement does not parse' };
+    const unsafe = r.statements.flatMap((s) => s.flags).find((f) => UNSAFE_FLAGS.has(f));
+    if (unsafe) return { kind: 'none', note: `not previewed: the statement has ${unsafe} (side effects could escape a rolled-back transaction)` };
+    if (r.statements.some((s) => s.class === 'transaction' || s.executes !== undefined)) {
+      return { kind: 'none', note: 'not previewed: transaction control or EXECUTE of a session-prepared statement' };
+    }
+    const t0 = performance.now();
+    if (r.statements.every((s) => DML.has(s.command))) {
+      // Parameters that arrived in binary format are kept hex-encoded for the hash; they cannot be replayed as text.
+      if (a.binary_params) return { kind: 'none', note: 'not previewed: the statement has binary-format parameters' };
+      const params = a.params ?? [];
+      const c = await connect(o, a.database);
+      try {
+        await c.query('BEGIN');
+        await c.query(`SET LOCAL statement_timeout = ${Math.floor(o.timeoutMs)}`);
+        await c.query(`SET LOCAL lock_timeout = ${Math.floor(o.timeoutMs)}`);
+        const res = params.length ? await c.query(a.sql, params) : await c.query(a.sql);
+        const results = Array.isArray(res) ? res : [res];
+        const rows = results.reduce((n, x) => n + (x.rowCount ?? 0), 0);
+        return { kind: 'rows', rows_affected: rows, duration_ms: Math.round(performance.now() - t0), note: 'ran in a transaction that was rolled back' };
+      } catch (e) {
+        return { kind: 'rows', error: (e as Error).message, duration_ms: Math.round(performance.now() - t0) };
+      } finally {
+        await c.query('ROLLBACK').catch(() => {});
+        await c.end().catch(() => {});
+      }
+    }
+    if (r.statements.every((s) => s.class === 'ddl' || s.class === 'admin')) {
+      const objects: NonNullable<Preview['objects']> = [];
+      const needsCounts = r.statements.some((s) => TABLE_DDL.has(s.command) && s.tables.length);
+      const c = needsCounts ? await connect(o, a.database) : undefined;
+      try {
+        if (c) {
+          await c.query('BEGIN READ ONLY');
+          await c.query(`SET LOCAL statement_timeout = ${Math.floor(o.timeoutMs)}`);
+          await c.query(`SET LOCAL lock_timeout = ${Math.floor(o.timeoutMs)}`);
+        }
+        for (const s of r.statements) {
+          for (const t of s.tables) {
+            let rows: number | undefined;
+            if (c && TABLE_DDL.has(s.command)) {
+              const exists = await c.query('SELECT to_regclass($1) IS NOT NULL AS ok', [t.name]);
+              if (exists.rows[0]?.ok) rows = Number((await c.query(`SELECT count(*)::bigint AS n FROM ${quoteIdent(t.name)}`)).rows[0].n);
+            }
+            objects.push({ command: s.command, name: t.name, ...(rows !== undefined ? { rows } : {}) });
+          }
+          if (!s.tables.length) objects.push({ command: s.command, name: '' });
+        }
+        return { kind: 'objects', objects, duration_ms: Math.round(performance.now() - t0), note: 'not run; objects it touches' };
+      } catch (e) {
+        return { kind: 'objects', objects, error: (e as Error).message };
+      } finally {
+        await c?.query('ROLLBACK').catch(() => {});
+        await c?.end().catch(() => {});
+      }
+    }
+    return { kind: 'none', note: 'not previewed: only data-changing statements and DDL are previewed' };
+  };
+}
