@@ -74,21 +74,21 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);
   const upstream = { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password: cfg.upstream.password, sslmode: cfg.upstream.sslmode };
   const ac = cfg.approvals;
-  let cache: Governor['cache'] | undefined;
+  // Bound once the Governor exists: approval events are counted in /metrics like every recorded event.
+  let governor: Governor | undefined;
   const approvals = new Approvals({
     store: opts.remote ? opsApprovalStore(opts.remote) : kyselyApprovalStore(store!.db),
-    audit: (e) => audit.append(e),
+    audit: (e) => governor!.record(e),
     publicUrl: ac.public_url,
     webhookUrl: ac.webhook_url,
     waitTimeoutS: ac.wait_timeout_s,
     validForS: ac.valid_for_s,
     maxGrantS: ac.max_grant_s,
     pollMs: ac.poll_ms,
-    preview: ac.preview.enabled ? makePreview({ upstream, analyze: (sql) => cache!.analyze(sql), timeoutMs: ac.preview.timeout_ms }) : undefined,
+    preview: ac.preview.enabled ? makePreview({ upstream, analyze: (sql) => governor!.cache.analyze(sql), timeoutMs: ac.preview.timeout_ms }) : undefined,
   });
   await approvals.start();
-  const governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals });
-  cache = governor.cache;
+  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals });
   governor.setPolicy(policy);
   const engine: PgEngineConfig = {
     upstream,

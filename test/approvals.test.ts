@@ -143,6 +143,9 @@ describe('approvals: statements held in place', () => {
     // The webhook heard about the request and the approval.
     expect(hooked.find((h) => h.sluice.event === 'requested' && h.sluice.approval.id === a.id)?.text).toContain(a.sql!);
     expect(hooked.some((h) => h.sluice.event === 'approved' && h.sluice.approval.id === a.id)).toBe(true);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^sluice_approval_events_total\{event="approved"\} [1-9]/m);
+    expect(metrics).toMatch(/^sluice_approvals_pending 0$/m);
   });
 
   it('node-postgres, extended protocol inside a transaction: the approval binds the parameters; a denial names the reviewer and the session goes on', async () => {

@@ -75,7 +75,7 @@ describe('sluice CLI against a running gateway with the embedded store', () => {
     fs.writeFileSync(bad, 'version: 1\nrules:\n  - name: x\n    action: alow\n');
     const r = await cli('policy', 'check', bad);
     expect(r.code).toBe(2);
-    expect(r.stderr.trim()).toBe(`sluice: ${bad}:4:13: rules.0.action must be one of: allow, deny`);
+    expect(r.stderr.trim()).toBe(`sluice: ${bad}:4:13: rules.0.action must be one of: allow, deny, require_approval`);
     const good = await cli('policy', 'check', path.join(t.dir, 'policy.yaml'));
     expect(good.stdout).toMatch(/ok \(5 rules, default deny\)/);
     const test = await cli('policy', 'test', path.join(t.dir, 'policy.yaml'), '--sql', 'TRUNCATE orders', '--groups', 'app');

@@ -20,7 +20,7 @@ describe('policy file errors name the exact file:line:col', () => {
     expect(errorOf('version: 1\nrules:\n  - name: a\n    action: allow\n    mtach: {}\n')).toBe('policy.yaml:5:5: unknown key "mtach" in rules.0');
   });
   it('bad enum values', () => {
-    expect(errorOf('version: 1\nrules:\n  - name: a\n    action: permit\n')).toBe('policy.yaml:4:13: rules.0.action must be one of: allow, deny');
+    expect(errorOf('version: 1\nrules:\n  - name: a\n    action: permit\n')).toBe('policy.yaml:4:13: rules.0.action must be one of: allow, deny, require_approval');
     expect(errorOf('version: 1\nrules:\n  - name: a\n    action: deny\n    match:\n      statements: [read, wirte]\n')).toBe('policy.yaml:6:26: rules.0.match.statements.1 must be one of: read, write, ddl, admin, transaction, session, other');
   });
   it('missing required keys', () => {
@@ -86,6 +86,18 @@ describe('policy evaluation', () => {
     expect(decide({ kind: 'service', subject: 'repo:evil/api' }, 'INSERT INTO t VALUES (1)')).toMatchObject({ action: 'deny' });
     expect(decide({ kind: 'service', subject: 'repo:acme/api' }, 'INSERT INTO t VALUES (1)', 'billing')).toMatchObject({ action: 'deny' });
     expect(decide({ kind: 'human', subject: 'repo:acme/api' }, 'INSERT INTO t VALUES (1)')).toMatchObject({ action: 'deny' });
+  });
+  it('require_approval: a message needs approval if any statement does, unless another is denied', () => {
+    const Q = parsePolicy('q.yaml', `version: 1
+rules:
+  - { name: reads, match: { statements: [read] }, action: allow }
+  - { name: writes, match: { statements: [write] }, action: require_approval, approval: { approvers: [dba], quorum: 2, timeout_s: 60 } }
+`);
+    const q = (sql: string) => evaluate(Q, { identity: who({}), database: 'd' }, A(sql));
+    expect(q('SELECT 1; UPDATE t SET a = 1 WHERE id = 2')).toMatchObject({ action: 'require_approval', rule: 'writes', statement: 1, approval: { approvers: ['dba'], quorum: 2, timeout_s: 60 } });
+    expect(q('UPDATE t SET a = 1 WHERE id = 2; DROP TABLE t')).toMatchObject({ action: 'deny', rule: 'default', statement: 1 });
+    expect(errorOf('version: 1\nrules:\n  - name: a\n    action: allow\n    approval: { quorum: 2 }\n')).toBe('policy.yaml:5:15: rule "a": "approval" only applies to action require_approval');
+    expect(errorOf('version: 1\nrules:\n  - name: a\n    action: require_approval\n    approval: { quorum: 0 }\n')).toMatch(/^policy.yaml:5:25: rules.0.approval.quorum must be >= 1/);
   });
   it('a message is allowed only if every statement is; the first denial names the statement', () => {
     const d = decide({ groups: ['analysts'] }, 'BEGIN; SELECT * FROM orders; DELETE FROM orders WHERE id = 1');

@@ -11,6 +11,7 @@ export class Metrics {
   private durationSum = 0;
   private durationCount = 0;
   private sessionsStarted = 0;
+  private approvals = new Map<string, number>();
 
   observe(e: AuditEvent): void {
     if (e.type === 'statement') {
@@ -25,9 +26,13 @@ export class Metrics {
       for (const [t, n] of Object.entries(e.masked ?? {})) this.masked.set(t, (this.masked.get(t) ?? 0) + n);
     } else if (e.type === 'auth_failure') this.authFailures++;
     else if (e.type === 'session_start') this.sessionsStarted++;
+    else if (e.type === 'approval') {
+      const ev = String(e.details?.event ?? '');
+      if (['requested', 'approved', 'denied', 'expired'].includes(ev)) this.approvals.set(ev, (this.approvals.get(ev) ?? 0) + 1);
+    }
   }
 
-  render(gauges: { connections: number; auditBacklog: number; auditHealthy: boolean }): string {
+  render(gauges: { connections: number; auditBacklog: number; auditHealthy: boolean; approvalsPending?: number }): string {
     const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
     const out: string[] = [];
     out.push('# HELP sluice_connections Client sessions currently open.', '# TYPE sluice_connections gauge', `sluice_connections ${gauges.connections}`);
@@ -40,6 +45,9 @@ export class Metrics {
     out.push(`sluice_statement_duration_seconds_bucket{le="+Inf"} ${this.durationCount}`, `sluice_statement_duration_seconds_sum ${this.durationSum}`, `sluice_statement_duration_seconds_count ${this.durationCount}`);
     out.push('# HELP sluice_masked_values_total Values masked in results, by detector type or rule.', '# TYPE sluice_masked_values_total counter');
     for (const [k, n] of this.masked) out.push(`sluice_masked_values_total{kind="${esc(k)}"} ${n}`);
+    out.push('# HELP sluice_approval_events_total Approval requests made here and their outcomes decided here.', '# TYPE sluice_approval_events_total counter');
+    for (const k of ['requested', 'approved', 'denied', 'expired']) out.push(`sluice_approval_events_total{event="${k}"} ${this.approvals.get(k) ?? 0}`);
+    if (gauges.approvalsPending !== undefined) out.push('# HELP sluice_approvals_pending Requests awaiting a decision (all gateways sharing the store).', '# TYPE sluice_approvals_pending gauge', `sluice_approvals_pending ${gauges.approvalsPending}`);
     out.push('# HELP sluice_audit_backlog Audit events not yet written to the store.', '# TYPE sluice_audit_backlog gauge', `sluice_audit_backlog ${gauges.auditBacklog}`);
     out.push('# HELP sluice_audit_healthy 1 while the audit log accepts events (statements are refused at 0).', '# TYPE sluice_audit_healthy gauge', `sluice_audit_healthy ${gauges.auditHealthy ? 1 : 0}`);
     return out.join('\n') + '\n';

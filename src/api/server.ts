@@ -52,7 +52,10 @@ async function jsonBody(c: Context): Promise<Record<string, unknown> | undefined
 export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   const app = new Hono<Env>();
   app.get('/healthz', (c) => c.json({ status: d.governor.audit.healthy ? 'ok' : 'degraded', audit: { healthy: d.governor.audit.healthy, backlog: d.governor.audit.backlog } }, d.governor.audit.healthy ? 200 : 503));
-  app.get('/metrics', (c) => c.text(d.metrics.render({ connections: d.registry.sessions.size, auditBacklog: d.governor.audit.backlog, auditHealthy: d.governor.audit.healthy }), 200, { 'content-type': 'text/plain; version=0.0.4' }));
+  app.get('/metrics', async (c) => {
+    const approvalsPending = d.approvals ? await d.approvals.list({ status: ['pending'], limit: 1000 }).then((l) => l.length, () => undefined) : undefined;
+    return c.text(d.metrics.render({ connections: d.registry.sessions.size, auditBacklog: d.governor.audit.backlog, auditHealthy: d.governor.audit.healthy, approvalsPending }), 200, { 'content-type': 'text/plain; version=0.0.4' });
+  });
   app.get('/api/openapi.json', (c) => c.json(OPENAPI));
 
   app.use('/api/*', async (c, next) => {
