@@ -124,10 +124,15 @@ Sluice demo is running.
   identity     demo OIDC issuer ${demo.issuer.issuer} (tokens valid 12h)
   policy       ${rel}/policy.yaml
 
-Connect as Alice (group analysts: may read, not write):
+Connect as Alice (group analysts: may read; writes wait for a DBA's approval):
   PGPASSWORD=$(cat ${rel}/alice.token) psql ${conn('alice')}
     shop=> SELECT full_name, email, card_number FROM customers LIMIT 5;
     shop=> DELETE FROM orders;            -- denied by policy, the session stays usable
+    shop=> UPDATE orders SET status = 'refunded' WHERE id = 7;   -- held: NOTICE awaiting approval apr_...
+
+Approve it as Dana (in another terminal); Alice's UPDATE then runs in place:
+  node bin/sluice.js approvals list --api http://127.0.0.1:${demo.gateway.apiPort} --token $(cat ${rel}/dana.token)
+  node bin/sluice.js approvals approve apr_... --reason ok --api http://127.0.0.1:${demo.gateway.apiPort} --token $(cat ${rel}/dana.token)
 
 Connect as Dana (group dba: may read, write and change schema):
   PGPASSWORD=$(cat ${rel}/dana.token) psql ${conn('dana')}
