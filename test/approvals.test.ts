@@ -247,6 +247,47 @@ describe('approvals: statements held in place', () => {
   });
 });
 
+describe('approval events (SSE)', () => {
+  it('streams each change to the approvers; a requester sees only their own', async () => {
+    const open = async (token: string) => {
+      const res = await fetch(`${base}/api/events`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.headers.get('content-type')).toContain('text/event-stream');
+      const reader = res.body!.getReader();
+      let buf = '';
+      const events: { event: string; data: any }[] = [];
+      void (async () => {
+        for (;;) {
+          const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+          if (done) return;
+          buf += Buffer.from(value!).toString('utf8');
+          let i: number;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const ev = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
+            const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+            events.push({ event: ev, data: JSON.parse(data) });
+          }
+        }
+      })();
+      return { events, close: () => reader.cancel() };
+    };
+    const reviewer = await open(dana);
+    const other = await open(await t.key('human', ['analysts'], { name: 'bob' }));
+    const own = await open(alice);
+    const req = await api('/api/grants', alice, 'POST', { database: db.name, role: 'read', duration: '1m', reason: 'sse test' });
+    await api(`/api/approvals/${req.body.approval.id}/deny`, dana, 'POST', { reason: 'no' });
+    for (let i = 0; i < 50 && reviewer.events.filter((e) => e.event === 'approval').length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    const seen = reviewer.events.filter((e) => e.event === 'approval' && e.data.id === req.body.approval.id).map((e) => e.data.status);
+    expect(seen).toEqual(['pending', 'denied']);
+    // The requester follows her own request; another analyst (no approver role) sees nothing of it.
+    expect(own.events.filter((e) => e.event === 'approval' && e.data.id === req.body.approval.id).map((e) => e.data.status)).toEqual(['pending', 'denied']);
+    expect(other.events.some((e) => e.event === 'approval')).toBe(false);
+    expect(other.events[0]?.event).toBe('hello');
+    for (const s of [reviewer, other, own]) await s.close();
+  });
+});
+
 describe('just-in-time grants', () => {
   it('approved write access lets statements through until it ends, enforced mid-session', async () => {
     const c = new pg.Client(t.conn(alice, db.name));
