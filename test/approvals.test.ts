@@ -277,7 +277,7 @@ describe('approval events (SSE)', () => {
     const own = await open(alice);
     const req = await api('/api/grants', alice, 'POST', { database: db.name, role: 'read', duration: '1m', reason: 'sse test' });
     await api(`/api/approvals/${req.body.approval.id}/deny`, dana, 'POST', { reason: 'no' });
-    for (let i = 0; i < 50 && reviewer.events.filter((e) => e.event === 'approval').length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 50 && [reviewer, own].some((x) => x.events.filter((e) => e.event === 'approval').length < 2); i++) await new Promise((r) => setTimeout(r, 50));
     const seen = reviewer.events.filter((e) => e.event === 'approval' && e.data.id === req.body.approval.id).map((e) => e.data.status);
     expect(seen).toEqual(['pending', 'denied']);
     // The requester follows her own request; another analyst (no approver role) sees nothing of it.
