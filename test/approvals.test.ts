@@ -206,6 +206,13 @@ describe('approvals: statements held in place', () => {
     const running = c.query('CREATE INDEX accounts_owner ON accounts (owner)');
     const a = await pendingFor(aliceSub);
     expect(a.quorum).toBe(2);
+    // DDL is not run for the preview: the objects it touches are listed, with row counts.
+    let preview;
+    for (let i = 0; i < 50 && !preview; i++) {
+      preview = (await api(`/api/approvals/${a.id}`, dana)).body.approval.preview;
+      if (!preview) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(preview).toMatchObject({ kind: 'objects', objects: [{ command: 'CREATE INDEX', name: 'accounts', rows: 50 }] });
     expect((await api(`/api/approvals/${a.id}/approve`, dana, 'POST', {})).body.approval.status).toBe('pending');
     expect((await api(`/api/approvals/${a.id}/approve`, dana, 'POST', {})).status).toBe(409);
     // The lead has the approver role but is not in the rule's approver group.
