@@ -15,6 +15,7 @@ import { localOps, opsApprovalStore, serveAdmin, type AdminOps } from './admin.j
 import { Approvals } from './approvals/service.js';
 import { kyselyApprovalStore } from './approvals/store.js';
 import { makePreview } from './approvals/preview.js';
+import { McpTools } from './mcp/tools.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
 
@@ -124,7 +125,8 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
-  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, metrics: governor.metrics, approvals }) : undefined;
+  const mcp = new McpTools({ governor, upstream, databases: cfg.upstream.databases ?? [] });
+  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, metrics: governor.metrics, approvals, mcp }) : undefined;
   if (api) log.info(`api listening on http://${cfg.api!.listen.host}:${api.port}`);
   if (api && !ac.public_url) approvals.publicUrl = `http://${cfg.api!.listen.host}:${api.port}`;
   let closed = false;

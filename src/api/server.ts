@@ -9,6 +9,8 @@ import { streamSSE } from 'hono/streaming';
 import { ApprovalError, type Approvals } from '../approvals/service.js';
 import { GRANT_ROLES, type Approval, type ApprovalStatus } from '../approvals/store.js';
 import { parseDuration } from '../util/duration.js';
+import type { McpTools } from '../mcp/tools.js';
+import { handleMcpRequest } from '../mcp/server.js';
 
 export type Role = 'admin' | 'auditor' | 'approver' | 'user';
 
@@ -24,6 +26,8 @@ export interface ApiDeps {
   registry: SessionRegistry;
   metrics: Metrics;
   approvals?: Approvals;
+  /** MCP over streamable HTTP at /mcp (same bearer credentials as everything else). */
+  mcp?: McpTools;
 }
 
 type Env = { Variables: { identity: Identity; roles: Set<Role> } };
@@ -57,6 +61,22 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     return c.text(d.metrics.render({ connections: d.registry.sessions.size, auditBacklog: d.governor.audit.backlog, auditHealthy: d.governor.audit.healthy, approvalsPending }), 200, { 'content-type': 'text/plain; version=0.0.4' });
   });
   app.get('/api/openapi.json', (c) => c.json(OPENAPI));
+
+  // MCP (streamable HTTP, stateless, JSON responses): every request carries the agent's token or key.
+  app.all('/mcp', async (c) => {
+    if (!d.mcp) return problem(c, 404, 'MCP is not enabled on this gateway');
+    if (c.req.method !== 'POST') return c.json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this MCP endpoint is stateless; POST JSON-RPC requests' }, id: null }, 405, { allow: 'POST' });
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+    if (!m) return c.json({ error: 'send Authorization: Bearer <OIDC token or Sluice key>' }, 401, { 'www-authenticate': 'Bearer realm="sluice"' });
+    let id: Identity;
+    try {
+      id = await d.governor.authenticate(m[1]!);
+    } catch (e) {
+      d.governor.record({ type: 'auth_failure', application_name: 'mcp', reason: e instanceof AuthError ? e.message : 'authentication failed' });
+      return c.json({ error: e instanceof AuthError ? e.message : 'authentication failed' }, 401, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' });
+    }
+    return handleMcpRequest(d.mcp, id, c.req.raw);
+  });
 
   app.use('/api/*', async (c, next) => {
     if (c.req.path === '/api/openapi.json') return next();
@@ -306,6 +326,7 @@ const OPENAPI = {
     '/api/approvals/{id}/deny': { post: { summary: 'Deny { reason? } (approver; requesters may withdraw their own)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval }' } } } },
     '/api/grants': { post: { summary: 'Request a just-in-time grant { database, role: read|write|ddl|admin, duration: "1h", reason }', responses: { '201': { description: '{ approval, url }' } } } },
     '/api/events': { get: { summary: 'Server-sent events: approval changes you may see (event: approval)', responses: { '200': { description: 'text/event-stream' } } } },
+    '/mcp': { post: { summary: 'Model Context Protocol (streamable HTTP, stateless, JSON responses): tools list_databases, describe_schema, query, wait_for_approval, explain, acting as the bearer', responses: { '200': { description: 'JSON-RPC response' }, '401': { description: 'no or bad token' } } } },
     '/api/sessions': { get: { summary: 'Live sessions of this gateway process (auditor)', responses: { '200': { description: '{ sessions }' } } } },
     '/api/sessions/{id}': { delete: { summary: 'Terminate a live session (admin)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'terminated' }, '404': { description: 'no such session' } } } },
   },

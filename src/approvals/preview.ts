@@ -1,6 +1,6 @@
-import pg from 'pg';
 import type { Analysis, AnalysisFailure } from '../analyze/analyze.js';
 import type { UpstreamTarget } from '../protocol/postgres/upstream.js';
+import { upstreamClient } from '../protocol/postgres/client.js';
 import type { Approval, Preview } from './store.js';
 
 /** Flags under which running a statement, even in a transaction that is rolled back, could have effects outside it. */
@@ -22,27 +22,7 @@ export interface PreviewOptions {
   timeoutMs: number;
 }
 
-async function connect(o: PreviewOptions, database: string): Promise<pg.Client> {
-  const u = o.upstream;
-  const tryConnect = async (ssl: boolean) => {
-    const c = new pg.Client({
-      host: u.host,
-      port: u.port,
-      user: u.user,
-      password: u.password,
-      database,
-      application_name: 'sluice-preview',
-      connectionTimeoutMillis: u.connectTimeoutMs ?? 10_000,
-      ssl: ssl ? { rejectUnauthorized: u.sslRejectUnauthorized ?? false, ca: u.ca } : false,
-    });
-    c.on('error', () => {});
-    await c.connect();
-    return c;
-  };
-  if (u.sslmode === 'require') return tryConnect(true);
-  if (u.sslmode === 'prefer') return tryConnect(true).catch(() => tryConnect(false));
-  return tryConnect(false);
-}
+const connect = (o: PreviewOptions, database: string) => upstreamClient(o.upstream, database, 'sluice-preview');
 
 /**
  * Blast-radius preview for reviewers. Data-changing statements run on a separate upstream connection inside a
@@ -95,7 +75,7 @@ export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview
             let rows: number | undefined;
             if (c && TABLE_DDL.has(s.command)) {
               const exists = await c.query('SELECT to_regclass($1) IS NOT NULL AS ok', [t.name]);
-              if (exists.rows[0]?.ok) rows = Number((await c.query(`SELECT count(*)::bigint AS n FROM ${quoteIdent(t.name)}`)).rows[0].n);
+              if (exists.rows[0]?.ok === 't') rows = Number((await c.query(`SELECT count(*)::bigint AS n FROM ${quoteIdent(t.name)}`)).rows[0].n);
             }
             objects.push({ command: s.command, name: t.name, ...(rows !== undefined ? { rows } : {}) });
           }

@@ -3,7 +3,7 @@ import os from 'node:os';
 import { sql, type Kysely, type Insertable } from 'kysely';
 import type { Database, AuditEventsTable } from '../store/schema.js';
 
-export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval';
+export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call';
 
 /** One audit record. Only defined fields are serialized. */
 export interface AuditEvent {
@@ -23,7 +23,7 @@ export interface AuditEvent {
   database?: string;
   tls?: boolean;
   sql?: string;
-  protocol?: 'simple' | 'extended';
+  protocol?: 'simple' | 'extended' | 'mcp';
   statement_name?: string;
   fingerprint?: string;
   classes?: string[];

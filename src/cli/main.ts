@@ -36,6 +36,8 @@ usage: sluice <command> [options]
                               ask for a just-in-time grant; approved, matching statements pass until it ends
         (approvals and request act as you through the HTTP API: --token T or $SLUICE_TOKEN, your OIDC token
          or Sluice key; --api URL or $SLUICE_API, default from the config's api.listen)
+  mcp [--api URL] [--token T] an MCP server on stdio for AI agents, acting as the token's identity through the
+                              gateway (tools: list_databases, describe_schema, query, wait_for_approval, explain)
   policy check [FILE]         validate a policy file (default: the config's)
   policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
                               show what the policy decides for a statement
@@ -76,8 +78,8 @@ async function withOps<T>(cfg: SluiceConfig, fn: (ops: AdminOps) => Promise<T>):
   }
 }
 
-/** Call the gateway's HTTP API as the person holding the token. */
-async function apiCall(values: Record<string, string | boolean | undefined>, method: string, path: string, body?: unknown): Promise<any> {
+/** Who the command acts as (--token or $SLUICE_TOKEN) and where the gateway's API is (--api, $SLUICE_API, config). */
+function apiTarget(values: Record<string, string | boolean | undefined>): { token: string; base: string } {
   const token = (values.token as string | undefined) ?? process.env.SLUICE_TOKEN;
   if (!token) throw new UsageError('this command acts as you: pass --token (or set SLUICE_TOKEN) with your OIDC token or Sluice key');
   let base = (values.api as string | undefined) ?? process.env.SLUICE_API;
@@ -88,6 +90,12 @@ async function apiCall(values: Record<string, string | boolean | undefined>, met
     if (!cfg.api) throw new UsageError(`${file} has no api section: pass --api URL or set SLUICE_API`);
     base = `http://${cfg.api.listen.host}:${cfg.api.listen.port}`;
   }
+  return { token, base };
+}
+
+/** Call the gateway's HTTP API as the person holding the token. */
+async function apiCall(values: Record<string, string | boolean | undefined>, method: string, path: string, body?: unknown): Promise<any> {
+  const { token, base } = apiTarget(values);
   let r: Response;
   try {
     r = await fetch(new URL(path, base), { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
@@ -275,6 +283,12 @@ export async function main(argv: string[]): Promise<number> {
       }
       out(values.json ? JSON.stringify(a) : formatApproval(a, true));
       return !values.wait || a.status === 'approved' ? 0 : 1;
+    }
+    case 'mcp': {
+      const { values } = opts(argv.slice(1), { token: { type: 'string' }, api: { type: 'string' } });
+      const { token, base } = apiTarget(values);
+      const { runStdioMcp } = await import('../mcp/stdio.js');
+      return runStdioMcp(base, token);
     }
     case 'policy': {
       const { values, positionals } = opts(rest, { sql: { type: 'string' }, subject: { type: 'string' }, groups: { type: 'string' }, kind: { type: 'string' }, database: { type: 'string' } });

@@ -62,6 +62,16 @@ export function maskText(v: string, counts: MaskCounts): string | undefined {
   return out + v.slice(at);
 }
 
+/** One decoded text cell under its column's action: the replacement, null (masked to NULL), or undefined (unchanged). */
+export function maskValue(action: ColumnAction, v: string, key: Buffer, counts: MaskCounts): string | null | undefined {
+  if (action.kind === 'pass') return undefined;
+  if (action.kind === 'scan') return maskText(v, counts);
+  bump(counts, action.label);
+  const r = applyMasker(action.masker, v, key, action.label);
+  // A masked json/jsonb value is sent as a JSON string so the client can still parse it.
+  return action.json && r !== null ? JSON.stringify(r) : r;
+}
+
 // Reused per call (single-threaded): cell offsets and lengths of the row being masked. PostgreSQL allows at most
 // 1664 columns in a result.
 const cellAt = new Int32Array(1664);
@@ -91,16 +101,8 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
     const cellEnd = pos + len;
     if (cellEnd > end) throw new ProtocolError('DataRow cell overruns the message');
     const action = plan.scanUnknown ? SCAN : plan.columns[i]!;
-    if (action.kind !== 'pass') {
-      let replacement: string | null | undefined;
-      if (action.kind === 'rule') {
-        replacement = applyMasker(action.masker, buf.toString('utf8', pos, cellEnd), plan.key, action.label);
-        // A masked json/jsonb value is sent as a JSON string so the client can still parse it.
-        if (action.json && replacement !== null) replacement = JSON.stringify(replacement);
-        bump(counts, action.label);
-      } else if (mayContainSensitive(buf, pos, cellEnd)) {
-        replacement = maskText(buf.toString('utf8', pos, cellEnd), counts);
-      }
+    if (action.kind === 'rule' || (action.kind === 'scan' && mayContainSensitive(buf, pos, cellEnd))) {
+      const replacement = maskValue(action, buf.toString('utf8', pos, cellEnd), plan.key, counts);
       if (replacement !== undefined) {
         const out = replacement === null ? null : Buffer.from(replacement, 'utf8');
         (changed ??= new Array(n))[i] = out;
