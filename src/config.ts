@@ -171,6 +171,28 @@ const CONFIG_SCHEMA = {
           additionalProperties: false,
           properties: Object.fromEntries(['admin', 'auditor', 'approver'].map((r) => [r, { type: 'array', items: { type: 'string', minLength: 1 } }])),
         },
+        web: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            session_secret_env: { type: 'string', minLength: 1 },
+            session_ttl_s: { type: 'integer', minimum: 60 },
+            oidc: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['issuer', 'client_id'],
+              properties: {
+                issuer: { type: 'string', pattern: '^https?://' },
+                client_id: { type: 'string', minLength: 1 },
+                client_secret: { type: 'string' },
+                client_secret_env: { type: 'string', minLength: 1 },
+                scopes: { type: 'string' },
+                groups_claim: { type: 'string' },
+                redirect_uri: { type: 'string', pattern: '^https?://' },
+              },
+            },
+          },
+        },
       },
     },
   },

@@ -11,6 +11,7 @@ import { GRANT_ROLES, type Approval, type ApprovalStatus } from '../approvals/st
 import { parseDuration } from '../util/duration.js';
 import type { McpTools } from '../mcp/tools.js';
 import { handleMcpRequest } from '../mcp/server.js';
+import { cookieSession, mountWeb, sealerFor, type WebConfig } from './web.js';
 
 export type Role = 'admin' | 'auditor' | 'approver' | 'user';
 
@@ -18,6 +19,8 @@ export interface ApiConfig {
   listen: { host: string; port: number };
   /** Groups that grant each role; every authenticated identity is at least a user. */
   roles?: Partial<Record<Exclude<Role, 'user'>, string[]>>;
+  /** The web console's sign-in (the console itself is served whenever it is built). */
+  web?: WebConfig;
 }
 
 export interface ApiDeps {
@@ -30,7 +33,7 @@ export interface ApiDeps {
   mcp?: McpTools;
 }
 
-type Env = { Variables: { identity: Identity; roles: Set<Role> } };
+type Env = { Variables: { identity: Identity; roles: Set<Role>; csrf?: string } };
 
 export function rolesOf(cfg: ApiConfig, id: Identity): Set<Role> {
   const roles = new Set<Role>(['user']);
@@ -78,11 +81,21 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     return handleMcpRequest(d.mcp, id, c.req.raw);
   });
 
+  const sealer = sealerFor(cfg.web);
   app.use('/api/*', async (c, next) => {
     if (c.req.path === '/api/openapi.json') return next();
     const h = c.req.header('authorization') ?? '';
     const m = /^Bearer\s+(\S+)$/i.exec(h);
-    if (!m) return problem(c, 401, 'send Authorization: Bearer <OIDC token or Sluice key>');
+    if (!m) {
+      // The web console: a signed session cookie; state-changing calls must echo its CSRF token in a header.
+      const s = cookieSession(c, sealer);
+      if (!s) return problem(c, 401, 'send Authorization: Bearer <OIDC token or Sluice key>, or sign in to the console');
+      if (c.req.method !== 'GET' && c.req.method !== 'HEAD' && c.req.header('x-sluice-csrf') !== s.csrf) return problem(c, 403, 'missing or wrong x-sluice-csrf header');
+      c.set('identity', s.identity);
+      c.set('roles', rolesOf(cfg, s.identity));
+      c.set('csrf', s.csrf);
+      return next();
+    }
     try {
       const id = await d.governor.authenticate(m[1]!);
       c.set('identity', id);
@@ -94,7 +107,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   });
   const need = (c: Context<Env>, ...roles: Role[]) => roles.some((r) => c.get('roles').has(r));
 
-  app.get('/api/me', (c) => c.json({ identity: c.get('identity'), roles: [...c.get('roles')] }));
+  app.get('/api/me', (c) => c.json({ identity: c.get('identity'), roles: [...c.get('roles')], ...(c.get('csrf') ? { csrf: c.get('csrf') } : {}) }));
 
   app.get('/api/audit', async (c) => {
     if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
@@ -289,6 +302,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     s.terminate(`terminated by ${c.get('identity').subject}`);
     return c.json({ terminated: c.req.param('id') });
   });
+  mountWeb(app, cfg.web, d.governor, sealer);
   return app;
 }
 

@@ -14,16 +14,36 @@ export interface TestIdp {
  * A real OpenID Provider (oidc-provider) on loopback issuing JWT access tokens for audience "sluice".
  * Clients: `clients` maps client_id to the claims put in its tokens (groups, email, ...).
  */
-export async function startIdp(clients: Record<string, Record<string, unknown>>, opts: { ttl?: number } = {}): Promise<TestIdp> {
+export interface WebClient {
+  client_id: string;
+  redirect_uris: string[];
+  /** login -> claims put in its ID token (name, email, groups). Any password is accepted (dev interactions). */
+  accounts: Record<string, Record<string, unknown>>;
+}
+
+export async function startIdp(clients: Record<string, Record<string, unknown>>, opts: { ttl?: number; web?: WebClient } = {}): Promise<TestIdp> {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
   const jwk = { ...(await jose.exportJWK(privateKey)), kid: 'test-key', alg: 'RS256', use: 'sig' };
   const provider = new Provider(issuer, {
-    clients: Object.keys(clients).map((id) => ({ client_id: id, client_secret: `${id}-secret`, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] })),
+    clients: [
+      ...Object.keys(clients).map((id) => ({ client_id: id, client_secret: `${id}-secret`, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] })),
+      // A browser sign-in client: authorization code + PKCE, public (no secret).
+      ...(opts.web ? [{ client_id: opts.web.client_id, token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'], redirect_uris: opts.web.redirect_uris }] : []),
+    ],
     jwks: { keys: [jwk as any] },
+    ...(opts.web
+      ? {
+          findAccount: (_ctx: unknown, id: string) => (opts.web!.accounts[id] ? { accountId: id, claims: () => ({ sub: id, ...opts.web!.accounts[id] }) } : undefined),
+          claims: { openid: ['sub'], profile: ['name'], email: ['email'], groups: ['groups'] },
+          scopes: ['openid', 'profile', 'email', 'groups', 'db'],
+          conformIdTokenClaims: false,
+          pkce: { required: () => true },
+        }
+      : {}),
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: !!opts.web },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
