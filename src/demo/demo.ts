@@ -140,6 +140,8 @@ Connect as Dana (group dba: may read, write and change schema):
 Connect as an AI agent (key for report-bot, acting for Alice; read-only):
   PGPASSWORD=$(cat ${rel}/report-bot.key) psql ${conn('report-bot')}
 
+Web console: http://127.0.0.1:${demo.gateway.apiPort}/  (sign in by pasting ${rel}/dana.token; approve Alice's UPDATE there)
+
 HTTP API (Dana is an admin; see /api/openapi.json):
   curl -s -H "Authorization: Bearer $(cat ${rel}/dana.token)" "http://127.0.0.1:${demo.gateway.apiPort}/api/audit?limit=5"
   curl -s "http://127.0.0.1:${demo.gateway.apiPort}/metrics"
