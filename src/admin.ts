@@ -5,6 +5,7 @@ import type { Database } from './store/schema.js';
 import { queryAudit, verifyAudit, sensitiveReport, storeSink, type AuditFilter, type AuditLog, type AuditRow, type StoredEvent, type ChainReport, type SensitiveReport } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
+import { kyselyLiveSessions, type SessionView } from './store/livesessions.js';
 import { kyselyApprovalStore, type Approval, type ApprovalFilter, type ApprovalStore } from './approvals/store.js';
 
 /** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
@@ -23,6 +24,10 @@ export interface AdminOps {
   approvalsUpdate(a: Approval): Promise<boolean>;
   approvalsGet(id: string): Promise<Approval | undefined>;
   approvalsList(f: ApprovalFilter): Promise<Approval[]>;
+  /** Live sessions (see store/livesessions.ts), for workers. */
+  sessionsPublish(gateway: string, sessions: SessionView[]): Promise<{ id: string; by: string }[]>;
+  sessionsList(freshS: number): Promise<SessionView[]>;
+  sessionsTerminate(id: string, by: string): Promise<boolean>;
 }
 
 /** An ApprovalStore reached through AdminOps (a cluster worker whose primary owns the embedded store). */
@@ -38,7 +43,11 @@ export function opsApprovalStore(ops: AdminOps): ApprovalStore {
 export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
   const sink = storeSink(db);
   const approvals = kyselyApprovalStore(db);
+  const live = kyselyLiveSessions(db);
   return {
+    sessionsPublish: (g, v) => live.publish(g, v),
+    sessionsList: (f) => live.list(f),
+    sessionsTerminate: (id, by) => live.requestTerminate(id, by),
     approvalsInsert: (a) => approvals.insert(a),
     approvalsUpdate: (a) => approvals.update(a),
     // JSON has no undefined: a missing request travels as null.
@@ -174,6 +183,9 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     approvalsUpdate: (a) => call('approvalsUpdate', a),
     approvalsGet: (id) => call('approvalsGet', id),
     approvalsList: (f) => call('approvalsList', f),
+    sessionsPublish: (g, v) => call('sessionsPublish', g, v),
+    sessionsList: (f) => call('sessionsList', f),
+    sessionsTerminate: (id, by) => call('sessionsTerminate', id, by),
     close: () => sock?.end(),
   };
 }

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import crypto from 'node:crypto';
 import tls from 'node:tls';
 import fs from 'node:fs';
 import { generate } from 'selfsigned';
@@ -16,6 +17,8 @@ import { Approvals } from './approvals/service.js';
 import { kyselyApprovalStore } from './approvals/store.js';
 import { makePreview } from './approvals/preview.js';
 import { McpTools } from './mcp/tools.js';
+import os from 'node:os';
+import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
 
@@ -62,6 +65,29 @@ function remoteSink(remote: Pick<AdminOps, 'auditWrite'>) {
     async write(rows: AuditRow[]) {
       for (let i = 0; i < rows.length; i += 500) await remote.auditWrite(rows.slice(i, i + 500));
     },
+  };
+}
+
+/** How often each gateway publishes its live sessions (and picks up termination requests). */
+const LIVE_PUBLISH_MS = 2000;
+
+function sessionView(s: PgSession, gateway: string): SessionView {
+  const i = s.info;
+  return {
+    id: i.id,
+    gateway,
+    subject: i.identity?.subject,
+    kind: i.identity?.kind,
+    acting_for: i.identity?.actingFor,
+    database: i.database,
+    client_addr: i.clientAddr,
+    application_name: i.applicationName,
+    started_at: i.startedAt.toISOString(),
+    tls: i.tls,
+    statements: i.statements,
+    transaction: i.txStatus,
+    current_sql: i.currentSql,
+    awaiting_approval: i.awaitingApproval,
   };
 }
 
@@ -126,7 +152,43 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
   const mcp = new McpTools({ governor, upstream, databases: cfg.upstream.databases ?? [] });
-  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, metrics: governor.metrics, approvals, mcp }) : undefined;
+  // Live sessions are published to the store so any gateway's API lists (and can terminate) all of them.
+  const gatewayId = `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`;
+  const live: LiveSessionStore = opts.remote
+    ? { publish: (g, v) => opts.remote!.sessionsPublish(g, v), list: (f) => opts.remote!.sessionsList(f), requestTerminate: (id, by) => opts.remote!.sessionsTerminate(id, by) }
+    : kyselyLiveSessions(store!.db);
+  const localViews = (): SessionView[] => [...registry.sessions.values()].map((x) => sessionView(x, gatewayId));
+  let publishing = false;
+  const publish = async () => {
+    if (publishing) return;
+    publishing = true;
+    try {
+      for (const t of await live.publish(gatewayId, localViews())) registry.sessions.get(t.id)?.terminate(`terminated by ${t.by}`);
+    } catch (e) {
+      log.warn(`live sessions: cannot publish: ${(e as Error).message}`);
+    } finally {
+      publishing = false;
+    }
+  };
+  const publisher = setInterval(() => void publish(), LIVE_PUBLISH_MS);
+  publisher.unref();
+  const sessions = {
+    async list(): Promise<SessionView[]> {
+      const mine = localViews();
+      const ids = new Set(mine.map((v) => v.id));
+      const others = await live.list((LIVE_PUBLISH_MS * 3) / 1000).catch(() => [] as SessionView[]);
+      return [...mine, ...others.filter((v) => !ids.has(v.id) && v.gateway !== gatewayId)];
+    },
+    async terminate(id: string, by: string) {
+      const s = registry.sessions.get(id);
+      if (s) {
+        s.terminate(`terminated by ${by}`);
+        return 'terminated' as const;
+      }
+      return (await live.requestTerminate(id, by)) ? ('requested' as const) : ('not_found' as const);
+    },
+  };
+  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, sessions, metrics: governor.metrics, approvals, mcp }) : undefined;
   if (api) log.info(`api listening on http://${cfg.api!.listen.host}:${api.port}`);
   if (api && !ac.public_url) approvals.publicUrl = `http://${cfg.api!.listen.host}:${api.port}`;
   let closed = false;
@@ -152,6 +214,8 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       });
       admin?.close();
       api?.server.close();
+      clearInterval(publisher);
+      await live.publish(gatewayId, []).catch(() => {});
       await approvals.close();
       if (sockPath) fs.rmSync(sockPath, { force: true });
       await audit.close().catch((e) => log.error(e.message));

@@ -10,6 +10,7 @@ import { ApprovalError, type Approvals } from '../approvals/service.js';
 import { GRANT_ROLES, type Approval, type ApprovalStatus } from '../approvals/store.js';
 import { parseDuration } from '../util/duration.js';
 import type { McpTools } from '../mcp/tools.js';
+import type { SessionView } from '../store/livesessions.js';
 import { handleMcpRequest } from '../mcp/server.js';
 import { cookieSession, mountWeb, sealerFor, type WebConfig } from './web.js';
 
@@ -27,6 +28,8 @@ export interface ApiDeps {
   governor: Governor;
   ops: Pick<AdminOps, 'auditList' | 'auditVerify' | 'sensitiveReport'>;
   registry: SessionRegistry;
+  /** Live sessions of every gateway sharing the store, and terminating one wherever it runs. */
+  sessions: { list(): Promise<SessionView[]>; terminate(id: string, by: string): Promise<'terminated' | 'requested' | 'not_found'> };
   metrics: Metrics;
   approvals?: Approvals;
   /** MCP over streamable HTTP at /mcp (same bearer credentials as everything else). */
@@ -275,32 +278,15 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     });
   });
 
-  app.get('/api/sessions', (c) => {
+  app.get('/api/sessions', async (c) => {
     if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
-    return c.json({
-      sessions: [...d.registry.sessions.values()].map((s) => ({
-        id: s.info.id,
-        subject: s.info.identity?.subject,
-        kind: s.info.identity?.kind,
-        acting_for: s.info.identity?.actingFor,
-        database: s.info.database,
-        client_addr: s.info.clientAddr,
-        application_name: s.info.applicationName,
-        started_at: s.info.startedAt.toISOString(),
-        tls: s.info.tls,
-        statements: s.info.statements,
-        transaction: s.info.txStatus,
-        current_sql: s.info.currentSql,
-        awaiting_approval: s.info.awaitingApproval,
-      })),
-    });
+    return c.json({ sessions: await d.sessions.list() });
   });
-  app.delete('/api/sessions/:id', (c) => {
+  app.delete('/api/sessions/:id', async (c) => {
     if (!need(c, 'admin')) return problem(c, 403, 'the admin role is required');
-    const s = d.registry.sessions.get(c.req.param('id'));
-    if (!s) return problem(c, 404, 'no such live session');
-    s.terminate(`terminated by ${c.get('identity').subject}`);
-    return c.json({ terminated: c.req.param('id') });
+    const r = await d.sessions.terminate(c.req.param('id'), c.get('identity').subject);
+    if (r === 'not_found') return problem(c, 404, 'no such live session');
+    return c.json({ [r]: c.req.param('id') }, r === 'terminated' ? 200 : 202);
   });
   mountWeb(app, cfg.web, d.governor, sealer);
   return app;
@@ -341,7 +327,7 @@ const OPENAPI = {
     '/api/grants': { post: { summary: 'Request a just-in-time grant { database, role: read|write|ddl|admin, duration: "1h", reason }', responses: { '201': { description: '{ approval, url }' } } } },
     '/api/events': { get: { summary: 'Server-sent events: approval changes you may see (event: approval)', responses: { '200': { description: 'text/event-stream' } } } },
     '/mcp': { post: { summary: 'Model Context Protocol (streamable HTTP, stateless, JSON responses): tools list_databases, describe_schema, query, wait_for_approval, explain, acting as the bearer', responses: { '200': { description: 'JSON-RPC response' }, '401': { description: 'no or bad token' } } } },
-    '/api/sessions': { get: { summary: 'Live sessions of this gateway process (auditor)', responses: { '200': { description: '{ sessions }' } } } },
-    '/api/sessions/{id}': { delete: { summary: 'Terminate a live session (admin)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'terminated' }, '404': { description: 'no such session' } } } },
+    '/api/sessions': { get: { summary: 'Live sessions of every gateway sharing the store (auditor)', responses: { '200': { description: '{ sessions }' } } } },
+    '/api/sessions/{id}': { delete: { summary: 'Terminate a live session (admin)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'terminated (it ran in this process)' }, '202': { description: 'requested: the gateway that holds it ends it within seconds' }, '404': { description: 'no such session' } } } },
   },
 };

@@ -63,6 +63,21 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('approvals_updated').on('approvals').column('updated_at').execute();
     },
   },
+  '0003_live_sessions': {
+    async up(db: Kysely<any>) {
+      // Each gateway process publishes its live sessions here (heartbeat), so any gateway's API shows all of them;
+      // terminate_by asks the owning gateway to end one.
+      await db.schema
+        .createTable('live_sessions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('gateway', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('terminate_by', 'text')
+        .addColumn('info', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('live_sessions_gateway').on('live_sessions').column('gateway').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

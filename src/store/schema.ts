@@ -44,8 +44,17 @@ export interface ApprovalsTable {
   payload: string;
 }
 
+export interface LiveSessionsTable {
+  id: string;
+  gateway: string;
+  updated_at: Date;
+  terminate_by: string | null;
+  info: string;
+}
+
 export interface Database {
   audit_events: AuditEventsTable;
+  live_sessions: LiveSessionsTable;
   approvals: ApprovalsTable;
   api_keys: ApiKeysTable;
   sluice_meta: { key: string; value: string; id?: Generated<number> };

@@ -67,7 +67,7 @@ export function SessionsPage({ isAdmin }: { isAdmin: boolean }) {
               </td>
               <td>{s.database}</td>
               <td>
-                {s.client_addr} <span className="muted">{s.application_name}{s.tls ? ' · TLS' : ''}</span>
+                {s.client_addr} <span className="muted">{s.application_name}{s.tls ? ' · TLS' : ''}{s.gateway ? ` · via ${s.gateway}` : ''}</span>
               </td>
               <td className="nowrap">{new Date(s.started_at).toLocaleTimeString()}</td>
               <td>{s.statements}</td>

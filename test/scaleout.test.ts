@@ -21,7 +21,7 @@ rules:
     match: { groups: [dba] }
     action: allow
 `;
-const API = `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { approver: [dba] } }
+const API = `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { approver: [dba], admin: [ops] } }
 approvals: { poll_ms: 200, preview: { enabled: false } }`;
 
 const CLI = path.resolve('bin/sluice.js');
@@ -58,6 +58,27 @@ async function pending(g: TestGateway): Promise<Approval> {
   }
   throw new Error('nothing pending');
 }
+
+describe('live sessions across gateways sharing a store', () => {
+  it('gateway B lists a session held by gateway A and terminates it there', async () => {
+    const c = new pg.Client(a.conn(alice, db.name));
+    const ended = new Promise<Error>((resolve) => c.on('error', resolve));
+    await c.connect();
+    await c.query('SELECT 1');
+    const admin = await b.key('human', ['ops'], { name: 'ops-admin' });
+    const list = async () => (await (await fetch(`${apiOf(b)}/api/sessions`, { headers: { authorization: `Bearer ${admin}` } })).json()).sessions as { id: string; subject: string; gateway: string; database: string }[];
+    let found: { id: string; gateway: string } | undefined;
+    for (let i = 0; i < 50 && !found; i++) {
+      found = (await list()).find((s) => s.database === db.name && s.subject === 'human:alice');
+      if (!found) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(found).toBeDefined();
+    const del = await fetch(`${apiOf(b)}/api/sessions/${found!.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } });
+    expect(del.status).toBe(202);
+    expect((await ended).message).toMatch(/terminating connection: terminated by human:ops-admin/);
+    expect((await fetch(`${apiOf(b)}/api/sessions/nope`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } })).status).toBe(404);
+  });
+});
 
 describe('approvals across gateway processes, restarts and the CLI', () => {
   it('held on gateway A, approved through gateway B with the CLI: the client on A completes', async () => {
