@@ -1,4 +1,5 @@
 import { AnalysisCache, type Analysis, type AnalysisFailure, type StatementInfo } from './analyze/analyze.js';
+import { analyzeMysql } from './analyze/mysql.js';
 import { evaluate, type Decision, type Policy } from './policy/policy.js';
 import type { AuditEvent, AuditLog } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
@@ -57,6 +58,8 @@ export class Governor {
   private policy: Policy;
   readonly audit: AuditLog;
   readonly cache: AnalysisCache;
+  /** MySQL/MariaDB statements (keyed by exact text: MySQL lexing differs from PostgreSQL's). */
+  readonly mysqlCache = new AnalysisCache(20_000, analyzeMysql, (s) => s);
   private readonly oidc?: OidcVerifier;
   private readonly verifyKey?: (key: string) => Promise<Identity>;
   readonly approvals?: Approvals;
@@ -97,14 +100,14 @@ export class Governor {
    * Decide one client request (one simple Query or one Parse). `prepared` resolves SQL-level `EXECUTE name` to the
    * statement its PREPARE defined.
    */
-  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>): Verdict {
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, dialect: 'postgres' | 'mysql' = 'postgres'): Verdict {
     if (!this.audit.healthy) {
       return {
         decision: { action: 'deny', rule: 'audit-unavailable', reason: 'the audit log cannot be written' },
         error: { code: '57P03', message: 'Sluice cannot record statements right now (audit store unavailable), so it does not run them', hint: 'Try again shortly; the gateway operator has been alerted in the gateway log.' },
       };
     }
-    const r = this.cache.analyze(sql);
+    const r = (dialect === 'mysql' ? this.mysqlCache : this.cache).analyze(sql);
     if (!r.ok) {
       return {
         failure: r,

@@ -658,16 +658,24 @@ export class AnalysisCache {
   private map = new Map<string, AnalysisResult>();
   hits = 0;
   misses = 0;
-  constructor(private readonly max = 20_000) {}
+  /**
+   * `analyzer` and `key` default to PostgreSQL; the key may merge texts only where the dialect's lexer is sure they
+   * parse alike (exact text for other dialects).
+   */
+  constructor(
+    private readonly max = 20_000,
+    private readonly analyzer: (sql: string) => AnalysisResult = analyzeUncached,
+    private readonly key: (sql: string) => string = cacheKey,
+  ) {}
   analyze(sql: string): AnalysisResult {
-    const key = sql.length > 100_000 ? sql : cacheKey(sql);
+    const key = sql.length > 100_000 ? sql : this.key(sql);
     const hit = this.map.get(key);
     if (hit) {
       this.hits++;
       return hit;
     }
     this.misses++;
-    const r = analyzeUncached(sql);
+    const r = this.analyzer(sql);
     if (this.map.size >= this.max) {
       // Drop the oldest eighth: cheap amortized eviction.
       let n = this.max >> 3;

@@ -1,0 +1,256 @@
+import { init as initParser, parse } from '@guanmingchiu/sqlparser-ts';
+import crypto from 'node:crypto';
+import type { Analysis, AnalysisResult, Flag, StatementClass, StatementInfo, TableRef } from './analyze.js';
+
+/**
+ * MySQL/MariaDB statement analysis with datafusion-sqlparser-rs (WASM), MySQL dialect. It reads executable
+ * comments (`/*! ... *\/`) as the server does, so `SELECT 1 /*! ; DROP TABLE t *\/` is seen as two statements.
+ * Produces the same Analysis as the PostgreSQL analyzer so policy, masking and audit treat both alike.
+ * Whatever the parser cannot read is refused by the Governor (fail closed).
+ */
+
+let ready: Promise<void> | undefined;
+export function loadMysqlParser(): Promise<void> {
+  return (ready ??= initParser().then(() => undefined));
+}
+
+type Node = any;
+
+const TXN = new Set(['StartTransaction', 'Commit', 'Rollback', 'Savepoint', 'ReleaseSavepoint', 'SetTransaction']);
+const SESSION = new Set(['Set', 'Use', 'ShowVariable', 'ShowVariables', 'ShowStatus', 'Deallocate', 'Prepare', 'Execute', 'Flush', 'Kill', 'Unlock', 'LockTables', 'UnlockTables']);
+const READ = new Set(['Query', 'Explain', 'ExplainTable', 'ShowTables', 'ShowColumns', 'ShowCreate', 'ShowDatabases', 'ShowSchemas', 'ShowFunctions', 'ShowCollation', 'ShowObjects', 'ShowCharset', 'ShowViews']);
+const WRITE = new Set(['Insert', 'Update', 'Delete', 'Merge', 'Copy', 'LoadData']);
+const ADMIN = new Set(['Grant', 'Revoke', 'CreateRole', 'DropRole', 'CreateUser', 'AlterUser', 'RenameUser', 'Kill', 'Flush', 'Install', 'Uninstall', 'CreateServer', 'AlterRole']);
+const DDL_PREFIX = ['Create', 'Alter', 'Drop', 'Truncate', 'Rename', 'Comment', 'Analyze', 'Optimize'];
+/** Functions that reach the server's files or sleep/benchmark it. */
+const PRIVILEGED_FUNCS = new Set(['load_file', 'sys_exec', 'sys_eval', 'benchmark', 'get_lock', 'release_all_locks', 'master_pos_wait', 'source_pos_wait']);
+
+/** Keys under which ObjectName arrays (tables, functions, objects) appear: their parts are not column references. */
+const NAME_KEYS = new Set(['name', 'names', 'table_name', 'table_names', 'obj_name', 'TableName', 'ObjectName', 'on', 'grantees', 'objects', 'Tables']);
+/** Clauses whose column references filter, join, sort or group (for the inference guard). */
+const FILTER_KEYS = new Set(['selection', 'having', 'group_by', 'order_by', 'join_operator', 'qualify', 'sort_by']);
+
+const identOf = (p: Node): string | undefined => (typeof p?.Identifier?.value === 'string' ? p.Identifier.value : typeof p?.value === 'string' ? p.value : undefined);
+const objectName = (parts: Node): string | undefined => (Array.isArray(parts) ? parts.map(identOf).filter((x): x is string => x !== undefined).join('.') || undefined : undefined);
+
+/** 0-based offsets of the start of each line, to turn parser spans (line, column) into string offsets. */
+function lineStarts(sql: string): number[] {
+  const starts = [0];
+  for (let i = 0; i < sql.length; i++) if (sql[i] === '\n') starts.push(i + 1);
+  return starts;
+}
+
+/** The smallest span covering a node (the parser records spans on leaves). */
+function spanOf(n: Node): { start: [number, number]; end: [number, number] } | undefined {
+  let best: { start: [number, number]; end: [number, number] } | undefined;
+  const visit = (x: Node) => {
+    if (!x || typeof x !== 'object') return;
+    if (x.span?.start && x.span?.end && x.span.start.line > 0) {
+      const s: [number, number] = [x.span.start.line, x.span.start.column];
+      const e: [number, number] = [x.span.end.line, x.span.end.column];
+      if (!best) best = { start: s, end: e };
+      else {
+        if (s[0] < best.start[0] || (s[0] === best.start[0] && s[1] < best.start[1])) best.start = s;
+        if (e[0] > best.end[0] || (e[0] === best.end[0] && e[1] > best.end[1])) best.end = e;
+      }
+    }
+    for (const v of Array.isArray(x) ? x : Object.values(x)) visit(v);
+  };
+  visit(n);
+  return best;
+}
+
+class Collector {
+  tables = new Map<string, TableRef['access']>();
+  columns = new Set<string>();
+  filterColumns = new Set<string>();
+  functions = new Set<string>();
+  ctes = new Set<string>();
+  flags = new Set<Flag>();
+
+  addTable(name: string | undefined, access: TableRef['access']): void {
+    if (!name || name.includes('*')) return;
+    const prev = this.tables.get(name);
+    // Strongest access wins: ddl > write > read.
+    const rank = { read: 0, write: 1, ddl: 2 };
+    if (!prev || rank[access] > rank[prev]) this.tables.set(name, access);
+  }
+
+  /** Walk any node: tables in FROM/JOIN, column references, functions, CTE names, filter columns. */
+  visit(n: Node, inFilter = false, key = ''): void {
+    if (!n || typeof n !== 'object') return;
+    if (Array.isArray(n)) {
+      if (NAME_KEYS.has(key)) return;
+      for (const x of n) this.visit(x, inFilter, key);
+      return;
+    }
+    if (n.cte_tables) for (const c of n.cte_tables) if (c?.alias?.name?.value) this.ctes.add(String(c.alias.name.value).toLowerCase());
+    if (n.relation?.Table?.name) this.addTable(objectName(n.relation.Table.name), 'read');
+    if (n.Identifier && typeof n.Identifier.value === 'string' && !NAME_KEYS.has(key)) this.column(n.Identifier.value, inFilter);
+    if (Array.isArray(n.CompoundIdentifier)) this.column(n.CompoundIdentifier.map(identOf).join('.'), inFilter);
+    if (n.Function?.name) {
+      const f = objectName(n.Function.name)?.toLowerCase();
+      if (f) {
+        this.functions.add(f);
+        if (PRIVILEGED_FUNCS.has(f.slice(f.lastIndexOf('.') + 1))) this.flags.add('privileged-function');
+      }
+    }
+    if (Array.isArray(n.locks) && n.locks.length) this.flags.add('locking');
+    for (const [k, v] of Object.entries(n)) {
+      if (k === 'span' || k === 'alias') continue;
+      this.visit(v, inFilter || FILTER_KEYS.has(k), k);
+    }
+  }
+
+  column(ref: string, inFilter: boolean): void {
+    if (!ref || ref.startsWith('@')) return;
+    this.columns.add(ref);
+    if (inFilter) this.filterColumns.add(ref);
+  }
+}
+
+function classify(kind: string, body: Node): StatementClass {
+  if (TXN.has(kind)) return 'transaction';
+  if (kind === 'Query') return 'read';
+  if (READ.has(kind) || kind.startsWith('Show')) return 'read';
+  if (WRITE.has(kind)) return 'write';
+  if (ADMIN.has(kind)) return 'admin';
+  if (SESSION.has(kind)) return 'session';
+  if (kind === 'Drop' && ['Database', 'Schema', 'User', 'Role'].includes(String(body?.object_type))) return body.object_type === 'User' || body.object_type === 'Role' ? 'admin' : 'ddl';
+  if (DDL_PREFIX.some((p) => kind.startsWith(p))) return 'ddl';
+  return 'other';
+}
+
+const COMMANDS: Record<string, string> = {
+  Query: 'SELECT', Insert: 'INSERT', Update: 'UPDATE', Delete: 'DELETE', Truncate: 'TRUNCATE', StartTransaction: 'BEGIN', Commit: 'COMMIT', Rollback: 'ROLLBACK',
+  Set: 'SET', Use: 'USE', ExplainTable: 'DESCRIBE', Explain: 'EXPLAIN', CreateTable: 'CREATE TABLE', AlterTable: 'ALTER TABLE', CreateIndex: 'CREATE INDEX', CreateView: 'CREATE VIEW',
+  CreateDatabase: 'CREATE DATABASE', Grant: 'GRANT', Revoke: 'REVOKE', CreateUser: 'CREATE USER',
+};
+
+function commandOf(kind: string, body: Node): string {
+  if (kind === 'Insert' && body?.replace_into) return 'REPLACE';
+  if (kind === 'Drop') return `DROP ${String(body?.object_type ?? '').toUpperCase()}`.trim();
+  if (COMMANDS[kind]) return COMMANDS[kind]!;
+  return kind.replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
+}
+
+function analyzeStatement(stmt: Node, sql: string, starts: number[]): StatementInfo {
+  const kind = Object.keys(stmt)[0] ?? 'Unknown';
+  const body = typeof stmt === 'object' ? stmt[kind] : undefined;
+  const cls = classify(kind, body);
+  const c = new Collector();
+  const destructive: string[] = [];
+  const flags = c.flags;
+  switch (kind) {
+    case 'Insert':
+      c.addTable(objectName(body.table?.TableName ?? body.table_name ?? body.table), 'write');
+      break;
+    case 'Update':
+      if (body.table?.relation?.Table?.name) c.addTable(objectName(body.table.relation.Table.name), 'write');
+      if (!body.selection) destructive.push('UPDATE without WHERE');
+      break;
+    case 'Delete': {
+      const from = body.from?.WithFromKeyword ?? body.from?.WithoutKeyword ?? [];
+      for (const f of from) if (f?.relation?.Table?.name) c.addTable(objectName(f.relation.Table.name), 'write');
+      for (const t of body.tables ?? []) c.addTable(objectName(t), 'write');
+      if (!body.selection) destructive.push('DELETE without WHERE');
+      break;
+    }
+    case 'Drop':
+      for (const n of body.names ?? []) c.addTable(objectName(n), 'ddl');
+      destructive.push(`DROP ${String(body.object_type ?? '').toUpperCase()}`);
+      break;
+    case 'Truncate':
+      for (const t of body.table_names ?? []) c.addTable(objectName(t.name), 'ddl');
+      destructive.push('TRUNCATE');
+      break;
+    case 'AlterTable':
+      c.addTable(objectName(body.name), 'ddl');
+      for (const op of body.operations ?? []) {
+        const k = Object.keys(op ?? {})[0] ?? '';
+        if (k.startsWith('Drop')) destructive.push(`ALTER TABLE ... ${k.replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase()}`);
+      }
+      break;
+    case 'ExplainTable':
+      c.addTable(objectName(body.table_name), 'read');
+      break;
+    case 'ShowCreate':
+      c.addTable(objectName(body.obj_name), 'read');
+      break;
+    default:
+      if (cls === 'ddl') for (const k of ['name', 'table_name']) if (Array.isArray(body?.[k])) c.addTable(objectName(body[k]), 'ddl');
+  }
+  c.visit(body);
+  // CTE names are not tables.
+  for (const name of [...c.tables.keys()]) if (!name.includes('.') && c.ctes.has(name.toLowerCase())) c.tables.delete(name);
+  const outputs: StatementInfo['outputs'] = [];
+  const select = kind === 'Query' ? body?.body?.Select : undefined;
+  if (select) {
+    for (const item of select.projection ?? []) {
+      const expr = item.UnnamedExpr ?? item.ExprWithAlias?.expr;
+      if (!expr) continue;
+      const refs = new Collector();
+      refs.visit(expr);
+      let name: string | undefined = item.ExprWithAlias?.alias?.value;
+      if (!name && expr.Identifier) name = expr.Identifier.value;
+      if (!name && Array.isArray(expr.CompoundIdentifier)) name = identOf(expr.CompoundIdentifier[expr.CompoundIdentifier.length - 1]);
+      if (!name) {
+        // MySQL names an unaliased expression column by its text as written.
+        const sp = spanOf(expr);
+        if (sp) {
+          const from = (starts[sp.start[0] - 1] ?? 0) + sp.start[1] - 1;
+          const to = (starts[sp.end[0] - 1] ?? 0) + sp.end[1] - 1;
+          name = sql.slice(from, to);
+          // The leaf spans end before a closing parenthesis.
+          let depth = 0;
+          for (const ch of name) depth += ch === '(' ? 1 : ch === ')' ? -1 : 0;
+          let end = to;
+          while (depth > 0 && end < sql.length) {
+            if (sql[end] === ')') depth--;
+            end++;
+          }
+          name = sql.slice(from, end);
+        }
+      }
+      if (name) outputs.push({ name, refs: [...refs.columns] });
+    }
+  }
+  return {
+    command: commandOf(kind, body),
+    class: cls,
+    tables: [...c.tables].map(([name, access]) => ({ name, access })),
+    columns: [...c.columns],
+    functions: [...c.functions],
+    destructive,
+    flags: [...flags],
+    outputs: outputs.length ? outputs : undefined,
+    filterColumns: [...c.filterColumns],
+  };
+}
+
+export function analyzeMysql(sql: string): AnalysisResult {
+  let ast: Node[];
+  try {
+    ast = parse(sql, 'mysql') as Node[];
+  } catch (e) {
+    const msg = String((e as Error).message ?? e).replace(/^sql parser error:\s*/, '');
+    const m = /at Line: (\d+), Column: (\d+)/.exec(msg);
+    let position: number | undefined;
+    if (m) position = (lineStarts(sql)[Number(m[1]) - 1] ?? 0) + Number(m[2]);
+    return { ok: false, error: `syntax error: ${msg}`, ...(position ? { position } : {}) };
+  }
+  const starts = lineStarts(sql);
+  const statements = ast.map((s) => analyzeStatement(s, sql, starts));
+  const flags = new Set<Flag>(statements.flatMap((s) => s.flags));
+  if (statements.length > 1) flags.add('multi-statement');
+  const a: Analysis = {
+    ok: true,
+    statements,
+    classes: [...new Set(statements.map((s) => s.class))],
+    tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))],
+    destructive: statements.flatMap((s) => s.destructive),
+    flags: [...flags],
+    fingerprint: crypto.createHash('sha256').update(statements.map((s) => `${s.command}:${s.tables.map((t) => t.name).join(',')}`).join(';')).digest('hex').slice(0, 16),
+  };
+  return a;
+}
