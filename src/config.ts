@@ -28,6 +28,12 @@ export interface SluiceConfig {
   /** HTTP API (health, metrics, audit, sessions); off unless configured. */
   api?: ApiConfig;
   approvals: ApprovalsConfig;
+  /** MySQL/MariaDB engine: its own listener in front of its own upstream; off unless configured. */
+  mysql?: {
+    listen: { host: string; port: number };
+    upstream: { host: string; port: number; user: string; password?: string; password_env?: string; sslmode?: 'disable' | 'prefer' | 'require'; databases?: string[] };
+    max_packet_bytes: number;
+  };
   /** Directory of the config file; relative paths are resolved against it. */
   dir: string;
   file?: string;
@@ -136,6 +142,34 @@ const CONFIG_SCHEMA = {
       },
     },
     workers: { type: 'integer', minimum: 1, maximum: 64, default: 1 },
+    mysql: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['upstream'],
+      properties: {
+        listen: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'integer', minimum: 0, maximum: 65535, default: 3307 } },
+        },
+        upstream: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['host', 'user'],
+          properties: {
+            host: { type: 'string', minLength: 1 },
+            port: { type: 'integer', minimum: 1, maximum: 65535, default: 3306 },
+            user: { type: 'string', minLength: 1 },
+            password: { type: 'string' },
+            password_env: { type: 'string', minLength: 1 },
+            sslmode: { enum: ['disable', 'prefer', 'require'], default: 'prefer' },
+            databases: { type: 'array', items: { type: 'string', minLength: 1 } },
+          },
+        },
+        max_packet_bytes: { type: 'integer', minimum: 1024, default: 64 * 1024 * 1024 },
+      },
+    },
     approvals: {
       type: 'object',
       additionalProperties: false,
@@ -216,6 +250,12 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
       throw fail(['upstream', 'password_env'], `environment variable ${cfg.upstream.password_env} (upstream.password_env) is not set`);
     }
     cfg.upstream.password = v;
+  }
+  const my = cfg.mysql?.upstream;
+  if (my?.password_env && opts.secrets !== false) {
+    const v = process.env[my.password_env];
+    if (v === undefined) throw fail(['mysql', 'upstream', 'password_env'], `environment variable ${my.password_env} (mysql.upstream.password_env) is not set`);
+    my.password = v;
   }
   const store = value.store as StoreConfig & { url_env?: string; url?: string };
   if (store.kind === 'embedded') cfg.store = { kind: 'embedded', path: resolve(store.path) };

@@ -10,14 +10,17 @@ import { loadPolicy, type Policy } from './policy/policy.js';
 import { OidcVerifier } from './identity/oidc.js';
 import { verifyKey } from './identity/keys.js';
 import { loadParser } from './analyze/analyze.js';
-import { PgSession, SessionRegistry, type PgEngineConfig } from './protocol/postgres/session.js';
+import { PgSession, SessionRegistry, type LiveSession, type PgEngineConfig } from './protocol/postgres/session.js';
 import { adminSocketPath, type SluiceConfig } from './config.js';
 import { localOps, opsApprovalStore, serveAdmin, type AdminOps } from './admin.js';
 import { Approvals } from './approvals/service.js';
 import { kyselyApprovalStore } from './approvals/store.js';
-import { makePreview } from './approvals/preview.js';
+import { makePreview, makeMysqlPreview } from './approvals/preview.js';
 import { McpTools } from './mcp/tools.js';
 import os from 'node:os';
+import { MySession, type MyEngineConfig } from './protocol/mysql/session.js';
+import { probeMyUpstream } from './protocol/mysql/upstream.js';
+import { loadMysqlParser } from './analyze/mysql.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
@@ -26,6 +29,8 @@ export interface Gateway {
   port: number;
   /** Port of the HTTP API, when configured. */
   apiPort?: number;
+  /** Port of the MySQL engine, when configured. */
+  mysqlPort?: number;
   host: string;
   governor: Governor;
   registry: SessionRegistry;
@@ -68,10 +73,19 @@ function remoteSink(remote: Pick<AdminOps, 'auditWrite'>) {
   };
 }
 
+/** Blast-radius previews on the upstream of the engine a request came from. */
+function previewFor(cfg: SluiceConfig, upstream: PgEngineConfig['upstream'], governor: () => Governor) {
+  const timeoutMs = cfg.approvals.preview.timeout_ms;
+  const pg = makePreview({ upstream, analyze: (sql) => governor().cache.analyze(sql), timeoutMs });
+  const m = cfg.mysql?.upstream;
+  const my = m ? makeMysqlPreview({ upstream: { host: m.host, port: m.port, user: m.user, password: m.password, sslmode: m.sslmode }, analyze: (sql) => governor().mysqlCache.analyze(sql), timeoutMs }) : undefined;
+  return (a: Parameters<typeof pg>[0]) => (a.engine === 'mysql' ? (my ? my(a) : Promise.resolve({ kind: 'none' as const })) : pg(a));
+}
+
 /** How often each gateway publishes its live sessions (and picks up termination requests). */
 const LIVE_PUBLISH_MS = 2000;
 
-function sessionView(s: PgSession, gateway: string): SessionView {
+function sessionView(s: LiveSession, gateway: string): SessionView {
   const i = s.info;
   return {
     id: i.id,
@@ -88,7 +102,45 @@ function sessionView(s: PgSession, gateway: string): SessionView {
     transaction: i.txStatus,
     current_sql: i.currentSql,
     awaiting_approval: i.awaitingApproval,
+    engine: i.engine ?? 'postgres',
   };
+}
+
+/** The MySQL/MariaDB listener: same Governor, registry and TLS certificate as the PostgreSQL one. */
+async function startMysqlEngine(cfg: SluiceConfig, governor: Governor, registry: SessionRegistry, secureContext: tls.SecureContext | undefined): Promise<{ server: net.Server; port: number }> {
+  const m = cfg.mysql!;
+  await loadMysqlParser();
+  const upstream = { host: m.upstream.host, port: m.upstream.port, user: m.upstream.user, password: m.upstream.password, sslmode: m.upstream.sslmode };
+  // The upstream's version and capabilities shape the gateway's own handshake (a login also proves the credentials).
+  const hello = await probeMyUpstream(upstream);
+  const engine: MyEngineConfig = {
+    upstream,
+    databases: m.upstream.databases ?? [],
+    tlsMode: cfg.tls.mode,
+    secureContext,
+    limits: { maxPacketBytes: m.max_packet_bytes, authTimeoutMs: cfg.limits.auth_timeout_s * 1000 },
+    hello,
+  };
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    try {
+      new MySession(socket, governor, engine, registry);
+    } catch (e) {
+      log.error(`mysql session setup failed: ${(e as Error).message}`);
+      socket.destroy();
+    }
+  });
+  server.maxConnections = cfg.limits.max_connections;
+  server.on('error', (e) => log.error(`mysql listener: ${e.message}`));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(m.listen.port, m.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  log.info(`mysql engine listening on ${m.listen.host}:${port} (upstream ${upstream.host}:${upstream.port}, ${hello.serverVersion})`);
+  return { server, port };
 }
 
 export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -112,7 +164,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     validForS: ac.valid_for_s,
     maxGrantS: ac.max_grant_s,
     pollMs: ac.poll_ms,
-    preview: ac.preview.enabled ? makePreview({ upstream, analyze: (sql) => governor!.cache.analyze(sql), timeoutMs: ac.preview.timeout_ms }) : undefined,
+    preview: ac.preview.enabled ? previewFor(cfg, upstream, () => governor!) : undefined,
   });
   await approvals.start();
   governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals });
@@ -148,6 +200,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     });
   });
   const addr = server.address() as net.AddressInfo;
+  const mysql = cfg.mysql ? await startMysqlEngine(cfg, governor, registry, engine.secureContext) : undefined;
   const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
@@ -195,6 +248,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   return {
     port: addr.port,
     apiPort: api?.port,
+    mysqlPort: mysql?.port,
     host: cfg.listen.host,
     governor,
     registry,
@@ -210,6 +264,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       closed = true;
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
+        mysql?.server.close();
         for (const s of registry.sessions.values()) s.terminate('the gateway is shutting down');
       });
       admin?.close();

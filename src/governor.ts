@@ -39,6 +39,7 @@ export interface HoldRequest {
   binaryParams?: boolean;
   verdict: Verdict;
   sessionId?: string;
+  engine?: 'postgres' | 'mysql';
 }
 
 export interface GovernorOptions {
@@ -195,6 +196,7 @@ export class Governor {
       sql: h.sql,
       params: h.params,
       binaryParams: h.binaryParams,
+      engine: h.engine,
       rule: h.verdict.decision.rule,
       reason: h.verdict.decision.reason,
       spec: h.verdict.decision.approval,

@@ -1,6 +1,8 @@
 import type { Analysis, AnalysisFailure } from '../analyze/analyze.js';
 import type { UpstreamTarget } from '../protocol/postgres/upstream.js';
 import { upstreamClient } from '../protocol/postgres/client.js';
+import type { MyUpstreamTarget } from '../protocol/mysql/upstream.js';
+import { MyClient, myIdent, myQuote } from '../protocol/mysql/client.js';
 import type { Approval, Preview } from './store.js';
 
 /** Flags under which running a statement, even in a transaction that is rolled back, could have effects outside it. */
@@ -31,7 +33,7 @@ const connect = (o: PreviewOptions, database: string) => upstreamClient(o.upstre
  */
 export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview> {
   return async (a) => {
-    if (a.kind !== 'statement' || !a.sql) return { kind: 'none' };
+    if (a.kind !== 'statement' || !a.sql || a.engine === 'mysql') return { kind: 'none' };
     const r = o.analyze(a.sql);
     if (!r.ok) return { kind: 'none', note: 'not previewed: the statement does not parse' };
     const unsafe = r.statements.flatMap((s) => s.flags).find((f) => UNSAFE_FLAGS.has(f));
@@ -90,5 +92,72 @@ export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview
       }
     }
     return { kind: 'none', note: 'not previewed: only data-changing statements and DDL are previewed' };
+  };
+}
+
+/** Storage engines whose changes a ROLLBACK undoes. */
+const TRANSACTIONAL = new Set(['innodb', 'rocksdb', 'tokudb']);
+
+export interface MysqlPreviewOptions {
+  upstream: MyUpstreamTarget;
+  analyze: (sql: string) => Analysis | AnalysisFailure;
+  timeoutMs: number;
+}
+
+/**
+ * The same preview for MySQL/MariaDB. MySQL commits DDL implicitly and MyISAM ignores ROLLBACK, so only
+ * data-changing statements on transactional tables (InnoDB) run, inside START TRANSACTION ... ROLLBACK.
+ */
+export function makeMysqlPreview(o: MysqlPreviewOptions): (a: Approval) => Promise<Preview> {
+  return async (a) => {
+    if (a.kind !== 'statement' || !a.sql) return { kind: 'none' };
+    const r = o.analyze(a.sql);
+    if (!r.ok) return { kind: 'none', note: 'not previewed: the statement does not parse' };
+    const unsafe = r.statements.flatMap((s) => s.flags).find((f) => UNSAFE_FLAGS.has(f));
+    if (unsafe) return { kind: 'none', note: `not previewed: the statement has ${unsafe}` };
+    if (r.statements.some((s) => s.class === 'transaction' || s.class === 'session')) return { kind: 'none', note: 'not previewed: transaction control or session statements' };
+    if (a.params?.length) return { kind: 'none', note: 'not previewed: prepared statement with bound parameters' };
+    const t0 = performance.now();
+    const qualified = (name: string) => (name.includes('.') ? name.split('.') : [a.database, name]);
+    const c = await MyClient.connect(o.upstream, a.database || undefined);
+    try {
+      await c.query(`SET SESSION innodb_lock_wait_timeout = ${Math.max(1, Math.ceil(o.timeoutMs / 1000))}`);
+      await c.query(`SET SESSION max_statement_time = ${o.timeoutMs / 1000}`).catch(() => c.query(`SET SESSION MAX_EXECUTION_TIME = ${Math.floor(o.timeoutMs)}`).catch(() => undefined));
+      if (r.statements.every((s) => DML.has(s.command) || s.command === 'REPLACE')) {
+        for (const t of r.tables) {
+          const [schema, table] = qualified(t);
+          const e = await c.query(`SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${myQuote(schema!)} AND TABLE_NAME = ${myQuote(table!)}`);
+          const engine = e.rows[0]?.[0];
+          if (engine && !TRANSACTIONAL.has(engine.toLowerCase())) return { kind: 'none', note: `not previewed: table ${t} uses ${engine}, which a rollback cannot undo` };
+        }
+        await c.query('START TRANSACTION');
+        try {
+          const res = await c.query(a.sql);
+          return { kind: 'rows', rows_affected: res.affected, duration_ms: Math.round(performance.now() - t0), note: 'ran in a transaction that was rolled back' };
+        } catch (e) {
+          return { kind: 'rows', error: (e as Error).message, duration_ms: Math.round(performance.now() - t0) };
+        } finally {
+          await c.query('ROLLBACK').catch(() => undefined);
+        }
+      }
+      if (r.statements.every((s) => s.class === 'ddl' || s.class === 'admin')) {
+        const objects: NonNullable<Preview['objects']> = [];
+        for (const s of r.statements) {
+          for (const t of s.tables) {
+            let rows: number | undefined;
+            if (TABLE_DDL.has(s.command)) {
+              const [schema, table] = qualified(t.name);
+              const exists = await c.query(`SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${myQuote(schema!)} AND TABLE_NAME = ${myQuote(table!)}`);
+              if (exists.rows[0]?.[0] !== '0') rows = Number((await c.query(`SELECT COUNT(*) FROM ${myIdent(`${schema}.${table}`)}`)).rows[0]?.[0]);
+            }
+            objects.push({ command: s.command, name: t.name, ...(rows !== undefined ? { rows } : {}) });
+          }
+        }
+        return { kind: 'objects', objects, duration_ms: Math.round(performance.now() - t0), note: 'not run; objects it touches' };
+      }
+      return { kind: 'none', note: 'not previewed: only data-changing statements and DDL are previewed' };
+    } finally {
+      c.close();
+    }
   };
 }

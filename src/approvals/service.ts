@@ -45,6 +45,7 @@ export interface StatementRequest {
   sql: string;
   params?: (string | null)[];
   binaryParams?: boolean;
+  engine?: 'postgres' | 'mysql';
   rule: string;
   reason?: string;
   spec?: ApprovalSpec;
@@ -138,7 +139,7 @@ export class Approvals extends EventEmitter {
    * disconnect, or after approval) or store a new one, notify reviewers and start the preview.
    */
   async requestStatement(r: StatementRequest): Promise<Approval> {
-    const hash = statementHash(r.database, r.sql, r.params);
+    const hash = statementHash(`${r.engine === 'mysql' ? 'mysql:' : ''}${r.database}`, r.sql, r.params);
     const open = await this.store.list({ requester: r.identity.subject, hash, status: ['pending', 'approved'], limit: 5 });
     const reusable = open.find((a) => a.expires_at > now());
     if (reusable) return reusable;
@@ -149,6 +150,7 @@ export class Approvals extends EventEmitter {
       status: 'pending',
       ...requesterFields(r.identity),
       database: r.database,
+      engine: r.engine === 'mysql' ? 'mysql' : undefined,
       sql: r.sql,
       params: r.params?.length ? r.params : undefined,
       binary_params: r.binaryParams || undefined,

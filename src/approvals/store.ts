@@ -39,6 +39,8 @@ export interface Approval {
   /** An agent's principal: it may not approve its agent's requests either. */
   acting_for?: string;
   database: string;
+  /** Which engine's upstream a statement request runs on (default postgres). */
+  engine?: 'postgres' | 'mysql';
   /** Statement requests: the SQL and bind parameters the approval is bound to (hash covers database, SQL, params). */
   sql?: string;
   params?: (string | null)[];

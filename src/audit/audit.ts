@@ -23,7 +23,7 @@ export interface AuditEvent {
   database?: string;
   tls?: boolean;
   sql?: string;
-  protocol?: 'simple' | 'extended' | 'mcp';
+  protocol?: 'simple' | 'extended' | 'mcp' | 'mysql' | 'mysql-prepared';
   statement_name?: string;
   fingerprint?: string;
   classes?: string[];

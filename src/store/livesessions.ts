@@ -17,6 +17,7 @@ export interface SessionView {
   transaction: string;
   current_sql?: string;
   awaiting_approval?: string;
+  engine?: 'postgres' | 'mysql';
 }
 
 export interface LiveSessionStore {

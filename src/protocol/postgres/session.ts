@@ -48,12 +48,22 @@ export interface SessionInfo {
   txStatus: string;
   /** The approval request the session's current statement is held for. */
   awaitingApproval?: string;
+  /** Wire protocol of the session. */
+  engine?: 'postgres' | 'mysql';
 }
 
-/** Live sessions and cancel keys, shared by all sessions of one engine. */
+/** What the registry needs of a session of any engine (PostgreSQL, MySQL). */
+export interface LiveSession {
+  readonly id: string;
+  readonly info: SessionInfo;
+  terminate(reason: string): void;
+  cancelFromClient(secret: number): void;
+}
+
+/** Live sessions and cancel keys, shared by all sessions of every engine of one gateway process. */
 export class SessionRegistry {
-  readonly sessions = new Map<string, PgSession>();
-  readonly byKey = new Map<number, PgSession>();
+  readonly sessions = new Map<string, LiveSession>();
+  readonly byKey = new Map<number, LiveSession>();
   /** Cancel keys not issued by this process are passed here (to the other processes of a cluster). */
   forwardCancel?: (pid: number, secret: number) => void;
   /** Cancel a session of this process by its gateway-issued key; false if the key is not ours. */
@@ -63,11 +73,11 @@ export class SessionRegistry {
     s.cancelFromClient(secret);
     return true;
   }
-  register(s: PgSession, pid: number): void {
+  register(s: LiveSession, pid: number): void {
     this.sessions.set(s.id, s);
     this.byKey.set(pid, s);
   }
-  unregister(s: PgSession, pid: number): void {
+  unregister(s: LiveSession, pid: number): void {
     this.sessions.delete(s.id);
     if (this.byKey.get(pid) === s) this.byKey.delete(pid);
   }
@@ -164,7 +174,7 @@ function relay(framer: Framer, chunk: Buffer, onMessage: (type: number, b: Buffe
   flushRun();
 }
 
-export class PgSession {
+export class PgSession implements LiveSession {
   readonly id = crypto.randomUUID();
   readonly info: SessionInfo;
   private client: net.Socket;

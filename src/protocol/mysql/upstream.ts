@@ -1,0 +1,229 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import crypto from 'node:crypto';
+import { CAP, MyFramer, MyReader, frame, int4, lenencBuf, parseErr, type ErrInfo } from './packets.js';
+
+export interface MyUpstreamTarget {
+  host: string;
+  port: number;
+  user: string;
+  password?: string;
+  /** disable: plain TCP; prefer: TLS when offered; require: TLS or fail. */
+  sslmode?: 'disable' | 'prefer' | 'require';
+  connectTimeoutMs?: number;
+}
+
+export class MyUpstreamError extends Error {
+  constructor(
+    message: string,
+    readonly err?: ErrInfo,
+  ) {
+    super(message);
+    this.name = 'MyUpstreamError';
+  }
+}
+
+/** What the upstream announced in its initial handshake. */
+export interface UpstreamHello {
+  serverVersion: string;
+  connectionId: number;
+  caps: number;
+  charset: number;
+  status: number;
+  scramble: Buffer;
+  plugin: string;
+}
+
+export interface MyUpstream {
+  socket: net.Socket;
+  hello: UpstreamHello;
+  /** Capabilities in force on this connection. */
+  caps: number;
+  /** Bytes read after the final OK (normally none). */
+  leftover: Buffer;
+}
+
+function parseHello(p: Buffer): UpstreamHello {
+  if (p[0] === 0xff) throw new MyUpstreamError(`upstream refused the connection: ${parseErr(p).message}`, parseErr(p));
+  const r = new MyReader(p);
+  const proto = r.int1();
+  if (proto !== 10) throw new MyUpstreamError(`unsupported upstream protocol version ${proto}`);
+  const serverVersion = r.nulString();
+  const connectionId = r.int4();
+  const s1 = r.bytes(8);
+  r.int1();
+  let caps = r.int2();
+  const charset = r.left ? r.int1() : 33;
+  const status = r.left ? r.int2() : 0;
+  if (r.left) caps |= r.int2() << 16;
+  const authLen = r.left ? r.int1() : 0;
+  if (r.left >= 10) r.bytes(10);
+  let s2: Buffer = Buffer.alloc(0);
+  if (caps & CAP.SECURE_CONNECTION) {
+    const n = Math.max(13, authLen - 8);
+    s2 = r.bytes(Math.min(n, r.left));
+    if (s2[s2.length - 1] === 0) s2 = s2.subarray(0, s2.length - 1);
+  }
+  const plugin = caps & CAP.PLUGIN_AUTH && r.left ? r.nulString() : 'mysql_native_password';
+  return { serverVersion, connectionId, caps: caps >>> 0, charset, status, scramble: Buffer.concat([s1, s2]), plugin };
+}
+
+const sha1 = (...b: Buffer[]) => b.reduce((h, x) => h.update(x), crypto.createHash('sha1')).digest();
+const sha256 = (...b: Buffer[]) => b.reduce((h, x) => h.update(x), crypto.createHash('sha256')).digest();
+const xor = (a: Buffer, b: Buffer) => Buffer.from(a.map((x, i) => x ^ b[i % b.length]!));
+
+/** The first auth response for a plugin (or undefined: the plugin is not supported). */
+export function authResponse(plugin: string, password: string, scramble: Buffer, secure: boolean): Buffer | undefined {
+  const pw = Buffer.from(password, 'utf8');
+  switch (plugin) {
+    case 'mysql_native_password':
+      if (!pw.length) return Buffer.alloc(0);
+      return xor(sha1(pw), sha1(scramble.subarray(0, 20), sha1(sha1(pw))));
+    case 'caching_sha2_password':
+      if (!pw.length) return Buffer.alloc(0);
+      return xor(sha256(pw), sha256(sha256(sha256(pw)), scramble.subarray(0, 20)));
+    case 'mysql_clear_password':
+      if (!secure) throw new MyUpstreamError('the upstream asks for the clear-text password plugin over an unencrypted connection; set sslmode: require');
+      return Buffer.concat([pw, Buffer.from([0])]);
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Connect and log in to the upstream MySQL/MariaDB with the gateway's own credentials. `clientCaps` are the
+ * capabilities the gateway's client negotiated, so packets can be relayed between the two unchanged.
+ */
+export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charset: number; database?: string; attrs?: Record<string, string> }): Promise<MyUpstream> {
+  return new Promise((resolve, reject) => {
+    let socket: net.Socket = net.connect({ host: t.host, port: t.port, noDelay: true });
+    const timer = setTimeout(() => fail(new MyUpstreamError(`timed out connecting to upstream ${t.host}:${t.port}`)), t.connectTimeoutMs ?? 10_000);
+    let done = false;
+    const fail = (e: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      reject(e instanceof MyUpstreamError ? e : new MyUpstreamError(`upstream ${t.host}:${t.port}: ${e.message}`));
+    };
+    let framer = new MyFramer(1 << 24);
+    let hello: UpstreamHello | undefined;
+    let seq = 0;
+    let caps = 0;
+    let plugin = '';
+    let scramble: Buffer = Buffer.alloc(0);
+    let secure = false;
+    const send = (payload: Buffer) => {
+      const f = frame(seq, payload);
+      seq = f.next;
+      socket.write(f.bytes);
+    };
+    const onData = (d: Buffer) => {
+      try {
+        framer.push(d, (s, p) => {
+          if (done) return 'keep';
+          seq = (s + 1) & 0xff;
+          if (!hello) return void start(p);
+          return step(p);
+        });
+      } catch (e) {
+        fail(e as Error);
+      }
+    };
+    const start = (p: Buffer) => {
+      hello = parseHello(p);
+      const wantTls = t.sslmode === 'require' || (t.sslmode ?? 'prefer') === 'prefer';
+      const canTls = (hello.caps & CAP.SSL) !== 0;
+      if (t.sslmode === 'require' && !canTls) throw new MyUpstreamError('sslmode is require but the upstream does not offer TLS');
+      caps = (o.caps & hello.caps & ~CAP.SSL & ~CAP.COMPRESS & ~CAP.LOCAL_FILES) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH | (hello.caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA);
+      if (o.database) caps |= CAP.CONNECT_WITH_DB;
+      if (!(hello.caps & CAP.CONNECT_ATTRS)) caps &= ~CAP.CONNECT_ATTRS;
+      plugin = hello.plugin;
+      scramble = hello.scramble;
+      if (wantTls && canTls) {
+        caps |= CAP.SSL;
+        send(Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([o.charset]), Buffer.alloc(23)]));
+        socket.removeListener('data', onData);
+        const plain = socket;
+        socket = tls.connect({ socket: plain, rejectUnauthorized: false, servername: net.isIP(t.host) ? undefined : t.host });
+        socket.once('secureConnect', () => {
+          secure = true;
+          framer = new MyFramer(1 << 24);
+          socket.on('data', onData);
+          login();
+        });
+        socket.on('error', fail);
+        return;
+      }
+      login();
+    };
+    const login = () => {
+      const resp = authResponse(plugin, t.password ?? '', scramble, secure) ?? Buffer.alloc(0);
+      const parts = [int4(caps), int4(1 << 24), Buffer.from([o.charset]), Buffer.alloc(23), Buffer.from(t.user + '\0', 'utf8')];
+      parts.push(caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA ? lenencBuf(resp) : Buffer.concat([Buffer.from([resp.length]), resp]));
+      if (caps & CAP.CONNECT_WITH_DB) parts.push(Buffer.from(`${o.database ?? ''}\0`, 'utf8'));
+      parts.push(Buffer.from(`${plugin}\0`, 'utf8'));
+      if (caps & CAP.CONNECT_ATTRS) {
+        const kv = Object.entries({ _client_name: 'sluice', ...(o.attrs ?? {}) }).map(([k, v]) => Buffer.concat([lenencBuf(Buffer.from(k)), lenencBuf(Buffer.from(v))]));
+        parts.push(lenencBuf(Buffer.concat(kv)));
+      }
+      send(Buffer.concat(parts));
+    };
+    const step = (p: Buffer): 'stop' | void => {
+      const head = p[0];
+      if (head === 0x00) {
+        done = true;
+        clearTimeout(timer);
+        socket.removeListener('data', onData);
+        socket.removeListener('error', fail);
+        resolve({ socket, hello: hello!, caps, leftover: Buffer.alloc(0) });
+        return 'stop';
+      }
+      if (head === 0xff) {
+        const e = parseErr(p);
+        throw new MyUpstreamError(`upstream login failed: ${e.message}`, e);
+      }
+      if (head === 0xfe) {
+        // AuthSwitchRequest: another plugin, with new scramble data.
+        const r = new MyReader(p, 1);
+        plugin = r.nulString();
+        scramble = r.rest();
+        if (scramble[scramble.length - 1] === 0) scramble = scramble.subarray(0, scramble.length - 1);
+        const resp = authResponse(plugin, t.password ?? '', scramble, secure);
+        if (!resp) throw new MyUpstreamError(`upstream asks for unsupported authentication plugin ${plugin}`);
+        send(resp);
+        return;
+      }
+      if (head === 0x01) {
+        // AuthMoreData (caching_sha2_password): 3 = fast auth done (OK follows), 4 = full authentication needed.
+        const more = p.subarray(1);
+        if (plugin === 'caching_sha2_password' && more.length === 1 && more[0] === 3) return;
+        if (plugin === 'caching_sha2_password' && more.length === 1 && more[0] === 4) {
+          if (secure) send(Buffer.from(`${t.password ?? ''}\0`, 'utf8'));
+          else send(Buffer.from([2])); // ask for the server's RSA public key
+          return;
+        }
+        if (plugin === 'caching_sha2_password' && more.toString('ascii').includes('BEGIN PUBLIC KEY')) {
+          const pw = Buffer.from(`${t.password ?? ''}\0`, 'utf8');
+          send(crypto.publicEncrypt({ key: more.toString('ascii'), padding: crypto.constants.RSA_PKCS1_OAEP_PADDING }, xor(pw, scramble.subarray(0, 20))));
+          return;
+        }
+        throw new MyUpstreamError(`unexpected authentication data from the upstream (${plugin})`);
+      }
+      throw new MyUpstreamError(`unexpected packet 0x${(head ?? 0).toString(16)} during upstream login`);
+    };
+    socket.on('data', onData);
+    socket.on('error', fail);
+    socket.on('close', () => fail(new MyUpstreamError(`upstream ${t.host}:${t.port} closed the connection during login`)));
+  });
+}
+
+/**
+ * The upstream's version and capabilities, for the gateway's own handshake: a full login and COM_QUIT (a bare
+ * connect-and-close would count against the server's max_connect_errors and can get the gateway's host blocked).
+ */
+export async function probeMyUpstream(t: MyUpstreamTarget): Promise<UpstreamHello> {
+  const u = await connectMyUpstream(t, { caps: 0xffffffff, charset: 45 });
+  u.socket.end(frame(0, Buffer.from([0x01])).bytes);
+  return u.hello;
+}

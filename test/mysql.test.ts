@@ -1,0 +1,205 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import net from 'node:net';
+import crypto from 'node:crypto';
+import mysql from 'mysql2/promise';
+import { startTestGateway, run, auditEvents, type TestGateway } from './support/env.js';
+
+/** The MariaDB server the tests run against (.ci/run makes sure it is up). */
+const MY = { host: process.env.SLUICE_TEST_MYHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_MYPORT ?? 3306), user: process.env.SLUICE_TEST_MYUSER ?? 'root' };
+
+const POLICY = `version: 1
+default: deny
+rules:
+  - name: session-and-transactions
+    match: { statements: [transaction, session] }
+    action: allow
+  - name: destructive-needs-dba
+    match: { destructive: true, groups: [analysts] }
+    action: deny
+    reason: destructive statements need a DBA
+  - name: no-multi-statements
+    match: { flags: [multi-statement], groups: [analysts] }
+    action: deny
+  - name: analysts-write-reviewed
+    match: { groups: [analysts], statements: [write] }
+    action: require_approval
+    approval: { approvers: [dba] }
+  - name: analysts-read
+    match: { groups: [analysts], statements: [read] }
+    action: allow
+  - name: dba
+    match: { groups: [dba] }
+    action: allow
+masking:
+  inference_guard: true
+  exempt: { groups: [dba] }
+  columns:
+    - { column: customers.ssn, masker: partial }
+`;
+
+let t: TestGateway;
+let db: string;
+let alice: string;
+let dana: string;
+let port: number;
+const root = () => mysql.createConnection({ ...MY, multipleStatements: true });
+
+beforeAll(async () => {
+  db = `sluice_my_${crypto.randomBytes(4).toString('hex')}`;
+  const r = await root();
+  await r.query(`CREATE DATABASE ${db}; USE ${db};
+    CREATE TABLE customers (id int primary key, name varchar(50), email varchar(100), ssn varchar(20), notes text, dob date, score double) ENGINE=InnoDB;
+    INSERT INTO customers VALUES (1,'Ada','ada@example.com','123-45-6789','call +1 415 555 0100','1990-01-02',1.5),(2,'Bob','bob@example.org','987-65-4321','vip',NULL,2);
+    CREATE TABLE orders (id int primary key, customer_id int, status varchar(20)) ENGINE=InnoDB;
+    INSERT INTO orders VALUES (1,1,'new'),(2,1,'new'),(3,2,'new');`);
+  await r.end();
+  t = await startTestGateway({
+    policy: POLICY,
+    config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: prefer } }
+api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
+approvals: { poll_ms: 200 }`,
+  });
+  port = t.gw.mysqlPort!;
+  alice = await t.key('human', ['analysts'], { name: 'alice' });
+  dana = await t.key('human', ['dba'], { name: 'dana' });
+});
+afterAll(async () => {
+  await t?.stop();
+  const r = await root();
+  await r.query(`DROP DATABASE IF EXISTS ${db}`);
+  await r.end();
+});
+
+const connect = (password: string, extra: Record<string, unknown> = {}) => mysql.createConnection({ host: '127.0.0.1', port, user: 'someone', password, database: db, enableCleartextPlugin: true, ...extra } as mysql.ConnectionOptions);
+const cli = (password: string, ...args: string[]) => run('mariadb', ['-h', '127.0.0.1', '-P', String(port), '-u', 'someone', `-p${password}`, '--batch', db, ...args]);
+
+describe('MySQL engine: mysql2 (text and prepared)', () => {
+  it('masks results by detector and column rule, in text and binary protocol; exempt DBAs see cleartext', async () => {
+    const c = await connect(alice);
+    const [rows] = await c.query('SELECT id, email, ssn, notes, dob, score FROM customers ORDER BY id');
+    // A masked date (or number) becomes NULL: any other text would not parse as its type in the client.
+    expect(rows).toEqual([
+      { id: 1, email: 'a***@***.com', ssn: '***-**-6789', notes: 'call +* *** *** 0100', dob: null, score: 1.5 },
+      { id: 2, email: 'b***@***.org', ssn: '***-**-4321', notes: 'vip', dob: null, score: 2 },
+    ]);
+    const [prepared] = await c.execute('SELECT id, email, ssn, upper(ssn) AS up, dob FROM customers WHERE id = ?', [1]);
+    expect(prepared).toEqual([{ id: 1, email: 'a***@***.com', ssn: '***-**-6789', up: '***-**-6789', dob: null }]);
+    await c.end();
+    const d = await connect(dana);
+    const [clear] = await d.query('SELECT ssn FROM customers WHERE id = 1');
+    expect(clear).toEqual([{ ssn: '123-45-6789' }]);
+    await d.end();
+    const ev = (await auditEvents(t, { subject: 'human:alice', type: 'statement' })).find((e) => e.sql?.startsWith('SELECT id, email, ssn, notes'));
+    expect(ev).toMatchObject({ protocol: 'mysql', decision: 'allow', rows: 2, masked: { email: 2, 'customers.ssn': 2, phone: 1, date_of_birth: 1 } });
+  });
+
+  it('denies by policy with a MySQL error, the connection stays usable; unparsable SQL fails closed', async () => {
+    const c = await connect(alice);
+    await expect(c.query('DELETE FROM orders')).rejects.toMatchObject({ errno: 1142, sqlState: '42000', message: expect.stringContaining('destructive statements need a DBA') });
+    await expect(c.query('SELECT 1 /*! ; DROP TABLE orders */')).rejects.toMatchObject({ errno: 1142, message: expect.stringContaining('no-multi-statements') });
+    await expect(c.query('SELEC 1')).rejects.toMatchObject({ errno: 1064, sqlState: '42000', message: expect.stringContaining('Sluice could not parse') });
+    await expect(c.query("SELECT id FROM customers WHERE ssn LIKE '1%'")).rejects.toMatchObject({ errno: 1142, message: expect.stringContaining('inference guard') });
+    await expect(c.execute('DELETE FROM orders', [])).rejects.toMatchObject({ errno: 1142 });
+    const [ok] = await c.query('SELECT count(*) AS n FROM orders');
+    expect(ok).toEqual([{ n: 3 }]);
+    await c.end();
+    const r = await root();
+    const [[n]] = (await r.query(`SELECT count(*) AS n FROM ${db}.orders`)) as any;
+    expect(n.n).toBe(3);
+    await r.end();
+  });
+
+  it('refuses bad tokens with the reason (1045) and audits the failure', async () => {
+    await expect(connect('not-a-token')).rejects.toMatchObject({ errno: 1045, message: expect.stringContaining('neither a JWT nor a Sluice key') });
+    const ev = await auditEvents(t, { type: 'auth_failure' });
+    expect(ev.some((e) => e.details?.engine === 'mysql')).toBe(true);
+  });
+
+  it('held writes wait for approval and run in place (prepared statement, parameters bound to the approval)', async () => {
+    const c = await connect(alice);
+    const running = c.execute('UPDATE orders SET status = ? WHERE customer_id = ?', ['shipped', 1]);
+    const base = `http://127.0.0.1:${t.gw.apiPort}`;
+    let a: any;
+    for (let i = 0; i < 100 && !a; i++) {
+      const r = await (await fetch(`${base}/api/approvals?status=pending`, { headers: { authorization: `Bearer ${dana}` } })).json();
+      a = r.approvals[0];
+      if (!a) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(a).toMatchObject({ engine: 'mysql', sql: 'UPDATE orders SET status = ? WHERE customer_id = ?', params: ['shipped', '1'] });
+    const res = await fetch(`${base}/api/approvals/${a.id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${dana}`, 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(200);
+    const [r] = (await running) as any;
+    expect(r.affectedRows).toBe(2);
+    // A text-protocol write: the preview ran it in a rolled-back transaction on InnoDB.
+    const held = c.query("UPDATE orders SET status = 'lost' WHERE id = 3").then(() => undefined, (e: Error) => e);
+    let b: any;
+    for (let i = 0; i < 100 && !b?.preview; i++) {
+      const r2 = await (await fetch(`${base}/api/approvals?status=pending`, { headers: { authorization: `Bearer ${dana}` } })).json();
+      b = r2.approvals[0];
+      if (!b?.preview) await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(b.preview).toMatchObject({ kind: 'rows', rows_affected: 1 });
+    await fetch(`${base}/api/approvals/${b.id}/deny`, { method: 'POST', headers: { authorization: `Bearer ${dana}`, 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'no' }) });
+    expect(await held).toMatchObject({ errno: 1142, message: expect.stringMatching(/denied by .*: no/) });
+    const [[s]] = (await c.query('SELECT status FROM orders WHERE id = 3')) as any;
+    expect(s.status).toBe('new');
+    await c.end();
+  });
+});
+
+describe('MySQL engine: the mariadb command-line client', () => {
+  it('runs queries, shows masked values and policy errors, over TLS too', async () => {
+    const r = await cli(alice, '--skip-ssl', '-e', 'SELECT name, ssn FROM customers ORDER BY id');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('name\tssn\nAda\t***-**-6789\nBob\t***-**-4321\n');
+    const denied = await cli(alice, '--skip-ssl', '-e', 'DROP TABLE orders');
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(/ERROR 1142 \(42000\).*destructive statements need a DBA/);
+    const tls = await cli(dana, '--ssl', '--ssl-verify-server-cert=0', '-e', "SHOW STATUS LIKE 'Ssl_cipher'");
+    expect(tls.code).toBe(0);
+    const sessions = await auditEvents(t, { type: 'session_start', subject: 'human:dana' });
+    expect(sessions.some((e) => e.tls === true && e.details?.engine === 'mysql')).toBe(true);
+  });
+
+  it('KILL QUERY of one of your own connections (what Ctrl-C sends) interrupts it', async () => {
+    const c = await connect(dana);
+    const threadId = c.threadId!;
+    const slow = c.query('SELECT SLEEP(20) AS s').then((x) => x, (e) => e);
+    await new Promise((res) => setTimeout(res, 300));
+    const k = await connect(dana);
+    await k.query(`KILL QUERY ${threadId}`);
+    const out = (await slow) as any;
+    // SLEEP returns 1 when interrupted.
+    expect(Array.isArray(out) ? out[0][0].s : out.errno).toBeOneOf([1, 1317]);
+    await expect(k.query(`KILL QUERY ${threadId + 1}`)).rejects.toMatchObject({ errno: 1094 });
+    const other = await connect(alice);
+    await expect(other.query(`KILL ${threadId}`)).rejects.toMatchObject({ errno: 1094 });
+    await other.end();
+    await k.end();
+    await c.end();
+  });
+});
+
+describe('MySQL engine: bad input', () => {
+  it('garbage and truncated packets get a protocol error and never take the gateway down', async () => {
+    const raw = (bytes: Buffer) =>
+      new Promise<Buffer>((resolve) => {
+        const s = net.connect(port, '127.0.0.1');
+        let got = Buffer.alloc(0);
+        s.on('data', (d) => {
+          got = Buffer.concat([got, d]);
+          if (got.length > 4) s.write(bytes);
+        });
+        s.on('close', () => resolve(got));
+        s.on('error', () => resolve(got));
+        setTimeout(() => s.destroy(), 2000);
+      });
+    const out = await raw(Buffer.from([0x05, 0x00, 0x00, 0x01, 0x01, 0x02, 0x03, 0x04, 0x05]));
+    expect(out.toString('latin1')).toMatch(/protocol error|protocol 4\.1|too short/);
+    await raw(Buffer.from([0xff, 0xff, 0xff, 0x01, 0x00]));
+    const c = await connect(dana);
+    const [rows] = await c.query('SELECT 1 AS one');
+    expect(rows).toEqual([{ one: 1 }]);
+    await c.end();
+  });
+});
