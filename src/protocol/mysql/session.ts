@@ -9,8 +9,9 @@ import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { maskValue, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { globMatch } from '../../util/glob.js';
+import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
-import { CAP, COM, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
+import { CAP, COM, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
 import { connectMyUpstream, MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 
 export interface MyEngineConfig {
@@ -617,21 +618,40 @@ export class MySession implements LiveSession {
   // ---------------------------------------------------------------- upstream -> client
 
   private onUpstreamData(d: Buffer): void {
-    const c = this.client;
-    c.cork();
     try {
       this.upstreamFramer.push(d, (_seq, p) => void this.onUpstreamPacket(p));
+      this.flushOut();
     } catch (e) {
+      this.pendingOut = [];
       this.fatal(2027, 'HY000', `malformed packet from the upstream database: ${(e as Error).message}`);
-    } finally {
-      c.uncork();
     }
   }
 
+  /** Packets for the client from one upstream chunk, written at once (one copy, one write). */
+  private pendingOut: Buffer[] = [];
+
   private out(f: Inflight, payload: Buffer): void {
-    const x = frame(f.outSeq, payload);
-    f.outSeq = x.next;
-    if (!this.client.destroyed && !this.client.write(x.bytes)) this.upstream?.pause();
+    if (payload.length < MAX_PAYLOAD) {
+      const h = Buffer.allocUnsafe(4);
+      h[0] = payload.length & 0xff;
+      h[1] = (payload.length >> 8) & 0xff;
+      h[2] = payload.length >> 16;
+      h[3] = f.outSeq;
+      f.outSeq = (f.outSeq + 1) & 0xff;
+      this.pendingOut.push(h, payload);
+    } else {
+      const x = frame(f.outSeq, payload);
+      f.outSeq = x.next;
+      this.pendingOut.push(x.bytes);
+    }
+  }
+
+  private flushOut(): void {
+    if (!this.pendingOut.length) return;
+    const chunks = this.pendingOut;
+    this.pendingOut = [];
+    if (this.client.destroyed) return;
+    if (!this.client.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))) this.upstream?.pause();
   }
 
   private finish(f: Inflight, status?: number): void {
@@ -639,6 +659,8 @@ export class MySession implements LiveSession {
     if (f.k === 'query' || f.k === 'execute') this.auditDone(f);
     this.inflight = undefined;
     this.info.currentSql = undefined;
+    // The answer goes out before anything the next command writes.
+    this.flushOut();
     this.continueReading();
   }
 
@@ -766,35 +788,83 @@ export class MySession implements LiveSession {
     }
   }
 
+  /**
+   * Mask one text-protocol row. Cells are handled as offsets into the packet (only cells the byte pre-scan flags
+   * are decoded) and a changed row is rebuilt in one allocation, unchanged cells copied with their length prefix.
+   */
   private maskTextRow(f: Inflight, p: Buffer): Buffer | undefined {
     const plan = f.plan!;
-    const r = new MyReader(p);
-    const cells: (Buffer | null)[] = [];
-    let changed = false;
-    for (let i = 0; i < f.columns.length; i++) {
-      const v = r.lenencBytes();
-      const action = plan.columns[i];
-      if (v === null || !action || action.kind === 'pass') {
-        cells.push(v);
+    const n = f.columns.length;
+    const starts = (this.cellStarts ??= new Int32Array(4096));
+    if (n + 1 > starts.length) throw new MyProtocolError(`row of ${n} columns`);
+    let changed: (string | null | undefined)[] | undefined;
+    let pos = 0;
+    for (let i = 0; i < n; i++) {
+      starts[i] = pos;
+      const head = p[pos];
+      if (head === undefined) throw new MyProtocolError('row packet truncated');
+      if (head === 0xfb) {
+        pos++;
         continue;
       }
+      let len: number;
+      let at: number;
+      if (head < 0xfb) {
+        len = head;
+        at = pos + 1;
+      } else if (head === 0xfc) {
+        len = p.readUInt16LE(pos + 1);
+        at = pos + 3;
+      } else if (head === 0xfd) {
+        len = p.readUIntLE(pos + 1, 3);
+        at = pos + 4;
+      } else if (head === 0xfe) {
+        len = Number(p.readBigUInt64LE(pos + 1));
+        at = pos + 9;
+      } else throw new MyProtocolError('invalid length in row');
+      const end = at + len;
+      if (end > p.length) throw new MyProtocolError('row cell overruns the packet');
+      pos = end;
+      const action = plan.columns[i];
+      if (!action || action.kind === 'pass' || (action.kind === 'scan' && !mayContainSensitive(p, at, end))) continue;
+      const counts = (f.masked ??= new Map());
+      let m: string | null | undefined;
       if (action.kind === 'rule' && !isTextColumn(f.columns[i]!)) {
         // A masked number or date would not parse as its type in the client: it becomes NULL (as in binary rows).
-        (f.masked ??= new Map()).set(action.label, (f.masked.get(action.label) ?? 0) + 1);
-        cells.push(null);
-        changed = true;
-        continue;
-      }
-      const m = maskValue(action, v.toString('utf8'), plan.key, (f.masked ??= new Map()));
-      if (m === undefined) cells.push(v);
+        counts.set(action.label, (counts.get(action.label) ?? 0) + 1);
+        m = null;
+      } else m = maskValue(action, p.toString('utf8', at, end), plan.key, counts);
+      if (m !== undefined) (changed ??= new Array(n))[i] = m;
+    }
+    starts[n] = pos;
+    if (!changed) return undefined;
+    let size = 0;
+    for (let i = 0; i < n; i++) {
+      const c = changed[i];
+      if (c === undefined) size += starts[i + 1]! - starts[i]!;
+      else if (c === null) size += 1;
       else {
-        changed = true;
-        cells.push(m === null ? null : Buffer.from(m, 'utf8'));
+        const len = Buffer.byteLength(c, 'utf8');
+        size += len + (len < 0xfb ? 1 : len < 0x10000 ? 3 : len < 0x1000000 ? 4 : 9);
       }
     }
-    if (!changed) return undefined;
-    return Buffer.concat(cells.map((c) => (c === null ? Buffer.from([0xfb]) : lenencBuf(c))));
+    const out = Buffer.allocUnsafe(size);
+    let o = 0;
+    for (let i = 0; i < n; i++) {
+      const c = changed[i];
+      if (c === undefined) {
+        o += p.copy(out, o, starts[i]!, starts[i + 1]!);
+      } else if (c === null) out[o++] = 0xfb;
+      else {
+        const len = Buffer.byteLength(c, 'utf8');
+        o += lenencInt(len).copy(out, o);
+        o += out.write(c, o, 'utf8');
+      }
+    }
+    return out;
   }
+
+  private cellStarts?: Int32Array;
 
   private maskBinaryRow(f: Inflight, p: Buffer): Buffer | undefined {
     const plan = f.plan!;
