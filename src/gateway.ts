@@ -21,6 +21,9 @@ import os from 'node:os';
 import { MySession, type MyEngineConfig } from './protocol/mysql/session.js';
 import { probeMyUpstream } from './protocol/mysql/upstream.js';
 import { loadMysqlParser } from './analyze/mysql.js';
+import { ViewCatalog } from './masking/views.js';
+import { upstreamClient } from './protocol/postgres/client.js';
+import { MyClient, myQuote } from './protocol/mysql/client.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
@@ -71,6 +74,41 @@ function remoteSink(remote: Pick<AdminOps, 'auditWrite'>) {
       for (let i = 0; i < rows.length; i += 500) await remote.auditWrite(rows.slice(i, i + 500));
     },
   };
+}
+
+/** The views of each database, read with the gateway's own credentials (see masking/views.ts). */
+function viewCatalogs(cfg: SluiceConfig, upstream: PgEngineConfig['upstream'], governor: () => Governor) {
+  const postgres = new ViewCatalog(
+    async (db) => {
+      const c = await upstreamClient(upstream, db, 'sluice-catalog');
+      try {
+        const r = await c.query<{ schema: string; name: string; definition: string }>(
+          `SELECT schemaname AS schema, viewname AS name, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+           UNION ALL SELECT schemaname, matviewname, definition FROM pg_matviews`,
+        );
+        return r.rows;
+      } finally {
+        await c.end().catch(() => {});
+      }
+    },
+    (sql) => governor().cache.analyze(sql),
+  );
+  const m = cfg.mysql?.upstream;
+  const mysql = m
+    ? new ViewCatalog(
+        async (db) => {
+          const c = await MyClient.connect({ host: m.host, port: m.port, user: m.user, password: m.password, sslmode: m.sslmode }, db);
+          try {
+            const r = await c.query(`SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ${myQuote(db)}`);
+            return r.rows.map(([schema, name, definition]) => ({ schema: schema ?? db, name: name ?? '', definition: definition ?? '' }));
+          } finally {
+            c.close();
+          }
+        },
+        (sql) => governor().mysqlCache.analyze(sql),
+      )
+    : undefined;
+  return { postgres, mysql };
 }
 
 /** Blast-radius previews on the upstream of the engine a request came from. */
@@ -167,7 +205,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     preview: ac.preview.enabled ? previewFor(cfg, upstream, () => governor!) : undefined,
   });
   await approvals.start();
-  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals });
+  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(cfg, upstream, () => governor!) });
   governor.setPolicy(policy);
   const engine: PgEngineConfig = {
     upstream,

@@ -7,6 +7,7 @@ import { looksLikeJwt, type OidcVerifier } from './identity/oidc.js';
 import { looksLikeKey } from './identity/keys.js';
 import crypto from 'node:crypto';
 import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
+import { throughViews, type ViewCatalog } from './masking/views.js';
 import type { Field, MaskPlan } from './masking/rows.js';
 import { Metrics } from './api/metrics.js';
 import { ApprovalError, type Approvals } from './approvals/service.js';
@@ -49,6 +50,8 @@ export interface GovernorOptions {
   verifyKey?: (key: string) => Promise<Identity>;
   cache?: AnalysisCache;
   approvals?: Approvals;
+  /** Views per database (PostgreSQL and MySQL), so masking follows view columns to their tables. */
+  views?: { postgres?: ViewCatalog; mysql?: ViewCatalog };
 }
 
 /**
@@ -64,9 +67,11 @@ export class Governor {
   private readonly oidc?: OidcVerifier;
   private readonly verifyKey?: (key: string) => Promise<Identity>;
   readonly approvals?: Approvals;
+  readonly views: { postgres?: ViewCatalog; mysql?: ViewCatalog };
 
   constructor(o: GovernorOptions) {
     this.approvals = o.approvals;
+    this.views = o.views ?? {};
     this.policy = o.policy;
     this.audit = o.audit;
     this.oidc = o.oidc;
@@ -146,7 +151,7 @@ export class Governor {
       decision = { ...decision, action: 'deny', reason: `${decision.reason ? `${decision.reason}; ` : ''}approval required, but approvals are not enabled on this gateway` };
     }
     if (decision.action === 'allow' || decision.action === 'require_approval') {
-      const guarded = guardedColumn(this.policy.masking, identity, analysis);
+      const guarded = guardedColumn(this.policy.masking, identity, throughViews(analysis, this.views[dialect]?.get(database)));
       if (guarded) {
         return {
           analysis,
@@ -250,14 +255,22 @@ export class Governor {
   record(event: AuditEvent): void {
     this.metrics.observe(event);
     this.audit.append(event);
+    // A view may have changed: read the database's views again.
+    if (event.type === 'statement' && event.decision === 'allow' && event.classes?.includes('ddl') && event.database !== undefined) {
+      this.views[event.protocol === 'mysql' || event.protocol === 'mysql-prepared' ? 'mysql' : 'postgres']?.invalidate(event.database);
+    }
   }
 
   /** Key for the deterministic `hash` masker: SLUICE_MASK_KEY (shared by all gateways), else random per process. */
   readonly maskKey: Buffer = process.env.SLUICE_MASK_KEY ? Buffer.from(process.env.SLUICE_MASK_KEY, 'utf8') : crypto.randomBytes(32);
 
-  /** How to mask a result with these columns for this identity; undefined when it passes untouched. */
-  maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[]): MaskPlan | undefined {
-    return maskPlan(this.policy.masking, identity, analysis, fields, this.maskKey);
+  /**
+   * How to mask a result with these columns for this identity; undefined when it passes untouched. With the
+   * database, columns of views are traced to the table columns they come from.
+   */
+  maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[], database?: string, dialect: 'postgres' | 'mysql' = 'postgres'): MaskPlan | undefined {
+    const a = analysis && database !== undefined ? throughViews(analysis, this.views[dialect]?.get(database)) : analysis;
+    return maskPlan(this.policy.masking, identity, a, fields, this.maskKey);
   }
 
   /**

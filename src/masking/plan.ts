@@ -3,6 +3,7 @@ import type { Identity } from '../identity/identity.js';
 import type { MaskingPolicy, MaskRule } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import { scannable, type ColumnAction, type Field, type MaskPlan } from './rows.js';
+import { VIEW_COMMAND } from './views.js';
 
 /** How a rule is named in audit: its column, and its classification label when it came from one. */
 const ruleLabel = (r: MaskRule) => (r.label ? `${r.label}:${r.column}` : r.column!);
@@ -92,13 +93,25 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
 export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis): { column: string; rule: string } | undefined {
   if (!m?.inference_guard || isExempt(m, id)) return undefined;
   const rules = rulesFor(m, id);
+  // A filter on a view's column filters on what that column is computed from (see masking/views.ts).
+  const derived = new Map<string, string[]>();
+  for (const st of analysis.statements) if (st.command === VIEW_COMMAND) for (const o of st.outputs ?? []) derived.set(o.name.toLowerCase(), [...(derived.get(o.name.toLowerCase()) ?? []), ...o.refs]);
+  const check = (ref: string, tables: string[]): string | undefined => {
+    const col = ref.slice(ref.lastIndexOf('.') + 1).toLowerCase();
+    const r = col === '*' ? undefined : rules.find((x) => ruleNames(x, col, tables));
+    if (r) return ruleLabel(r);
+    if (m.detectors !== false && DOB.test(col)) return 'date_of_birth';
+    return undefined;
+  };
   for (const st of analysis.statements) {
     const tables = st.tables.map((t) => t.name);
     for (const ref of st.filterColumns) {
-      const col = ref.slice(ref.lastIndexOf('.') + 1).toLowerCase();
-      const r = col === '*' ? undefined : rules.find((x) => ruleNames(x, col, tables));
-      if (r) return { column: ref, rule: ruleLabel(r) };
-      if (m.detectors !== false && DOB.test(col)) return { column: ref, rule: 'date_of_birth' };
+      const direct = check(ref, tables);
+      if (direct) return { column: ref, rule: direct };
+      for (const via of derived.get(ref.slice(ref.lastIndexOf('.') + 1).toLowerCase()) ?? []) {
+        const r = check(via, analysis.tables);
+        if (r) return { column: ref, rule: `${r} (through ${via})` };
+      }
     }
   }
   return undefined;

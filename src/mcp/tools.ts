@@ -133,6 +133,7 @@ export class McpTools {
    */
   async query(id: Identity, database: string, sql: string, opts: { intent?: string; maxRows?: number } = {}): Promise<QueryResult | PendingResult> {
     this.allowedDatabase(database);
+    await this.g.views.postgres?.ensure(database);
     const v = this.g.check(id, database, sql);
     const intentDetails = { tool: 'query', intent: opts.intent };
     if (v.decision.action === 'require_approval') {
@@ -195,7 +196,7 @@ export class McpTools {
     const last = Array.isArray(res) ? res[res.length - 1]! : res;
     const rowCount = Array.isArray(res) ? res.reduce((n, x) => n + (x.rowCount ?? 0), 0) : (res.rowCount ?? 0);
     const fields: Field[] = (last.fields ?? []).map((f: pg.FieldDef) => ({ name: f.name, tableOid: f.tableID, attnum: f.columnID, typeOid: f.dataTypeID, format: 0 }));
-    const plan = fields.length ? this.g.maskPlan(id, v.analysis, fields) : undefined;
+    const plan = fields.length ? this.g.maskPlan(id, v.analysis, fields, database) : undefined;
     const counts: MaskCounts = new Map();
     const rows = (last.rows as (string | null)[][]).slice(0, maxRows).map((row) =>
       row.map((cell, i) => {

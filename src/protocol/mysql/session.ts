@@ -334,7 +334,10 @@ export class MySession implements LiveSession {
     this.info.identity = identity;
     this.info.database = this.database;
     try {
-      const u = await connectMyUpstream(this.cfg.upstream, { caps: this.caps, charset: this.charset, database: this.database || undefined, attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) } });
+      const [u] = await Promise.all([
+        connectMyUpstream(this.cfg.upstream, { caps: this.caps, charset: this.charset, database: this.database || undefined, attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) } }),
+        this.database ? this.governor.views.mysql?.ensure(this.database) : undefined,
+      ]);
       if (this.isClosed()) {
         u.socket.destroy();
         return;
@@ -675,6 +678,7 @@ export class MySession implements LiveSession {
         this.out(f, p);
         if (f.k === 'simple' && head === 0x00 && this.pendingDb !== undefined) {
           this.database = this.pendingDb;
+          void this.governor.views.mysql?.ensure(this.database);
           this.info.database = this.database;
           this.baseFields = undefined;
         }
@@ -720,7 +724,7 @@ export class MySession implements LiveSession {
 
   private planFor(columns: MyColumn[], analysis: Analysis | undefined): MaskPlan | undefined {
     const fields: Field[] = columns.map((c) => ({ name: c.orgName || c.name, tableOid: 0, attnum: 0, typeOid: c.type === TYPE.JSON ? 114 : 25, format: isTextColumn(c) ? 0 : 1 }));
-    return this.governor.maskPlan(this.identity!, analysis, fields);
+    return this.governor.maskPlan(this.identity!, analysis, fields, this.database, 'mysql');
   }
 
   private onResultPacket(f: Inflight, p: Buffer, deprecateEof: boolean): void {

@@ -417,7 +417,8 @@ export class PgSession implements LiveSession {
       return this.fatal('3D000', `database "${this.database}" is not served by this Sluice gateway`);
     }
     try {
-      const up = await connectUpstream(this.cfg.upstream, { ...this.params, database: this.database });
+      // The database's views are read alongside, so masking can follow view columns to their tables.
+      const [up] = await Promise.all([connectUpstream(this.cfg.upstream, { ...this.params, database: this.database }), this.governor.views.postgres?.ensure(this.database)]);
       if ((this.phase as string) === 'closed') {
         up.socket.destroy();
         return;
@@ -807,7 +808,7 @@ export class PgSession implements LiveSession {
       }
       case 0x54 /* T RowDescription */: {
         if (head?.k === 'query') {
-          head.plan = this.governor.maskPlan(this.identity!, head.verdict.analysis, parseRowDescription(b, start, end));
+          head.plan = this.governor.maskPlan(this.identity!, head.verdict.analysis, parseRowDescription(b, start, end), this.database);
         } else if (head?.k === 'describe') {
           this.items.shift();
           const fields = parseRowDescription(b, start, end);
@@ -841,7 +842,7 @@ export class PgSession implements LiveSession {
       if (p.formats.some((x) => x !== 0)) return undefined;
       return this.governor.scansText(this.identity!, p.stmt?.analysis) ? { columns: [], key: this.governor.maskKey, scanUnknown: true } : undefined;
     }
-    return this.governor.maskPlan(this.identity!, p.stmt?.analysis, fields);
+    return this.governor.maskPlan(this.identity!, p.stmt?.analysis, fields, this.database);
   }
 
   /** Exemptions from masking are explicit and audited: mark statements whose rows an exempt identity saw. */
