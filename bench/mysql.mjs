@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // mariadb-slap through the Sluice MySQL engine vs directly against the same MariaDB, in one run; prints ratios.
 // usage: node bench/mysql.mjs [--queries 40000] [--clients 8] [--workers 1] [--store postgres|embedded]
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { freePort, startGateway } from './lib.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
-import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
@@ -39,9 +39,8 @@ if (o.store === 'postgres') {
   psql('CREATE DATABASE sluice_bench_my_store');
   storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_my_store" }`;
 }
-const free = () => new Promise((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
-const pgPort = await free();
-const myPort = await free();
+const pgPort = await freePort();
+const myPort = await freePort();
 const policyText = fs.readFileSync(path.join(root, 'examples', 'policy.yaml'), 'utf8');
 // --masking off: the same policy with the zero-config detectors switched off (column rules still apply).
 fs.writeFileSync(path.join(out, 'policy.yaml'), o.masking === 'off' ? policyText.replace('masking:\n', 'masking:\n  detectors: false\n') : policyText);
@@ -58,15 +57,7 @@ const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'),
 const key = JSON.parse(cli('keys', 'create', '--name', 'bench', '--kind', 'service', '--groups', 'app', '--json')).key;
 
 console.error('starting gateway ...');
-const gw = spawn('node', [...(process.env.SLUICE_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SLUICE_BENCH_PROF}`] : []), path.join(root, 'bin', 'sluice.js'), 'start', '-c', cfgFile], { stdio: ['ignore', 'inherit', 'pipe'], env: { ...process.env, SLUICE_LOG: 'warn' } });
-gw.stderr.on('data', (d) => process.stderr.write(d));
-for (let i = 0; ; i++) {
-  const up = await new Promise((r) => { const s = net.connect(myPort, '127.0.0.1'); s.on('connect', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
-  if (up) break;
-  if (i > 200) throw new Error('gateway did not start');
-  await new Promise((r) => setTimeout(r, 100));
-}
-await new Promise((r) => setTimeout(r, 1000));
+const gw = await startGateway(root, cfgFile, myPort);
 
 const Q = Number(o.queries);
 const scenarios = [
@@ -89,8 +80,7 @@ try {
     console.error(`${s.name}: direct ${direct.toFixed(0)} q/s, gateway ${gateway.toFixed(0)} q/s, ratio ${(gateway / direct).toFixed(2)}`);
   }
 } finally {
-  gw.kill('SIGTERM');
-  await new Promise((r) => gw.once('exit', r));
+  await gw.stop();
 }
 const table = [`| scenario | direct q/s | through Sluice q/s | ratio |`, `|---|---:|---:|---:|`, ...rows.map((r) => `| ${r.name} | ${r.direct.toFixed(0)} | ${r.gateway.toFixed(0)} | ${r.ratio.toFixed(2)} |`)].join('\n');
 const cmd = `node bench/mysql.mjs --queries ${o.queries} --clients ${o.clients} --workers ${o.workers} --store ${o.store} --masking ${o.masking}${o.only ? ` --only '${o.only}'` : ''}`;

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // pgbench through the Sluice gateway vs directly against the same PostgreSQL, in one run; prints ratios.
 // usage: node bench/pgbench.mjs [--duration 15] [--workers 2] [--store postgres|embedded] [--clients 8] [--scale 10]
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { freePort, startGateway } from './lib.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
-import net from 'node:net';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
@@ -38,7 +38,7 @@ if (o.store === 'postgres') {
   psql('postgres', 'CREATE DATABASE sluice_bench_store');
   storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_store" }`;
 }
-const port = await new Promise((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)); }); });
+const port = await freePort();
 const policyText = fs.readFileSync(path.join(root, 'examples', 'policy.yaml'), 'utf8');
 // --masking off: the same policy with the zero-config detectors switched off (column rules still apply).
 fs.writeFileSync(path.join(out, 'policy.yaml'), o.masking === 'off' ? policyText.replace('masking:\n', 'masking:\n  detectors: false\n') : policyText);
@@ -54,15 +54,7 @@ const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'),
 const key = JSON.parse(cli('keys', 'create', '--name', 'bench', '--kind', 'service', '--groups', 'app', '--json')).key;
 
 console.error(`starting gateway (${o.workers} worker process(es), ${o.store} store) ...`);
-const gw = spawn('node', [path.join(root, 'bin', 'sluice.js'), 'start', '-c', cfgFile], { stdio: ['ignore', 'inherit', 'pipe'], env: { ...process.env, SLUICE_LOG: 'warn' } });
-gw.stderr.on('data', (d) => process.stderr.write(d));
-for (let i = 0; ; i++) {
-  const up = await new Promise((r) => { const s = net.connect(port, '127.0.0.1'); s.on('connect', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); });
-  if (up) break;
-  if (i > 200) throw new Error('gateway did not start');
-  await new Promise((r) => setTimeout(r, 100));
-}
-await new Promise((r) => setTimeout(r, 1000));
+const gw = await startGateway(root, cfgFile, port);
 
 fs.writeFileSync(path.join(out, 'wide.sql'), 'SELECT * FROM bench_wide;\n');
 const T = o.duration;
@@ -93,8 +85,7 @@ try {
     console.error(`${s.name}: direct ${direct.toFixed(0)} tps, gateway ${gateway.toFixed(0)} tps, ratio ${(gateway / direct).toFixed(2)}`);
   }
 } finally {
-  gw.kill('SIGTERM');
-  await new Promise((r) => gw.once('exit', r));
+  await gw.stop();
 }
 const audited = cli('audit', 'list', '--type', 'statement', '--limit', '1', '--json').trim() ? 'yes' : 'no';
 

@@ -56,6 +56,23 @@ export interface ApprovalsConfig {
   poll_ms: number;
 }
 
+/** Where an engine connects, with the gateway's own credentials. */
+const upstreamSchema = (defaultPort: number) =>
+  ({
+    type: 'object',
+    additionalProperties: false,
+    required: ['host', 'user'],
+    properties: {
+      host: { type: 'string', minLength: 1 },
+      port: { type: 'integer', minimum: 1, maximum: 65535, default: defaultPort },
+      user: { type: 'string', minLength: 1 },
+      password: { type: 'string' },
+      password_env: { type: 'string', minLength: 1 },
+      sslmode: { enum: ['disable', 'prefer', 'require'], default: 'prefer' },
+      databases: { type: 'array', items: { type: 'string', minLength: 1 } },
+    },
+  }) as const;
+
 const CONFIG_SCHEMA = {
   type: 'object',
   additionalProperties: false,
@@ -73,20 +90,7 @@ const CONFIG_SCHEMA = {
       default: {},
       properties: { mode: { enum: ['disable', 'allow', 'require'], default: 'allow' }, cert_file: { type: 'string' }, key_file: { type: 'string' } },
     },
-    upstream: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['host', 'user'],
-      properties: {
-        host: { type: 'string', minLength: 1 },
-        port: { type: 'integer', minimum: 1, maximum: 65535, default: 5432 },
-        user: { type: 'string', minLength: 1 },
-        password: { type: 'string' },
-        password_env: { type: 'string', minLength: 1 },
-        sslmode: { enum: ['disable', 'prefer', 'require'], default: 'prefer' },
-        databases: { type: 'array', items: { type: 'string', minLength: 1 } },
-      },
-    },
+    upstream: upstreamSchema(5432),
     identity: {
       type: 'object',
       additionalProperties: false,
@@ -153,20 +157,7 @@ const CONFIG_SCHEMA = {
           default: {},
           properties: { host: { type: 'string', default: '127.0.0.1' }, port: { type: 'integer', minimum: 0, maximum: 65535, default: 3307 } },
         },
-        upstream: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['host', 'user'],
-          properties: {
-            host: { type: 'string', minLength: 1 },
-            port: { type: 'integer', minimum: 1, maximum: 65535, default: 3306 },
-            user: { type: 'string', minLength: 1 },
-            password: { type: 'string' },
-            password_env: { type: 'string', minLength: 1 },
-            sslmode: { enum: ['disable', 'prefer', 'require'], default: 'prefer' },
-            databases: { type: 'array', items: { type: 'string', minLength: 1 } },
-          },
-        },
+        upstream: upstreamSchema(3306),
         max_packet_bytes: { type: 'integer', minimum: 1024, default: 64 * 1024 * 1024 },
       },
     },

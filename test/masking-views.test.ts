@@ -2,9 +2,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import crypto from 'node:crypto';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
-import { startTestGateway, freshDatabase, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, MY, type TestGateway } from './support/env.js';
 
-const MY = { host: process.env.SLUICE_TEST_MYHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_MYPORT ?? 3306), user: process.env.SLUICE_TEST_MYUSER ?? 'root' };
 const POLICY = `version: 1
 rules:
   - { name: everything, action: allow }

@@ -2,10 +2,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import net from 'node:net';
 import crypto from 'node:crypto';
 import mysql from 'mysql2/promise';
-import { startTestGateway, run, auditEvents, type TestGateway } from './support/env.js';
+import { startTestGateway, run, auditEvents, MY, type TestGateway } from './support/env.js';
 
-/** The MariaDB server the tests run against (.ci/run makes sure it is up). */
-const MY = { host: process.env.SLUICE_TEST_MYHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_MYPORT ?? 3306), user: process.env.SLUICE_TEST_MYUSER ?? 'root' };
 
 const POLICY = `version: 1
 default: deny

@@ -12,6 +12,9 @@ import type { IdentityKind } from '../../src/identity/identity.js';
 /** The real PostgreSQL the tests run against (.ci/run makes sure it is up). */
 export const PG = { host: process.env.SLUICE_TEST_PGHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_PGPORT ?? 5432), user: process.env.SLUICE_TEST_PGUSER ?? 'postgres' };
 
+/** The MariaDB server the MySQL engine tests run against (.ci/run makes sure it is up). */
+export const MY = { host: process.env.SLUICE_TEST_MYHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_MYPORT ?? 3306), user: process.env.SLUICE_TEST_MYUSER ?? 'root' };
+
 export async function admin<T>(fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
   const c = new pg.Client({ ...PG, database });
   await c.connect();

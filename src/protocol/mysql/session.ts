@@ -13,6 +13,7 @@ import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
 import { CAP, COM, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
 import { connectMyUpstream, MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
+import { expiryTimer, sessionEndEvent } from '../common.js';
 
 export interface MyEngineConfig {
   upstream: MyUpstreamTarget;
@@ -190,7 +191,7 @@ export class MySession implements LiveSession {
     setTimeout(() => this.client.destroy(), 2000).unref();
     if (wasReady) {
       this.registry.unregister(this, this.connId);
-      this.governor.record({ type: 'session_end', session_id: this.id, ...identityFields(this.identity!), database: this.database, client_addr: this.info.clientAddr, reason: this.closeReason, details: { statements: this.info.statements, duration_s: (Date.now() - this.info.startedAt.getTime()) / 1000, engine: 'mysql' } } as never);
+      this.governor.record(sessionEndEvent(this.info, this.identity!, this.database, this.closeReason));
     }
   }
 
@@ -368,11 +369,7 @@ export class MySession implements LiveSession {
   }
 
   private scheduleExpiry(): void {
-    const exp = this.identity?.expiresAt;
-    if (!exp) return;
-    const ms = exp * 1000 - Date.now();
-    this.expiryTimer = setTimeout(() => this.terminate('the identity token expired; reconnect with a fresh token'), Math.max(0, Math.min(ms, 2 ** 31 - 1)));
-    this.expiryTimer.unref();
+    this.expiryTimer = expiryTimer(this.identity, () => this.terminate('the identity token expired; reconnect with a fresh token'));
   }
 
   /** Process client packets that arrived while we were busy. */

@@ -15,6 +15,7 @@ import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { globMatch } from '../../util/glob.js';
 import type { Approval } from '../../approvals/store.js';
+import { expiryTimer, sessionEndEvent } from '../common.js';
 
 export interface SessionLimits {
   /** Largest frontend message accepted after startup. */
@@ -266,7 +267,7 @@ export class PgSession implements LiveSession {
     setTimeout(() => this.client.destroy(), 2000).unref();
     if (wasReady) {
       this.registry.unregister(this, this.pid);
-      this.governor.record({ type: 'session_end', session_id: this.id, ...identityFields(this.identity!), database: this.database, client_addr: this.info.clientAddr, reason: this.closeReason, details: { statements: this.info.statements, duration_s: (Date.now() - this.info.startedAt.getTime()) / 1000 } } as never);
+      this.governor.record(sessionEndEvent(this.info, this.identity!, this.database, this.closeReason));
     }
   }
 
@@ -459,12 +460,7 @@ export class PgSession implements LiveSession {
 
   /** A token-based session ends when its token expires (clients reconnect with a fresh token). */
   private scheduleExpiry(): void {
-    const exp = this.identity?.expiresAt;
-    if (!exp) return;
-    const ms = exp * 1000 - Date.now();
-    if (ms > 2 ** 31 - 1) return;
-    this.expiryTimer = setTimeout(() => this.fatal('28P01', 'the identity token for this session has expired; reconnect with a fresh token'), Math.max(ms, 0));
-    this.expiryTimer.unref();
+    this.expiryTimer = expiryTimer(this.identity, () => this.fatal('28P01', 'the identity token for this session has expired; reconnect with a fresh token'));
   }
 
   cancelFromClient(secret: number): void {
