@@ -11,6 +11,7 @@ let dir: string;
 let cfg: string;
 let port: number;
 let proc: ChildProcess;
+let apiPort: number;
 let logs = '';
 let db: { name: string; drop: () => Promise<void> };
 
@@ -18,9 +19,10 @@ beforeAll(async () => {
   db = await freshDatabase('sluice_cluster', 'CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2), (3);');
   dir = tmpDir('cluster');
   port = await freePort();
+  apiPort = await freePort();
   fs.copyFileSync('examples/policy.yaml', path.join(dir, 'policy.yaml'));
   cfg = path.join(dir, 'sluice.yaml');
-  fs.writeFileSync(cfg, `listen: { host: 127.0.0.1, port: ${port} }\nupstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }\npolicy: policy.yaml\nstore: { kind: embedded, path: store }\nworkers: 2\n`);
+  fs.writeFileSync(cfg, `listen: { host: 127.0.0.1, port: ${port} }\nupstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }\npolicy: policy.yaml\nstore: { kind: embedded, path: store }\nworkers: 2\napi: { listen: { host: 127.0.0.1, port: ${apiPort} }, roles: { admin: [dba] } }\napprovals: { poll_ms: 200 }\n`);
   proc = spawn('node', [CLI, 'start', '-c', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stderr!.on('data', (d) => (logs += d));
   for (let i = 0; i < 300 && !/listening on .* with 2 workers/.test(logs); i++) await new Promise((r) => setTimeout(r, 100));
@@ -32,6 +34,32 @@ afterAll(async () => {
 });
 
 describe('several gateway processes (workers: 2) sharing one port and the embedded store', () => {
+  it('approvals and live sessions work across workers (their store is reached through the primary)', async () => {
+    const mk = async (name: string, groups: string) => (await run('node', [CLI, 'keys', 'create', '-c', cfg, '--name', name, '--kind', 'human', '--groups', groups])).stdout.trim();
+    const analyst = await mk('ann', 'analysts');
+    const dba = await mk('dba', 'dba');
+    const api = async (p: string, method = 'GET') => (await fetch(`http://127.0.0.1:${apiPort}${p}`, { method, headers: { authorization: `Bearer ${dba}`, 'content-type': 'application/json' }, body: method === 'POST' ? '{}' : undefined })).json();
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'x', password: analyst, database: db.name });
+    await c.connect();
+    const held = c.query('UPDATE t SET id = id + 10 WHERE id = 3');
+    let pending: { id: string } | undefined;
+    for (let i = 0; i < 100 && !pending; i++) {
+      pending = (await api('/api/approvals?status=pending')).approvals?.[0];
+      if (!pending) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(pending).toBeDefined();
+    // Whichever worker answers the API sees the session (published through the primary).
+    let listed = false;
+    for (let i = 0; i < 50 && !listed; i++) {
+      listed = (await api('/api/sessions')).sessions?.some((x: { awaiting_approval?: string }) => x.awaiting_approval === pending!.id);
+      if (!listed) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(listed).toBe(true);
+    expect((await api(`/api/approvals/${pending!.id}/approve`, 'POST')).approval.status).toBe('approved');
+    expect((await held).rowCount).toBe(1);
+    await c.end();
+  });
+
   it('serves sessions from both workers, cancels across workers, audits into one store and stops cleanly on SIGTERM', async () => {
     const created = await run('node', [CLI, 'keys', 'create', '-c', cfg, '--name', 'multi', '--kind', 'service', '--groups', 'app']);
     expect(created.code).toBe(0);
@@ -44,7 +72,7 @@ describe('several gateway processes (workers: 2) sharing one port and the embedd
       }),
     );
     try {
-      for (const c of clients) expect((await c.query('SELECT sum(id)::int AS s FROM t')).rows[0].s).toBe(6);
+      for (const c of clients) expect((await c.query('SELECT sum(id)::int AS s FROM t')).rows[0].s).toBe(16);
       // Each cancel request opens a new connection, which may land on the other worker: all must work.
       for (const c of clients.slice(0, 4)) {
         const p = c.query('SELECT pg_sleep(20)').catch((e) => e);
@@ -68,7 +96,7 @@ describe('several gateway processes (workers: 2) sharing one port and the embedd
     expect(chains).toBeGreaterThanOrEqual(3); // one per worker, plus the CLI's key creation
     const listed = await run('node', [CLI, 'audit', 'list', '-c', cfg, '--type', 'statement', '--json', '--limit', '100']);
     const events = listed.stdout.trim().split('\n').map((l) => JSON.parse(l));
-    expect(events.filter((e) => e.sql === 'SELECT sum(id)::int AS s FROM t')).toHaveLength(6);
+    expect(events.filter((e) => e.sql === 'SELECT sum(id)::int AS s FROM t' && e.decision === 'allow')).toHaveLength(6);
     expect(new Set(events.map((e) => e.chain_id)).size).toBe(2);
   });
 });
