@@ -166,6 +166,9 @@ describe('approvals: statements held in place', () => {
     expect(r).toMatchObject({ code: '42501' });
     expect((r as { err: string }).err).toContain(`denied by ${await subjectOf(dana)}: not your account`);
     expect(notices.some((n) => n.startsWith(`awaiting approval ${a.id}`))).toBe(true);
+    await t.gw.governor.audit.flush();
+    const deniedEv = await admin((x) => x.query(`SELECT payload FROM audit_events WHERE type = 'statement' AND payload::jsonb->>'approval_id' = $1`, [a.id]), t.storeDb);
+    expect(deniedEv.rows.map((r) => JSON.parse(r.payload))).toEqual([expect.objectContaining({ decision: 'deny', protocol: 'extended', error_code: '42501', reason: expect.stringContaining('not your account') })]);
     // Like any error, it aborted the transaction; after ROLLBACK the session is fine.
     await c.query('ROLLBACK');
     expect((await c.query('SELECT owner FROM accounts WHERE id = 7')).rows[0].owner).toBe('owner7');

@@ -567,6 +567,7 @@ export class PgSession implements LiveSession {
           this.info.statements++;
           if (resolved.error) {
             // Denied or timed out: fail this Execute's slot so the upstream skips to Sync as for any error.
+            this.auditDenied(p.stmt.sql, resolved, 'extended', p.stmt.name);
             this.items.push({ k: 'denied', verdict: resolved });
             return m.parse(deniedSql().toLowerCase(), deniedSql(), []);
           }
