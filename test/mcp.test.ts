@@ -127,6 +127,10 @@ describe('MCP over streamable HTTP', () => {
     const done = await waiting;
     expect(done.structuredContent).toMatchObject({ status: 'ok', command: 'UPDATE', row_count: 1, approval_id: id });
     expect((await admin((x) => x.query('SELECT notes FROM customers WHERE id = 2'), db.name)).rows[0].notes).toBe('contacted');
+    await t.gw.governor.audit.flush();
+    const trail = (await admin((x) => x.query(`SELECT type, payload FROM audit_events WHERE payload::jsonb->>'approval_id' = $1 ORDER BY seq`, [id]), t.storeDb)).rows.map((r) => JSON.parse(r.payload));
+    expect(trail.find((e) => e.type === 'tool_call')).toMatchObject({ acting_for: 'alice@example.com', details: { tool: 'query', intent: 'mark contacted', held: true } });
+    expect(trail.find((e) => e.type === 'statement')).toMatchObject({ decision: 'allow', rows: 1, protocol: 'mcp' });
     // Single use.
     const again = await call(c, 'wait_for_approval', { approval_id: id, timeout_s: 1 });
     expect(again.isError).toBe(true);

@@ -122,6 +122,16 @@ describe('web console in Chromium', () => {
     expect(status).toBe(403);
   });
 
+  it('sign-in only ever returns to a path of the console (no open redirect)', async () => {
+    for (const ret of ['//evil.example', '/\\evil.example', 'https://evil.example']) {
+      const r = await fetch(`${base}/auth/login?return=${encodeURIComponent(ret)}`, { redirect: 'manual' });
+      expect(r.status).toBe(302);
+      expect(r.headers.get('location')).toMatch(new RegExp(`^${idp.issuer}/`));
+      const flow = /sluice_auth=([^;]+)/.exec(r.headers.get('set-cookie') ?? '')![1]!;
+      expect(JSON.parse(Buffer.from(flow.split('.')[0]!, 'base64url').toString()).ret).toBe('/');
+    }
+  });
+
   it('a user without roles sees only approvals and policy; signing out ends the session', async () => {
     const p2 = await browser.newPage();
     await signIn(p2, 'eve');

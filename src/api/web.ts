@@ -113,7 +113,8 @@ export function mountWeb(app: Hono<any>, cfg: WebConfig | undefined, governor: G
       throw e;
     }));
   const redirectUri = (c: Context) => oidc?.redirect_uri ?? new URL('/auth/callback', c.req.url).toString();
-  const safeReturn = (r: string | undefined) => (r && r.startsWith('/') && !r.startsWith('//') ? r : '/');
+  // Only paths of this site: not //host, nor /\host (which browsers read as //host).
+  const safeReturn = (r: string | undefined) => (r && /^\/(?![/\\])/.test(r) && !/[\\\r\n]/.test(r) ? r : '/');
 
   app.get('/auth/config', (c) => c.json({ oidc: oidc ? { issuer: oidc.issuer } : null }));
 

@@ -139,7 +139,8 @@ export class McpTools {
     if (v.decision.action === 'require_approval') {
       const a = await this.g.requestApproval({ identity: id, database, sql, verdict: v, sessionId: `mcp:${id.subject}` });
       if (a.status === 'approved') return this.runApproved(id, a, v, opts);
-      this.audit(id, { database, sql, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: `held for approval ${a.id}`, approval_id: a.id, details: intentDetails });
+      // Not a decision yet: the statement runs (or is refused) when the agent resumes with wait_for_approval.
+      this.g.record({ type: 'tool_call', ...identityFields(id), application_name: 'mcp', database, sql, rule: v.decision.rule, approval_id: a.id, details: { ...intentDetails, held: true } });
       const url = this.g.approvals!.url(a.id);
       return { status: 'pending_approval', approval_id: a.id, url, message: `Sluice policy rule "${v.decision.rule}" requires approval. Ask a reviewer to approve ${a.id} (${url}), then call wait_for_approval.` };
     }
