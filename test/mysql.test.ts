@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import net from 'node:net';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import mysql from 'mysql2/promise';
 import { startTestGateway, run, auditEvents, MY, type TestGateway } from './support/env.js';
@@ -157,6 +158,31 @@ describe('MySQL engine: the mariadb command-line client', () => {
     expect(tls.code).toBe(0);
     const sessions = await auditEvents(t, { type: 'session_start', subject: 'human:dana' });
     expect(sessions.some((e) => e.tls === true && e.details?.engine === 'mysql')).toBe(true);
+  });
+
+  it('an interactive mariadb session shows the approval link while the statement waits (progress report)', async () => {
+    // `script` gives the client a terminal, so it runs interactively and displays progress reports.
+    const child = spawn('script', ['-q', '-c', `mariadb -h 127.0.0.1 -P ${port} -u someone -p${alice} --skip-ssl ${db}`, '/dev/null'], { env: { ...process.env, TERM: 'dumb' } });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const until = async (what: RegExp, ms = 15_000) => {
+      for (let waited = 0; !what.test(out); waited += 50) {
+        if (waited > ms) throw new Error(`timed out waiting for ${what} in: ${JSON.stringify(out)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    try {
+      await until(/MariaDB \[.*\]> /);
+      child.stdin.write("UPDATE orders SET status = 'packed' WHERE id = 2;\n");
+      await until(/awaiting approval apr_[0-9a-f]+: http:\/\/127\.0\.0\.1:\d+\/approvals\/apr_/);
+      const id = /awaiting approval (apr_[0-9a-f]+)/.exec(out)![1];
+      const base = `http://127.0.0.1:${t.gw.apiPort}`;
+      expect((await fetch(`${base}/api/approvals/${id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${dana}`, 'content-type': 'application/json' }, body: '{}' })).status).toBe(200);
+      await until(/Query OK, 1 row affected/);
+      child.stdin.write('quit\n');
+    } finally {
+      child.kill();
+    }
   });
 
   it('KILL QUERY of one of your own connections (what Ctrl-C sends) interrupts it', async () => {

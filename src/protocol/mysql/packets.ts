@@ -35,6 +35,9 @@ export const CAP = {
   DEPRECATE_EOF: 1 << 24,
 } as const;
 
+/** MariaDB extended capability (sent in reserved handshake bytes when CLIENT_MYSQL is not set). */
+export const MARIADB_CLIENT_PROGRESS = 1;
+
 export const STATUS = { IN_TRANS: 0x0001, AUTOCOMMIT: 0x0002, MORE_RESULTS_EXISTS: 0x0008 } as const;
 
 export const COM = {

@@ -11,7 +11,7 @@ import { maskValue, type Field, type MaskCounts, type MaskPlan } from '../../mas
 import { globMatch } from '../../util/glob.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
-import { CAP, COM, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
+import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
 import { connectMyUpstream, MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 import { expiryTimer, sessionEndEvent } from '../common.js';
 
@@ -104,6 +104,9 @@ export class MySession implements LiveSession {
   private expiryTimer?: NodeJS.Timeout;
   private closeReason = '';
   private seq = 0;
+  /** The handshake offered MariaDB extended capabilities, and the client asked for progress reports. */
+  private mariadbExt = false;
+  private progress = false;
 
   constructor(
     socket: net.Socket,
@@ -200,6 +203,11 @@ export class MySession implements LiveSession {
   private sendHandshake(): void {
     const h = this.cfg.hello;
     const caps = (h.caps & RELAYABLE) | (this.cfg.tlsMode !== 'disable' && this.cfg.secureContext ? CAP.SSL : 0) | CAP.PLUGIN_AUTH | CAP.SECURE_CONNECTION | CAP.PROTOCOL_41;
+    // A MariaDB upstream does not set CLIENT_MYSQL: MariaDB clients then read extended capabilities from the
+    // reserved bytes. The gateway offers one: progress reports, which carry the "awaiting approval" message.
+    this.mariadbExt = (caps & CAP.LONG_PASSWORD) === 0;
+    const reserved = Buffer.alloc(10);
+    if (this.mariadbExt) reserved.writeUInt32LE(MARIADB_CLIENT_PROGRESS, 6);
     const payload = Buffer.concat([
       Buffer.from([10]),
       Buffer.from(`${h.serverVersion}\0`, 'utf8'),
@@ -211,7 +219,7 @@ export class MySession implements LiveSession {
       int2(STATUS.AUTOCOMMIT),
       int2((caps >>> 16) & 0xffff),
       Buffer.from([21]),
-      Buffer.alloc(10),
+      reserved,
       this.scramble.subarray(8, 20),
       Buffer.from([0]),
       Buffer.from(`${CLEAR}\0`, 'ascii'),
@@ -266,7 +274,8 @@ export class MySession implements LiveSession {
     const caps = r.int4();
     r.int4(); // max packet
     const charset = r.int1();
-    r.bytes(23);
+    const filler = r.bytes(23);
+    this.progress = this.mariadbExt && !(caps & CAP.LONG_PASSWORD) && (filler.readUInt32LE(19) & MARIADB_CLIENT_PROGRESS) !== 0;
     if (!(caps & CAP.PROTOCOL_41)) throw new MyProtocolError('the client does not speak protocol 4.1');
     if (r.left === 0 && caps & CAP.SSL) {
       if (!this.cfg.secureContext || this.cfg.tlsMode === 'disable') throw new MyProtocolError('TLS was requested but is not enabled on this gateway');
@@ -389,7 +398,8 @@ export class MySession implements LiveSession {
   }
 
   private forward(p: Buffer, inflight: Omit<Inflight, 'outSeq' | 't0' | 'rows' | 'state' | 'colsLeft' | 'columns' | 'binary'> & Partial<Inflight>): void {
-    this.inflight = { t0: performance.now(), rows: 0, state: 'first', colsLeft: 0, columns: [], binary: false, outSeq: 1, ...inflight };
+    // The answer's packets continue the numbering after anything already sent for this command (progress reports).
+    this.inflight = { t0: performance.now(), rows: 0, state: 'first', colsLeft: 0, columns: [], binary: false, outSeq: this.seq, ...inflight };
     const u = this.upstream!;
     if (!u.write(frame(0, p).bytes)) this.client.pause();
   }
@@ -532,8 +542,10 @@ export class MySession implements LiveSession {
     const params = stmt ? this.decodeParams(p, stmt) : undefined;
     const req = { identity: this.identity!, database: this.database, sql, params: params?.values, binaryParams: params?.binary, verdict: v, sessionId: this.id, engine: 'mysql' as const };
     this.governor
-      .hold(req, (a) => {
+      .hold(req, (a, url) => {
         this.info.awaitingApproval = a.id;
+        // MariaDB clients that take progress reports show this while they wait (MySQL has no notices).
+        if (this.progress) this.sendProgress(`awaiting approval ${a.id}: ${url}`);
       }, abort.signal)
       .then(
         (r) => r,
@@ -549,6 +561,11 @@ export class MySession implements LiveSession {
         else this.runExecute(p, stmt!, r);
         this.continueReading();
       });
+  }
+
+  /** A MariaDB progress report (an ERR packet with code 0xFFFF), part of the current command's answer. */
+  private sendProgress(info: string): void {
+    this.send(Buffer.concat([Buffer.from([0xff, 0xff, 0xff, 1, 1, 1, 0, 0, 0]), lenencBuf(Buffer.from(info.slice(0, 200), 'utf8'))]));
   }
 
   private rememberParamTypes(p: Buffer, stmt: Stmt): void {
