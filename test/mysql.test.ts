@@ -221,6 +221,15 @@ describe('MySQL engine: bad input', () => {
     const out = await raw(Buffer.from([0x05, 0x00, 0x00, 0x01, 0x01, 0x02, 0x03, 0x04, 0x05]));
     expect(out.toString('latin1')).toMatch(/protocol error|protocol 4\.1|too short/);
     await raw(Buffer.from([0xff, 0xff, 0xff, 0x01, 0x00]));
+    // After a real login: a COM_STMT_EXECUTE with no statement id is a protocol error for that client only.
+    const c2 = await connect(dana);
+    const stream = (c2.connection as unknown as { stream: net.Socket }).stream;
+    const closed = new Promise((r) => stream.once('close', r));
+    stream.write(Buffer.from([0x01, 0x00, 0x00, 0x00, 0x17]));
+    await closed;
+    await c2.end().catch(() => {});
+    const ev = await auditEvents(t, { type: 'protocol_error' });
+    expect(ev.some((e) => e.reason === 'prepared-statement command without a statement id')).toBe(true);
     const c = await connect(dana);
     const [rows] = await c.query('SELECT 1 AS one');
     expect(rows).toEqual([{ one: 1 }]);

@@ -258,7 +258,10 @@ export class Approvals extends EventEmitter {
   wait(id: string, signal?: AbortSignal): Promise<Approval> {
     return new Promise<Approval>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      let finished = false;
       const done = (err: Error | undefined, a?: Approval) => {
+        if (finished) return;
+        finished = true;
         clearTimeout(timer);
         this.off('change', onChange);
         signal?.removeEventListener('abort', onAbort);
@@ -269,14 +272,17 @@ export class Approvals extends EventEmitter {
         if (a.id === id && a.status !== 'pending') done(undefined, a);
       };
       const onAbort = () => done(new Error('aborted'));
+      if (signal?.aborted) return onAbort();
       this.on('change', onChange);
       signal?.addEventListener('abort', onAbort);
       this.store.get(id).then(
         (a) => {
+          if (finished) return;
           if (!a) return done(new ApprovalError(`no approval request ${id}`, 404));
           if (a.status !== 'pending') return done(undefined, a);
           const ms = Math.max(0, Date.parse(a.expires_at) - Date.now());
           timer = setTimeout(() => this.expire(id).then((x) => done(undefined, x), (e) => done(e as Error)), ms);
+          timer.unref();
         },
         (e) => done(e as Error),
       );

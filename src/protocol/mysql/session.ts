@@ -410,6 +410,10 @@ export class MySession implements LiveSession {
 
   private onCommand(p: Buffer): void {
     const cmd = p[0];
+    if ((cmd === COM.STMT_EXECUTE || cmd === COM.STMT_FETCH || cmd === COM.STMT_CLOSE || cmd === COM.STMT_SEND_LONG_DATA || cmd === COM.STMT_RESET) && p.length < 5) {
+      throw new MyProtocolError('prepared-statement command without a statement id');
+    }
+    if (cmd === undefined) throw new MyProtocolError('empty command packet');
     switch (cmd) {
       case COM.QUIT:
         this.close('client quit');
