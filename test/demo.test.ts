@@ -70,6 +70,24 @@ describe('the demo on embedded defaults', () => {
     expect(await res.json()).toMatchObject({ identity: { subject: 'dana@example.com' }, roles: expect.arrayContaining(['admin', 'auditor']) });
   });
 
+  it("the demo policy holds Alice's writes until Dana approves them, as the demo says", async () => {
+    const c = new pg.Client({ host: '127.0.0.1', port: demo.gateway.port, user: 'alice', password: demo.tokens.alice, database: 'shop', ssl: { rejectUnauthorized: false } });
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(n.message ?? ''));
+    await c.connect();
+    const running = c.query("UPDATE orders SET status = 'refunded' WHERE id = 7");
+    const base = `http://127.0.0.1:${demo.gateway.apiPort}`;
+    for (let i = 0; i < 100 && !notices.length; i++) await new Promise((r) => setTimeout(r, 50));
+    const id = /awaiting approval (apr_[0-9a-f]+): (\S+)/.exec(notices[0] ?? '');
+    expect(id?.[2]).toBe(`${base}/approvals/${id?.[1]}`);
+    // The link opens the web console.
+    expect(await (await fetch(id![2]!)).text()).toContain('<div id="root">');
+    const r = await fetch(`${base}/api/approvals/${id![1]}/approve`, { method: 'POST', headers: { authorization: `Bearer ${demo.tokens.dana}`, 'content-type': 'application/json' }, body: '{}' });
+    expect(r.status).toBe(200);
+    expect((await running).rowCount).toBe(1);
+    await c.end();
+  });
+
   it('the upstream password is never in anything the demo hands users', () => {
     const secret = process.env.SLUICE_DEMO_UPSTREAM_PASSWORD!;
     expect(secret.length).toBeGreaterThan(10);
