@@ -141,7 +141,7 @@ export class Governor {
       }
       analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive) };
     }
-    let decision = evaluate(this.policy, { identity, database }, analysis);
+    let decision = evaluate(this.policy, { identity, database, qualifiedIsDatabase: dialect === 'mysql' }, analysis);
     if (decision.action !== 'allow' && decision.grants !== false && this.approvals) {
       // An approved just-in-time grant lets through what the policy would deny or hold (unless a rule says grants: false).
       const g = this.approvals.grantFor(identity, database, analysis.classes);

@@ -146,6 +146,46 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
   });
 });
 
+describe('MySQL engine: databases', () => {
+  it('a rule limited to databases does not cover tables qualified with another database; USE is judged and tracked', async () => {
+    const other = `${db}_other`;
+    const r = await root();
+    await r.query(`CREATE DATABASE ${other}; CREATE TABLE ${other}.secrets (v varchar(10)); INSERT INTO ${other}.secrets VALUES ('s3cret');`);
+    await r.end();
+    try {
+      // analysts-read has no databases limit in this policy; a scoped policy is loaded for this test.
+      const scoped = await startTestGateway({
+        policy: `version: 1
+default: deny
+rules:
+  - { name: session, match: { statements: [session, transaction] }, action: allow }
+  - { name: shop-readers, match: { databases: [${db}], statements: [read] }, action: allow }
+`,
+        config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: disable } }`,
+      });
+      try {
+        const key = await scoped.key('human', ['analysts']);
+        const c = await mysql.createConnection({ host: '127.0.0.1', port: scoped.gw.mysqlPort!, user: 'x', password: key, database: db, enableCleartextPlugin: true } as mysql.ConnectionOptions);
+        const [ok] = await c.query('SELECT count(*) AS n FROM orders');
+        expect(ok).toEqual([{ n: 3 }]);
+        await expect(c.query(`SELECT * FROM ${other}.secrets`)).rejects.toMatchObject({ errno: 1142, message: expect.stringContaining('"default"') });
+        // USE switches the session's database (and the policy follows it): nothing is allowed in the other one.
+        await c.query(`USE ${other}`);
+        await expect(c.query('SELECT * FROM secrets')).rejects.toMatchObject({ errno: 1142 });
+        await c.end();
+        const events = await auditEvents(scoped, { type: 'statement' });
+        expect(events.find((e) => e.sql === 'SELECT * FROM secrets')).toMatchObject({ database: other, decision: 'deny' });
+      } finally {
+        await scoped.stop();
+      }
+    } finally {
+      const r2 = await root();
+      await r2.query(`DROP DATABASE IF EXISTS ${other}`);
+      await r2.end();
+    }
+  });
+});
+
 describe('MySQL engine: the mariadb command-line client', () => {
   it('runs queries, shows masked values and policy errors, over TLS too', async () => {
     const r = await cli(alice, '--skip-ssl', '-e', 'SELECT name, ssn FROM customers ORDER BY id');
@@ -154,6 +194,10 @@ describe('MySQL engine: the mariadb command-line client', () => {
     const denied = await cli(alice, '--skip-ssl', '-e', 'DROP TABLE orders');
     expect(denied.code).toBe(1);
     expect(denied.stderr).toMatch(/ERROR 1142 \(42000\).*destructive statements need a DBA/);
+    // The client's `use` command (COM_INIT_DB) is judged and audited like USE.
+    const use = await cli(dana, '--skip-ssl', '-e', `use ${db}; SELECT DATABASE() AS db`);
+    expect(use.stdout).toBe(`db\n${db}\n`);
+    expect((await auditEvents(t, { type: 'statement', subject: 'human:dana' })).some((e) => e.sql === `USE \`${db}\`` && e.decision === 'allow')).toBe(true);
     const tls = await cli(dana, '--ssl', '--ssl-verify-server-cert=0', '-e', "SHOW STATUS LIKE 'Ssl_cipher'");
     expect(tls.code).toBe(0);
     const sessions = await auditEvents(t, { type: 'session_start', subject: 'human:dana' });

@@ -177,7 +177,7 @@ export function mountWeb(app: Hono<any>, cfg: WebConfig | undefined, governor: G
       return fail((e as Error).message, 401);
     }
     startSession(c, sealer, cfg, identity);
-    governor.record({ type: 'session_start', subject: identity.subject, identity_kind: identity.kind, groups: identity.groups, auth_method: 'oidc', application_name: 'web' });
+    governor.record({ type: 'console_login', subject: identity.subject, identity_kind: identity.kind, groups: identity.groups, auth_method: 'oidc', application_name: 'web' });
     return c.redirect(flow.ret, 302);
   });
 
@@ -188,7 +188,7 @@ export function mountWeb(app: Hono<any>, cfg: WebConfig | undefined, governor: G
     try {
       const identity = await governor.authenticate(body.token);
       const s = startSession(c, sealer, cfg, identity);
-      governor.record({ type: 'session_start', subject: identity.subject, identity_kind: identity.kind, groups: identity.groups, auth_method: identity.method, application_name: 'web' });
+      governor.record({ type: 'console_login', subject: identity.subject, identity_kind: identity.kind, groups: identity.groups, auth_method: identity.method, application_name: 'web' });
       return c.json({ identity, csrf: s.csrf });
     } catch (e) {
       governor.record({ type: 'auth_failure', application_name: 'web', reason: (e as Error).message });

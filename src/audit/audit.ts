@@ -3,7 +3,7 @@ import os from 'node:os';
 import { sql, type Kysely, type Insertable } from 'kysely';
 import type { Database, AuditEventsTable } from '../store/schema.js';
 
-export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call';
+export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login';
 
 /** One audit record. Only defined fields are serialized. */
 export interface AuditEvent {

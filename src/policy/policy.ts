@@ -208,6 +208,11 @@ function tableMatches(pattern: string, table: string): boolean {
 export interface EvalContext {
   identity: Identity;
   database: string;
+  /**
+   * MySQL: a qualified table name `db.table` names another database, so a rule limited to `databases` only
+   * matches statements whose qualified tables are all in those databases too.
+   */
+  qualifiedIsDatabase?: boolean;
 }
 
 function identityMatches(m: RuleMatch, ctx: EvalContext): boolean {
@@ -226,6 +231,15 @@ function statementMatches(m: RuleMatch, s: StatementInfo): boolean {
   if (m.tables && !s.tables.some((t) => m.tables!.some((p) => tableMatches(p, t.name)))) return false;
   if (m.only_tables && (s.tables.length === 0 || !s.tables.every((t) => m.only_tables!.some((p) => tableMatches(p, t.name))))) return false;
   return true;
+}
+
+/** Every database a statement names through `db.table` is one the rule's `databases` allows. */
+function databasesCover(m: RuleMatch, s: StatementInfo): boolean {
+  if (!m.databases) return true;
+  return s.tables.every((t) => {
+    const dot = t.name.lastIndexOf('.');
+    return dot < 0 || m.databases!.some((g) => globMatch(g, t.name.slice(0, dot)));
+  });
 }
 
 export interface Decision {
@@ -254,7 +268,7 @@ export function evaluate(policy: Policy, ctx: EvalContext, analysis: Analysis): 
     if (allowed?.action === 'deny') return;
     // "multi-statement" describes the message, so every statement in such a message carries it for matching.
     const s: StatementInfo = analysis.statements.length > 1 ? { ...raw, flags: [...raw.flags, 'multi-statement'] } : raw;
-    const rule = rules.find((r) => !r.match || statementMatches(r.match, s));
+    const rule = rules.find((r) => !r.match || (statementMatches(r.match, s) && (!ctx.qualifiedIsDatabase || databasesCover(r.match, s))));
     const d: Decision = rule
       ? { action: rule.action, rule: rule.name, reason: rule.reason ?? rule.description ?? '', statement: i, approval: rule.approval, grants: rule.grants }
       : { action: policy.default, rule: 'default', reason: policy.default_reason ?? 'no policy rule allows this statement', statement: i };

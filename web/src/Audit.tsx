@@ -79,7 +79,7 @@ export function AuditPage() {
         </select>
         <select value={filters.type ?? ''} onChange={(e) => setFilters({ ...filters, type: e.target.value })}>
           <option value="">any event</option>
-          {['statement', 'session_start', 'session_end', 'auth_failure', 'approval', 'tool_call', 'policy_loaded', 'protocol_error'].map((t) => (
+          {['statement', 'session_start', 'session_end', 'auth_failure', 'approval', 'tool_call', 'console_login', 'policy_loaded', 'protocol_error'].map((t) => (
             <option key={t}>{t}</option>
           ))}
         </select>

@@ -427,13 +427,22 @@ export class MySession implements LiveSession {
         this.forward(p, { k: cmd === COM.STATISTICS ? 'statistics' : 'simple' });
         return;
       case COM.INIT_DB: {
+        // The client's `use db` command: judged and audited as the statement `USE db`.
         const db = p.subarray(1).toString('utf8');
         if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, db))) {
           this.reply(errPacket(1044, '42000', `database "${db}" is not served by this Sluice gateway`));
           return;
         }
-        this.forward(p, { k: 'simple', sql: `USE ${db}` });
+        const sql = `USE \`${db.replace(/`/g, '``')}\``;
+        const v = this.governor.check(this.identity!, db, sql, undefined, 'mysql');
+        this.info.statements++;
+        if (v.error) {
+          this.auditDenied(sql, v, 'mysql');
+          this.reply(myError(v.error));
+          return;
+        }
         this.pendingDb = db;
+        this.forward(p, { k: 'query', sql, verdict: v });
         return;
       }
       case COM.FIELD_LIST:
@@ -443,6 +452,18 @@ export class MySession implements LiveSession {
         const sql = p.subarray(1).toString('utf8');
         this.info.currentSql = sql;
         if (this.killCommand(sql)) return;
+        // `USE db` as SQL: judged for the database it switches to, which becomes the session's when it succeeds.
+        const use = /^\s*USE\s+`?([^`;\s]+)`?\s*;?\s*$/i.exec(sql)?.[1];
+        if (use !== undefined) {
+          if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, use))) {
+            this.reply(errPacket(1044, '42000', `database "${use}" is not served by this Sluice gateway`));
+            return;
+          }
+          const v = this.governor.check(this.identity!, use, sql, undefined, 'mysql');
+          if (!v.error && v.decision.action === 'allow') this.pendingDb = use;
+          this.runQuery(p, sql, v);
+          return;
+        }
         const v = this.decide(sql);
         if (v.decision.action === 'require_approval') return this.hold(p, sql, v, 'mysql');
         this.runQuery(p, sql, v);
@@ -677,6 +698,16 @@ export class MySession implements LiveSession {
 
   private finish(f: Inflight, status?: number): void {
     if (status !== undefined) this.info.txStatus = status & STATUS.IN_TRANS ? 'T' : 'I';
+    if (this.pendingDb !== undefined) {
+      // COM_INIT_DB answered: switch only if the upstream did.
+      if (!f.error) {
+        this.database = this.pendingDb;
+        this.info.database = this.database;
+        this.baseFields = undefined;
+        void this.governor.views.mysql?.ensure(this.database);
+      }
+      this.pendingDb = undefined;
+    }
     if (f.k === 'query' || f.k === 'execute') this.auditDone(f);
     this.inflight = undefined;
     this.info.currentSql = undefined;
@@ -692,17 +723,9 @@ export class MySession implements LiveSession {
     const deprecateEof = (this.caps & CAP.DEPRECATE_EOF) !== 0;
     switch (f.k) {
       case 'simple':
-      case 'statistics': {
+      case 'statistics':
         this.out(f, p);
-        if (f.k === 'simple' && head === 0x00 && this.pendingDb !== undefined) {
-          this.database = this.pendingDb;
-          void this.governor.views.mysql?.ensure(this.database);
-          this.info.database = this.database;
-          this.baseFields = undefined;
-        }
-        this.pendingDb = undefined;
         return this.finish(f, head === 0x00 ? parseOk(p).status : undefined);
-      }
       case 'fieldlist':
         this.out(f, p);
         if (head === 0xfe || head === 0xff) this.finish(f);
