@@ -118,7 +118,7 @@ function formatApproval(a: Approval, long = false): string {
   if (a.grant_expires_at) extra.push(`  grant until ${a.grant_expires_at}`);
   const p = a.preview;
   if (p) {
-    if (p.kind === 'rows' && p.rows_affected !== undefined) extra.push(`  preview: would affect ${p.rows_affected} rows (${p.note ?? ''})`);
+    if (p.kind === 'rows' && p.rows_affected !== undefined) extra.push(`  preview: would affect ${p.rows_affected} row${p.rows_affected === 1 ? '' : 's'} (${p.note ?? ''})`);
     for (const o of p.objects ?? []) extra.push(`  preview: ${o.command} ${o.name}${o.rows !== undefined ? ` (${o.rows} rows)` : ''}`);
     if (p.error) extra.push(`  preview failed: ${p.error}`);
     else if (p.kind === 'none' && p.note) extra.push(`  preview: ${p.note}`);

@@ -5,7 +5,7 @@ const STATUS_CLASS: Record<Approval['status'], string> = { pending: 'warn', appr
 
 function Preview({ p }: { p: NonNullable<Approval['preview']> }) {
   if (p.error) return <p className="error">preview failed: {p.error}</p>;
-  if (p.kind === 'rows') return <p data-testid="preview"><strong>Blast radius:</strong> would affect <strong>{p.rows_affected}</strong> rows <span className="muted">({p.note})</span></p>;
+  if (p.kind === 'rows') return <p data-testid="preview"><strong>Blast radius:</strong> would affect <strong>{p.rows_affected}</strong> row{p.rows_affected === 1 ? '' : 's'} <span className="muted">({p.note})</span></p>;
   if (p.kind === 'objects')
     return (
       <div data-testid="preview">
