@@ -17,6 +17,7 @@ import { Approvals } from './approvals/service.js';
 import { kyselyApprovalStore } from './approvals/store.js';
 import { makePreview, makeMysqlPreview } from './approvals/preview.js';
 import { McpTools } from './mcp/tools.js';
+import { mysqlBackend, pgBackend } from './mcp/backends.js';
 import os from 'node:os';
 import { MySession, type MyEngineConfig } from './protocol/mysql/session.js';
 import { probeMyUpstream } from './protocol/mysql/upstream.js';
@@ -242,7 +243,14 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
-  const mcp = new McpTools({ governor, upstream, databases: cfg.upstream.databases ?? [] });
+  const m = cfg.mysql?.upstream;
+  const mcp = new McpTools({
+    governor,
+    backends: [
+      pgBackend(upstream, cfg.upstream.databases ?? [], 30_000),
+      ...(m ? [mysqlBackend({ host: m.host, port: m.port, user: m.user, password: m.password, sslmode: m.sslmode }, m.databases ?? [], 30_000)] : []),
+    ],
+  });
   // Live sessions are published to the store so any gateway's API lists (and can terminate) all of them.
   const gatewayId = `${os.hostname()}:${process.pid}:${crypto.randomBytes(3).toString('hex')}`;
   const live: LiveSessionStore = opts.remote

@@ -146,6 +146,32 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
   });
 });
 
+describe('MySQL engine: MCP', () => {
+  it('agents query MariaDB through MCP with the same policy and masking', async () => {
+    const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+    const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+    const client = new Client({ name: 'agent', version: '1' });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${t.gw.apiPort}/mcp`), { requestInit: { headers: { authorization: `Bearer ${alice}` } } }));
+    const call = async (name: string, args: Record<string, unknown>) => (await client.callTool({ name, arguments: args })) as { isError?: boolean; content: { text: string }[]; structuredContent?: any };
+    expect((await call('list_databases', {})).structuredContent.engines.mysql).toContain(db);
+    const schema = await call('describe_schema', { engine: 'mysql', database: db });
+    expect(schema.structuredContent.tables.find((x: { name: string }) => x.name === 'customers').columns.find((c: { name: string }) => c.name === 'ssn').sensitive).toMatch(/masked for you/);
+    const r = await call('query', { engine: 'mysql', database: db, sql: 'SELECT id, email, ssn FROM customers WHERE id = 1', intent: 'check a customer' });
+    expect(r.structuredContent.rows).toEqual([['1', 'a***@***.com', '***-**-6789']]);
+    const denied = await call('query', { engine: 'mysql', database: db, sql: 'DELETE FROM orders' });
+    expect(denied.isError).toBe(true);
+    expect(denied.content[0]!.text).toContain('destructive statements need a DBA');
+    const held = await call('query', { engine: 'mysql', database: db, sql: "UPDATE orders SET status = 'mcp' WHERE id = 1" });
+    expect(held.structuredContent.status).toBe('pending_approval');
+    expect((await fetch(`http://127.0.0.1:${t.gw.apiPort}/api/approvals/${held.structuredContent.approval_id}`, { headers: { authorization: `Bearer ${dana}` } }).then((x) => x.json())).approval).toMatchObject({ engine: 'mysql', requester: 'human:alice' });
+    // Withdrawn by the requester (so no other test finds it pending).
+    await fetch(`http://127.0.0.1:${t.gw.apiPort}/api/approvals/${held.structuredContent.approval_id}/deny`, { method: 'POST', headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' }, body: '{}' });
+    const plan = await call('explain', { engine: 'mysql', database: db, sql: 'SELECT * FROM orders WHERE id = 1' });
+    expect(JSON.stringify(plan.structuredContent.plan)).toContain('orders');
+    await client.close();
+  });
+});
+
 describe('MySQL engine: databases', () => {
   it('a rule limited to databases does not cover tables qualified with another database; USE is judged and tracked', async () => {
     const other = `${db}_other`;

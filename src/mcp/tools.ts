@@ -1,9 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import type pg from 'pg';
 import { analysisFields, identityFields, type Governor, type Verdict } from '../governor.js';
 import type { Identity } from '../identity/identity.js';
-import type { UpstreamTarget } from '../protocol/postgres/upstream.js';
-import { upstreamClient } from '../protocol/postgres/client.js';
+import type { McpBackend, RunResult } from './backends.js';
 import { maskValue, type Field, type MaskCounts } from '../masking/rows.js';
 import { globMatch } from '../util/glob.js';
 import type { Analysis } from '../analyze/analyze.js';
@@ -22,12 +20,11 @@ export class ToolError extends Error {
 
 export interface McpToolsOptions {
   governor: Governor;
-  upstream: UpstreamTarget;
-  /** Database globs clients may open (all when empty). */
-  databases: string[];
-  /** statement_timeout for tool queries (ms). */
-  statementTimeoutMs?: number;
+  /** The engines agents can query: PostgreSQL always, MySQL/MariaDB when the gateway has that engine. */
+  backends: McpBackend[];
 }
+
+export type Engine = McpBackend['engine'];
 
 export interface QueryResult {
   status: 'ok';
@@ -62,8 +59,12 @@ export class McpTools {
     return this.o.governor;
   }
 
-  private allowedDatabase(db: string): void {
-    if (this.o.databases.length && !this.o.databases.some((p) => globMatch(p, db))) throw new ToolError(`database "${db}" is not served by this gateway`, '3D000');
+  /** The backend for an engine, refusing databases it does not serve. */
+  private backend(engine: Engine | undefined, database?: string): McpBackend {
+    const b = this.o.backends.find((x) => x.engine === (engine ?? 'postgres'));
+    if (!b) throw new ToolError(`engine "${engine}" is not served by this gateway (available: ${this.o.backends.map((x) => x.engine).join(', ')})`);
+    if (database !== undefined && b.databases.length && !b.databases.some((p) => globMatch(p, database))) throw new ToolError(`database "${database}" is not served by this gateway`, '3D000');
+    return b;
   }
 
   private audit(id: Identity, fields: Record<string, unknown>): void {
@@ -74,39 +75,26 @@ export class McpTools {
     this.g.record({ type: 'tool_call', ...identityFields(id), application_name: 'mcp', error, details: { tool, intent, ...details } });
   }
 
-  private async withClient<T>(database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-    const c = await upstreamClient(this.o.upstream, database, 'sluice-mcp').catch((e: Error) => {
-      throw new ToolError(`cannot open database "${database}": ${e.message}`, '08006');
-    });
-    try {
-      await c.query(`SET statement_timeout = ${Math.floor(this.o.statementTimeoutMs ?? 30_000)}`);
-      return await fn(c);
-    } finally {
-      await c.end().catch(() => {});
+  async listDatabases(id: Identity, intent?: string): Promise<{ databases: string[]; engines: Record<string, string[]> }> {
+    const engines: Record<string, string[]> = {};
+    for (const b of this.o.backends) {
+      const all = await b.listDatabases().catch((e: Error) => {
+        throw new ToolError(e.message);
+      });
+      engines[b.engine] = all.filter((d) => !b.databases.length || b.databases.some((p) => globMatch(p, d)));
     }
-  }
-
-  async listDatabases(id: Identity, intent?: string): Promise<{ databases: string[] }> {
-    const rows = await this.withClient('postgres', (c) => c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1'));
-    const databases = rows.rows.map((r) => r.datname).filter((d) => !this.o.databases.length || this.o.databases.some((p) => globMatch(p, d)));
-    this.toolEvent(id, 'list_databases', intent, { count: databases.length });
-    return { databases };
+    this.toolEvent(id, 'list_databases', intent, { count: Object.values(engines).reduce((n, l) => n + l.length, 0) });
+    return { databases: engines.postgres ?? [], engines };
   }
 
   /** Tables and columns, with the columns this identity would see masked (or that look sensitive) flagged. */
-  async describeSchema(id: Identity, database: string, schema: string | undefined, intent?: string) {
-    this.allowedDatabase(database);
-    const r = await this.withClient(database, (c) =>
-      c.query<{ table_schema: string; table_name: string; table_type: string; column_name: string; data_type: string; is_nullable: string }>(
-        `SELECT t.table_schema, t.table_name, t.table_type, c.column_name, c.data_type, c.is_nullable
-           FROM information_schema.tables t JOIN information_schema.columns c USING (table_schema, table_name)
-          WHERE t.table_schema NOT IN ('pg_catalog', 'information_schema') AND ($1::text IS NULL OR t.table_schema = $1)
-          ORDER BY 1, 2, c.ordinal_position`,
-        [schema ?? null],
-      ),
-    );
+  async describeSchema(id: Identity, database: string, schema: string | undefined, intent?: string, engine?: Engine) {
+    const b = this.backend(engine, database);
+    const rows = await b.describe(database, schema).catch((e: Error) => {
+      throw new ToolError(e.message);
+    });
     const tables = new Map<string, { schema: string; name: string; type: string; columns: { name: string; type: string; nullable: boolean; sensitive?: string }[] }>();
-    for (const row of r.rows) {
+    for (const row of rows) {
       const key = `${row.table_schema}.${row.table_name}`;
       let t = tables.get(key);
       if (!t) tables.set(key, (t = { schema: row.table_schema, name: row.table_name, type: row.table_type === 'VIEW' ? 'view' : 'table', columns: [] }));
@@ -116,29 +104,29 @@ export class McpTools {
       // The masking plan this identity would get for `SELECT * FROM t`.
       const analysis = { ok: true, statements: [], classes: ['read'], tables: [`${t.schema}.${t.name}`, t.name], destructive: [], flags: [], fingerprint: '' } as unknown as Analysis;
       const fields: Field[] = t.columns.map((c) => ({ name: c.name, tableOid: 0, attnum: 0, typeOid: 25, format: 0 }));
-      const plan = this.g.maskPlan(id, analysis, fields);
+      const plan = this.g.maskPlan(id, analysis, fields, database, b.engine);
       t.columns.forEach((c, i) => {
         const a = plan?.columns[i];
         if (a?.kind === 'rule') c.sensitive = `masked for you (${a.masker}, ${a.label})`;
         else if (SENSITIVE_NAME.test(c.name)) c.sensitive = a?.kind === 'scan' ? 'likely sensitive by name; values are scanned and masked by detectors' : 'likely sensitive by name (you see it in cleartext)';
       });
     }
-    this.toolEvent(id, 'describe_schema', intent, { database, schema, tables: tables.size });
-    return { database, tables: [...tables.values()] };
+    this.toolEvent(id, 'describe_schema', intent, { engine: b.engine, database, schema, tables: tables.size });
+    return { engine: b.engine, database, tables: [...tables.values()] };
   }
 
   /**
    * Run SQL under policy. Allowed: rows (masked). Held for approval: the pending request (wait_for_approval
    * resumes it). Denied: ToolError with the policy's message.
    */
-  async query(id: Identity, database: string, sql: string, opts: { intent?: string; maxRows?: number } = {}): Promise<QueryResult | PendingResult> {
-    this.allowedDatabase(database);
-    await this.g.views.postgres?.ensure(database);
-    const v = this.g.check(id, database, sql);
-    const intentDetails = { tool: 'query', intent: opts.intent };
+  async query(id: Identity, database: string, sql: string, opts: { intent?: string; maxRows?: number; engine?: Engine } = {}): Promise<QueryResult | PendingResult> {
+    const b = this.backend(opts.engine, database);
+    await this.g.views[b.engine]?.ensure(database);
+    const v = this.g.check(id, database, sql, undefined, b.engine);
+    const intentDetails = { tool: 'query', intent: opts.intent, engine: b.engine };
     if (v.decision.action === 'require_approval') {
-      const a = await this.g.requestApproval({ identity: id, database, sql, verdict: v, sessionId: `mcp:${id.subject}` });
-      if (a.status === 'approved') return this.runApproved(id, a, v, opts);
+      const a = await this.g.requestApproval({ identity: id, database, sql, verdict: v, sessionId: `mcp:${id.subject}`, engine: b.engine });
+      if (a.status === 'approved') return this.runApproved(id, a, v, opts, b);
       // Not a decision yet: the statement runs (or is refused) when the agent resumes with wait_for_approval.
       this.g.record({ type: 'tool_call', ...identityFields(id), application_name: 'mcp', database, sql, rule: v.decision.rule, approval_id: a.id, details: { ...intentDetails, held: true } });
       const url = this.g.approvals!.url(a.id);
@@ -148,7 +136,7 @@ export class McpTools {
       this.audit(id, { database, sql, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error.message, error_code: v.error.code, details: intentDetails });
       throw new ToolError(v.error.message + (v.error.detail ? ` (${v.error.detail})` : ''), v.error.code);
     }
-    return this.execute(id, database, sql, v, opts);
+    return this.execute(id, b, database, sql, v, opts);
   }
 
   /** Wait (bounded) for a held query's decision; approved, it runs now (once) and returns its rows. */
@@ -165,41 +153,38 @@ export class McpTools {
       if (!signal.aborted) throw e;
       return { status: 'pending_approval', approval_id: a.id, url: approvals.url(a.id), message: `still awaiting approval; call wait_for_approval again` };
     }
-    const v = this.g.check(id, a.database, a.sql!);
-    if (final.status === 'approved') return this.runApproved(id, final, v, opts);
+    const b = this.backend(a.engine ?? 'postgres');
+    const v = this.g.check(id, a.database, a.sql!, undefined, b.engine);
+    if (final.status === 'approved') return this.runApproved(id, final, v, opts, b);
     const outcome = await this.g.awaitApproval({ identity: id, database: a.database, sql: a.sql!, verdict: v }, final);
     this.audit(id, { database: a.database, sql: a.sql, ...analysisFields(v.analysis), decision: 'deny', rule: outcome.decision.rule, reason: outcome.error?.message, error_code: outcome.error?.code, approval_id: a.id, details: { tool: 'wait_for_approval', intent: opts.intent } });
     throw new ToolError(outcome.error?.message ?? `approval ${a.id} is ${final.status}`, outcome.error?.code);
   }
 
-  private async runApproved(id: Identity, a: Approval, v: Verdict, opts: { intent?: string; maxRows?: number }): Promise<QueryResult> {
-    const outcome = await this.g.awaitApproval({ identity: id, database: a.database, sql: a.sql!, verdict: v, sessionId: `mcp:${id.subject}` }, a);
+  private async runApproved(id: Identity, a: Approval, v: Verdict, opts: { intent?: string; maxRows?: number }, b: McpBackend): Promise<QueryResult> {
+    const outcome = await this.g.awaitApproval({ identity: id, database: a.database, sql: a.sql!, verdict: v, sessionId: `mcp:${id.subject}`, engine: b.engine }, a);
     if (outcome.error) throw new ToolError(outcome.error.message, outcome.error.code);
-    const r = await this.execute(id, a.database, a.sql!, outcome, opts);
+    const r = await this.execute(id, b, a.database, a.sql!, outcome, opts);
     return { ...r, approval_id: a.id };
   }
 
-  private async execute(id: Identity, database: string, sql: string, v: Verdict, opts: { intent?: string; maxRows?: number }): Promise<QueryResult> {
+  private async execute(id: Identity, b: McpBackend, database: string, sql: string, v: Verdict, opts: { intent?: string; maxRows?: number }): Promise<QueryResult> {
     const maxRows = Math.min(Math.max(opts.maxRows ?? 500, 1), 10_000);
     const t0 = performance.now();
-    const base = { database, sql, ...analysisFields(v.analysis), decision: 'allow' as const, rule: v.decision.rule, approval_id: v.approvalId, details: { tool: 'query', intent: opts.intent } };
-    let res: pg.QueryResult | pg.QueryResult[];
+    const base = { database, sql, ...analysisFields(v.analysis), decision: 'allow' as const, rule: v.decision.rule, approval_id: v.approvalId, details: { tool: 'query', intent: opts.intent, engine: b.engine } };
+    let res: RunResult;
     try {
-      res = await this.withClient(database, (c) => c.query({ text: sql, rowMode: 'array' }));
+      res = await b.run(database, sql);
     } catch (e) {
       const err = e as Error & { code?: string };
       this.audit(id, { ...base, error: err.message, error_code: err.code, duration_ms: Math.round(performance.now() - t0) });
       if (v.approvalId) this.g.approvals?.recordOutcome(v.approvalId, { error: err.message });
-      if (e instanceof ToolError) throw e;
       throw new ToolError(err.message, err.code);
     }
-    // Several statements: the last result is returned (as psql -c shows the last).
-    const last = Array.isArray(res) ? res[res.length - 1]! : res;
-    const rowCount = Array.isArray(res) ? res.reduce((n, x) => n + (x.rowCount ?? 0), 0) : (res.rowCount ?? 0);
-    const fields: Field[] = (last.fields ?? []).map((f: pg.FieldDef) => ({ name: f.name, tableOid: f.tableID, attnum: f.columnID, typeOid: f.dataTypeID, format: 0 }));
-    const plan = fields.length ? this.g.maskPlan(id, v.analysis, fields, database) : undefined;
+    const fields = res.fields;
+    const plan = fields.length ? this.g.maskPlan(id, v.analysis, fields, database, b.engine) : undefined;
     const counts: MaskCounts = new Map();
-    const rows = (last.rows as (string | null)[][]).slice(0, maxRows).map((row) =>
+    const rows = res.rows.slice(0, maxRows).map((row) =>
       row.map((cell, i) => {
         if (cell === null || !plan) return cell;
         const m = maskValue(plan.columns[i]!, cell, plan.key, counts);
@@ -207,16 +192,17 @@ export class McpTools {
       }),
     );
     const masked = counts.size ? Object.fromEntries(counts) : undefined;
+    const rowCount = res.rowCount;
     this.audit(id, { ...base, rows: rowCount, masked, duration_ms: Math.round((performance.now() - t0) * 1000) / 1000, ...(rows.length > 0 && this.g.maskingExempt(id) ? { masking_exempt: true } : {}) });
     if (v.approvalId) this.g.approvals?.recordOutcome(v.approvalId, { rows: rowCount });
-    return { status: 'ok', command: last.command, columns: fields.map((f) => f.name), rows, row_count: rowCount, truncated: last.rows.length > maxRows, ...(masked ? { masked } : {}) };
+    return { status: 'ok', command: res.command, columns: fields.map((f) => f.name), rows, row_count: rowCount, truncated: res.rows.length > maxRows, ...(masked ? { masked } : {}) };
   }
 
   /** The plan PostgreSQL would use (EXPLAIN without ANALYZE: never runs the statement); the policy must not deny it. */
-  async explain(id: Identity, database: string, sql: string, intent?: string): Promise<{ plan: unknown }> {
-    this.allowedDatabase(database);
-    const v = this.g.check(id, database, sql);
-    const details = { tool: 'explain', intent };
+  async explain(id: Identity, database: string, sql: string, intent?: string, engine?: Engine): Promise<{ plan: unknown }> {
+    const b = this.backend(engine, database);
+    const v = this.g.check(id, database, sql, undefined, b.engine);
+    const details = { tool: 'explain', intent, engine: b.engine };
     if (v.analysis && (v.analysis.statements.length !== 1 || v.analysis.statements[0]!.command.startsWith('EXPLAIN'))) {
       throw new ToolError('explain takes exactly one statement (not itself an EXPLAIN)');
     }
@@ -226,12 +212,11 @@ export class McpTools {
       throw new ToolError(v.error.message, v.error.code);
     }
     const t0 = performance.now();
-    const r = await this.withClient(database, (c) => c.query({ text: `EXPLAIN (FORMAT JSON) ${sql}`, rowMode: 'array' })).catch((e: Error & { code?: string }) => {
+    const plan = await b.explain(database, sql).catch((e: Error & { code?: string }) => {
       this.audit(id, { database, sql: `EXPLAIN ${sql}`, ...analysisFields(v.analysis), decision: 'allow', rule: v.decision.rule, error: e.message, error_code: e.code, details });
-      throw e instanceof ToolError ? e : new ToolError(e.message, e.code);
+      throw new ToolError(e.message, e.code);
     });
     this.audit(id, { database, sql: `EXPLAIN ${sql}`, ...analysisFields(v.analysis), decision: 'allow', rule: v.decision.rule, rows: 1, duration_ms: Math.round(performance.now() - t0), details });
-    const text = (r.rows[0] as string[])[0]!;
-    return { plan: JSON.parse(text) };
+    return { plan };
   }
 }

@@ -1,9 +1,11 @@
-import { CAP, COM, MyFramer, MyReader, frame, parseErr, parseOk } from './packets.js';
+import { CAP, COM, MyFramer, MyReader, frame, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
 import { connectMyUpstream, type MyUpstreamTarget } from './upstream.js';
 
 export interface MyResult {
   affected: number;
   columns: string[];
+  /** Column definitions of the (last) result set. */
+  fields: MyColumn[];
   rows: (string | null)[][];
 }
 
@@ -58,6 +60,7 @@ export class MyClient {
       }
       w.cols = new MyReader(p).lenenc() ?? 0;
       w.res.columns = [];
+      w.res.fields = [];
       w.res.rows = [];
       w.state = 'cols';
       return;
@@ -67,9 +70,9 @@ export class MyClient {
         w.state = 'rows';
         return;
       }
-      const r = new MyReader(p);
-      for (let i = 0; i < 4; i++) r.lenencString();
-      w.res.columns.push(r.lenencString());
+      const col = parseColumn(p);
+      w.res.fields.push(col);
+      w.res.columns.push(col.name);
       return;
     }
     if (head === 0xff) {
@@ -92,7 +95,7 @@ export class MyClient {
   query(sql: string): Promise<MyResult> {
     if (this.waiting) return Promise.reject(new Error('a query is already running'));
     return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject, res: { affected: 0, columns: [], rows: [] }, state: 'first', cols: 0 };
+      this.waiting = { resolve, reject, res: { affected: 0, columns: [], fields: [], rows: [] }, state: 'first', cols: 0 };
       this.socket.write(frame(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')])).bytes);
     });
   }

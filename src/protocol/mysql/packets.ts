@@ -1,3 +1,4 @@
+import type { Field } from '../../masking/rows.js';
 /** MySQL/MariaDB client/server protocol: framing, field codecs and the packets the gateway builds itself. */
 
 export class MyProtocolError extends Error {
@@ -352,3 +353,7 @@ export function binarySize(type: number): number {
 /** Text types whose values can hold personal data (binary collation 63 means bytes, not text). */
 export const isTextColumn = (c: MyColumn): boolean =>
   c.charset !== 63 && [TYPE.VARCHAR, TYPE.VAR_STRING, TYPE.STRING, TYPE.TINY_BLOB, TYPE.MEDIUM_BLOB, TYPE.LONG_BLOB, TYPE.BLOB, TYPE.JSON, TYPE.ENUM, TYPE.SET].includes(c.type as never);
+
+/** Result columns as the masking plan sees them: the real column name when there is one, text or not. */
+export const myFields = (columns: MyColumn[]): Field[] =>
+  columns.map((c) => ({ name: c.orgName || c.name, tableOid: 0, attnum: 0, typeOid: c.type === TYPE.JSON ? 114 : 25, format: isTextColumn(c) ? 0 : 1 }));

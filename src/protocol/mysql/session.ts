@@ -7,11 +7,11 @@ import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis } from '../../analyze/analyze.js';
-import { maskValue, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
+import { maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { globMatch } from '../../util/glob.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
-import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
+import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, myFields, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
 import { connectMyUpstream, MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 import { expiryTimer, sessionEndEvent } from '../common.js';
 
@@ -764,8 +764,7 @@ export class MySession implements LiveSession {
   }
 
   private planFor(columns: MyColumn[], analysis: Analysis | undefined): MaskPlan | undefined {
-    const fields: Field[] = columns.map((c) => ({ name: c.orgName || c.name, tableOid: 0, attnum: 0, typeOid: c.type === TYPE.JSON ? 114 : 25, format: isTextColumn(c) ? 0 : 1 }));
-    return this.governor.maskPlan(this.identity!, analysis, fields, this.database, 'mysql');
+    return this.governor.maskPlan(this.identity!, analysis, myFields(columns), this.database, 'mysql');
   }
 
   private onResultPacket(f: Inflight, p: Buffer, deprecateEof: boolean): void {
