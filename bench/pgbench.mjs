@@ -18,6 +18,7 @@ const { values: o } = parseArgs({
     scale: { type: 'string', default: '10' },
     only: { type: 'string' },
     masking: { type: 'string', default: 'on' },
+    'upstream-socket': { type: 'string' },
   },
 });
 const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
@@ -45,7 +46,7 @@ fs.writeFileSync(path.join(out, 'policy.yaml'), o.masking === 'off' ? policyText
 const cfgFile = path.join(out, 'sluice.yaml');
 fs.writeFileSync(cfgFile, `listen: { host: 127.0.0.1, port: ${port} }
 tls: { mode: allow }
-upstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
+upstream: { host: ${o['upstream-socket'] ?? PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
 policy: policy.yaml
 ${storeLine}
 workers: ${o.workers}
@@ -94,6 +95,6 @@ const table = [
   `|---|---:|---:|---:|`,
   ...rows.map((r) => `| ${r.name} | ${r.direct.toFixed(0)} | ${r.gateway.toFixed(0)} | ${r.ratio.toFixed(2)} |`),
 ].join('\n');
-const cmd = `node bench/pgbench.mjs --duration ${o.duration} --workers ${o.workers} --store ${o.store} --clients ${o.clients} --scale ${o.scale} --masking ${o.masking}${o.only ? ` --only '${o.only}'` : ''}`;
+const cmd = `node bench/pgbench.mjs --duration ${o.duration} --workers ${o.workers} --store ${o.store} --clients ${o.clients} --scale ${o.scale} --masking ${o.masking}${o.only ? ` --only '${o.only}'` : ''}${o['upstream-socket'] ? ` --upstream-socket ${o['upstream-socket']}` : ''}`;
 console.log(`\n${cmd}\n(pgbench scale ${o.scale}, ${C} clients for select-only; every statement through Sluice parsed, checked against examples/policy.yaml and audited: ${audited}; masking detectors ${o.masking})\n\n${table}\n`);
 fs.writeFileSync(path.join(out, 'last.md'), `${cmd}\n\n${table}\n`);

@@ -92,10 +92,16 @@ function md5Password(user: string, password: string, salt: Buffer): string {
   return 'md5' + crypto.createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
 }
 
+/**
+ * Where to connect: a host and port, or (as libpq does for a host starting with '/') the unix socket
+ * `<dir>/.s.PGSQL.<port>`, which costs less per round trip when the gateway runs beside the database.
+ */
+export const upstreamAddress = (t: Pick<UpstreamTarget, 'host' | 'port'>): net.NetConnectOpts => (t.host.startsWith('/') ? { path: `${t.host.replace(/\/$/, '')}/.s.PGSQL.${t.port}` } : { host: t.host, port: t.port });
+
 async function openSocket(t: UpstreamTarget): Promise<net.Socket> {
   const timeout = t.connectTimeoutMs ?? 10_000;
   const plain = await new Promise<net.Socket>((resolve, reject) => {
-    const s = net.connect({ host: t.host, port: t.port });
+    const s = net.connect(upstreamAddress(t));
     const timer = setTimeout(() => {
       s.destroy();
       reject(new UpstreamError(`timed out connecting to upstream ${t.host}:${t.port}`));
@@ -109,8 +115,9 @@ async function openSocket(t: UpstreamTarget): Promise<net.Socket> {
       reject(new UpstreamError(`could not connect to upstream ${t.host}:${t.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
     });
   });
-  plain.setNoDelay(true);
-  const mode = t.sslmode ?? 'disable';
+  if (!t.host.startsWith('/')) plain.setNoDelay(true);
+  // No TLS on a local socket (PostgreSQL does not offer it there; the traffic never leaves the machine).
+  const mode = t.host.startsWith('/') ? 'disable' : (t.sslmode ?? 'disable');
   if (mode === 'disable') return plain;
   plain.write(m.sslRequest());
   const answer = await new Promise<string>((resolve, reject) => {
@@ -242,7 +249,7 @@ function handshake(socket: net.Socket, t: UpstreamTarget, params: Record<string,
 
 /** Send a CancelRequest to the upstream for the given upstream backend key. */
 export async function cancelUpstream(t: UpstreamTarget, pid: number, secret: number): Promise<void> {
-  const s = net.connect({ host: t.host, port: t.port });
+  const s = net.connect(upstreamAddress(t));
   await new Promise<void>((resolve) => {
     s.once('connect', () => {
       s.end(m.cancelRequest(pid, secret));
