@@ -29,6 +29,13 @@ rules:
   - name: analysts-read
     match: { groups: [analysts], statements: [read] }
     action: allow
+  - name: interns-write-mentored
+    match: { groups: [interns], statements: [write] }
+    action: require_approval
+    approval: { approvers: [mentors] }
+  - name: interns-read
+    match: { groups: [interns], statements: [read] }
+    action: allow
   - name: leads-write-reviewed
     match: { groups: [leads], statements: [write] }
     action: require_approval
@@ -254,6 +261,32 @@ describe('approvals: statements held in place', () => {
     await api(`/api/approvals/${b.id}/deny`, alice, 'POST', { reason: 'never mind' });
     expect(String(await third)).toContain('withdrawn by the requester');
     await c.end();
+  });
+});
+
+describe('approver groups from the rule', () => {
+  it("members of a rule's approver groups see and decide its requests without the API approver role, and no others", async () => {
+    const intern = await t.key('human', ['interns'], { name: 'ivy' });
+    const mentor = await t.key('human', ['mentors'], { name: 'max' });
+    const c = new pg.Client(t.conn(intern, db.name));
+    await c.connect();
+    const running = c.query('UPDATE accounts SET balance = 7 WHERE id = 9');
+    const a = await pendingFor(await subjectOf(intern));
+    const seen = (await api('/api/approvals?status=pending', mentor)).body.approvals as Approval[];
+    expect(seen.map((x) => x.id)).toContain(a.id);
+    // Other rules' requests stay out of the mentor's reach.
+    const other = new pg.Client(t.conn(alice, db.name));
+    await other.connect();
+    const aliceRunning = other.query('UPDATE accounts SET balance = 8 WHERE id = 10').catch((e: Error) => e);
+    const b = await pendingFor(await subjectOf(alice));
+    expect(((await api('/api/approvals?status=pending', mentor)).body.approvals as Approval[]).map((x) => x.id)).not.toContain(b.id);
+    expect((await api(`/api/approvals/${b.id}/approve`, mentor, 'POST', {})).status).toBe(404);
+    await api(`/api/approvals/${b.id}/deny`, dana, 'POST', { reason: 'not now' });
+    expect(String(await aliceRunning)).toContain('not now');
+    expect((await api(`/api/approvals/${a.id}/approve`, mentor, 'POST', { reason: 'ok' })).status).toBe(200);
+    expect((await running).rowCount).toBe(1);
+    await c.end();
+    await other.end();
   });
 });
 

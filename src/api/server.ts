@@ -180,10 +180,13 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     });
   });
 
-  // ---- approvals and just-in-time grants. Approvers (and admins) see and decide every request; anyone sees their own.
+  // ---- approvals and just-in-time grants. Approvers (and admins) see and decide every request; members of a
+  // request's approver groups (from its policy rule) see and decide that request; anyone sees their own.
   const approvals = d.approvals;
-  const mayDecide = (c: Context<Env>) => need(c, 'approver');
-  const visible = (c: Context<Env>, a: Approval) => mayDecide(c) || a.requester === c.get('identity').subject || a.acting_for === c.get('identity').subject;
+  const isApprover = (c: Context<Env>) => need(c, 'approver');
+  const inApproverGroups = (c: Context<Env>, a: Approval) => a.approver_groups.some((g) => c.get('identity').groups.includes(g));
+  const mayDecide = (c: Context<Env>, a: Approval) => isApprover(c) || inApproverGroups(c, a);
+  const visible = (c: Context<Env>, a: Approval) => mayDecide(c, a) || a.requester === c.get('identity').subject || a.acting_for === c.get('identity').subject;
   app.use('/api/approvals/*', async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
   app.use('/api/grants', async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
   app.get('/api/approvals', async (c) => {
@@ -192,8 +195,8 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     const status = q.status ? q.status.split(',') : undefined;
     if (status?.some((x) => !STATUSES.includes(x as ApprovalStatus))) return problem(c, 400, `status must be among ${STATUSES.join(', ')}`);
     if (q.kind && q.kind !== 'statement' && q.kind !== 'grant') return problem(c, 400, 'kind must be statement or grant');
-    const requester = mayDecide(c) ? q.requester : c.get('identity').subject;
-    const list = await approvals.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester, limit: Number(q.limit ?? 200) || 200 });
+    // Without the approver role, the store is read for everything and filtered to what the caller may see.
+    const list = await approvals.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester: q.requester, limit: Number(q.limit ?? 200) || 200 });
     return c.json({ approvals: list.filter((a) => visible(c, a)) });
   });
   app.get('/api/approvals/:id', async (c) => {
@@ -211,7 +214,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
       if (!a || !visible(c, a)) return problem(c, 404, 'no such approval request');
       // Requesters may withdraw (deny) their own request; deciding anyone else's needs the approver role.
       const own = a.requester === me.subject || a.acting_for === me.subject;
-      if (!mayDecide(c) && !(own && action === 'deny')) return problem(c, 403, 'the approver or admin role is required');
+      if (!mayDecide(c, a) && !(own && action === 'deny')) return problem(c, 403, `the approver or admin role${a.approver_groups.length ? `, or membership in ${a.approver_groups.join(' or ')},` : ''} is required`);
       try {
         const r = await approvals!.decide(id, me, action, typeof body.reason === 'string' ? body.reason : undefined);
         return c.json({ approval: r });

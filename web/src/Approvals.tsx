@@ -21,7 +21,7 @@ function Card({ a, me, focused }: { a: Approval; me: Me; focused: boolean }) {
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const own = a.requester === me.identity.subject || a.acting_for === me.identity.subject;
-  const approver = me.roles.includes('approver');
+  const approver = me.roles.includes('approver') || a.approver_groups.some((g) => me.identity.groups.includes(g));
   const decide = async (action: 'approve' | 'deny') => {
     setBusy(true);
     setError('');
