@@ -8,6 +8,7 @@ import { AuditLog, storeSink, type StoredEvent } from '../audit/audit.js';
 import { loadPolicy, evaluate } from '../policy/policy.js';
 import { analyzeUncached, loadParser } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type IdentityKind } from '../identity/identity.js';
+import { parseDuration } from '../util/duration.js';
 import type { Approval } from '../approvals/store.js';
 
 const HELP = `sluice — identity-aware database gateway
@@ -50,11 +51,13 @@ function configPath(v: string | undefined): string {
   return v ?? process.env.SLUICE_CONFIG ?? 'sluice.yaml';
 }
 
-function parseDuration(s: string): Date {
-  const m = /^(\d+)\s*(m|h|d|w)$/.exec(s.trim());
-  if (!m) throw new UsageError(`cannot read duration "${s}" (use e.g. 90m, 12h, 30d, 4w)`);
-  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'm' | 'h' | 'd' | 'w'];
-  return new Date(Date.now() + Number(m[1]) * unit);
+/** The time a duration from now (`--expires 30d`). */
+function expiresIn(s: string): Date {
+  try {
+    return new Date(Date.now() + parseDuration(s) * 1000);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 /** The admin operations: through a running gateway when one holds the store, else on the store directly. */
@@ -224,7 +227,7 @@ export async function main(argv: string[]): Promise<number> {
         const kind = (values.kind ?? 'service') as IdentityKind;
         if (!IDENTITY_KINDS.includes(kind)) throw new UsageError(`--kind must be one of ${IDENTITY_KINDS.join(', ')}`);
         const groups = values.groups ? String(values.groups).split(',').map((g) => g.trim()).filter(Boolean) : [];
-        const expiresAt = values.expires ? parseDuration(String(values.expires)) : undefined;
+        const expiresAt = values.expires ? expiresIn(String(values.expires)) : undefined;
         const r = await withOps(cfg, (ops) =>
           ops.keysCreate({ name: String(values.name), kind, groups, subject: values.subject as string | undefined, actingFor: values['acting-for'] as string | undefined, expiresAt, createdBy: `cli:${process.env.USER ?? 'unknown'}` }),
         );
