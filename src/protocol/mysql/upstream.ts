@@ -96,7 +96,9 @@ export function authResponse(plugin: string, password: string, scramble: Buffer,
  */
 export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charset: number; database?: string; attrs?: Record<string, string> }): Promise<MyUpstream> {
   return new Promise((resolve, reject) => {
-    let socket: net.Socket = net.connect({ host: t.host, port: t.port, noDelay: true });
+    // A host starting with '/' is the server's unix socket file (e.g. /run/mysqld/mysqld.sock).
+    const local = t.host.startsWith('/');
+    let socket: net.Socket = net.connect(local ? { path: t.host } : { host: t.host, port: t.port, noDelay: true });
     const timer = setTimeout(() => fail(new MyUpstreamError(`timed out connecting to upstream ${t.host}:${t.port}`)), t.connectTimeoutMs ?? 10_000);
     let done = false;
     const fail = (e: Error) => {
@@ -132,9 +134,10 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
     };
     const start = (p: Buffer) => {
       hello = parseHello(p);
-      const wantTls = t.sslmode === 'require' || (t.sslmode ?? 'prefer') === 'prefer';
+      // No TLS over a local socket: the traffic never leaves the machine.
+      const wantTls = !local && (t.sslmode === 'require' || (t.sslmode ?? 'prefer') === 'prefer');
       const canTls = (hello.caps & CAP.SSL) !== 0;
-      if (t.sslmode === 'require' && !canTls) throw new MyUpstreamError('sslmode is require but the upstream does not offer TLS');
+      if (!local && t.sslmode === 'require' && !canTls) throw new MyUpstreamError('sslmode is require but the upstream does not offer TLS');
       caps = (o.caps & hello.caps & ~CAP.SSL & ~CAP.COMPRESS & ~CAP.LOCAL_FILES) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH | (hello.caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA);
       if (o.database) caps |= CAP.CONNECT_WITH_DB;
       if (!(hello.caps & CAP.CONNECT_ATTRS)) caps &= ~CAP.CONNECT_ATTRS;
