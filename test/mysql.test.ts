@@ -92,6 +92,19 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
     expect(ev).toMatchObject({ protocol: 'mysql', decision: 'allow', rows: 2, masked: { email: 2, 'customers.ssn': 2, phone: 1, date_of_birth: 1 } });
   });
 
+  it('several result sets in one query, and 100k-row results, pass intact and masked', async () => {
+    const c = await connect(dana, { multipleStatements: true });
+    const [multi] = (await c.query("SELECT 1 AS a; SELECT 'x@example.com' AS e, 2 AS b; SELECT 3 AS c")) as unknown as [unknown[]];
+    // Dana is exempt from masking: cleartext.
+    expect(multi).toEqual([[{ a: 1 }], [{ e: 'x@example.com', b: 2 }], [{ c: 3 }]]);
+    await c.end();
+    const a = await connect(alice);
+    const [big] = (await a.query('SELECT seq, CONCAT(seq, "@example.com") AS e FROM seq_1_to_100000')) as unknown as [{ seq: number; e: string }[]];
+    expect(big).toHaveLength(100_000);
+    expect(big[99_999]).toEqual({ seq: 100_000, e: '1***@***.com' });
+    await a.end();
+  });
+
   it('denies by policy with a MySQL error, the connection stays usable; unparsable SQL fails closed', async () => {
     const c = await connect(alice);
     await expect(c.query('DELETE FROM orders')).rejects.toMatchObject({ errno: 1142, sqlState: '42000', message: expect.stringContaining('destructive statements need a DBA') });
