@@ -393,6 +393,8 @@ export class Approvals extends EventEmitter {
   }
 
   private auditEvent(event: string, a: Approval, actor?: string): void {
+    // Operators see requests and outcomes in the gateway log too.
+    log.info(`approval ${a.id} ${event}${actor && actor !== a.requester ? ` by ${actor}` : ''}: ${a.requester} on ${a.database}${a.kind === 'grant' ? ` (grant ${a.role} for ${a.duration_s}s)` : ''}`);
     this.audit({
       type: 'approval',
       subject: actor ?? a.requester,
