@@ -46,7 +46,8 @@ export function parseRowDescription(buf: Buffer, start: number, end: number): Fi
 const TEXTUAL_BINARY = new Set([25, 1043, 1042, 19, 114, 705, 142]);
 export const scannable = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 0 || TEXTUAL_BINARY.has(f.typeOid);
 
-const bump = (c: MaskCounts, k: string) => c.set(k, (c.get(k) ?? 0) + 1);
+/** Count one masked value of a kind (detector type or rule label). */
+export const countMasked = (c: MaskCounts, k: string) => c.set(k, (c.get(k) ?? 0) + 1);
 
 /** Mask every detector hit inside a text; undefined when there is none. */
 export function maskText(v: string, counts: MaskCounts): string | undefined {
@@ -57,7 +58,7 @@ export function maskText(v: string, counts: MaskCounts): string | undefined {
   for (const h of hits) {
     out += v.slice(at, h.start) + defaultForDetector(h.type as DetectorType, v.slice(h.start, h.end));
     at = h.end;
-    bump(counts, h.type);
+    countMasked(counts, h.type);
   }
   return out + v.slice(at);
 }
@@ -66,7 +67,7 @@ export function maskText(v: string, counts: MaskCounts): string | undefined {
 export function maskValue(action: ColumnAction, v: string, key: Buffer, counts: MaskCounts): string | null | undefined {
   if (action.kind === 'pass') return undefined;
   if (action.kind === 'scan') return maskText(v, counts);
-  bump(counts, action.label);
+  countMasked(counts, action.label);
   const r = applyMasker(action.masker, v, key, action.label);
   // A masked json/jsonb value is sent as a JSON string so the client can still parse it.
   return action.json && r !== null ? JSON.stringify(r) : r;

@@ -117,14 +117,19 @@ export class MyFramer {
   }
 }
 
+/** Write a physical packet header (3-byte length, sequence id) at `off`. */
+export function writeHeader(b: Buffer, off: number, len: number, seq: number): void {
+  b[off] = len & 0xff;
+  b[off + 1] = (len >> 8) & 0xff;
+  b[off + 2] = (len >> 16) & 0xff;
+  b[off + 3] = seq & 0xff;
+}
+
 /** Frame a payload as one or more physical packets starting at `seq`; returns the bytes and the next sequence id. */
 export function frame(seq: number, payload: Buffer): { bytes: Buffer; next: number } {
   if (payload.length < MAX_PAYLOAD) {
     const out = Buffer.allocUnsafe(4 + payload.length);
-    out[0] = payload.length & 0xff;
-    out[1] = (payload.length >> 8) & 0xff;
-    out[2] = (payload.length >> 16) & 0xff;
-    out[3] = seq & 0xff;
+    writeHeader(out, 0, payload.length, seq);
     payload.copy(out, 4);
     return { bytes: out, next: (seq + 1) & 0xff };
   }
@@ -133,7 +138,8 @@ export function frame(seq: number, payload: Buffer): { bytes: Buffer; next: numb
   let s = seq;
   for (;;) {
     const len = Math.min(MAX_PAYLOAD, payload.length - off);
-    const h = Buffer.from([len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, s & 0xff]);
+    const h = Buffer.allocUnsafe(4);
+    writeHeader(h, 0, len, s);
     chunks.push(h, payload.subarray(off, off + len));
     s = (s + 1) & 0xff;
     off += len;
@@ -141,6 +147,9 @@ export function frame(seq: number, payload: Buffer): { bytes: Buffer; next: numb
   }
   return { bytes: Buffer.concat(chunks), next: s };
 }
+
+/** A string field without its terminating NUL, when it has one. */
+export const withoutNul = (b: Buffer): Buffer => (b[b.length - 1] === 0 ? b.subarray(0, b.length - 1) : b);
 
 export class MyReader {
   pos: number;
@@ -223,6 +232,9 @@ export class MyReader {
     return v;
   }
 }
+
+/** Bytes a length-encoded integer takes. */
+export const lenencSize = (n: number): number => (n < 0xfb ? 1 : n < 0x10000 ? 3 : n < 0x1000000 ? 4 : 9);
 
 export function lenencInt(n: number): Buffer {
   if (n < 0xfb) return Buffer.from([n]);

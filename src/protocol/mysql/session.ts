@@ -7,13 +7,14 @@ import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis } from '../../analyze/analyze.js';
-import { maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
+import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { globMatch } from '../../util/glob.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
-import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, myFields, okPacket, parseColumn, parseErr, parseOk, type MyColumn } from './packets.js';
+import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, lenencSize, myFields, okPacket, parseColumn, parseErr, parseOk, withoutNul, writeHeader, type MyColumn } from './packets.js';
 import { connectMyUpstream, MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 import { expiryTimer, sessionEndEvent } from '../common.js';
+import { MyClient } from './client.js';
 
 export interface MyEngineConfig {
   upstream: MyUpstreamTarget;
@@ -60,7 +61,6 @@ interface Inflight {
   k: 'query' | 'execute' | 'prepare' | 'fetch' | 'simple' | 'fieldlist' | 'statistics';
   sql?: string;
   verdict?: Verdict;
-  stmt?: Stmt;
   t0: number;
   rows: number;
   masked?: MaskCounts;
@@ -70,12 +70,11 @@ interface Inflight {
   plan?: MaskPlan;
   binary: boolean;
   error?: { code: number; message: string };
-  /** prepare: what remains of the answer (param and column definitions, their EOFs). */
-  prep?: { id: number; params: number; cols: number; left: number; columns: MyColumn[] };
+  /** prepare: the answer's packets after its OK (parameter definitions, column definitions, their EOFs). */
+  prep?: { id: number; params: number; cols: number; total: number; seen: number; columns: MyColumn[] };
   /** Sequence id of the next packet sent to the client. */
   outSeq: number;
   approvalId?: string;
-  paramsShown?: (string | null)[];
 }
 
 /** One client connection speaking the MySQL protocol, relayed to an upstream MySQL/MariaDB under the Governor. */
@@ -165,10 +164,8 @@ export class MySession implements LiveSession {
 
   private async killUpstreamQuery(): Promise<void> {
     try {
-      const u = await connectMyUpstream(this.cfg.upstream, { caps: this.cfg.hello.caps, charset: 45 });
-      u.socket.write(frame(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`KILL QUERY ${this.upstreamThread}`)])).bytes);
-      u.socket.once('data', () => u.socket.end(frame(0, Buffer.from([COM.QUIT])).bytes));
-      setTimeout(() => u.socket.destroy(), 5000).unref();
+      const c = await MyClient.connect(this.cfg.upstream);
+      await c.query(`KILL QUERY ${this.upstreamThread}`).finally(() => c.close());
     } catch {
       /* best effort, as a CancelRequest */
     }
@@ -255,7 +252,7 @@ export class MySession implements LiveSession {
       case 'auth':
         return this.onHandshakeResponse(p);
       case 'switch':
-        return this.onPassword(p.subarray(0, p[p.length - 1] === 0 ? p.length - 1 : p.length).toString('utf8'));
+        return this.onPassword(withoutNul(p).toString('utf8'));
       case 'ready':
         if (this.inflight || this.holding) {
           // One command at a time: keep it (and what follows) until the answer is complete.
@@ -300,7 +297,7 @@ export class MySession implements LiveSession {
       while (block.left) this.attrs[block.lenencString()] = block.lenencString();
     }
     this.info.applicationName = this.attrs.program_name ?? this.attrs._client_name;
-    if (plugin === CLEAR && auth.length) return this.onPassword(auth.subarray(0, auth[auth.length - 1] === 0 ? auth.length - 1 : auth.length).toString('utf8'));
+    if (plugin === CLEAR && auth.length) return this.onPassword(withoutNul(auth).toString('utf8'));
     // Ask for the password in clear text (inside TLS): it is the identity token or key.
     this.phase = 'switch';
     this.send(Buffer.concat([Buffer.from([0xfe]), Buffer.from(`${CLEAR}\0`, 'ascii')]));
@@ -393,10 +390,6 @@ export class MySession implements LiveSession {
 
   // ---------------------------------------------------------------- commands
 
-  private reply(payload: Buffer): void {
-    this.send(payload);
-  }
-
   private forward(p: Buffer, inflight: Omit<Inflight, 'outSeq' | 't0' | 'rows' | 'state' | 'colsLeft' | 'columns' | 'binary'> & Partial<Inflight>): void {
     // The answer's packets continue the numbering after anything already sent for this command (progress reports).
     this.inflight = { t0: performance.now(), rows: 0, state: 'first', colsLeft: 0, columns: [], binary: false, outSeq: this.seq, ...inflight };
@@ -430,7 +423,7 @@ export class MySession implements LiveSession {
         // The client's `use db` command: judged and audited as the statement `USE db`.
         const db = p.subarray(1).toString('utf8');
         if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, db))) {
-          this.reply(errPacket(1044, '42000', `database "${db}" is not served by this Sluice gateway`));
+          this.send(errPacket(1044, '42000', `database "${db}" is not served by this Sluice gateway`));
           return;
         }
         const sql = `USE \`${db.replace(/`/g, '``')}\``;
@@ -438,7 +431,7 @@ export class MySession implements LiveSession {
         this.info.statements++;
         if (v.error) {
           this.auditDenied(sql, v, 'mysql');
-          this.reply(myError(v.error));
+          this.send(myError(v.error));
           return;
         }
         this.pendingDb = db;
@@ -456,7 +449,7 @@ export class MySession implements LiveSession {
         const use = /^\s*USE\s+`?([^`;\s]+)`?\s*;?\s*$/i.exec(sql)?.[1];
         if (use !== undefined) {
           if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, use))) {
-            this.reply(errPacket(1044, '42000', `database "${use}" is not served by this Sluice gateway`));
+            this.send(errPacket(1044, '42000', `database "${use}" is not served by this Sluice gateway`));
             return;
           }
           const v = this.governor.check(this.identity!, use, sql, undefined, 'mysql');
@@ -475,7 +468,7 @@ export class MySession implements LiveSession {
         const v = this.decide(sql);
         if (v.error) {
           this.auditDenied(sql, v, 'mysql-prepared');
-          this.reply(myError(v.error));
+          this.send(myError(v.error));
           return;
         }
         this.forward(p, { k: 'prepare', sql, verdict: v });
@@ -485,7 +478,7 @@ export class MySession implements LiveSession {
         const id = p.readUInt32LE(1);
         const stmt = this.stmts.get(id);
         if (!stmt) {
-          this.reply(errPacket(1243, 'HY000', `Unknown prepared statement handler (${id}) given to mysqld_stmt_execute (not prepared through Sluice)`));
+          this.send(errPacket(1243, 'HY000', `Unknown prepared statement handler (${id}) given to mysqld_stmt_execute (not prepared through Sluice)`));
           return;
         }
         this.info.currentSql = stmt.sql;
@@ -497,7 +490,7 @@ export class MySession implements LiveSession {
       }
       case COM.STMT_FETCH: {
         const stmt = this.stmts.get(p.readUInt32LE(1));
-        this.forward(p, { k: 'fetch', stmt, binary: true, state: 'rows', columns: stmt?.columns ?? [], plan: stmt ? this.planFor(stmt.columns, stmt.verdict.analysis) : undefined });
+        this.forward(p, { k: 'fetch', binary: true, state: 'rows', columns: stmt?.columns ?? [], plan: stmt ? this.planFor(stmt.columns, stmt.verdict.analysis) : undefined });
         return;
       }
       case COM.STMT_SEND_LONG_DATA:
@@ -509,10 +502,10 @@ export class MySession implements LiveSession {
         this.upstream!.write(frame(0, p).bytes);
         return;
       case COM.CHANGE_USER:
-        this.reply(errPacket(1227, '42000', 'COM_CHANGE_USER is not supported through Sluice: reconnect with the other identity'));
+        this.send(errPacket(1227, '42000', 'COM_CHANGE_USER is not supported through Sluice: reconnect with the other identity'));
         return;
       default:
-        this.reply(errPacket(1047, '08S01', `command 0x${(cmd ?? 0).toString(16)} is not supported through Sluice`));
+        this.send(errPacket(1047, '08S01', `command 0x${(cmd ?? 0).toString(16)} is not supported through Sluice`));
     }
   }
 
@@ -524,13 +517,13 @@ export class MySession implements LiveSession {
     if (!m) return false;
     const target = this.registry.byKey.get(Number(m[2]));
     if (!(target instanceof MySession) || target.identity?.subject !== this.identity?.subject) {
-      this.reply(errPacket(1094, 'HY000', `Unknown thread id: ${m[2]} (only your own Sluice connections can be killed)`));
+      this.send(errPacket(1094, 'HY000', `Unknown thread id: ${m[2]} (only your own Sluice connections can be killed)`));
       return true;
     }
     this.governor.record({ type: 'statement', ...this.base(), sql, protocol: 'mysql', decision: 'allow', rule: 'own-connection-kill', rows: 0, details: { target: target.id } });
     if (m[1]?.trim().toUpperCase() === 'QUERY') target.cancelFromClient();
     else target.terminate(`killed by ${this.identity!.subject}`);
-    this.reply(okPacket({ status: STATUS.AUTOCOMMIT }));
+    this.send(okPacket({ status: STATUS.AUTOCOMMIT }));
     return true;
   }
 
@@ -538,7 +531,7 @@ export class MySession implements LiveSession {
     this.info.statements++;
     if (v.error) {
       this.auditDenied(sql, v, 'mysql');
-      this.reply(myError(v.error));
+      this.send(myError(v.error));
       return;
     }
     this.forward(p, { k: 'query', sql, verdict: v, approvalId: v.approvalId });
@@ -548,11 +541,11 @@ export class MySession implements LiveSession {
     this.info.statements++;
     if (v.error) {
       this.auditDenied(stmt.sql, v, 'mysql-prepared');
-      this.reply(myError(v.error));
+      this.send(myError(v.error));
       return;
     }
     this.rememberParamTypes(p, stmt);
-    this.forward(p, { k: 'execute', sql: stmt.sql, stmt, verdict: { ...stmt.verdict, decision: v.decision, approvalId: v.approvalId }, binary: true, approvalId: v.approvalId });
+    this.forward(p, { k: 'execute', sql: stmt.sql, verdict: { ...stmt.verdict, decision: v.decision, approvalId: v.approvalId }, binary: true, approvalId: v.approvalId });
   }
 
   /**
@@ -572,8 +565,7 @@ export class MySession implements LiveSession {
         // MariaDB clients that take progress reports show this while they wait (MySQL has no notices).
         if (this.progress) this.sendProgress(`awaiting approval ${a.id}: ${url}`);
       }, abort.signal)
-      .then(
-        (r) => r,
+      .catch(
         (): Verdict => ({ analysis: v.analysis, approvalId: this.info.awaitingApproval, decision: { action: 'deny', rule: v.decision.rule, reason: 'canceled while awaiting approval' }, error: { code: '57014', message: `Query execution was interrupted while awaiting approval${this.info.awaitingApproval ? ` (request ${this.info.awaitingApproval} stays open; run the statement again to wait for it)` : ''}` } }),
       )
       .then((r) => {
@@ -675,10 +667,7 @@ export class MySession implements LiveSession {
   private out(f: Inflight, payload: Buffer): void {
     if (payload.length < MAX_PAYLOAD) {
       const h = Buffer.allocUnsafe(4);
-      h[0] = payload.length & 0xff;
-      h[1] = (payload.length >> 8) & 0xff;
-      h[2] = payload.length >> 16;
-      h[3] = f.outSeq;
+      writeHeader(h, 0, payload.length, f.outSeq);
       f.outSeq = (f.outSeq + 1) & 0xff;
       this.pendingOut.push(h, payload);
     } else {
@@ -748,16 +737,16 @@ export class MySession implements LiveSession {
       const id = r.int4();
       const cols = r.int2();
       const params = r.int2();
-      const left = (params ? params + (deprecateEof ? 0 : 1) : 0) + (cols ? cols + (deprecateEof ? 0 : 1) : 0);
-      f.prep = { id, params, cols, left, columns: [] };
+      // Each non-empty section: its definitions, then an EOF unless DEPRECATE_EOF.
+      const section = (n: number) => (n ? n + (deprecateEof ? 0 : 1) : 0);
+      f.prep = { id, params, cols, total: section(params) + section(cols), seen: 0, columns: [] };
     } else {
-      // Column definitions come after the parameter definitions (and their EOF).
-      const paramPart = f.prep.params ? f.prep.params + (deprecateEof ? 0 : 1) : 0;
-      const done = (f.prep.params ? f.prep.params + (deprecateEof ? 0 : 1) : 0) + (f.prep.cols ? f.prep.cols + (deprecateEof ? 0 : 1) : 0) - f.prep.left;
-      if (done >= paramPart && f.prep.columns.length < f.prep.cols && p[0] !== 0xfe) f.prep.columns.push(parseColumn(p));
-      f.prep.left--;
+      // Column definitions come after the parameter section.
+      const paramSection = f.prep.total - (f.prep.cols ? f.prep.cols + (deprecateEof ? 0 : 1) : 0);
+      if (f.prep.seen >= paramSection && f.prep.columns.length < f.prep.cols) f.prep.columns.push(parseColumn(p));
+      f.prep.seen++;
     }
-    if (f.prep.left === 0) {
+    if (f.prep.seen === f.prep.total) {
       this.stmts.set(f.prep.id, { sql: f.sql!, verdict: f.verdict!, params: f.prep.params, columns: f.prep.columns });
       this.finish(f);
     }
@@ -821,7 +810,6 @@ export class MySession implements LiveSession {
             f.state = 'first';
             return;
           }
-          if (f.k === 'fetch') return this.finish(f, status);
           return this.finish(f, status);
         }
         f.rows++;
@@ -842,45 +830,27 @@ export class MySession implements LiveSession {
     const starts = (this.cellStarts ??= new Int32Array(4096));
     if (n + 1 > starts.length) throw new MyProtocolError(`row of ${n} columns`);
     let changed: (string | null | undefined)[] | undefined;
-    let pos = 0;
+    const r = new MyReader(p);
     for (let i = 0; i < n; i++) {
-      starts[i] = pos;
-      const head = p[pos];
-      if (head === undefined) throw new MyProtocolError('row packet truncated');
-      if (head === 0xfb) {
-        pos++;
-        continue;
-      }
-      let len: number;
-      let at: number;
-      if (head < 0xfb) {
-        len = head;
-        at = pos + 1;
-      } else if (head === 0xfc) {
-        len = p.readUInt16LE(pos + 1);
-        at = pos + 3;
-      } else if (head === 0xfd) {
-        len = p.readUIntLE(pos + 1, 3);
-        at = pos + 4;
-      } else if (head === 0xfe) {
-        len = Number(p.readBigUInt64LE(pos + 1));
-        at = pos + 9;
-      } else throw new MyProtocolError('invalid length in row');
+      starts[i] = r.pos;
+      const len = r.lenenc();
+      if (len === null) continue;
+      const at = r.pos;
       const end = at + len;
       if (end > p.length) throw new MyProtocolError('row cell overruns the packet');
-      pos = end;
+      r.pos = end;
       const action = plan.columns[i];
       if (!action || action.kind === 'pass' || (action.kind === 'scan' && !mayContainSensitive(p, at, end))) continue;
       const counts = (f.masked ??= new Map());
       let m: string | null | undefined;
       if (action.kind === 'rule' && !isTextColumn(f.columns[i]!)) {
         // A masked number or date would not parse as its type in the client: it becomes NULL (as in binary rows).
-        counts.set(action.label, (counts.get(action.label) ?? 0) + 1);
+        countMasked(counts, action.label);
         m = null;
       } else m = maskValue(action, p.toString('utf8', at, end), plan.key, counts);
       if (m !== undefined) (changed ??= new Array(n))[i] = m;
     }
-    starts[n] = pos;
+    starts[n] = r.pos;
     if (!changed) return undefined;
     let size = 0;
     for (let i = 0; i < n; i++) {
@@ -889,7 +859,7 @@ export class MySession implements LiveSession {
       else if (c === null) size += 1;
       else {
         const len = Buffer.byteLength(c, 'utf8');
-        size += len + (len < 0xfb ? 1 : len < 0x10000 ? 3 : len < 0x1000000 ? 4 : 9);
+        size += lenencSize(len) + len;
       }
     }
     const out = Buffer.allocUnsafe(size);
@@ -938,7 +908,7 @@ export class MySession implements LiveSession {
         // A rule on a number or date: it cannot be rewritten in its binary form, so it becomes NULL.
         if (action.kind === 'rule') {
           nulls[bit >> 3]! |= 1 << (bit & 7);
-          (f.masked ??= new Map()).set(action.label, (f.masked.get(action.label) ?? 0) + 1);
+          countMasked((f.masked ??= new Map()), action.label);
           changed = true;
         } else cells.push(raw);
         continue;

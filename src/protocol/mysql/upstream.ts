@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import crypto from 'node:crypto';
-import { CAP, MyFramer, MyReader, frame, int4, lenencBuf, parseErr, type ErrInfo } from './packets.js';
+import { CAP, MyFramer, MyReader, frame, int4, lenencBuf, parseErr, withoutNul, type ErrInfo } from './packets.js';
 
 export interface MyUpstreamTarget {
   host: string;
@@ -61,8 +61,7 @@ function parseHello(p: Buffer): UpstreamHello {
   let s2: Buffer = Buffer.alloc(0);
   if (caps & CAP.SECURE_CONNECTION) {
     const n = Math.max(13, authLen - 8);
-    s2 = r.bytes(Math.min(n, r.left));
-    if (s2[s2.length - 1] === 0) s2 = s2.subarray(0, s2.length - 1);
+    s2 = withoutNul(r.bytes(Math.min(n, r.left)));
   }
   const plugin = caps & CAP.PLUGIN_AUTH && r.left ? r.nulString() : 'mysql_native_password';
   return { serverVersion, connectionId, caps: caps >>> 0, charset, status, scramble: Buffer.concat([s1, s2]), plugin };
@@ -190,8 +189,7 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
         // AuthSwitchRequest: another plugin, with new scramble data.
         const r = new MyReader(p, 1);
         plugin = r.nulString();
-        scramble = r.rest();
-        if (scramble[scramble.length - 1] === 0) scramble = scramble.subarray(0, scramble.length - 1);
+        scramble = withoutNul(r.rest());
         const resp = authResponse(plugin, t.password ?? '', scramble, secure);
         if (!resp) throw new MyUpstreamError(`upstream asks for unsupported authentication plugin ${plugin}`);
         send(resp);
