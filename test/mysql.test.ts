@@ -197,6 +197,7 @@ describe('MySQL engine: databases', () => {
         policy: `version: 1
 default: deny
 rules:
+  - { name: use-vault-reviewed, match: { commands: [USE], databases: ['*_vault'] }, action: require_approval }
   - { name: session, match: { statements: [session, transaction] }, action: allow }
   - { name: shop-readers, match: { databases: [${db}], statements: [read] }, action: allow }
 `,
@@ -211,14 +212,39 @@ rules:
         // USE switches the session's database (and the policy follows it): nothing is allowed in the other one.
         await c.query(`USE ${other}`);
         await expect(c.query('SELECT * FROM secrets')).rejects.toMatchObject({ errno: 1142 });
+        // Switching databases is held like any statement when a rule says so, as SQL and as the client's command.
+        const vault = `${db}_vault`;
+        const r3 = await root();
+        await r3.query(`CREATE DATABASE ${vault}`);
+        await r3.end();
+        const denyPending = async () => {
+          let a: { id: string } | undefined;
+          for (let i = 0; i < 100 && !a; i++) {
+            a = (await scoped.gw.approvals.list({ status: ['pending'] }))[0];
+            if (!a) await new Promise((res) => setTimeout(res, 50));
+          }
+          await scoped.gw.approvals.decide(a!.id, { subject: 'reviewer', kind: 'human', groups: [], method: 'key' }, 'deny', 'no vault today');
+        };
+        const heldSql = c.query(`USE ${vault}`).then(() => 'ran', (e: Error) => e.message);
+        await denyPending();
+        expect(await heldSql).toContain('no vault today');
+        // The mariadb client's `use` sends COM_INIT_DB: the same rule holds it.
+        const heldCommand = run('mariadb', ['-h', '127.0.0.1', '-P', String(scoped.gw.mysqlPort), '-u', 'x', `-p${key}`, '--skip-ssl', db, '-e', `use ${vault}`]);
+        await denyPending();
+        expect((await heldCommand).stderr).toContain('no vault today');
+        // The denied switch left the session where it was.
+        await expect(c.query('SELECT 2 AS after_denied_use FROM secrets')).rejects.toMatchObject({ errno: 1142 });
         await c.end();
         const events = await auditEvents(scoped, { type: 'statement' });
         expect(events.find((e) => e.sql === 'SELECT * FROM secrets')).toMatchObject({ database: other, decision: 'deny' });
+        expect(events.find((e) => e.sql === 'SELECT 2 AS after_denied_use FROM secrets')).toMatchObject({ database: other, decision: 'deny' });
+        expect(events.filter((e) => e.rule === 'use-vault-reviewed' && e.decision === 'deny' && e.approval_id)).toHaveLength(2);
       } finally {
         await scoped.stop();
       }
     } finally {
       const r2 = await root();
+      await r2.query(`DROP DATABASE IF EXISTS ${db}_vault`);
       await r2.query(`DROP DATABASE IF EXISTS ${other}`);
       await r2.end();
     }

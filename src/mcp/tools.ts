@@ -3,7 +3,7 @@ import { analysisFields, identityFields, type Governor, type Verdict } from '../
 import type { Identity } from '../identity/identity.js';
 import type { McpBackend, RunResult } from './backends.js';
 import { maskValue, type Field, type MaskCounts } from '../masking/rows.js';
-import { globMatch } from '../util/glob.js';
+import { servedBy } from '../util/glob.js';
 import type { Analysis } from '../analyze/analyze.js';
 import type { Approval } from '../approvals/store.js';
 
@@ -63,7 +63,7 @@ export class McpTools {
   private backend(engine: Engine | undefined, database?: string): McpBackend {
     const b = this.o.backends.find((x) => x.engine === (engine ?? 'postgres'));
     if (!b) throw new ToolError(`engine "${engine}" is not served by this gateway (available: ${this.o.backends.map((x) => x.engine).join(', ')})`);
-    if (database !== undefined && b.databases.length && !b.databases.some((p) => globMatch(p, database))) throw new ToolError(`database "${database}" is not served by this gateway`, '3D000');
+    if (database !== undefined && !servedBy(b.databases, database)) throw new ToolError(`database "${database}" is not served by this gateway`, '3D000');
     return b;
   }
 
@@ -81,7 +81,7 @@ export class McpTools {
       const all = await b.listDatabases().catch((e: Error) => {
         throw new ToolError(e.message);
       });
-      engines[b.engine] = all.filter((d) => !b.databases.length || b.databases.some((p) => globMatch(p, d)));
+      engines[b.engine] = all.filter((d) => servedBy(b.databases, d));
     }
     this.toolEvent(id, 'list_databases', intent, { count: Object.values(engines).reduce((n, l) => n + l.length, 0) });
     return { databases: engines.postgres ?? [], engines };

@@ -10,3 +10,6 @@ export function globToRegExp(glob: string): RegExp {
   return re;
 }
 export const globMatch = (glob: string, value: string): boolean => globToRegExp(glob).test(value);
+
+/** Whether a name is served by an allow-list of globs (an empty list serves every name). */
+export const servedBy = (globs: readonly string[], name: string): boolean => globs.length === 0 || globs.some((g) => globMatch(g, name));

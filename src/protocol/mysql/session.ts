@@ -8,7 +8,7 @@ import type { AuditEvent } from '../../audit/audit.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
-import { globMatch } from '../../util/glob.js';
+import { servedBy } from '../../util/glob.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
 import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, lenencSize, myFields, okPacket, parseColumn, parseErr, parseOk, withoutNul, writeHeader, type MyColumn } from './packets.js';
@@ -333,7 +333,7 @@ export class MySession implements LiveSession {
       return;
     }
     if (this.phase === 'closed') return;
-    if (this.database && this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, this.database))) {
+    if (this.database && !servedBy(this.cfg.databases, this.database)) {
       this.fatal(1044, '42000', `database "${this.database}" is not served by this Sluice gateway`);
       return;
     }
@@ -422,20 +422,7 @@ export class MySession implements LiveSession {
       case COM.INIT_DB: {
         // The client's `use db` command: judged and audited as the statement `USE db`.
         const db = p.subarray(1).toString('utf8');
-        if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, db))) {
-          this.send(errPacket(1044, '42000', `database "${db}" is not served by this Sluice gateway`));
-          return;
-        }
-        const sql = `USE \`${db.replace(/`/g, '``')}\``;
-        const v = this.governor.check(this.identity!, db, sql, undefined, 'mysql');
-        this.info.statements++;
-        if (v.error) {
-          this.auditDenied(sql, v, 'mysql');
-          this.send(myError(v.error));
-          return;
-        }
-        this.pendingDb = db;
-        this.forward(p, { k: 'query', sql, verdict: v });
+        this.useDatabase(p, db, `USE \`${db.replace(/`/g, '``')}\``);
         return;
       }
       case COM.FIELD_LIST:
@@ -445,18 +432,8 @@ export class MySession implements LiveSession {
         const sql = p.subarray(1).toString('utf8');
         this.info.currentSql = sql;
         if (this.killCommand(sql)) return;
-        // `USE db` as SQL: judged for the database it switches to, which becomes the session's when it succeeds.
         const use = /^\s*USE\s+`?([^`;\s]+)`?\s*;?\s*$/i.exec(sql)?.[1];
-        if (use !== undefined) {
-          if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, use))) {
-            this.send(errPacket(1044, '42000', `database "${use}" is not served by this Sluice gateway`));
-            return;
-          }
-          const v = this.governor.check(this.identity!, use, sql, undefined, 'mysql');
-          if (!v.error && v.decision.action === 'allow') this.pendingDb = use;
-          this.runQuery(p, sql, v);
-          return;
-        }
+        if (use !== undefined) return this.useDatabase(p, use, sql);
         const v = this.decide(sql);
         if (v.decision.action === 'require_approval') return this.hold(p, sql, v, 'mysql');
         this.runQuery(p, sql, v);
@@ -509,7 +486,22 @@ export class MySession implements LiveSession {
     }
   }
 
+  /** The database a forwarded USE / COM_INIT_DB switches to once the upstream answers OK. */
   private pendingDb?: string;
+
+  /**
+   * `USE db` (SQL, or the client's use command): judged for the database it switches to, held for approval like
+   * any statement, and tracked as the session's database when the upstream accepts it.
+   */
+  private useDatabase(p: Buffer, db: string, sql: string): void {
+    if (!servedBy(this.cfg.databases, db)) {
+      this.send(errPacket(1044, '42000', `database "${db}" is not served by this Sluice gateway`));
+      return;
+    }
+    const v = this.governor.check(this.identity!, db, sql, undefined, 'mysql');
+    if (v.decision.action === 'require_approval') return this.hold(p, sql, v, 'mysql', undefined, db);
+    this.runQuery(p, sql, v, db);
+  }
 
   /** `KILL [QUERY|CONNECTION] <id>` of one of this identity's own gateway connections (mysql client's Ctrl-C). */
   private killCommand(sql: string): boolean {
@@ -527,13 +519,14 @@ export class MySession implements LiveSession {
     return true;
   }
 
-  private runQuery(p: Buffer, sql: string, v: Verdict): void {
+  private runQuery(p: Buffer, sql: string, v: Verdict, use?: string): void {
     this.info.statements++;
     if (v.error) {
       this.auditDenied(sql, v, 'mysql');
       this.send(myError(v.error));
       return;
     }
+    this.pendingDb = use;
     this.forward(p, { k: 'query', sql, verdict: v, approvalId: v.approvalId });
   }
 
@@ -552,7 +545,7 @@ export class MySession implements LiveSession {
    * Hold the command for approval: the client waits (MySQL has no way to show a notice mid-command; the request
    * appears in the console, the webhook and `sluice approvals list`). Approved, it runs in place.
    */
-  private hold(p: Buffer, sql: string, v: Verdict, protocol: 'mysql' | 'mysql-prepared', stmt?: Stmt): void {
+  private hold(p: Buffer, sql: string, v: Verdict, protocol: 'mysql' | 'mysql-prepared', stmt?: Stmt, use?: string): void {
     this.holding = true;
     this.client.pause();
     const abort = new AbortController();
@@ -574,7 +567,7 @@ export class MySession implements LiveSession {
         this.info.awaitingApproval = undefined;
         if (this.phase !== 'ready') return;
         this.client.resume();
-        if (protocol === 'mysql') this.runQuery(p, sql, r);
+        if (protocol === 'mysql') this.runQuery(p, sql, r, use);
         else this.runExecute(p, stmt!, r);
         this.continueReading();
       });
@@ -688,7 +681,7 @@ export class MySession implements LiveSession {
   private finish(f: Inflight, status?: number): void {
     if (status !== undefined) this.info.txStatus = status & STATUS.IN_TRANS ? 'T' : 'I';
     if (this.pendingDb !== undefined) {
-      // COM_INIT_DB answered: switch only if the upstream did.
+      // USE / COM_INIT_DB answered: switch only if the upstream did.
       if (!f.error) {
         this.database = this.pendingDb;
         this.info.database = this.database;

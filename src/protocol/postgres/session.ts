@@ -13,7 +13,7 @@ import { maskDataRow, maskText, parseRowDescription, type Field, type MaskCounts
 import { mayContainSensitive } from '../../masking/detectors.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
-import { globMatch } from '../../util/glob.js';
+import { servedBy } from '../../util/glob.js';
 import type { Approval } from '../../approvals/store.js';
 import { expiryTimer, sessionEndEvent } from '../common.js';
 
@@ -413,7 +413,7 @@ export class PgSession implements LiveSession {
       return this.fatal('28P01', `Sluice authentication failed: ${reason}`);
     }
     if (this.phase === 'closed') return;
-    if (this.cfg.databases.length && !this.cfg.databases.some((g) => globMatch(g, this.database))) {
+    if (!servedBy(this.cfg.databases, this.database)) {
       this.governor.record({ type: 'auth_failure', ...identityFields(identity), client_addr: this.info.clientAddr, database: this.database, reason: 'database not served' } as never);
       return this.fatal('3D000', `database "${this.database}" is not served by this Sluice gateway`);
     }
