@@ -20,7 +20,7 @@ import { McpTools } from './mcp/tools.js';
 import { mysqlBackend, pgBackend } from './mcp/backends.js';
 import os from 'node:os';
 import { MySession, type MyEngineConfig } from './protocol/mysql/session.js';
-import { probeMyUpstream } from './protocol/mysql/upstream.js';
+import { probeMyUpstream, type MyUpstreamTarget } from './protocol/mysql/upstream.js';
 import { loadMysqlParser } from './analyze/mysql.js';
 import { ViewCatalog } from './masking/views.js';
 import { upstreamClient } from './protocol/postgres/client.js';
@@ -77,8 +77,13 @@ function remoteSink(remote: Pick<AdminOps, 'auditWrite'>) {
   };
 }
 
+/** Where an engine connects, with the gateway's own credentials (the config's upstream without its database list). */
+const targetOf = (u: SluiceConfig['upstream']) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode });
+type Targets = { postgres: PgEngineConfig['upstream']; mysql?: MyUpstreamTarget };
+
 /** The views of each database, read with the gateway's own credentials (see masking/views.ts). */
-function viewCatalogs(cfg: SluiceConfig, upstream: PgEngineConfig['upstream'], governor: () => Governor) {
+function viewCatalogs(targets: Targets, governor: () => Governor) {
+  const upstream = targets.postgres;
   const postgres = new ViewCatalog(
     async (db) => {
       const c = await upstreamClient(upstream, db, 'sluice-catalog');
@@ -94,11 +99,11 @@ function viewCatalogs(cfg: SluiceConfig, upstream: PgEngineConfig['upstream'], g
     },
     (sql) => governor().cache.analyze(sql),
   );
-  const m = cfg.mysql?.upstream;
+  const m = targets.mysql;
   const mysql = m
     ? new ViewCatalog(
         async (db) => {
-          const c = await MyClient.connect({ host: m.host, port: m.port, user: m.user, password: m.password, sslmode: m.sslmode }, db);
+          const c = await MyClient.connect(m, db);
           try {
             const r = await c.query(`SELECT TABLE_SCHEMA, TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ${myQuote(db)}`);
             return r.rows.map(([schema, name, definition]) => ({ schema: schema ?? db, name: name ?? '', definition: definition ?? '' }));
@@ -113,13 +118,15 @@ function viewCatalogs(cfg: SluiceConfig, upstream: PgEngineConfig['upstream'], g
 }
 
 /** Blast-radius previews on the upstream of the engine a request came from. */
-function previewFor(cfg: SluiceConfig, upstream: PgEngineConfig['upstream'], governor: () => Governor) {
+function previewFor(cfg: SluiceConfig, targets: Targets, governor: () => Governor) {
   const timeoutMs = cfg.approvals.preview.timeout_ms;
-  const pg = makePreview({ upstream, analyze: (sql) => governor().cache.analyze(sql), timeoutMs });
-  const m = cfg.mysql?.upstream;
-  const my = m ? makeMysqlPreview({ upstream: { host: m.host, port: m.port, user: m.user, password: m.password, sslmode: m.sslmode }, analyze: (sql) => governor().mysqlCache.analyze(sql), timeoutMs }) : undefined;
+  const pg = makePreview({ upstream: targets.postgres, analyze: (sql) => governor().cache.analyze(sql), timeoutMs });
+  const my = targets.mysql ? makeMysqlPreview({ upstream: targets.mysql, analyze: (sql) => governor().mysqlCache.analyze(sql), timeoutMs }) : undefined;
   return (a: Parameters<typeof pg>[0]) => (a.engine === 'mysql' ? (my ? my(a) : Promise.resolve({ kind: 'none' as const })) : pg(a));
 }
+
+/** statement_timeout of MCP tool queries. */
+const MCP_STATEMENT_TIMEOUT_MS = 30_000;
 
 /** How often each gateway publishes its live sessions (and picks up termination requests). */
 const LIVE_PUBLISH_MS = 2000;
@@ -146,10 +153,9 @@ function sessionView(s: LiveSession, gateway: string): SessionView {
 }
 
 /** The MySQL/MariaDB listener: same Governor, registry and TLS certificate as the PostgreSQL one. */
-async function startMysqlEngine(cfg: SluiceConfig, governor: Governor, registry: SessionRegistry, secureContext: tls.SecureContext | undefined): Promise<{ server: net.Server; port: number }> {
+async function startMysqlEngine(cfg: SluiceConfig, upstream: MyUpstreamTarget, governor: Governor, registry: SessionRegistry, secureContext: tls.SecureContext | undefined): Promise<{ server: net.Server; port: number }> {
   const m = cfg.mysql!;
   await loadMysqlParser();
-  const upstream = { host: m.upstream.host, port: m.upstream.port, user: m.upstream.user, password: m.upstream.password, sslmode: m.upstream.sslmode };
   // The upstream's version and capabilities shape the gateway's own handshake (a login also proves the credentials).
   const hello = await probeMyUpstream(upstream);
   const engine: MyEngineConfig = {
@@ -190,7 +196,8 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const audit = new AuditLog(sink, { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
   const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);
-  const upstream = { host: cfg.upstream.host, port: cfg.upstream.port, user: cfg.upstream.user, password: cfg.upstream.password, sslmode: cfg.upstream.sslmode };
+  const targets: Targets = { postgres: targetOf(cfg.upstream), mysql: cfg.mysql ? targetOf(cfg.mysql.upstream) : undefined };
+  const upstream = targets.postgres;
   const ac = cfg.approvals;
   // Bound once the Governor exists: approval events are counted in /metrics like every recorded event.
   let governor: Governor | undefined;
@@ -203,10 +210,10 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     validForS: ac.valid_for_s,
     maxGrantS: ac.max_grant_s,
     pollMs: ac.poll_ms,
-    preview: ac.preview.enabled ? previewFor(cfg, upstream, () => governor!) : undefined,
+    preview: ac.preview.enabled ? previewFor(cfg, targets, () => governor!) : undefined,
   });
   await approvals.start();
-  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(cfg, upstream, () => governor!) });
+  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!) });
   governor.setPolicy(policy);
   const engine: PgEngineConfig = {
     upstream,
@@ -239,16 +246,15 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     });
   });
   const addr = server.address() as net.AddressInfo;
-  const mysql = cfg.mysql ? await startMysqlEngine(cfg, governor, registry, engine.secureContext) : undefined;
+  const mysql = targets.mysql ? await startMysqlEngine(cfg, targets.mysql, governor, registry, engine.secureContext) : undefined;
   const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
-  const m = cfg.mysql?.upstream;
   const mcp = new McpTools({
     governor,
     backends: [
-      pgBackend(upstream, cfg.upstream.databases ?? [], 30_000),
-      ...(m ? [mysqlBackend({ host: m.host, port: m.port, user: m.user, password: m.password, sslmode: m.sslmode }, m.databases ?? [], 30_000)] : []),
+      pgBackend(upstream, cfg.upstream.databases ?? [], MCP_STATEMENT_TIMEOUT_MS),
+      ...(targets.mysql ? [mysqlBackend(targets.mysql, cfg.mysql!.upstream.databases ?? [], MCP_STATEMENT_TIMEOUT_MS)] : []),
     ],
   });
   // Live sessions are published to the store so any gateway's API lists (and can terminate) all of them.
