@@ -187,16 +187,16 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   const inApproverGroups = (c: Context<Env>, a: Approval) => a.approver_groups.some((g) => c.get('identity').groups.includes(g));
   const mayDecide = (c: Context<Env>, a: Approval) => isApprover(c) || inApproverGroups(c, a);
   const visible = (c: Context<Env>, a: Approval) => mayDecide(c, a) || a.requester === c.get('identity').subject || a.acting_for === c.get('identity').subject;
-  app.use('/api/approvals/*', async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
-  app.use('/api/grants', async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
+  for (const path of ['/api/approvals', '/api/approvals/*', '/api/grants', '/api/events']) {
+    app.use(path, async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
+  }
   app.get('/api/approvals', async (c) => {
-    if (!approvals) return problem(c, 503, 'approvals are not enabled on this gateway');
     const q = c.req.query();
     const status = q.status ? q.status.split(',') : undefined;
     if (status?.some((x) => !STATUSES.includes(x as ApprovalStatus))) return problem(c, 400, `status must be among ${STATUSES.join(', ')}`);
     if (q.kind && q.kind !== 'statement' && q.kind !== 'grant') return problem(c, 400, 'kind must be statement or grant');
     // Without the approver role, the store is read for everything and filtered to what the caller may see.
-    const list = await approvals.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester: q.requester, limit: Number(q.limit ?? 200) || 200 });
+    const list = await approvals!.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester: q.requester, limit: Number(q.limit ?? 200) || 200 });
     return c.json({ approvals: list.filter((a) => visible(c, a)) });
   });
   app.get('/api/approvals/:id', async (c) => {
@@ -245,9 +245,8 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     }
   });
   /** Server-sent events: every change to an approval the caller may see (`event: approval`), plus keep-alives. */
-  app.get('/api/events', (c) => {
-    if (!approvals) return problem(c, 503, 'approvals are not enabled on this gateway');
-    return streamSSE(c, async (stream) => {
+  app.get('/api/events', (c) =>
+    streamSSE(c, async (stream) => {
       const queue: Approval[] = [];
       let wake: (() => void) | undefined;
       const onChange = (a: Approval) => {
@@ -255,7 +254,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
         queue.push(a);
         wake?.();
       };
-      approvals.on('change', onChange);
+      approvals!.on('change', onChange);
       let open = true;
       stream.onAbort(() => {
         open = false;
@@ -276,10 +275,10 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
           if (open && !queue.length) await stream.writeSSE({ event: 'ping', data: '{}' });
         }
       } finally {
-        approvals.off('change', onChange);
+        approvals!.off('change', onChange);
       }
-    });
-  });
+    }),
+  );
 
   app.get('/api/sessions', async (c) => {
     if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
