@@ -3,7 +3,7 @@ import type { Identity } from '../identity/identity.js';
 import type { MaskingPolicy, MaskRule } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import { scannable, type ColumnAction, type Field, type MaskPlan } from './rows.js';
-import { VIEW_COMMAND } from './views.js';
+import { outputRefs, VIEW_COMMAND } from './views.js';
 
 /** How a rule is named in audit: its column, and its classification label when it came from one. */
 const ruleLabel = (r: MaskRule) => (r.label ? `${r.label}:${r.column}` : r.column!);
@@ -48,8 +48,7 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
   const tables = analysis?.tables ?? [];
   const rules = rulesFor(m, id);
   // Output name -> columns its expression reads (union over statements: conservative when names repeat).
-  const derived = new Map<string, string[]>();
-  for (const st of analysis?.statements ?? []) for (const o of st.outputs ?? []) derived.set(o.name.toLowerCase(), [...(derived.get(o.name.toLowerCase()) ?? []), ...o.refs]);
+  const derived = outputRefs(analysis?.statements ?? []);
   // A column reached through a subquery or CTE could come from any table the statement reads.
   const ruleFor = (column: string, table?: string) => rules.find((r) => ruleNames(r, column, table && !table.startsWith('(subquery') && tables.includes(table) ? [table] : tables));
   let any = false;
@@ -94,8 +93,7 @@ export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analys
   if (!m?.inference_guard || isExempt(m, id)) return undefined;
   const rules = rulesFor(m, id);
   // A filter on a view's column filters on what that column is computed from (see masking/views.ts).
-  const derived = new Map<string, string[]>();
-  for (const st of analysis.statements) if (st.command === VIEW_COMMAND) for (const o of st.outputs ?? []) derived.set(o.name.toLowerCase(), [...(derived.get(o.name.toLowerCase()) ?? []), ...o.refs]);
+  const derived = outputRefs(analysis.statements.filter((st) => st.command === VIEW_COMMAND));
   const check = (ref: string, tables: string[]): string | undefined => {
     const col = ref.slice(ref.lastIndexOf('.') + 1).toLowerCase();
     const r = col === '*' ? undefined : rules.find((x) => ruleNames(x, col, tables));

@@ -88,6 +88,13 @@ export class ViewCatalog {
   }
 }
 
+/** Output column name (lower case) -> the columns it is computed from, over statements (names may repeat). */
+export function outputRefs(statements: readonly StatementInfo[]): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const st of statements) for (const o of st.outputs ?? []) m.set(o.name.toLowerCase(), [...(m.get(o.name.toLowerCase()) ?? []), ...o.refs]);
+  return m;
+}
+
 /** The command of the statements throughViews() adds for views (so their outputs can be told apart). */
 export const VIEW_COMMAND = 'VIEW';
 
@@ -123,8 +130,7 @@ export function throughViews(a: Analysis, views: Map<string, ViewInfo> | undefin
   }
   // A view over a view: expand each output's references through the inner views' outputs.
   if (extra.length > 1) {
-    const inner = new Map<string, string[]>();
-    for (const st of extra) for (const o of st.outputs ?? []) inner.set(o.name.toLowerCase(), [...(inner.get(o.name.toLowerCase()) ?? []), ...o.refs]);
+    const inner = outputRefs(extra);
     const expand = (refs: string[], depth: number): string[] => {
       if (depth > 5) return refs;
       const out = new Set(refs);
