@@ -17,6 +17,15 @@ const quoteIdent = (name: string) =>
     .map((p) => `"${p.replace(/"/g, '""')}"`)
     .join('.');
 
+/** The analysis of a statement that may be previewed, or why it is not (unparsable, unsafe, transaction control). */
+function previewable(r: Analysis | AnalysisFailure): Analysis | Preview {
+  if (!r.ok) return { kind: 'none', note: 'not previewed: the statement does not parse' };
+  const unsafe = r.statements.flatMap((s) => s.flags).find((f) => UNSAFE_FLAGS.has(f));
+  if (unsafe) return { kind: 'none', note: `not previewed: the statement has ${unsafe} (side effects could escape a rolled-back transaction)` };
+  if (r.statements.some((s) => s.class === 'transaction')) return { kind: 'none', note: 'not previewed: transaction control' };
+  return r;
+}
+
 export interface PreviewOptions {
   upstream: UpstreamTarget;
   analyze: (sql: string) => Analysis | AnalysisFailure;
@@ -34,13 +43,9 @@ const connect = (o: PreviewOptions, database: string) => upstreamClient(o.upstre
 export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview> {
   return async (a) => {
     if (a.kind !== 'statement' || !a.sql || a.engine === 'mysql') return { kind: 'none' };
-    const r = o.analyze(a.sql);
-    if (!r.ok) return { kind: 'none', note: 'not previewed: the statement does not parse' };
-    const unsafe = r.statements.flatMap((s) => s.flags).find((f) => UNSAFE_FLAGS.has(f));
-    if (unsafe) return { kind: 'none', note: `not previewed: the statement has ${unsafe} (side effects could escape a rolled-back transaction)` };
-    if (r.statements.some((s) => s.class === 'transaction' || s.executes !== undefined)) {
-      return { kind: 'none', note: 'not previewed: transaction control or EXECUTE of a session-prepared statement' };
-    }
+    const r = previewable(o.analyze(a.sql));
+    if ('kind' in r) return r;
+    if (r.statements.some((s) => s.executes !== undefined)) return { kind: 'none', note: 'not previewed: EXECUTE of a session-prepared statement' };
     const t0 = performance.now();
     if (r.statements.every((s) => DML.has(s.command))) {
       // Parameters that arrived in binary format are kept hex-encoded for the hash; they cannot be replayed as text.
@@ -111,11 +116,9 @@ export interface MysqlPreviewOptions {
 export function makeMysqlPreview(o: MysqlPreviewOptions): (a: Approval) => Promise<Preview> {
   return async (a) => {
     if (a.kind !== 'statement' || !a.sql) return { kind: 'none' };
-    const r = o.analyze(a.sql);
-    if (!r.ok) return { kind: 'none', note: 'not previewed: the statement does not parse' };
-    const unsafe = r.statements.flatMap((s) => s.flags).find((f) => UNSAFE_FLAGS.has(f));
-    if (unsafe) return { kind: 'none', note: `not previewed: the statement has ${unsafe}` };
-    if (r.statements.some((s) => s.class === 'transaction' || s.class === 'session')) return { kind: 'none', note: 'not previewed: transaction control or session statements' };
+    const r = previewable(o.analyze(a.sql));
+    if ('kind' in r) return r;
+    if (r.statements.some((s) => s.class === 'session')) return { kind: 'none', note: 'not previewed: session statements' };
     if (a.params?.length) return { kind: 'none', note: 'not previewed: prepared statement with bound parameters' };
     const t0 = performance.now();
     const qualified = (name: string) => (name.includes('.') ? name.split('.') : [a.database, name]);
