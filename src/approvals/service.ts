@@ -169,15 +169,20 @@ export class Approvals extends EventEmitter {
       expires_at: later(r.spec?.timeout_s ?? this.o.waitTimeoutS),
       version: 1,
     };
-    await this.store.insert(a);
-    this.auditEvent('requested', a, r.identity.subject);
-    this.changed(a);
-    this.notify('requested', a);
+    await this.open(a);
     if (this.o.preview) {
       const p = this.runPreview(a).finally(() => this.previews.delete(p));
       this.previews.add(p);
     }
     return a;
+  }
+
+  /** Store a new request and announce it (audit, change feed, webhook). */
+  private async open(a: Approval): Promise<void> {
+    await this.store.insert(a);
+    this.auditEvent('requested', a);
+    this.changed(a);
+    this.notify('requested', a);
   }
 
   private async runPreview(a: Approval): Promise<void> {
@@ -216,10 +221,7 @@ export class Approvals extends EventEmitter {
       expires_at: later(this.o.grantRequestTtlS),
       version: 1,
     };
-    await this.store.insert(a);
-    this.auditEvent('requested', a, identity.subject);
-    this.changed(a);
-    this.notify('requested', a);
+    await this.open(a);
     return a;
   }
 
