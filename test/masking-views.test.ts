@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import crypto from 'node:crypto';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
-import { startTestGateway, freshDatabase, MY, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, MY, mysqlEngine, type TestGateway } from './support/env.js';
 
 const POLICY = `version: 1
 rules:
@@ -31,7 +31,7 @@ beforeAll(async () => {
   await r.query(`CREATE DATABASE ${mydb}; USE ${mydb}; CREATE TABLE customers (id int, name varchar(20), ssn varchar(20)); INSERT INTO customers VALUES (1, 'Ada', '123-45-6789');
     CREATE VIEW people AS SELECT id, name, ssn AS tax_id FROM customers;`);
   await r.end();
-  t = await startTestGateway({ policy: POLICY, config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: disable } }` });
+  t = await startTestGateway({ policy: POLICY, config: mysqlEngine() });
   key = await t.key('human', ['analysts']);
 });
 afterAll(async () => {

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import mysql from 'mysql2/promise';
-import { startTestGateway, run, auditEvents, MY, type TestGateway } from './support/env.js';
+import { startTestGateway, run, auditEvents, MY, mysqlEngine, type TestGateway } from './support/env.js';
 
 
 const POLICY = `version: 1
@@ -54,7 +54,7 @@ beforeAll(async () => {
   await r.end();
   t = await startTestGateway({
     policy: POLICY,
-    config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: prefer } }
+    config: `${mysqlEngine({ sslmode: 'prefer' })}
 api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
 approvals: { poll_ms: 200 }`,
   });
@@ -201,7 +201,7 @@ rules:
   - { name: session, match: { statements: [session, transaction] }, action: allow }
   - { name: shop-readers, match: { databases: [${db}], statements: [read] }, action: allow }
 `,
-        config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: disable } }`,
+        config: mysqlEngine(),
       });
       try {
         const key = await scoped.key('human', ['analysts']);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import crypto from 'node:crypto';
 import mysql from 'mysql2/promise';
-import { startTestGateway, freshDatabase, MY, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, MY, mysqlEngine, type TestGateway } from './support/env.js';
 
 /** The local PostgreSQL's unix socket directory (Debian's default; .ci/run installs PostgreSQL from Debian). */
 const SOCKET_DIR = process.env.SLUICE_TEST_PGSOCKET ?? '/var/run/postgresql';
@@ -45,7 +45,7 @@ describe('MySQL upstream over its unix socket file', () => {
     const name = `sluice_mysock_${crypto.randomBytes(4).toString('hex')}`;
     const root = await mysql.createConnection({ ...MY, multipleStatements: true });
     await root.query(`CREATE DATABASE ${name}; CREATE TABLE ${name}.t (id int); INSERT INTO ${name}.t VALUES (1), (2), (3);`);
-    const g = await startTestGateway({ config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY_SOCKET}, user: ${MY.user} } }` });
+    const g = await startTestGateway({ config: mysqlEngine({ host: MY_SOCKET }) });
     try {
       const key = await g.key('service', ['app']);
       const c = await mysql.createConnection({ host: '127.0.0.1', port: g.gw.mysqlPort!, user: 'x', password: key, database: name, enableCleartextPlugin: true } as mysql.ConnectionOptions);

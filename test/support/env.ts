@@ -15,6 +15,10 @@ export const PG = { host: process.env.SLUICE_TEST_PGHOST ?? '127.0.0.1', port: N
 /** The MariaDB server the MySQL engine tests run against (.ci/run makes sure it is up). */
 export const MY = { host: process.env.SLUICE_TEST_MYHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_MYPORT ?? 3306), user: process.env.SLUICE_TEST_MYUSER ?? 'root' };
 
+/** The config section for a MySQL engine in front of the test MariaDB (or its socket file, with `host: '/...'`). */
+export const mysqlEngine = (o: { sslmode?: 'disable' | 'prefer' | 'require'; host?: string } = {}) =>
+  `mysql: { listen: { port: 0 }, upstream: { host: ${o.host ?? MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: ${o.sslmode ?? 'disable'} } }`;
+
 export async function admin<T>(fn: (c: pg.Client) => Promise<T>, database = 'postgres'): Promise<T> {
   const c = new pg.Client({ ...PG, database });
   await c.connect();
