@@ -6,7 +6,7 @@ import type { SessionRegistry } from '../protocol/postgres/session.js';
 import { AuthError, type Identity } from '../identity/identity.js';
 import type { Metrics } from './metrics.js';
 import { streamSSE } from 'hono/streaming';
-import { ApprovalError, type Approvals } from '../approvals/service.js';
+import { ApprovalError, sharedPrincipal, type Approvals } from '../approvals/service.js';
 import { GRANT_ROLES, type Approval, type ApprovalStatus } from '../approvals/store.js';
 import { parseDuration } from '../util/duration.js';
 import type { McpTools } from '../mcp/tools.js';
@@ -186,7 +186,8 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   const isApprover = (c: Context<Env>) => need(c, 'approver');
   const inApproverGroups = (c: Context<Env>, a: Approval) => a.approver_groups.some((g) => c.get('identity').groups.includes(g));
   const mayDecide = (c: Context<Env>, a: Approval) => isApprover(c) || inApproverGroups(c, a);
-  const visible = (c: Context<Env>, a: Approval) => mayDecide(c, a) || a.requester === c.get('identity').subject || a.acting_for === c.get('identity').subject;
+  const isOwn = (c: Context<Env>, a: Approval) => sharedPrincipal(c.get('identity'), a) !== undefined;
+  const visible = (c: Context<Env>, a: Approval) => mayDecide(c, a) || isOwn(c, a);
   for (const path of ['/api/approvals', '/api/approvals/*', '/api/grants', '/api/events']) {
     app.use(path, async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
   }
@@ -213,8 +214,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
       const a = await approvals!.get(id);
       if (!a || !visible(c, a)) return problem(c, 404, 'no such approval request');
       // Requesters may withdraw (deny) their own request; deciding anyone else's needs the approver role.
-      const own = a.requester === me.subject || a.acting_for === me.subject;
-      if (!mayDecide(c, a) && !(own && action === 'deny')) return problem(c, 403, `the approver or admin role${a.approver_groups.length ? `, or membership in ${a.approver_groups.join(' or ')},` : ''} is required`);
+      if (!mayDecide(c, a) && !(isOwn(c, a) && action === 'deny')) return problem(c, 403, `the approver or admin role${a.approver_groups.length ? `, or membership in ${a.approver_groups.join(' or ')},` : ''} is required`);
       try {
         const r = await approvals!.decide(id, me, action, typeof body.reason === 'string' ? body.reason : undefined);
         return c.json({ approval: r });

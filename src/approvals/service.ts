@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { AuditEvent } from '../audit/audit.js';
-import type { Identity } from '../identity/identity.js';
+import { isDelegated, principals, type Identity } from '../identity/identity.js';
 import type { ApprovalSpec } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import { log } from '../util/log.js';
@@ -45,6 +45,10 @@ export interface StatementRequest {
   sql: string;
   params?: (string | null)[];
   binaryParams?: boolean;
+  /** Per-parameter wire format (0 text, 1 binary), when any is binary. */
+  paramFormats?: number[];
+  /** Declared parameter type OIDs (0 = inferred). */
+  paramTypes?: number[];
   engine?: 'postgres' | 'mysql';
   rule: string;
   reason?: string;
@@ -75,8 +79,16 @@ const ROLE_CLASSES: Record<GrantRole, string[]> = {
 const now = () => new Date().toISOString();
 const later = (s: number) => new Date(Date.now() + s * 1000).toISOString();
 
-export function statementHash(database: string, sql: string, params: (string | null)[] = []): string {
-  return crypto.createHash('sha256').update(JSON.stringify([database, sql, params])).digest('hex');
+/**
+ * What an approval is bound to: the database, the SQL and the parameters as the server will interpret them, so
+ * each parameter's wire format (text `\\x4869` and binary 0x4869 are different values) and the declared type OIDs
+ * (the same text is a different value as text or bytea) are part of it when they are not the defaults.
+ */
+export function statementHash(database: string, sql: string, params: (string | null)[] = [], shape: { formats?: number[]; types?: number[] } = {}): string {
+  const formats = shape.formats?.some((f) => f !== 0) ? shape.formats : undefined;
+  const types = shape.types?.some((t) => t !== 0) ? shape.types : undefined;
+  const bound = formats || types ? [database, sql, params, formats ?? [], types ?? []] : [database, sql, params];
+  return crypto.createHash('sha256').update(JSON.stringify(bound)).digest('hex');
 }
 
 /**
@@ -139,7 +151,7 @@ export class Approvals extends EventEmitter {
    * disconnect, or after approval) or store a new one, notify reviewers and start the preview.
    */
   async requestStatement(r: StatementRequest): Promise<Approval> {
-    const hash = statementHash(`${r.engine === 'mysql' ? 'mysql:' : ''}${r.database}`, r.sql, r.params);
+    const hash = statementHash(`${r.engine === 'mysql' ? 'mysql:' : ''}${r.database}`, r.sql, r.params, { formats: r.paramFormats, types: r.paramTypes });
     const open = await this.store.list({ requester: r.identity.subject, hash, status: ['pending', 'approved'], limit: 5 });
     const reusable = open.find((a) => a.expires_at > now());
     if (reusable) return reusable;
@@ -154,6 +166,8 @@ export class Approvals extends EventEmitter {
       sql: r.sql,
       params: r.params?.length ? r.params : undefined,
       binary_params: r.binaryParams || undefined,
+      param_formats: r.paramFormats?.some((f) => f !== 0) ? r.paramFormats : undefined,
+      param_types: r.paramTypes?.some((t) => t !== 0) ? r.paramTypes : undefined,
       hash,
       rule: r.rule,
       policy_reason: r.reason || undefined,
@@ -162,6 +176,7 @@ export class Approvals extends EventEmitter {
       destructive: r.destructive?.length ? r.destructive : undefined,
       approver_groups: r.spec?.approvers ?? [],
       quorum: r.spec?.quorum ?? 1,
+      agents_may_approve: r.spec?.agents_may_approve || undefined,
       votes: [],
       session_id: r.sessionId,
       created_at: t,
@@ -231,8 +246,19 @@ export class Approvals extends EventEmitter {
     const a = await this.mutate(id, (cur) => {
       if (cur.status === 'pending' && cur.expires_at <= now()) cur.status = 'expired';
       if (cur.status !== 'pending') throw new ApprovalError(`${cur.id} is already ${cur.status}`, 409);
-      const own = approver.subject === cur.requester || (cur.acting_for !== undefined && approver.subject === cur.acting_for);
-      if (own && action === 'approve') throw new ApprovalError(`${approver.subject} cannot approve their own request ${cur.id}`, 403);
+      const shared = sharedPrincipal(approver, cur);
+      const own = shared !== undefined;
+      if (own && action === 'approve') {
+        throw new ApprovalError(
+          approver.subject === cur.requester
+            ? `${approver.subject} cannot approve their own request ${cur.id}`
+            : `${approver.subject} cannot approve ${cur.id}: requester ${cur.requester} and approver ${approver.subject} share the principal ${shared} along their delegation chains (self-approval)`,
+          403,
+        );
+      }
+      if (action === 'approve' && isDelegated(approver) && !cur.agents_may_approve) {
+        throw new ApprovalError(`${approver.subject} is an agent or acts for someone (${approver.kind}${approver.actingFor ? `, for ${approver.actingFor}` : ''}) and cannot approve ${cur.id}: ${cur.kind === 'grant' ? 'grant requests are approved by people' : `rule "${cur.rule}" does not set approval.agents_may_approve`}`, 403);
+      }
       if (!own && cur.approver_groups.length && !cur.approver_groups.some((g) => approver.groups.includes(g))) {
         throw new ApprovalError(`${cur.id} must be reviewed by a member of ${cur.approver_groups.join(' or ')}`, 403);
       }
@@ -436,6 +462,16 @@ export class Approvals extends EventEmitter {
   }
 }
 
-function requesterFields(id: Identity): Pick<Approval, 'requester' | 'requester_kind' | 'requester_name' | 'requester_groups' | 'acting_for'> {
-  return { requester: id.subject, requester_kind: id.kind, requester_name: id.displayName, requester_groups: id.groups, acting_for: id.actingFor };
+function requesterFields(id: Identity): Pick<Approval, 'requester' | 'requester_kind' | 'requester_name' | 'requester_groups' | 'acting_for' | 'requester_delegation'> {
+  return { requester: id.subject, requester_kind: id.kind, requester_name: id.displayName, requester_groups: id.groups, acting_for: id.actingFor, requester_delegation: id.delegation?.length ? id.delegation : undefined };
+}
+
+/**
+ * A principal the identity shares with the request's requester anywhere along either delegation chain (the
+ * subjects themselves, a key's acting_for, a token's act.sub/on_behalf_of), or undefined: that identity is the
+ * requester as far as approving goes.
+ */
+export function sharedPrincipal(id: Pick<Identity, 'subject' | 'actingFor' | 'delegation'>, a: Pick<Approval, 'requester' | 'acting_for' | 'requester_delegation'>): string | undefined {
+  const theirs = new Set(principals({ subject: a.requester, actingFor: a.acting_for, delegation: a.requester_delegation }));
+  return principals(id).find((p) => theirs.has(p));
 }

@@ -38,6 +38,10 @@ export interface Approval {
   requester_groups: string[];
   /** An agent's principal: it may not approve its agent's requests either. */
   acting_for?: string;
+  /** Every principal along the requester's delegation chain (acting_for included): none of them may approve. */
+  requester_delegation?: string[];
+  /** The rule lets agents (identities acting for someone) approve; never for grant requests. */
+  agents_may_approve?: boolean;
   database: string;
   /** Which engine's upstream a statement request runs on (default postgres). */
   engine?: 'postgres' | 'mysql';
@@ -46,6 +50,10 @@ export interface Approval {
   params?: (string | null)[];
   /** Some params arrived in binary format (kept as \\x hex). */
   binary_params?: boolean;
+  /** Each parameter's wire format (0 text, 1 binary), when any is binary: part of the hash. */
+  param_formats?: number[];
+  /** Parameter type OIDs the statement declared (0 = inferred), when any is declared: part of the hash. */
+  param_types?: number[];
   hash?: string;
   /** The policy rule that asked for approval and its reason. */
   rule?: string;

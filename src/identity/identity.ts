@@ -11,6 +11,11 @@ export interface Identity {
   email?: string;
   /** For agents acting on someone's behalf: the person's subject. */
   actingFor?: string;
+  /**
+   * Every other principal along the delegation chain (a token's nested `act` claims and `on_behalf_of`, a key's
+   * `acting_for`), actingFor included; approvals refuse a reviewer who shares any of them with the requester.
+   */
+  delegation?: string[];
   issuer?: string;
   method: 'oidc' | 'key';
   /** Key id for key logins. */
@@ -26,3 +31,11 @@ export class AuthError extends Error {
     this.name = 'AuthError';
   }
 }
+
+/** The subject and every principal it acts for or through: who an identity "is" when approvals compare people. */
+export function principals(id: Pick<Identity, 'subject' | 'actingFor' | 'delegation'>): string[] {
+  return [...new Set([id.subject, ...(id.actingFor !== undefined ? [id.actingFor] : []), ...(id.delegation ?? [])])];
+}
+
+/** Agents, and any identity that acts on someone else's behalf. */
+export const isDelegated = (id: Pick<Identity, 'kind' | 'actingFor' | 'delegation'>): boolean => id.kind === 'agent' || id.actingFor !== undefined || (id.delegation?.length ?? 0) > 0;

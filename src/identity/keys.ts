@@ -68,6 +68,19 @@ export async function revokeKey(db: Kysely<Database>, id: string): Promise<boole
   return Number(r.numUpdatedRows) > 0;
 }
 
+/**
+ * The principals a key acts for, transitively: its acting_for, and where that is itself the subject of a key that
+ * acts for someone, that one's acting_for, and so on (an agent's key acting for another agent acting for a person).
+ */
+async function delegationOf(db: Kysely<Database>, first: string): Promise<string[]> {
+  const chain = [first];
+  for (let i = 0; i < chain.length && chain.length < 16; i++) {
+    const rows = await db.selectFrom('api_keys').select('acting_for').where('subject', '=', chain[i]!).where('acting_for', 'is not', null).where('revoked_at', 'is', null).execute();
+    for (const r of rows) if (!chain.includes(r.acting_for!)) chain.push(r.acting_for!);
+  }
+  return chain;
+}
+
 /** Verify a presented key. Errors say what is wrong without revealing whether a key id exists. */
 export async function verifyKey(db: Kysely<Database>, presented: string): Promise<Identity> {
   const m = KEY_RE.exec(presented);
@@ -86,6 +99,7 @@ export async function verifyKey(db: Kysely<Database>, presented: string): Promis
     kind: row.kind as IdentityKind,
     groups: JSON.parse(row.groups),
     actingFor: row.acting_for ?? undefined,
+    delegation: row.acting_for ? await delegationOf(db, row.acting_for) : undefined,
     method: 'key',
     keyId: row.id,
     displayName: row.name,

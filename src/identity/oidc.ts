@@ -31,6 +31,25 @@ function claimAt(payload: Record<string, unknown>, path: string): unknown {
   return v;
 }
 
+/**
+ * Every principal a token names besides its subject: the configured acting-for claim, `on_behalf_of`, and each
+ * `sub` of the (possibly nested, RFC 8693 §4.1) `act` claims.
+ */
+function delegationChain(payload: Record<string, unknown>, actingForClaim?: string): string[] {
+  const out: string[] = [];
+  const add = (v: unknown) => {
+    if (typeof v === 'string' && v !== '' && !out.includes(v)) out.push(v);
+  };
+  if (actingForClaim) add(claimAt(payload, actingForClaim));
+  let act = payload.act;
+  for (let depth = 0; act && typeof act === 'object' && depth < 16; depth++) {
+    add((act as Record<string, unknown>).sub);
+    act = (act as Record<string, unknown>).act;
+  }
+  add(payload.on_behalf_of);
+  return out;
+}
+
 export const looksLikeJwt = (s: string): boolean => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(s);
 
 /** Verifies OIDC/JWT bearer tokens from a set of trusted issuers. */
@@ -102,6 +121,7 @@ export class OidcVerifier {
     const claimedKind = cfg.kind_claim ? claimAt(payload, cfg.kind_claim) : undefined;
     if (claimedKind === 'human' || claimedKind === 'agent' || claimedKind === 'service') kind = claimedKind;
     const act = cfg.acting_for_claim ? claimAt(payload, cfg.acting_for_claim) : (claimAt(payload, 'act.sub') ?? claimAt(payload, 'on_behalf_of'));
+    const delegation = delegationChain(payload, cfg.acting_for_claim);
     return {
       subject,
       kind,
@@ -109,6 +129,7 @@ export class OidcVerifier {
       displayName: typeof payload.name === 'string' ? payload.name : undefined,
       email: typeof payload.email === 'string' ? payload.email : undefined,
       actingFor: typeof act === 'string' ? act : undefined,
+      delegation: delegation.length ? delegation : undefined,
       issuer: cfg.issuer,
       method: 'oidc',
       expiresAt: payload.exp,

@@ -27,6 +27,8 @@ export interface ApprovalSpec {
   quorum?: number;
   /** Seconds the client's statement waits for a decision before it fails (default: the gateway's setting). */
   timeout_s?: number;
+  /** Agents (and any identity acting for someone) may approve this rule's requests (default false). */
+  agents_may_approve?: boolean;
 }
 export interface Rule {
   name: string;
@@ -131,6 +133,7 @@ export const POLICY_SCHEMA = {
               approvers: stringList,
               quorum: { type: 'integer', minimum: 1, maximum: 10 },
               timeout_s: { type: 'integer', minimum: 1, maximum: 86400 },
+              agents_may_approve: { type: 'boolean' },
             },
           },
           match: {

@@ -1,0 +1,214 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { startTestGateway, freshDatabase, admin, run, type TestGateway } from './support/env.js';
+import { startIdp, type TestIdp } from './support/oidc.js';
+import { createKey } from '../src/identity/keys.js';
+import { cancelRequest } from '../src/protocol/postgres/messages.js';
+import type { Approval } from '../src/approvals/store.js';
+import type { IdentityKind } from '../src/identity/identity.js';
+
+/** Issue #14: approvals and identity that hold against their own users. */
+
+const POLICY = `version: 1
+default: deny
+rules:
+  - name: session-and-transactions
+    match: { statements: [transaction, session] }
+    action: allow
+  - name: analysts-write-needs-dba
+    match: { groups: [analysts], statements: [write] }
+    action: require_approval
+    approval: { approvers: [dba] }
+  - name: analysts-read
+    match: { groups: [analysts], statements: [read] }
+    action: allow
+  - name: interns-write-agents-may-review
+    match: { groups: [interns], statements: [write] }
+    action: require_approval
+    approval: { approvers: [dba], agents_may_approve: true }
+  - name: interns-read
+    match: { groups: [interns], statements: [read] }
+    action: allow
+  - name: dba
+    match: { groups: [dba] }
+    action: allow
+`;
+
+const CLI = path.resolve('bin/sluice.js');
+
+let t: TestGateway;
+let idp: TestIdp;
+let db: { name: string; drop: () => Promise<void> };
+let base: string;
+let dana: string; // human DBA
+let alice: string; // human analyst, subject alice@example.com
+let bob: string; // human intern, subject bob@example.com
+
+const key = async (name: string, kind: IdentityKind, groups: string[], o: { subject?: string; actingFor?: string } = {}) =>
+  (await createKey(t.gw.store.db, { name, kind, groups, subject: o.subject, actingFor: o.actingFor })).key;
+
+beforeAll(async () => {
+  idp = await startIdp({
+    // An agent token in the approvers' group whose delegation chain ends at bob (RFC 8693 nested act claims).
+    'relay-agent': { groups: ['dba'], sluice_kind: 'agent', act: { sub: 'svc-middle', act: { sub: 'bob@example.com' } } },
+    // An agent token acting for carol, who is nobody's requester here.
+    'carol-agent': { groups: ['dba'], sluice_kind: 'agent', act: { sub: 'carol@example.com' } },
+  });
+  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100;");
+  t = await startTestGateway({
+    policy: POLICY,
+    config: `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
+approvals: { poll_ms: 200 }
+identity:
+  oidc:
+    - { issuer: "${idp.issuer}", audience: sluice, groups_claim: groups, kind: human, kind_claim: sluice_kind }`,
+  });
+  base = `http://127.0.0.1:${t.gw.apiPort}`;
+  dana = await key('dana', 'human', ['dba'], { subject: 'dana@example.com' });
+  alice = await key('alice', 'human', ['analysts'], { subject: 'alice@example.com' });
+  bob = await key('bob', 'human', ['interns'], { subject: 'bob@example.com' });
+});
+afterAll(async () => {
+  await t?.stop();
+  await idp?.close();
+  await db?.drop();
+});
+
+const api = async (p: string, token: string, method = 'GET', body?: unknown) => {
+  const res = await fetch(base + p, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+  return { status: res.status, body: (await res.json()) as any };
+};
+
+async function pendingFor(subject: string): Promise<Approval> {
+  for (let i = 0; i < 100; i++) {
+    const r = await api(`/api/approvals?status=pending&requester=${encodeURIComponent(subject)}`, dana);
+    if (r.body.approvals?.length) return r.body.approvals[0];
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`no pending request of ${subject}`);
+}
+
+const status = (id: number) => admin((c) => c.query('SELECT status FROM orders WHERE id = $1', [id]).then((r) => r.rows[0].status as string), db.name);
+
+/** psql running one statement in the background; its exit code and output once it ends. */
+function psql(password: string, sql: string) {
+  const child = spawn('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'x', '-d', db.name, '-c', sql], { env: { ...process.env, PGPASSWORD: password, PGSSLMODE: 'disable' } });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  return new Promise<{ code: number; out: string }>((r) => child.on('exit', (code) => r({ code: code ?? -1, out })));
+}
+
+describe('self-approval through a delegation chain (issue #14.1)', () => {
+  it("an agent key acting for the requester, in the approvers' group, can approve neither her held UPDATE nor her grant (API and CLI)", async () => {
+    if (!fs.existsSync('dist/cli/main.js')) throw new Error('build first: npx tsc -p tsconfig.json');
+    const agent = await key('alice-helper', 'agent', ['dba'], { actingFor: 'alice@example.com' });
+    const ran = psql(alice, "UPDATE orders SET status = 'shipped' WHERE id = 1");
+    const a = await pendingFor('alice@example.com');
+    const viaApi = await api(`/api/approvals/${a.id}/approve`, agent, 'POST', { reason: 'lgtm' });
+    expect(viaApi.status).toBe(403);
+    expect(viaApi.body.error).toContain('share the principal alice@example.com');
+    const viaCli = await run('node', [CLI, 'approvals', 'approve', a.id, '--api', base, '--token', agent]);
+    expect(viaCli.code).toBe(1);
+    expect(viaCli.stderr).toContain('403');
+    // The grant the agent would have approved for her: refused the same way.
+    const g = (await api('/api/grants', alice, 'POST', { database: '*', role: 'admin', duration: '1h', reason: 'INC-1' })).body.approval as Approval;
+    const grantVote = await api(`/api/approvals/${g.id}/approve`, agent, 'POST', {});
+    expect(grantVote.status).toBe(403);
+    // Nothing was recorded as a vote, nothing ran, and no grant lets her writes through.
+    for (const id of [a.id, g.id]) expect((await api(`/api/approvals/${id}`, dana)).body.approval).toMatchObject({ status: 'pending', votes: [] });
+    expect(await status(1)).toBe('new');
+    await api(`/api/approvals/${a.id}/deny`, dana, 'POST', { reason: 'no' });
+    await api(`/api/approvals/${g.id}/deny`, dana, 'POST', { reason: 'no' });
+    const r = await ran;
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain('denied by dana@example.com');
+    expect(await status(1)).toBe('new');
+  });
+
+  it('a delegation chain through keys (agent → agent → person) and through nested act claims of a token is followed', async () => {
+    // Key chain: agent:a acts for agent:b, whose key acts for bob.
+    await key('b', 'agent', [], { subject: 'agent:b', actingFor: 'bob@example.com' });
+    const chained = await key('a', 'agent', ['dba'], { subject: 'agent:a', actingFor: 'agent:b' });
+    const c = new pg.Client(t.conn(bob, db.name));
+    await c.connect();
+    const running = c.query("UPDATE orders SET status = 'bob' WHERE id = 2").catch((e: Error) => e);
+    const a = await pendingFor('bob@example.com');
+    // The rule lets agents approve, but not these: each shares bob along its chain.
+    const viaKeys = await api(`/api/approvals/${a.id}/approve`, chained, 'POST', {});
+    expect(viaKeys.status).toBe(403);
+    expect(viaKeys.body.error).toContain('share the principal bob@example.com');
+    const viaToken = await api(`/api/approvals/${a.id}/approve`, await idp.token('relay-agent'), 'POST', {});
+    expect(viaToken.status).toBe(403);
+    expect(viaToken.body.error).toContain('share the principal bob@example.com');
+    expect(await status(2)).toBe('new');
+    // An agent acting for someone else may approve under this rule (agents_may_approve: true)...
+    const ok = await api(`/api/approvals/${a.id}/approve`, await idp.token('carol-agent'), 'POST', {});
+    expect(ok.status).toBe(200);
+    expect(((await running) as pg.QueryResult).rowCount).toBe(1);
+    expect(await status(2)).toBe('bob');
+    await c.end();
+  });
+
+  it('agents cannot approve unless the rule says agents_may_approve', async () => {
+    const carolAgent = await idp.token('carol-agent');
+    const ran = psql(alice, "UPDATE orders SET status = 'x' WHERE id = 4");
+    const a = await pendingFor('alice@example.com');
+    const r = await api(`/api/approvals/${a.id}/approve`, carolAgent, 'POST', {});
+    expect(r.status).toBe(403);
+    expect(r.body.error).toContain('agents_may_approve');
+    expect((await api(`/api/approvals/${a.id}`, dana)).body.approval.votes).toEqual([]);
+    await api(`/api/approvals/${a.id}/deny`, dana, 'POST', {});
+    expect((await ran).code).not.toBe(0);
+    expect(await status(4)).toBe('new');
+  });
+
+  it('the policy schema validates agents_may_approve', async () => {
+    const { loadPolicy } = await import('../src/policy/policy.js');
+    const file = path.join(t.dir, 'bad-policy.yaml');
+    fs.writeFileSync(file, POLICY.replace('agents_may_approve: true', 'agents_may_approve: sometimes'));
+    expect(() => loadPolicy(file)).toThrow(/agents_may_approve/);
+  });
+});
+
+describe('approvals bound to parameters as the server reads them (issue #14.2)', () => {
+  it('a text \\x4869 approval does not run the binary 0x4869 parameter: that needs its own approval', async () => {
+    const c = new pg.Client(t.conn(alice, db.name));
+    await c.connect();
+    const sql = 'UPDATE orders SET status = $1 WHERE id = 3';
+    const first = c.query(sql, ['\\x4869']).catch((e: Error & { code?: string }) => e);
+    const a = await pendingFor('alice@example.com');
+    expect(a.params).toEqual(['\\x4869']);
+    // Ctrl-C: the request stays open; it is approved while the client is away.
+    const k = c as unknown as { processID: number; secretKey: number };
+    await new Promise<void>((resolve) => {
+      const s = net.connect(t.port, '127.0.0.1', () => s.end(cancelRequest(k.processID, k.secretKey)));
+      s.on('close', () => resolve());
+    });
+    expect(((await first) as { code?: string }).code).toBe('57014');
+    expect((await api(`/api/approvals/${a.id}/approve`, dana, 'POST', {})).status).toBe(200);
+    // The same SQL with the same bytes sent in binary format is a different value ('Hi'): held anew.
+    const swapped = c.query(sql, [Buffer.from('Hi')]).catch((e: Error & { code?: string }) => e);
+    let b: Approval | undefined;
+    for (let i = 0; i < 100 && !b; i++) {
+      b = ((await api('/api/approvals?status=pending&requester=alice%40example.com', dana)).body.approvals as Approval[]).find((x) => x.id !== a.id);
+      if (!b) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(b).toMatchObject({ binary_params: true, param_formats: [1] });
+    expect(b!.hash).not.toBe(a.hash);
+    expect(await status(3)).toBe('new');
+    expect((await api(`/api/approvals/${a.id}`, dana)).body.approval.status).toBe('approved');
+    await api(`/api/approvals/${b!.id}/deny`, dana, 'POST', { reason: 'not what was approved' });
+    expect(String(await swapped)).toContain('not what was approved');
+    expect(await status(3)).toBe('new');
+    // The approved text value still runs, once.
+    expect((await c.query(sql, ['\\x4869'])).rowCount).toBe(1);
+    expect(await status(3)).toBe('\\x4869');
+    await c.end();
+  });
+});
+
