@@ -38,6 +38,10 @@ export interface HoldRequest {
   sql: string;
   params?: (string | null)[];
   binaryParams?: boolean;
+  /** Each parameter's wire format (0 text, 1 binary) when any is binary; binary params are kept as \\x hex. */
+  paramFormats?: number[];
+  /** Parameter type OIDs the statement declared (0 = inferred by the server). */
+  paramTypes?: number[];
   verdict: Verdict;
   sessionId?: string;
   engine?: 'postgres' | 'mysql';
@@ -201,6 +205,8 @@ export class Governor {
       sql: h.sql,
       params: h.params,
       binaryParams: h.binaryParams,
+      paramFormats: h.paramFormats,
+      paramTypes: h.paramTypes,
       engine: h.engine,
       rule: h.verdict.decision.rule,
       reason: h.verdict.decision.reason,

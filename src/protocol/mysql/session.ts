@@ -551,7 +551,7 @@ export class MySession implements LiveSession {
     const abort = new AbortController();
     this.holdAbort = abort;
     const params = stmt ? this.decodeParams(p, stmt) : undefined;
-    const req = { identity: this.identity!, database: this.database, sql, params: params?.values, binaryParams: params?.binary, verdict: v, sessionId: this.id, engine: 'mysql' as const };
+    const req = { identity: this.identity!, database: this.database, sql, params: params?.values, binaryParams: params?.binary, paramFormats: params?.formats, paramTypes: params?.types, verdict: v, sessionId: this.id, engine: 'mysql' as const };
     this.governor
       .hold(req, (a, url) => {
         this.info.awaitingApproval = a.id;
@@ -589,7 +589,7 @@ export class MySession implements LiveSession {
   }
 
   /** Bind parameters of a COM_STMT_EXECUTE as text (the approval binds them); undecodable ones as hex. */
-  private decodeParams(p: Buffer, stmt: Stmt): { values: (string | null)[]; binary: boolean } | undefined {
+  private decodeParams(p: Buffer, stmt: Stmt): { values: (string | null)[]; binary: boolean; formats: number[]; types: number[] } | undefined {
     if (!stmt.params) return undefined;
     try {
       const r = new MyReader(p, 10);
@@ -600,8 +600,10 @@ export class MySession implements LiveSession {
         for (let i = 0; i < stmt.params; i++) types.push(r.int2() & 0xff);
       }
       const values: (string | null)[] = [];
+      const formats: number[] = [];
       let binary = false;
       for (let i = 0; i < stmt.params; i++) {
+        formats.push(0);
         if (nulls[i >> 3]! & (1 << (i & 7))) {
           values.push(null);
           continue;
@@ -631,14 +633,16 @@ export class MySession implements LiveSession {
           default: {
             if (binarySize(t) === -2) {
               values.push(`\\x${r.bytes(r.int1()).toString('hex')}`);
+              formats[i] = 1;
               binary = true;
             } else values.push(r.lenencBytes()?.toString('utf8') ?? null);
           }
         }
       }
-      return { values, binary };
+      // The approval binds the values with the types the server reads them as (the string '1' is not the integer 1).
+      return { values, binary, formats, types: Array.from({ length: stmt.params }, (_, i) => types?.[i] ?? TYPE.VAR_STRING) };
     } catch {
-      return { values: [`\\x${p.subarray(10).toString('hex')}`], binary: true };
+      return { values: [`\\x${p.subarray(10).toString('hex')}`], binary: true, formats: [1], types: [] };
     }
   }
 

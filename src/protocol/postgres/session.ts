@@ -6,7 +6,7 @@ import { Framer } from './framer.js';
 import { ProtocolError, Reader, Writer } from './buffer.js';
 import * as m from './messages.js';
 import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } from './upstream.js';
-import type { Governor, GovernorError, Verdict } from '../../governor.js';
+import type { Governor, GovernorError, HoldRequest, Verdict } from '../../governor.js';
 import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
 import { maskDataRow, maskText, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
@@ -106,6 +106,8 @@ interface Prepared {
   fields?: Field[];
   /** The policy holds its executions for approval (per execution: the approval binds the parameters). */
   hold?: Verdict;
+  /** Parameter type OIDs the Parse declared (0 = inferred), kept for held statements: part of what is approved. */
+  paramTypes?: number[];
 }
 
 interface Portal {
@@ -119,6 +121,8 @@ interface Portal {
   /** Bind parameters, kept only for statements held for approval (text, or \\x hex when sent in binary). */
   params?: (string | null)[];
   binaryParams?: boolean;
+  /** Each parameter's format (0 text, 1 binary), kept for held statements when any is binary. */
+  paramFormats?: number[];
 }
 
 const maskedFields = (m: MaskCounts | undefined) => (m?.size ? { masked: Object.fromEntries(m) } : {});
@@ -528,7 +532,7 @@ export class PgSession implements LiveSession {
         this.trackSqlPrepared(verdict);
         // A statement held for approval is parsed upstream (harmless); each execution waits for its approval.
         const hold = verdict.decision.action === 'require_approval' ? verdict : undefined;
-        this.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule, hold });
+        this.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule, hold, paramTypes: hold && types.some((t) => t !== 0) ? types : undefined });
         return undefined;
       }
       case 0x42 /* B */: {
@@ -542,18 +546,20 @@ export class PgSession implements LiveSession {
         const nParams = r.int16();
         const params: (string | null)[] | undefined = prepared?.hold ? [] : undefined;
         let binaryParams = false;
+        const formatOf: number[] = [];
         for (let i = 0; i < nParams; i++) {
           const len = r.int32();
           const v = len > 0 ? r.bytes(len) : undefined;
           if (!params) continue;
           const binary = (nParamFormats === 1 ? paramFormats[0] : paramFormats[i]) === 1;
           binaryParams ||= binary;
+          formatOf.push(binary ? 1 : 0);
           params.push(len < 0 ? null : binary ? `\\x${(v ?? Buffer.alloc(0)).toString('hex')}` : (v?.toString('utf8') ?? ''));
         }
         const nFormats = r.int16();
         const formats: number[] = [];
         for (let i = 0; i < nFormats; i++) formats.push(r.int16());
-        this.portals.set(portal, { stmt: prepared, formats, epoch: this.epoch + 1, params, binaryParams });
+        this.portals.set(portal, { stmt: prepared, formats, epoch: this.epoch + 1, params, binaryParams, paramFormats: binaryParams ? formatOf : undefined });
         this.items.push({ k: 'bind' });
         return undefined;
       }
@@ -563,7 +569,7 @@ export class PgSession implements LiveSession {
         let approvalId: string | undefined;
         if (p?.stmt?.hold) {
           const resolved = this.takeResolved();
-          if (!resolved) return this.hold({ sql: p.stmt.sql, verdict: p.stmt.hold, params: p.params, binaryParams: p.binaryParams }, 'extended', p.stmt.name);
+          if (!resolved) return this.hold({ sql: p.stmt.sql, verdict: p.stmt.hold, params: p.params, binaryParams: p.binaryParams, paramFormats: p.paramFormats, paramTypes: p.stmt.paramTypes }, 'extended', p.stmt.name);
           this.info.statements++;
           if (resolved.error) {
             // Denied or timed out: fail this Execute's slot so the upstream skips to Sync as for any error.
@@ -640,7 +646,7 @@ export class PgSession implements LiveSession {
    * anything pipelined behind it), tell the client where to get it approved, and once decided read it again with
    * the outcome: approved runs it in place; denied or timed out answers it with an error; the session goes on.
    */
-  private hold(req: { sql: string; verdict: Verdict; params?: (string | null)[]; binaryParams?: boolean }, protocol: 'simple' | 'extended', name?: string): typeof HOLD {
+  private hold(req: Pick<HoldRequest, 'sql' | 'verdict' | 'params' | 'binaryParams' | 'paramFormats' | 'paramTypes'>, protocol: 'simple' | 'extended', name?: string): typeof HOLD {
     this.holding = true;
     this.client.pause();
     const abort = new AbortController();
@@ -659,7 +665,7 @@ export class PgSession implements LiveSession {
         }),
       );
     };
-    this.governor.hold({ identity: this.identity!, database: this.database, sessionId: this.id, sql: req.sql, params: req.params, binaryParams: req.binaryParams, verdict: req.verdict }, notify, abort.signal).then(
+    this.governor.hold({ ...req, identity: this.identity!, database: this.database, sessionId: this.id }, notify, abort.signal).then(
       (v) => this.release(v),
       () => {
         const id = this.info.awaitingApproval;
