@@ -7,7 +7,11 @@ import pg from 'pg';
 import { startTestGateway, freshDatabase, admin, run, type TestGateway } from './support/env.js';
 import { startIdp, type TestIdp } from './support/oidc.js';
 import { createKey } from '../src/identity/keys.js';
+import * as pgm from '../src/protocol/postgres/messages.js';
 import { cancelRequest } from '../src/protocol/postgres/messages.js';
+import { Writer } from '../src/protocol/postgres/buffer.js';
+import { messages, execute } from './support/raw.js';
+import crypto from 'node:crypto';
 import type { Approval } from '../src/approvals/store.js';
 import type { IdentityKind } from '../src/identity/identity.js';
 
@@ -58,7 +62,7 @@ beforeAll(async () => {
     // An agent token acting for carol, who is nobody's requester here.
     'carol-agent': { groups: ['dba'], sluice_kind: 'agent', act: { sub: 'carol@example.com' } },
   });
-  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100;");
+  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100; CREATE TABLE events (id serial primary key, what text); CREATE FUNCTION bump() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq')::text $$; CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper($1) $$;");
   t = await startTestGateway({
     policy: POLICY,
     config: `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
@@ -212,3 +216,103 @@ describe('approvals bound to parameters as the server reads them (issue #14.2)',
   });
 });
 
+
+/** The preview of a request once it is stored (it runs in the background). */
+async function previewOf(id: string): Promise<NonNullable<Approval['preview']>> {
+  for (let i = 0; i < 100; i++) {
+    const p = (await api(`/api/approvals/${id}`, dana)).body.approval.preview;
+    if (p) return p;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no preview of ${id}`);
+}
+
+describe('approvals bound to declared parameter types (issue #14.2)', () => {
+  /** One extended-protocol execution with the parameter type declared in Parse, on a raw socket. */
+  function typedUpdate(oid: number) {
+    const value = Buffer.from('\\x4869');
+    const bindMsg = new Writer().cstring('').cstring('').int16(0).int16(1).int32(value.length).bytes(value).int16(0).message('B');
+    const send = Buffer.concat([pgm.parse('', 'UPDATE orders SET status = md5($1) WHERE id = 8', [oid]), bindMsg, execute(''), pgm.sync()]);
+    const s = net.connect(t.port, '127.0.0.1');
+    let all = Buffer.alloc(0);
+    let sent = false;
+    const done = new Promise<{ type: string; body: Buffer }[]>((resolve) => s.on('close', () => resolve(messages(all))));
+    s.on('error', () => {});
+    s.on('data', (d) => {
+      all = Buffer.concat([all, d]);
+      const ready = messages(all).filter((x) => x.type === 'Z').length;
+      if (!sent && ready === 1) {
+        sent = true;
+        s.write(send);
+      } else if (ready === 2) s.end(pgm.terminate());
+    });
+    s.write(Buffer.concat([pgm.startupMessage({ user: 'raw', database: db.name }), pgm.passwordMessage(alice)]));
+    return { done, leave: () => s.destroy() };
+  }
+
+  it("'\\x4869' approved as text does not run declared as bytea (md5(text) and md5(bytea) differ); the typed statement is still previewed", async () => {
+    const first = typedUpdate(25);
+    const a = await pendingFor('alice@example.com');
+    expect(a.param_types).toEqual([25]);
+    expect(await previewOf(a.id)).toMatchObject({ kind: 'rows', rows_affected: 1 });
+    first.leave();
+    await first.done;
+    expect((await api(`/api/approvals/${a.id}/approve`, dana, 'POST', {})).status).toBe(200);
+    const swapped = typedUpdate(17);
+    let b: Approval | undefined;
+    for (let i = 0; i < 100 && !b; i++) {
+      b = ((await api('/api/approvals?status=pending&requester=alice%40example.com', dana)).body.approvals as Approval[]).find((x) => x.id !== a.id);
+      if (!b) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(b).toMatchObject({ param_types: [17], params: ['\\x4869'] });
+    expect(await status(8)).toBe('new');
+    await api(`/api/approvals/${b!.id}/deny`, dana, 'POST', {});
+    expect((await swapped.done).some((x) => x.type === 'E')).toBe(true);
+    expect(await status(8)).toBe('new');
+    // Declared as text again, it runs under the approval: md5 of the six characters, not of the two bytes.
+    const again = await typedUpdate(25).done;
+    expect(again.some((x) => x.type === 'C')).toBe(true);
+    expect(await status(8)).toBe(crypto.createHash('md5').update('\\x4869').digest('hex'));
+  });
+});
+
+describe('previews never leave lasting effects (issue #14.3)', () => {
+  const sequence = (name: string) => admin((c) => c.query(`SELECT last_value::int AS v, is_called FROM ${name}`).then((r) => r.rows[0] as { v: number; is_called: boolean }), db.name);
+
+  /** Hold `sql` for alice, wait for its preview, deny it; the preview and what psql said. */
+  async function previewed(sql: string) {
+    const ran = psql(alice, sql);
+    const a = await pendingFor('alice@example.com');
+    const p = await previewOf(a.id);
+    const shown = await run('node', [CLI, 'approvals', 'show', a.id, '--api', base, '--token', dana]);
+    await api(`/api/approvals/${a.id}/deny`, dana, 'POST', { reason: 'preview test' });
+    expect((await ran).code).not.toBe(0);
+    return { p, shown: shown.stdout };
+  }
+
+  it("setval(): the preview is skipped and says why; the sequence does not move", async () => {
+    const { p, shown } = await previewed("UPDATE orders SET status = setval('order_seq', 424242)::text WHERE id = 5");
+    expect(p).toMatchObject({ kind: 'none', note: 'preview skipped: calls setval()' });
+    expect(shown).toContain('preview: preview skipped: calls setval()');
+    expect(await sequence('order_seq')).toEqual({ v: 100, is_called: false });
+    expect(await status(5)).toBe('new');
+  });
+
+  it("a user's volatile function is looked up in pg_proc and skipped; an immutable one is previewed", async () => {
+    const volatile = await previewed('UPDATE orders SET status = bump() WHERE id = 6');
+    expect(volatile.p.note).toBe('preview skipped: calls bump(), a volatile function');
+    expect(await sequence('order_seq')).toEqual({ v: 100, is_called: false });
+    const unknown = await previewed('UPDATE orders SET status = no_such_fn() WHERE id = 6');
+    expect(unknown.p.note).toBe('preview skipped: calls no_such_fn(), which is not a function this database knows');
+    const immutable = await previewed("UPDATE orders SET status = shout('ok') WHERE id <= 2");
+    expect(immutable.p).toMatchObject({ kind: 'rows', rows_affected: 2 });
+    expect(await status(6)).toBe('new');
+  });
+
+  it('an INSERT drawing on a serial default is not previewed (nextval is not rolled back)', async () => {
+    const { p } = await previewed("INSERT INTO events (what) VALUES ('x')");
+    expect(p.note).toContain('preview skipped: inserting into events draws on a sequence');
+    expect(await sequence('events_id_seq')).toEqual({ v: 1, is_called: false });
+    expect(await admin((c) => c.query('SELECT count(*)::int AS n FROM events').then((r) => r.rows[0].n), db.name)).toBe(0);
+  });
+});

@@ -34,6 +34,74 @@ export interface PreviewOptions {
 }
 
 const connect = (o: PreviewOptions, database: string) => upstreamClient(o.upstream, database, 'sluice-preview');
+type PreviewClient = Awaited<ReturnType<typeof connect>>;
+
+/**
+ * Functions a preview never calls, whatever pg_proc says of them: their effects survive a rollback (sequences,
+ * large-object files, advisory locks, other connections, server files, logical messages) or reach other sessions.
+ */
+const NEVER_PREVIEWED = /^(nextval|setval|lo_.*|pg_advisory.*|pg_try_advisory.*|dblink.*|pg_notify|pg_logical_emit_message|pg_file_.*|pg_write_.*|pg_stat_reset.*|pg_switch_wal|pg_create_.*|pg_drop_replication_slot|pg_replication_.*|pg_reload_conf|pg_rotate_logfile|pg_cancel_backend|pg_terminate_backend|set_config|pg_sleep.*)$/i;
+
+/**
+ * Why running these data-changing statements, even in a transaction that is rolled back, could leave effects
+ * behind, or undefined when it cannot: every function they call is looked up in this database's pg_proc (on the
+ * preview connection itself) and any name with a volatile overload, or that names no function at all, stops the
+ * preview; so do the tables they write having triggers or rules, and inserts into tables whose defaults draw on
+ * sequences or volatile functions.
+ */
+async function lastingEffects(c: PreviewClient, r: Analysis, sql: string): Promise<string | undefined> {
+  // The analyzer may already know which calls are volatile (Analysis.volatileFunctions, flag volatile-function).
+  const known = (r as Analysis & { volatileFunctions?: string[] }).volatileFunctions ?? [];
+  if (known.length) return `preview skipped: calls ${known[0]}(), a volatile function`;
+  if (r.statements.some((s) => (s.flags as string[]).includes('volatile-function'))) return 'preview skipped: calls a volatile function';
+  const functions = [...new Set(r.statements.flatMap((s) => s.functions))];
+  const bare = (f: string) => f.split('.').pop()!;
+  const never = functions.find((f) => NEVER_PREVIEWED.test(bare(f)));
+  if (never) return `preview skipped: calls ${bare(never)}()`;
+  if (functions.length) {
+    const procs = await c.query('SELECT p.proname, n.nspname, p.provolatile, p.prokind FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = ANY($1::text[])', [functions.map(bare)]);
+    for (const f of functions) {
+      const parts = f.split('.');
+      const name = parts.pop()!;
+      const schema = parts.pop();
+      // Unqualified names are judged by every schema's overloads: the client's search_path may differ from ours.
+      const matches = procs.rows.filter((p) => p.proname === name && (schema === undefined || p.nspname === schema));
+      if (!matches.length) return `preview skipped: calls ${f}(), which is not a function this database knows`;
+      if (matches.some((p) => p.provolatile === 'v')) return `preview skipped: calls ${f}(), a volatile function`;
+      if (matches.some((p) => p.prokind === 'p')) return `preview skipped: calls ${f}(), a procedure`;
+    }
+  }
+  const written = [...new Set(r.statements.flatMap((s) => s.tables.filter((t) => t.access === 'write').map((t) => t.name)))];
+  const inserts = r.statements.some((s) => s.command === 'INSERT' || s.command === 'MERGE') || /\bDEFAULT\b/i.test(sql);
+  for (const t of written) {
+    const q = await c.query(
+      `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal AND g.tgenabled <> 'D') AS triggers,
+              EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w WHERE w.ev_class = c.oid AND w.rulename <> '_RETURN') AS rules,
+              EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> '')
+           OR EXISTS (SELECT 1 FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_depend x ON x.classid = 'pg_catalog.pg_attrdef'::regclass AND x.objid = d.oid
+                      LEFT JOIN pg_catalog.pg_class s ON x.refclassid = 'pg_catalog.pg_class'::regclass AND s.oid = x.refobjid AND s.relkind = 'S'
+                      LEFT JOIN pg_catalog.pg_proc p ON x.refclassid = 'pg_catalog.pg_proc'::regclass AND p.oid = x.refobjid AND p.provolatile = 'v'
+                      WHERE d.adrelid = c.oid AND (s.oid IS NOT NULL OR p.oid IS NOT NULL)) AS volatile_defaults
+         FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)`,
+      [t],
+    );
+    const x = q.rows[0];
+    if (!x) continue;
+    if (x.triggers === 't') return `preview skipped: table ${t} has triggers, which could act outside the transaction`;
+    if (x.rules === 't') return `preview skipped: table ${t} has rewrite rules`;
+    if (inserts && x.volatile_defaults === 't') return `preview skipped: inserting into ${t} draws on a sequence or volatile default (nextval() is not rolled back)`;
+  }
+  return undefined;
+}
+
+/** Run SQL whose parameters have declared types: PREPARE with those types, EXECUTE with the values as literals. */
+async function runTyped(c: PreviewClient, sql: string, params: (string | null)[], types: number[]) {
+  const names = (await c.query('SELECT CASE WHEN t = 0 THEN \'unknown\' ELSE format_type(t, NULL) END AS n FROM unnest($1::oid[]) WITH ORDINALITY AS x(t, i) ORDER BY i', [types])).rows.map((x) => x.n as string);
+  await c.query('SET LOCAL standard_conforming_strings = on');
+  await c.query(`PREPARE sluice_preview (${names.join(', ')}) AS ${sql}`);
+  const literal = (v: string | null) => (v === null ? 'NULL' : `'${v.replace(/'/g, "''")}'`);
+  return c.query(`EXECUTE sluice_preview (${params.map(literal).join(', ')})`);
+}
 
 /**
  * Blast-radius preview for reviewers. Data-changing statements run on a separate upstream connection inside a
@@ -56,7 +124,9 @@ export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview
         await c.query('BEGIN');
         await c.query(`SET LOCAL statement_timeout = ${Math.floor(o.timeoutMs)}`);
         await c.query(`SET LOCAL lock_timeout = ${Math.floor(o.timeoutMs)}`);
-        const res = params.length ? await c.query(a.sql, params) : await c.query(a.sql);
+        const skipped = await lastingEffects(c, r, a.sql);
+        if (skipped) return { kind: 'none', note: skipped };
+        const res = a.param_types?.length ? await runTyped(c, a.sql, params, a.param_types) : params.length ? await c.query(a.sql, params) : await c.query(a.sql);
         const results = Array.isArray(res) ? res : [res];
         const rows = results.reduce((n, x) => n + (x.rowCount ?? 0), 0);
         return { kind: 'rows', rows_affected: rows, duration_ms: Math.round(performance.now() - t0), note: 'ran in a transaction that was rolled back' };
