@@ -2,7 +2,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import type { Kysely } from 'kysely';
 import type { Database } from './store/schema.js';
-import { queryAudit, verifyAudit, sensitiveReport, storeSink, type AuditFilter, type AuditLog, type AuditRow, type StoredEvent, type ChainReport, type SensitiveReport } from './audit/audit.js';
+import { queryAudit, verifyAudit, sensitiveReport, storeSink, type AuditFilter, type AuditLog, type ChainHead, type StoredEvent, type ChainReport, type SensitiveReport } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
 import { kyselyLiveSessions, type SessionView } from './store/livesessions.js';
@@ -17,7 +17,8 @@ export interface AdminOps {
   keysList(): Promise<KeyInfo[]>;
   keysRevoke(id: string): Promise<boolean>;
   /** For gateway workers that do not own the embedded store: append chained rows, verify a presented key. */
-  auditWrite(rows: AuditRow[]): Promise<void>;
+  /** A worker's spooled audit rows (a JSON array) and its chain's head, for the store this process owns. */
+  auditWrite(rowsJson: string, head: ChainHead): Promise<void>;
   verifyKey(key: string): Promise<Identity>;
   /** The approval store, for workers (see approvals/store.ts). */
   approvalsInsert(a: Approval): Promise<void>;
@@ -53,10 +54,7 @@ export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
     // JSON has no undefined: a missing request travels as null.
     approvalsGet: async (id) => (await approvals.get(id)) ?? (null as never),
     approvalsList: (f) => approvals.list(f),
-    async auditWrite(rows) {
-      // Rows arrive over JSON: restore the timestamp type before writing.
-      await sink.write(rows.map((r) => ({ ...r, ts: new Date(r.ts) })));
-    },
+    auditWrite: (json, head) => sink.write(json, head),
     verifyKey: (key) => verifyKey(db, key),
     async auditList(f) {
       await audit.flush();
@@ -177,7 +175,7 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     keysCreate: (k) => call('keysCreate', k),
     keysList: () => call('keysList'),
     keysRevoke: (id) => call('keysRevoke', id),
-    auditWrite: (rows) => call('auditWrite', rows),
+    auditWrite: (json, head) => call('auditWrite', json, head),
     verifyKey: (key) => call('verifyKey', key),
     approvalsInsert: (a) => call('approvalsInsert', a),
     approvalsUpdate: (a) => call('approvalsUpdate', a),

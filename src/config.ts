@@ -2,6 +2,7 @@ import path from 'node:path';
 import { readYamlWithSchema } from './util/yamlfile.js';
 import type { OidcIssuerConfig } from './identity/oidc.js';
 import type { StoreConfig } from './store/db.js';
+import type { SpoolOptions } from './audit/spool.js';
 import { IDENTITY_KINDS } from './identity/identity.js';
 import type { ApiConfig } from './api/server.js';
 
@@ -23,6 +24,8 @@ export interface SluiceConfig {
   limits: { max_message_bytes: number; auth_timeout_s: number; max_connections: number; max_prepared: number };
   /** Gateway processes sharing the listening port (node:cluster). */
   workers: number;
+  /** The local audit spool (see audit/spool.ts); spool_dir defaults to beside the store. */
+  audit: { spool_dir?: string; fsync: 'always' | string | number; spool_max_bytes: number };
   /** Unix socket through which the CLI reaches a running gateway (default: next to the embedded store). */
   admin_socket?: string;
   /** HTTP API (health, metrics, audit, sessions); off unless configured. */
@@ -180,6 +183,16 @@ const CONFIG_SCHEMA = {
         },
       },
     },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        spool_dir: { type: 'string', minLength: 1 },
+        fsync: { anyOf: [{ const: 'always' }, { type: 'integer', minimum: 1, maximum: 60000 }, { type: 'string', pattern: '^[0-9]+(ms|s)$' }], default: '1s' },
+        spool_max_bytes: { type: 'integer', minimum: 1048576, default: 1024 * 1024 * 1024 },
+      },
+    },
     admin_socket: { type: 'string' },
     api: {
       type: 'object',
@@ -258,6 +271,7 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
     cfg.store = { kind: 'postgres', url, pool_size: store.pool_size };
   }
   if (cfg.admin_socket) cfg.admin_socket = resolve(cfg.admin_socket);
+  if (cfg.audit.spool_dir) cfg.audit.spool_dir = resolve(cfg.audit.spool_dir);
   return cfg;
 }
 
@@ -267,4 +281,15 @@ export function adminSocketPath(cfg: SluiceConfig): string | undefined {
   // Beside the store, not inside it: the embedded store's directory is PGlite's data directory, which it manages.
   if (cfg.store.kind === 'embedded') return `${cfg.store.path.replace(/\/+$/, '')}.admin.sock`;
   return undefined;
+}
+
+/**
+ * The audit spool of this config: `audit.spool_dir`, else beside the embedded store (`<store>.spool`) or, with a
+ * PostgreSQL store, `.sluice/audit-spool` beside the config file. fsync: `always`, or an interval (`1s`, `200ms`, ms).
+ */
+export function spoolOptions(cfg: SluiceConfig, recover: boolean): SpoolOptions {
+  const dir = cfg.audit.spool_dir ?? (cfg.store.kind === 'embedded' ? `${cfg.store.path.replace(/\/+$/, '')}.spool` : path.join(cfg.dir, '.sluice', 'audit-spool'));
+  const f = cfg.audit.fsync;
+  const fsync = f === 'always' ? 'always' : typeof f === 'number' ? f : f.endsWith('ms') ? Number(f.slice(0, -2)) : Number(f.slice(0, -1)) * 1000;
+  return { dir, fsync, maxBytes: cfg.audit.spool_max_bytes, recover };
 }

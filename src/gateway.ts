@@ -4,14 +4,14 @@ import tls from 'node:tls';
 import fs from 'node:fs';
 import { generate } from 'selfsigned';
 import { openStore, type Store } from './store/db.js';
-import { AuditLog, storeSink, type AuditRow } from './audit/audit.js';
+import { AuditLog, storeSink, type AuditSink } from './audit/audit.js';
 import { Governor } from './governor.js';
 import { loadPolicy, type Policy } from './policy/policy.js';
 import { OidcVerifier } from './identity/oidc.js';
 import { verifyKey } from './identity/keys.js';
 import { loadParser } from './analyze/analyze.js';
 import { PgSession, SessionRegistry, type LiveSession, type PgEngineConfig } from './protocol/postgres/session.js';
-import { adminSocketPath, type SluiceConfig } from './config.js';
+import { adminSocketPath, spoolOptions, type SluiceConfig } from './config.js';
 import { localOps, opsApprovalStore, serveAdmin, type AdminOps } from './admin.js';
 import { Approvals } from './approvals/service.js';
 import { kyselyApprovalStore } from './approvals/store.js';
@@ -68,14 +68,8 @@ export interface GatewayOptions {
   forwardCancel?: (pid: number, secret: number) => void;
 }
 
-/** Audit rows to the process that owns the store, in chunks that keep each admin-socket message small. */
-function remoteSink(remote: Pick<AdminOps, 'auditWrite'>) {
-  return {
-    async write(rows: AuditRow[]) {
-      for (let i = 0; i < rows.length; i += 500) await remote.auditWrite(rows.slice(i, i + 500));
-    },
-  };
-}
+/** Audit batches to the process that owns the store (the spool bounds each batch's size). */
+const remoteSink = (remote: Pick<AdminOps, 'auditWrite'>): AuditSink => ({ write: (json, head) => remote.auditWrite(json, head) });
 
 /** Where an engine connects, with the gateway's own credentials (the config's upstream without its database list). */
 const targetOf = (u: SluiceConfig['upstream']) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode });
@@ -193,7 +187,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const policy = opts.policy ?? loadPolicy(cfg.policy);
   const store = opts.remote ? undefined : (opts.store ?? (await openStore(cfg.store)));
   const sink = opts.remote ? remoteSink(opts.remote) : storeSink(store!.db);
-  const audit = new AuditLog(sink, { onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`) });
+  const audit = new AuditLog(sink, { spool: spoolOptions(cfg, true), onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`), onNotice: (m) => log.warn(`audit: ${m}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
   const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);
   const targets: Targets = { postgres: targetOf(cfg.upstream), mysql: cfg.mysql ? targetOf(cfg.mysql.upstream) : undefined };

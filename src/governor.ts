@@ -260,6 +260,8 @@ export class Governor {
 
   record(event: AuditEvent): void {
     this.metrics.observe(event);
+    // Refused because the audit log cannot take events: counted (one summary event once it recovers), not queued.
+    if (event.type === 'statement' && event.rule === 'audit-unavailable') return this.audit.countRefused();
     this.audit.append(event);
     // A view may have changed: read the database's views again.
     if (event.type === 'statement' && event.decision === 'allow' && event.classes?.includes('ddl') && event.database !== undefined) {

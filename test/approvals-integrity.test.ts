@@ -4,7 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, admin, run, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, admin, run, auditEvents, type TestGateway } from './support/env.js';
 import { startIdp, type TestIdp } from './support/oidc.js';
 import { createKey } from '../src/identity/keys.js';
 import * as pgm from '../src/protocol/postgres/messages.js';
@@ -36,6 +36,9 @@ rules:
     approval: { approvers: [dba], agents_may_approve: true }
   - name: interns-read
     match: { groups: [interns], statements: [read] }
+    action: allow
+  - name: contractors-read
+    match: { groups: [contractors], statements: [read] }
     action: allow
   - name: dba
     match: { groups: [dba] }
@@ -314,5 +317,68 @@ describe('previews never leave lasting effects (issue #14.3)', () => {
     expect(p.note).toContain('preview skipped: inserting into events draws on a sequence');
     expect(await sequence('events_id_seq')).toEqual({ v: 1, is_called: false });
     expect(await admin((c) => c.query('SELECT count(*)::int AS n FROM events').then((r) => r.rows[0].n), db.name)).toBe(0);
+  });
+});
+
+describe('revoking grants (issue #14.4)', () => {
+  it('a revoke ends an approved grant on the next statement of open sessions on every gateway sharing the store; audited; CLI and API', async () => {
+    if (!fs.existsSync('dist/cli/main.js')) throw new Error('build first: npx tsc -p tsconfig.json');
+    const carl = await key('carl', 'human', ['contractors'], { subject: 'carl@example.com' });
+    const other = await key('cora', 'human', ['contractors'], { subject: 'cora@example.com' });
+    // A second gateway on the same store (scale-out).
+    const b = await startTestGateway({ policy: POLICY, storeDb: t.storeDb, config: 'api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }\napprovals: { poll_ms: 200 }' });
+    const baseB = `http://127.0.0.1:${b.gw.apiPort}`;
+    const decisionOnB = async () => {
+      const r = await fetch(`${baseB}/api/policy/test`, { method: 'POST', headers: { authorization: `Bearer ${carl}`, 'content-type': 'application/json' }, body: JSON.stringify({ sql: "UPDATE orders SET status = 'b' WHERE id = 10", database: db.name }) });
+      return ((await r.json()) as { decision: string }).decision;
+    };
+    const waitOnB = async (want: string) => {
+      for (let i = 0; i < 100 && (await decisionOnB()) !== want; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await decisionOnB()).toBe(want);
+    };
+    const cA = new pg.Client(t.conn(carl, db.name));
+    const cB = new pg.Client(b.conn(carl, db.name));
+    try {
+      await cA.connect();
+      await cB.connect();
+      await expect(cA.query("UPDATE orders SET status = 'a' WHERE id = 9")).rejects.toMatchObject({ code: '42501' });
+      const g = (await api('/api/grants', carl, 'POST', { database: db.name, role: 'write', duration: '1h', reason: 'INC-9' })).body.approval as Approval;
+      expect((await api(`/api/approvals/${g.id}/approve`, dana, 'POST', {})).body.approval.status).toBe('approved');
+      await waitOnB('allow');
+      expect((await cA.query("UPDATE orders SET status = 'a' WHERE id = 9")).rowCount).toBe(1);
+      expect((await cB.query("UPDATE orders SET status = 'b' WHERE id = 10")).rowCount).toBe(1);
+      // Denying an approved grant does nothing but say how to end it.
+      const denied = await api(`/api/approvals/${g.id}/deny`, dana, 'POST', {});
+      expect(denied.status).toBe(409);
+      expect(denied.body.error).toContain('revoke');
+      // Someone who is neither an approver nor the grantee may not revoke it.
+      expect((await api(`/api/grants/${g.id}/revoke`, other, 'POST', {})).status).toBe(404);
+      const cli = await run('node', [CLI, 'grants', 'revoke', g.id, '--reason', 'incident over', '--api', base, '--token', dana]);
+      expect(cli.code).toBe(0);
+      expect(cli.stdout).toContain(`${g.id}  revoked`);
+      // This gateway: the very next statement of the open session is refused.
+      await expect(cA.query("UPDATE orders SET status = 'a2' WHERE id = 9")).rejects.toMatchObject({ code: '42501' });
+      // The other gateway: once its change feed has the revoke (within a poll), its open session is refused too.
+      await waitOnB('deny');
+      await expect(cB.query("UPDATE orders SET status = 'b2' WHERE id = 10")).rejects.toMatchObject({ code: '42501' });
+      expect(await status(9)).toBe('a');
+      expect(await status(10)).toBe('b');
+      expect((await api(`/api/approvals/${g.id}`, dana)).body.approval).toMatchObject({ status: 'revoked', revoked_by: 'dana@example.com', revoke_reason: 'incident over' });
+      expect((await api(`/api/approvals/${g.id}/revoke`, dana, 'POST', {})).status).toBe(409);
+      const events = await auditEvents(t, { type: 'approval' });
+      expect(events.find((e) => e.approval_id === g.id && (e.details as { event?: string })?.event === 'revoked')).toMatchObject({ subject: 'dana@example.com', reason: 'incident over' });
+      expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^sluice_approval_events_total\{event="revoked"\} 1$/m);
+      // The grantee may end their own grant early.
+      const own = (await api('/api/grants', carl, 'POST', { database: db.name, role: 'write', duration: '1h', reason: 'INC-10' })).body.approval as Approval;
+      await api(`/api/approvals/${own.id}/approve`, dana, 'POST', {});
+      expect((await cA.query("UPDATE orders SET status = 'a3' WHERE id = 9")).rowCount).toBe(1);
+      expect((await api(`/api/grants/${own.id}/revoke`, carl, 'POST', { reason: 'done early' })).status).toBe(200);
+      await expect(cA.query("UPDATE orders SET status = 'a4' WHERE id = 9")).rejects.toMatchObject({ code: '42501' });
+      expect(await status(9)).toBe('a3');
+    } finally {
+      await cA.end().catch(() => {});
+      await cB.end().catch(() => {});
+      await b.gw.close();
+    }
   });
 });

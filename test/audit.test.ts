@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../src/store/db.js';
 import { AuditLog, storeSink, verifyAudit, queryAudit, type AuditSink } from '../src/audit/audit.js';
-import { freshDatabase, PG } from './support/env.js';
+import { freshDatabase, tmpDir, PG } from './support/env.js';
 
 let store: Store;
 let db: { name: string; drop: () => Promise<void> };
@@ -16,8 +16,10 @@ afterAll(async () => {
   await db?.drop();
 });
 
+const spool = (maxBytes = 64 << 20) => ({ dir: tmpDir('spool'), fsync: 1000, maxBytes });
+
 async function writeChain(n: number, chainId: string) {
-  const log = new AuditLog(storeSink(store.db), { chainId });
+  const log = new AuditLog(storeSink(store.db), { chainId, spool: spool() });
   for (let i = 0; i < n; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}`, decision: 'allow', tables: ['t'] });
   await log.close();
 }
@@ -58,24 +60,39 @@ describe('hash-chained audit trail', () => {
     expect(await report('rehashed')).toMatchObject({ ok: false, first_bad_seq: 4, problem: expect.stringMatching(/prev_hash does not match/) });
   });
 
-  it('keeps events while the store is unreachable, then reports unhealthy (fail closed) past its bound and loses nothing', async () => {
+  it('keeps events in the spool while the store is unreachable, fails closed past its bound, and loses nothing', async () => {
     let down = true;
     const written: number[] = [];
     const sink: AuditSink = {
-      async write(rows) {
+      async write(json) {
         if (down) throw new Error('store is down');
-        written.push(...rows.map((r) => r.seq));
+        written.push(...(JSON.parse(json) as { seq: number }[]).map((r) => r.seq));
       },
     };
-    const log = new AuditLog(sink, { maxPending: 50, flushMs: 5 });
-    for (let i = 0; i < 60; i++) log.append({ type: 'statement', sql: `SELECT ${i}` });
+    const log = new AuditLog(sink, { flushMs: 5, spool: { ...spool(1 << 20), segmentBytes: 64 * 1024 } });
+    const big = 'x'.repeat(2000);
+    let n = 0;
+    while (log.healthy && n < 5000) {
+      log.append({ type: 'statement', sql: `SELECT ${++n} -- ${big}` });
+      expect(log.flushSpool()).toBe(true);
+    }
     await log.flush();
+    expect(n).toBeGreaterThan(400); // about 1 MiB of ~2 KiB events
     expect(log.healthy).toBe(false);
-    expect(log.backlog).toBe(60);
+    expect(log.backlog).toBe(n);
+    expect(log.health()).toMatchObject({ status: 'failing_closed', store: 'unreachable', backlog: n });
+    // Refused statements are counted, not queued one event each.
+    for (let i = 0; i < 1000; i++) log.countRefused();
+    expect(log.backlog).toBe(n);
     down = false;
     await log.flush();
     expect(log.healthy).toBe(true);
-    expect(written).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(log.backlog).toBe(0);
+    expect(log.spool.bytes).toBeLessThan(64 * 1024 * 2);
+    log.append({ type: 'statement', sql: 'SELECT after' });
+    await log.flush();
+    // Every event in order, then one summary of the refusals, then the next event.
+    expect(written).toEqual(Array.from({ length: n + 2 }, (_, i) => i + 1));
     await log.close();
   });
 });

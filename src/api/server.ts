@@ -61,10 +61,14 @@ async function jsonBody(c: Context): Promise<Record<string, unknown> | undefined
 /** The HTTP API: health, metrics, audit, the sensitive-data report and live sessions. Tokens are the same as on the wire. */
 export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   const app = new Hono<Env>();
-  app.get('/healthz', (c) => c.json({ status: d.governor.audit.healthy ? 'ok' : 'degraded', audit: { healthy: d.governor.audit.healthy, backlog: d.governor.audit.backlog } }, d.governor.audit.healthy ? 200 : 503));
+  app.get('/healthz', (c) => {
+    // 503 only while statements are refused; "degraded" (200) while the store is unreachable but the spool holds.
+    const audit = d.governor.audit.health();
+    return c.json({ status: audit.status, audit }, audit.healthy ? 200 : 503);
+  });
   app.get('/metrics', async (c) => {
     const approvalsPending = d.approvals ? await d.approvals.list({ status: ['pending'], limit: 1000 }).then((l) => l.length, () => undefined) : undefined;
-    return c.text(d.metrics.render({ connections: d.registry.sessions.size, auditBacklog: d.governor.audit.backlog, auditHealthy: d.governor.audit.healthy, approvalsPending }), 200, { 'content-type': 'text/plain; version=0.0.4' });
+    return c.text(d.metrics.render({ connections: d.registry.sessions.size, audit: d.governor.audit.health(), approvalsPending }), 200, { 'content-type': 'text/plain; version=0.0.4' });
   });
   app.get('/api/openapi.json', (c) => c.json(OPENAPI));
 
@@ -307,7 +311,7 @@ const OPENAPI = {
   components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
   security: [{ bearer: [] }],
   paths: {
-    '/healthz': { get: { summary: 'Liveness and audit health', security: [], responses: { '200': { description: 'ok' }, '503': { description: 'audit log cannot keep up: statements are being refused' } } } },
+    '/healthz': { get: { summary: 'Liveness and audit health', security: [], responses: { '200': { description: 'ok' }, '503': { description: 'statements are being refused: the audit spool is past its bound or cannot be written' } } } },
     '/metrics': { get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'text exposition format' } } } },
     '/api/me': { get: { summary: 'The caller identity and roles', responses: { '200': { description: 'identity' } } } },
     '/api/audit': {

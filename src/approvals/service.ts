@@ -245,7 +245,7 @@ export class Approvals extends EventEmitter {
     let final = false;
     const a = await this.mutate(id, (cur) => {
       if (cur.status === 'pending' && cur.expires_at <= now()) cur.status = 'expired';
-      if (cur.status !== 'pending') throw new ApprovalError(`${cur.id} is already ${cur.status}`, 409);
+      if (cur.status !== 'pending') throw new ApprovalError(`${cur.id} is already ${cur.status}${cur.status === 'approved' ? ` (to withdraw it, revoke it: POST /api/approvals/${cur.id}/revoke)` : ''}`, 409);
       const shared = sharedPrincipal(approver, cur);
       const own = shared !== undefined;
       if (own && action === 'approve') {
@@ -279,6 +279,25 @@ export class Approvals extends EventEmitter {
     this.audit({ type: 'approval', subject: approver.subject, identity_kind: approver.kind, acting_for: approver.actingFor, database: a.database, approval_id: a.id, decision: action === 'approve' ? 'allow' : 'deny', reason: reason || undefined, details: { event: 'vote', requester: a.requester, status: a.status, votes: a.votes.length, quorum: a.quorum } });
     if (final) this.auditEvent(a.status, a, approver.subject);
     if (final) this.notify(a.status, a);
+    return a;
+  }
+
+  /**
+   * Withdraw an approved grant before it ends, or an approved statement approval before it is used. Every gateway
+   * sharing the store stops honouring it by its next statement (here at once, elsewhere through the change feed).
+   * Who may revoke (the rule's approvers, admins, the grantee) is the caller's to check.
+   */
+  async revoke(id: string, by: Identity, reason?: string): Promise<Approval> {
+    const a = await this.mutate(id, (cur) => {
+      if (cur.status !== 'approved') throw new ApprovalError(`${cur.id} is ${cur.status}: only an approved grant or an approved, unused statement can be revoked`, 409);
+      if (cur.kind === 'grant' && cur.grant_expires_at! <= now()) throw new ApprovalError(`grant ${cur.id} already ended at ${cur.grant_expires_at}`, 409);
+      cur.status = 'revoked';
+      cur.revoked_at = now();
+      cur.revoked_by = by.subject;
+      cur.revoke_reason = reason || undefined;
+    });
+    this.auditEvent('revoked', a, by.subject, reason);
+    this.notify('revoked', a);
     return a;
   }
 
@@ -409,6 +428,7 @@ export class Approvals extends EventEmitter {
       this.lastPoll = now();
       for (const a of (await this.store.list({ since, limit: 1000 })).reverse()) this.changed(a);
       if (++this.polls % 10 === 0) {
+        await this.reconcileGrants();
         const t = now();
         for (const a of await this.store.list({ status: ['pending'], limit: 1000 })) if (a.expires_at <= t) await this.expire(a.id);
         if (this.seen.size > 10000) this.seen.clear();
@@ -420,7 +440,20 @@ export class Approvals extends EventEmitter {
     }
   }
 
-  private auditEvent(event: string, a: Approval, actor?: string): void {
+  /**
+   * Drop grants this process still honours that the store no longer has approved (a revoke the change feed missed,
+   * for example across clock skew between gateways).
+   */
+  private async reconcileGrants(): Promise<void> {
+    const live = new Set((await this.store.list({ kind: 'grant', status: ['approved'], limit: 1000 })).map((g) => g.id));
+    for (const g of [...this.grants.values()].flat()) {
+      if (live.has(g.id)) continue;
+      const cur = await this.store.get(g.id);
+      if (cur) this.note(cur);
+    }
+  }
+
+  private auditEvent(event: string, a: Approval, actor?: string, reason?: string): void {
     // Operators see requests and outcomes in the gateway log too.
     log.info(`approval ${a.id} ${event}${actor && actor !== a.requester ? ` by ${actor}` : ''}: ${a.requester} on ${a.database}${a.kind === 'grant' ? ` (grant ${a.role} for ${a.duration_s}s)` : ''}`);
     this.audit({
@@ -430,6 +463,7 @@ export class Approvals extends EventEmitter {
       approval_id: a.id,
       sql: event === 'requested' ? a.sql : undefined,
       rule: a.rule,
+      reason: reason || undefined,
       details: { event, kind: a.kind, requester: a.requester, acting_for: a.acting_for, status: a.status, role: a.role, duration_s: a.duration_s, justification: a.justification, grant_expires_at: a.grant_expires_at, votes: event === 'requested' ? undefined : a.votes },
     });
   }

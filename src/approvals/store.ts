@@ -5,7 +5,7 @@ import type { IdentityKind } from '../identity/identity.js';
 export const GRANT_ROLES = ['read', 'write', 'ddl', 'admin'] as const;
 export type GrantRole = (typeof GRANT_ROLES)[number];
 
-export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'executed';
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'executed' | 'revoked';
 
 export interface ApprovalVote {
   by: string;
@@ -78,6 +78,10 @@ export interface Approval {
   expires_at: string;
   decided_at?: string;
   executed_at?: string;
+  /** An approved grant (or unused statement approval) withdrawn before its end: by whom, when and why. */
+  revoked_at?: string;
+  revoked_by?: string;
+  revoke_reason?: string;
   outcome?: { rows?: number; error?: string };
   version: number;
 }

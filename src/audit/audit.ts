@@ -2,8 +2,9 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import { sql, type Kysely, type Insertable } from 'kysely';
 import type { Database, AuditEventsTable } from '../store/schema.js';
+import { Spool, type SpoolOptions } from './spool.js';
 
-export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login';
+export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login' | 'audit_refused';
 
 /** One audit record. Only defined fields are serialized. */
 export interface AuditEvent {
@@ -74,127 +75,290 @@ function columnsOf(e: AuditEvent) {
 
 /** One stored audit row (the audit_events table), as written. */
 type Row = Insertable<AuditEventsTable> & { seq: number; ts: Date };
-
-/** Where chained rows go: straight into the store, or to another process that owns it. */
-export interface AuditSink {
-  write(rows: Row[]): Promise<void>;
-}
 export type AuditRow = Row;
 
+/** Where a chain stands: written to audit_heads with each batch, so `audit verify` can tell a chain cut short. */
+export interface ChainHead {
+  chain_id: string;
+  /** Last event of the batch (the chain in the store ends here once the batch is in). */
+  seq: number;
+  hash: string;
+  /** Events the gateway had appended to the chain when it sent the batch. */
+  appended: number;
+  /** The chain ends here: its gateway shut down cleanly (or a later one shipped what a crashed one left). */
+  closed: boolean;
+}
+
+/** Where spooled rows go: straight into the store, or to another process that owns it. */
+export interface AuditSink {
+  /** Store a JSON array of rows and the chain's head, atomically and idempotently (a retry never conflicts). */
+  write(rowsJson: string, head: ChainHead): Promise<void>;
+}
+
 /**
- * Writes a batch as one statement with one JSON parameter, expanded by the database (json_populate_recordset):
- * far cheaper per row than binding 13 parameters per row, which matters for the embedded (WASM) store.
+ * One statement: the rows (one JSON parameter expanded by json_populate_recordset, far cheaper per row than
+ * binding 13 parameters each) and the head go in together or not at all; rows already there are skipped, so a
+ * batch retried after a failure that hid its success (a store restart mid-commit) cannot wedge the shipper.
  */
 export const storeSink = (db: Kysely<Database>): AuditSink => ({
-  async write(rows) {
-    for (let i = 0; i < rows.length; i += 5000) {
-      const json = JSON.stringify(rows.slice(i, i + 5000));
-      await sql`INSERT INTO audit_events SELECT * FROM json_populate_recordset(NULL::audit_events, ${json}::json)`.execute(db);
-    }
+  async write(json, h) {
+    await sql`WITH r AS (SELECT * FROM json_populate_recordset(NULL::audit_events, ${json}::json)),
+      ins AS (INSERT INTO audit_events SELECT * FROM r ON CONFLICT (chain_id, seq) DO NOTHING)
+      INSERT INTO audit_heads (chain_id, seq, hash, appended, closed, updated_at)
+      VALUES (${h.chain_id}, ${h.seq}, ${h.hash}, ${h.appended}, ${h.closed}, now())
+      ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, appended = GREATEST(audit_heads.appended, excluded.appended),
+        closed = audit_heads.closed OR excluded.closed, updated_at = excluded.updated_at
+      WHERE audit_heads.seq <= excluded.seq`.execute(db);
   },
 });
 
 export interface AuditLogOptions {
   chainId?: string;
+  /** How long appended events wait before the shipper sends them (they are on disk meanwhile). */
   flushMs?: number;
+  /** Most rows per store write. */
   batchSize?: number;
-  /** Events held in memory while the store is unreachable before the gateway fails closed. */
-  maxPending?: number;
+  /** The local spool every event is written to before it is acknowledged (see spool.ts). */
+  spool: SpoolOptions;
   onError?: (e: Error) => void;
+  /** Spool and recovery notices for the gateway log. */
+  onNotice?: (msg: string) => void;
+}
+
+export interface AuditStages {
+  /** Appended in this event-loop turn, not yet written to the spool. */
+  buffered: number;
+  /** In the spool file, waiting for the shipper (this chain and chains taken over from a previous process). */
+  spooled: number;
+  /** Being written to the store right now. */
+  in_flight: number;
+}
+
+export interface AuditHealth {
+  /** False while statements are refused (fail closed). */
+  healthy: boolean;
+  /** ok; degraded: the store cannot be written but events are safe in the spool; failing_closed: statements are refused. */
+  status: 'ok' | 'degraded' | 'failing_closed';
+  store: 'ok' | 'unreachable';
+  backlog: number;
+  stages: AuditStages;
+  oldest_unshipped_s: number;
+  spool_bytes: number;
+  spool_max_bytes: number;
+  /** Statements refused since start because the audit log could not take them. */
+  refused_statements: number;
+  problem?: string;
+  last_error?: string;
 }
 
 /**
  * Appends events to one hash chain. Hashing happens synchronously at append time (so order is the order of
- * events); rows are written in batches. If the store is unreachable rows are kept and retried; past maxPending
- * the log reports itself unhealthy and the Governor stops allowing statements (fail closed) — nothing is dropped.
+ * events). Every event goes to the local spool before the statement it records is acknowledged (the protocol
+ * engines call flushSpool() before releasing a reply; anything else is written at the end of the event-loop
+ * turn), and a shipper moves spooled events to the store in idempotent batches, retrying with backoff. Past the
+ * spool's bound, or when the spool cannot be written, the log reports itself unhealthy and the Governor stops
+ * allowing statements (fail closed); statements refused meanwhile are counted, not queued one event each.
+ * Nothing is dropped: what is not in the store at shutdown stays in the spool, and the next start ships it.
  */
 export class AuditLog {
   readonly chainId: string;
+  readonly spool: Spool;
   private seq = 0;
   private prev: string;
-  private pending: Row[] = [];
-  private flushing: Promise<void> | undefined;
+  private shipping: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
   private failures = 0;
   private closed = false;
+  private inFlight = 0;
+  /** Statements refused because the log was unhealthy, not yet summarized in an event. */
+  private refused = 0;
+  private refusedSince?: string;
+  refusedTotal = 0;
   lastError: Error | undefined;
   written = 0;
 
-  constructor(private readonly sink: AuditSink, private readonly opts: AuditLogOptions = {}) {
+  constructor(
+    private readonly sink: AuditSink,
+    private readonly opts: AuditLogOptions,
+  ) {
     this.chainId = opts.chainId ?? `${os.hostname()}-${process.pid}-${Date.now().toString(36)}-${crypto.randomBytes(3).toString('hex')}`;
     this.prev = genesisHash(this.chainId);
+    this.spool = new Spool(this.chainId, opts.spool, opts.onNotice);
+    // Events a previous process left behind go out first.
+    if (this.spool.unshipped > 0) this.schedule(0);
   }
 
   get healthy(): boolean {
-    return this.pending.length < (this.opts.maxPending ?? 200_000);
+    return this.spool.ok;
   }
+  /** Every event not yet in the store: buffered, spooled, in flight. */
   get backlog(): number {
-    return this.pending.length;
+    return this.spool.buffered + this.spool.unshipped;
+  }
+  get stages(): AuditStages {
+    return { buffered: this.spool.buffered, spooled: this.spool.unshipped - this.inFlight, in_flight: this.inFlight };
+  }
+  /** Why statements are refused, when they are. */
+  get problem(): string | undefined {
+    return this.spool.problem;
+  }
+  /** Age in seconds of the oldest event not yet in the store (0 when none). */
+  get oldestUnshippedS(): number {
+    const t = this.spool.buffered > 0 && this.spool.unshipped === 0 ? Date.now() : this.spool.oldestTs;
+    return t === undefined ? 0 : Math.max(0, (Date.now() - t) / 1000);
+  }
+
+  /** What /healthz and /metrics report: every event not yet in the store counts, whatever stage it is in. */
+  health(): AuditHealth {
+    const healthy = this.healthy;
+    return {
+      healthy,
+      status: !healthy ? 'failing_closed' : this.lastError ? 'degraded' : 'ok',
+      store: this.lastError ? 'unreachable' : 'ok',
+      backlog: this.backlog,
+      stages: this.stages,
+      oldest_unshipped_s: Math.round(this.oldestUnshippedS * 1000) / 1000,
+      spool_bytes: this.spool.bytes,
+      spool_max_bytes: this.opts.spool.maxBytes,
+      refused_statements: this.refusedTotal,
+      ...(this.problem ? { problem: this.problem } : {}),
+      ...(this.lastError ? { last_error: this.lastError.message } : {}),
+    };
   }
 
   append(event: AuditEvent): void {
+    if (this.refused > 0 && this.healthy && event.type !== 'audit_refused') this.summarizeRefused();
     const ts = new Date();
     event.ts = ts.toISOString();
     const payload = JSON.stringify(event);
     const hash = linkHash(this.prev, payload);
-    this.pending.push({
-      chain_id: this.chainId,
-      seq: ++this.seq,
-      ts,
-      payload,
-      prev_hash: this.prev,
-      hash,
-      ...columnsOf(event),
-    });
+    const seq = ++this.seq;
+    const row: Row = { chain_id: this.chainId, seq, ts, payload, prev_hash: this.prev, hash, ...columnsOf(event) };
+    this.spool.add(seq, ts.getTime(), hash, JSON.stringify(row));
     this.prev = hash;
-    if (this.pending.length >= (this.opts.batchSize ?? 2000)) void this.flush();
-    else if (!this.timer && !this.closed) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        void this.flush();
-      }, this.opts.flushMs ?? 50);
-      this.timer.unref?.();
-    }
+    // Written at the end of this turn at the latest (the protocol engines flush before they reply).
+    this.immediate ??= setImmediate(() => {
+      this.immediate = undefined;
+      this.flushSpool();
+    });
+    if (this.spool.unshipped + this.spool.buffered >= (this.opts.batchSize ?? 2000)) this.schedule(0);
+    else this.schedule(this.opts.flushMs ?? 50);
   }
 
-  /** Write everything pending; resolves when the rows appended so far are stored (or the write failed). */
-  async flush(): Promise<void> {
-    while (this.flushing) await this.flushing;
-    if (this.pending.length === 0) return;
-    const batch = this.pending;
-    this.pending = [];
-    this.flushing = (async () => {
+  /** A statement refused because the log is unhealthy: counted, and summarized in one event once it recovers. */
+  countRefused(): void {
+    if (this.refused === 0) this.refusedSince = new Date().toISOString();
+    this.refused++;
+    this.refusedTotal++;
+  }
+
+  private summarizeRefused(): void {
+    const n = this.refused;
+    this.refused = 0;
+    this.append({ type: 'audit_refused', statements: n, reason: 'statements refused while the audit log could not take them', details: { since: this.refusedSince, until: new Date().toISOString() } });
+  }
+
+  /**
+   * Write buffered events to the spool now (one write system call; cheap when nothing is buffered). Call right
+   * before releasing a reply that acknowledges a statement; false means they could not be made durable.
+   */
+  flushSpool(): boolean {
+    return this.spool.flush();
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed || this.shipping) return;
+    if (this.timer) {
+      if (ms > 0) return;
+      clearTimeout(this.timer);
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.ship();
+    }, ms);
+    this.timer.unref?.();
+  }
+
+  /** Ship spooled events until none are left or the store fails (then retry later with backoff and jitter). */
+  private ship(): Promise<void> {
+    if (this.shipping) return this.shipping;
+    this.shipping = (async () => {
       try {
-        await this.sink.write(batch);
-        this.written += batch.length;
-        this.failures = 0;
-        this.lastError = undefined;
+        this.flushSpool();
+        for (let src = this.spool.next(); src; src = this.spool.next()) {
+          const batch = this.spool.read(src, this.opts.batchSize ?? 2000, 4 << 20);
+          if (batch.lines === 0) break;
+          this.inFlight = batch.count;
+          try {
+            if (batch.count > 0) {
+              const appended = src.own ? this.seq : batch.lastSeq;
+              await this.sink.write(batch.json, { chain_id: src.chainId, seq: batch.lastSeq, hash: batch.lastHash, appended, closed: !src.own && batch.lines === src.remaining });
+            }
+          } finally {
+            this.inFlight = 0;
+          }
+          this.spool.commit(batch);
+          this.written += batch.count;
+          this.failures = 0;
+          this.lastError = undefined;
+          if (this.refused > 0 && this.healthy) {
+            this.summarizeRefused();
+            this.flushSpool();
+          }
+        }
       } catch (err) {
-        this.pending = batch.concat(this.pending);
         this.failures++;
         this.lastError = err as Error;
         this.opts.onError?.(err as Error);
-        if (!this.closed) {
-          const delay = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6));
-          clearTimeout(this.timer);
-          this.timer = setTimeout(() => {
-            this.timer = undefined;
-            void this.flush();
-          }, delay);
-          this.timer.unref?.();
-        }
       } finally {
-        this.flushing = undefined;
+        this.shipping = undefined;
       }
+      if (this.failures > 0) {
+        // Exponential backoff with full jitter, so gateways sharing a store do not retry in step.
+        const ceiling = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6));
+        this.schedule(Math.round(ceiling / 2 + Math.random() * (ceiling / 2)));
+      } else if (this.spool.unshipped > 0 || this.spool.buffered > 0) this.schedule(this.opts.flushMs ?? 50);
     })();
-    await this.flushing;
+    return this.shipping;
   }
 
-  async close(): Promise<void> {
-    await this.flush();
-    this.closed = true;
+  /** Ship what has been appended so far; resolves when it is in the store or a write failed (see lastError). */
+  async flush(): Promise<void> {
+    const target = this.seq;
+    this.flushSpool();
+    // Own events ship in order, one line each: those not buffered or spooled are in the store.
+    const shipped = () => this.seq - this.spool.buffered - this.spool.own.remaining;
+    do await this.ship();
+    while (!this.lastError && shipped() < target && this.spool.buffered === 0);
+  }
+
+  /**
+   * Shut down: everything goes to the spool and is synced; then the shipper gets up to `timeoutMs` to empty it
+   * and mark the chain closed. What it cannot ship (store down) stays on disk for the next start: never dropped.
+   */
+  async close(timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return;
     clearTimeout(this.timer);
-    if (this.pending.length) throw new Error(`audit log closed with ${this.pending.length} events not written: ${this.lastError?.message}`);
+    this.timer = undefined;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = undefined;
+    if (this.refused > 0) this.summarizeRefused();
+    this.flushSpool();
+    this.spool.sync();
+    this.closed = true;
+    const deadline = Date.now() + timeoutMs;
+    while (this.backlog > 0 && Date.now() < deadline) {
+      await Promise.race([this.ship(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+      if (this.lastError && this.backlog > 0) await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now()))).unref());
+    }
+    if (this.shipping) await Promise.race([this.shipping, new Promise((r) => setTimeout(r, 1000).unref())]);
+    if (this.backlog === 0 && this.seq > 0 && !this.lastError) {
+      await this.sink.write('[]', { chain_id: this.chainId, seq: this.seq, hash: this.prev, appended: this.seq, closed: true }).catch((e) => (this.lastError = e as Error));
+    }
+    const left = this.backlog;
+    const empty = this.spool.close();
+    if (!empty) this.opts.onNotice?.(`${left} audit events are not in the store yet (${this.lastError?.message ?? 'shutdown'}); they stay in ${this.opts.spool.dir} and the next start ships them`);
   }
 }
 
@@ -241,17 +405,30 @@ export interface ChainReport {
   problem?: string;
   first_bad_seq?: number;
   head?: string;
+  /** The last event its gateway recorded as stored (audit_heads), when it recorded one. */
+  recorded_seq?: number;
+  /** The gateway shut down cleanly and everything it appended is here. */
+  closed?: boolean;
+  /** Events its gateway had appended that are not in the store yet (still in its spool, or lost with it). */
+  unshipped?: number;
 }
 
-/** Recompute every link of every chain; report the first broken link per chain. */
+/**
+ * Recompute every link of every chain; report the first broken link per chain. Each chain is also checked against
+ * the head its gateway recorded with its last batch, so removing the newest events (or a whole chain) shows.
+ */
 export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> {
   const chains = await db.selectFrom('audit_events').select('chain_id').distinct().execute();
+  const heads = new Map((await db.selectFrom('audit_heads').selectAll().execute()).map((h) => [h.chain_id, h]));
   const reports: ChainReport[] = [];
   for (const { chain_id } of chains) {
     let prev = genesisHash(chain_id);
     let expected = 1;
     let report: ChainReport = { chain_id, events: 0, ok: true };
     let after = 0;
+    const head = heads.get(chain_id);
+    heads.delete(chain_id);
+    let hashAtHead: string | undefined;
     for (;;) {
       const rows = await db.selectFrom('audit_events').selectAll().where('chain_id', '=', chain_id).where('seq', '>', after).orderBy('seq').limit(5000).execute();
       if (rows.length === 0) break;
@@ -259,6 +436,7 @@ export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> 
         const seq = Number(r.seq);
         after = seq;
         report.events++;
+        if (head && seq === Number(head.seq)) hashAtHead = r.hash;
         if (!report.ok) continue;
         const bad = (problem: string) => (report = { ...report, ok: false, problem, first_bad_seq: seq });
         if (seq !== expected) bad(`event ${expected} is missing (next is ${seq})`);
@@ -281,9 +459,24 @@ export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> 
       }
     }
     report.head = prev;
+    if (head) report = { ...report, ...checkHead(head, after, hashAtHead, report.ok) };
     reports.push(report);
   }
+  // A head without any event: the whole chain was removed.
+  for (const h of heads.values()) reports.push({ chain_id: h.chain_id, events: 0, ok: false, first_bad_seq: 1, recorded_seq: Number(h.seq), problem: `all ${Number(h.seq)} events its gateway stored are missing` });
   return reports;
+}
+
+/** Compare a chain's last stored event with the head its gateway recorded. */
+function checkHead(h: { seq: string | number; hash: string; appended: string | number; closed: boolean }, last: number, hashAtHead: string | undefined, ok: boolean): Partial<ChainReport> {
+  const seq = Number(h.seq);
+  const appended = Number(h.appended);
+  const info: Partial<ChainReport> = { recorded_seq: seq, closed: h.closed && last >= appended, ...(appended > last ? { unshipped: appended - last } : {}) };
+  if (!ok) return info;
+  if (last < seq) return { ...info, ok: false, first_bad_seq: last + 1, problem: `the chain was cut short: it ends at event ${last}, but its gateway recorded event ${seq} as stored (events ${last + 1} to ${seq} were removed)` };
+  if (hashAtHead !== h.hash) return { ...info, ok: false, first_bad_seq: seq, problem: `event ${seq} is not the one its gateway recorded as the chain's head (the end of the chain was replaced)` };
+  if (h.closed && last < appended) return { ...info, ok: false, first_bad_seq: last + 1, problem: `the chain was cut short: it ends at event ${last}, but its gateway closed it at event ${appended}` };
+  return info;
 }
 
 export interface SensitiveReport {

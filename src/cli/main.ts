@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import fs from 'node:fs';
-import { loadConfig, adminSocketPath, type SluiceConfig } from '../config.js';
+import { loadConfig, adminSocketPath, spoolOptions, type SluiceConfig } from '../config.js';
 import { ConfigError } from '../util/yamlfile.js';
 import { localOps, remoteOps, socketAlive, type AdminOps } from '../admin.js';
 import { openStore } from '../store/db.js';
@@ -10,6 +10,7 @@ import { analyzeUncached, loadParser } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type IdentityKind } from '../identity/identity.js';
 import { parseDuration } from '../util/duration.js';
 import type { Approval } from '../approvals/store.js';
+import { log } from '../util/log.js';
 
 const HELP = `sluice — identity-aware database gateway
 
@@ -72,7 +73,7 @@ async function withOps<T>(cfg: SluiceConfig, fn: (ops: AdminOps) => Promise<T>):
     }
   }
   const store = await openStore(cfg.store);
-  const audit = new AuditLog(storeSink(store.db));
+  const audit = new AuditLog(storeSink(store.db), { spool: spoolOptions(cfg, false), onNotice: (m) => log.warn(`audit: ${m}`) });
   try {
     return await fn(localOps(store.db, audit));
   } finally {
@@ -192,7 +193,7 @@ export async function main(argv: string[]): Promise<number> {
         const reports = await withOps(cfg, (ops) => ops.auditVerify());
         let bad = 0;
         for (const r of reports) {
-          if (r.ok) out(`ok      chain ${r.chain_id}: ${r.events} events, head ${r.head?.slice(0, 16)}`);
+          if (r.ok) out(`ok      chain ${r.chain_id}: ${r.events} events, head ${r.head?.slice(0, 16)}${r.closed ? ', closed' : ''}${r.unshipped ? `; ${r.unshipped} more appended by its gateway, not in the store yet` : ''}`);
           else {
             bad++;
             out(`BROKEN  chain ${r.chain_id}: event ${r.first_bad_seq}: ${r.problem}`);

@@ -1,6 +1,6 @@
 import cluster from 'node:cluster';
 import fs from 'node:fs';
-import { loadConfig, adminSocketPath, type SluiceConfig } from '../config.js';
+import { loadConfig, adminSocketPath, spoolOptions, type SluiceConfig } from '../config.js';
 import { startGateway, type Gateway } from '../gateway.js';
 import { remoteOps, serveAdmin, localOps } from '../admin.js';
 import { openStore } from '../store/db.js';
@@ -46,7 +46,7 @@ async function runPrimary(cfg: SluiceConfig): Promise<number> {
   loadPolicy(cfg.policy); // fail fast, with file:line, before forking
   // The primary owns the embedded store and serves it to the workers; with a PostgreSQL store it only serves the CLI.
   const store = await openStore(cfg.store);
-  const audit = new AuditLog(storeSink(store.db));
+  const audit = new AuditLog(storeSink(store.db), { spool: spoolOptions(cfg, true), onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`), onNotice: (m) => log.warn(`audit: ${m}`) });
   const sock = adminSocketPath(cfg);
   const admin = sock ? await serveAdmin(sock, localOps(store.db, audit)) : undefined;
   if (cfg.store.kind === 'embedded' && !sock) throw new Error('workers with the embedded store need an admin socket');

@@ -78,6 +78,21 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('live_sessions_gateway').on('live_sessions').column('gateway').execute();
     },
   },
+  '0004_audit_heads': {
+    async up(db: Kysely<any>) {
+      // Where each chain stands, written with each batch of its events (and marked closed at clean shutdown):
+      // `audit verify` compares it with the events, so a chain cut short at its end is reported as such.
+      await db.schema
+        .createTable('audit_heads')
+        .addColumn('chain_id', 'text', (c) => c.primaryKey())
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('appended', 'bigint', (c) => c.notNull())
+        .addColumn('closed', 'boolean', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

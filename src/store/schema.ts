@@ -16,6 +16,15 @@ export interface AuditEventsTable {
   hash: string;
 }
 
+export interface AuditHeadsTable {
+  chain_id: string;
+  seq: ColumnType<string | number, number, number>;
+  hash: string;
+  appended: ColumnType<string | number, number, number>;
+  closed: boolean;
+  updated_at: Date;
+}
+
 export interface ApiKeysTable {
   id: string;
   name: string;
@@ -54,6 +63,7 @@ export interface LiveSessionsTable {
 
 export interface Database {
   audit_events: AuditEventsTable;
+  audit_heads: AuditHeadsTable;
   live_sessions: LiveSessionsTable;
   approvals: ApprovalsTable;
   api_keys: ApiKeysTable;

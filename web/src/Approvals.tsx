@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useState } from 'react';
 import { api, type Approval, type Me } from './api';
 
-const STATUS_CLASS: Record<Approval['status'], string> = { pending: 'warn', approved: 'ok', executed: 'ok', denied: 'bad', expired: 'muted' };
+const STATUS_CLASS: Record<Approval['status'], string> = { pending: 'warn', approved: 'ok', executed: 'ok', denied: 'bad', expired: 'muted', revoked: 'bad' };
 
 function Preview({ p }: { p: NonNullable<Approval['preview']> }) {
   if (p.error) return <p className="error">preview failed: {p.error}</p>;
@@ -20,9 +20,14 @@ function Card({ a, me, focused }: { a: Approval; me: Me; focused: boolean }) {
   const [reason, setReason] = useState('');
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
-  const own = a.requester === me.identity.subject || a.acting_for === me.identity.subject;
+  // The server refuses approvals by anyone sharing a principal with the requester, and by agents unless the rule
+  // allows them; the console only offers what it would accept.
+  const mine = [me.identity.subject, me.identity.actingFor, ...(me.identity.delegation ?? [])].filter(Boolean);
+  const theirs = [a.requester, a.acting_for, ...(a.requester_delegation ?? [])];
+  const own = mine.some((p) => theirs.includes(p));
+  const delegated = me.identity.kind === 'agent' || !!me.identity.actingFor;
   const approver = me.roles.includes('approver') || a.approver_groups.some((g) => me.identity.groups.includes(g));
-  const decide = async (action: 'approve' | 'deny') => {
+  const decide = async (action: 'approve' | 'deny' | 'revoke') => {
     setBusy(true);
     setError('');
     try {
@@ -69,12 +74,19 @@ function Card({ a, me, focused }: { a: Approval; me: Me; focused: boolean }) {
       {a.status === 'pending' && (approver || own) && (
         <div className="decide">
           <input placeholder="reason (recorded)" value={reason} onChange={(e) => setReason(e.target.value)} data-testid="reason" />
-          {approver && !own && (
+          {approver && !own && (!delegated || a.agents_may_approve) && (
             <button className="primary" disabled={busy} onClick={() => decide('approve')}>Approve</button>
           )}
           <button className="danger" disabled={busy} onClick={() => decide('deny')}>{own ? 'Withdraw' : 'Deny'}</button>
         </div>
       )}
+      {a.status === 'approved' && (approver || own) && (a.kind === 'statement' || (a.grant_expires_at ?? '') > new Date().toISOString()) && (
+        <div className="decide">
+          <input placeholder="reason (recorded)" value={reason} onChange={(e) => setReason(e.target.value)} data-testid="revoke-reason" />
+          <button className="danger" disabled={busy} onClick={() => decide('revoke')} data-testid="revoke">Revoke</button>
+        </div>
+      )}
+      {a.revoked_at && <p className="error" data-testid="revoked">revoked by {a.revoked_by} at {new Date(a.revoked_at).toLocaleString()}{a.revoke_reason ? ` (“${a.revoke_reason}”)` : ''}</p>}
       {error && <p className="error">{error}</p>}
     </article>
   );

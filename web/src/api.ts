@@ -4,6 +4,7 @@ export interface Identity {
   groups: string[];
   displayName?: string;
   actingFor?: string;
+  delegation?: string[];
   method: string;
 }
 export interface Me {
@@ -69,11 +70,16 @@ export interface AuditEvent {
 export interface Approval {
   id: string;
   kind: 'statement' | 'grant';
-  status: 'pending' | 'approved' | 'denied' | 'expired' | 'executed';
+  status: 'pending' | 'approved' | 'denied' | 'expired' | 'executed' | 'revoked';
   requester: string;
   requester_kind: string;
   requester_name?: string;
   acting_for?: string;
+  requester_delegation?: string[];
+  agents_may_approve?: boolean;
+  revoked_at?: string;
+  revoked_by?: string;
+  revoke_reason?: string;
   database: string;
   sql?: string;
   params?: (string | null)[];

@@ -135,9 +135,18 @@ export class MySession implements LiveSession {
   }
 
   private send(payload: Buffer): void {
+    if (!this.auditWritten()) return;
     const f = frame(this.seq, payload);
     this.seq = f.next;
     if (!this.client.destroyed && !this.client.write(f.bytes)) this.upstream?.pause();
+  }
+
+  /** The audit events of what is about to be answered reach the spool first; if they cannot, the client gets nothing (fail closed). */
+  private auditWritten(): boolean {
+    if (this.governor.audit.flushSpool()) return true;
+    this.client.destroy();
+    this.close('the audit spool cannot be written');
+    return false;
   }
 
   private fatal(code: number, state: string, message: string): void {
@@ -678,7 +687,7 @@ export class MySession implements LiveSession {
     if (!this.pendingOut.length) return;
     const chunks = this.pendingOut;
     this.pendingOut = [];
-    if (this.client.destroyed) return;
+    if (this.client.destroyed || !this.auditWritten()) return;
     if (!this.client.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))) this.upstream?.pause();
   }
 

@@ -717,8 +717,16 @@ export class PgSession implements LiveSession {
     } catch (e) {
       this.fatal('08P01', `invalid data from the upstream database: ${(e as Error).message}`);
     } finally {
+      // The audit events of what this chunk completes reach the spool before the client sees the completions.
+      if (!this.governor.audit.flushSpool()) this.auditUnwritable();
       c.uncork();
     }
+  }
+
+  /** The spool cannot be written: the completions of this chunk must not reach the client (fail closed). */
+  private auditUnwritable(): void {
+    this.client.destroy();
+    this.close('the audit spool cannot be written');
   }
 
   private onUpstreamMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined {

@@ -1,0 +1,433 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+
+/**
+ * The local audit spool: every event is appended here before the client sees its statement complete, and a
+ * shipper moves it to the store from here. One directory per hash chain (gateway process) under the spool
+ * directory, holding append-only segment files of records, one per line:
+ *
+ *   <crc32 of the rest, 8 hex> <seq> <ts ms> <hash> <the audit_events row as JSON>\n
+ *
+ * JSON never contains a raw newline, so a line is a record; a torn or altered line fails its checksum. The row
+ * JSON is what the store's json_populate_recordset takes, so shipping joins lines without parsing them.
+ */
+export interface SpoolOptions {
+  dir: string;
+  /** 'always': fdatasync after each write, before the client is answered; a number: the interval in ms. */
+  fsync: 'always' | number;
+  /** Past this many bytes on disk the log reports itself unhealthy (statements are refused). */
+  maxBytes: number;
+  /** A segment file is closed and a new one started past this size. */
+  segmentBytes?: number;
+  /** Take over the spools of gateway processes that are gone, and ship them with this one's. */
+  recover?: boolean;
+  /** Below this much free space on the spool's file system the log reports itself unhealthy. */
+  minFreeBytes?: number;
+}
+
+interface Segment {
+  file: string;
+  /** Bytes of complete records in the file (written by this process, or found when taken over). */
+  bytes: number;
+}
+
+/** Chains whose spool a live AuditLog of this process writes (an in-process restart must not take them over). */
+const LIVE = new Set<string>();
+
+const SEG_RE = /^\d{12}\.seg$/;
+const segName = (firstSeq: number) => `${String(firstSeq).padStart(12, '0')}.seg`;
+const NL = 0x0a;
+
+/** One chain's records on disk, in order, and how far they have been shipped. */
+export class SpoolSource {
+  segments: Segment[] = [];
+  /** Read position in segments[0]. */
+  offset = 0;
+  /** Records on disk not yet shipped. */
+  remaining = 0;
+  /** Time of the oldest record not yet shipped, when known. */
+  oldestTs?: number;
+  constructor(
+    readonly chainId: string,
+    readonly dir: string,
+    readonly own: boolean,
+  ) {}
+}
+
+export interface SpoolBatch {
+  source: SpoolSource;
+  /** A JSON array of audit_events rows. */
+  json: string;
+  count: number;
+  /** Lines consumed, including ones skipped as damaged. */
+  lines: number;
+  lastSeq: number;
+  lastHash: string;
+  lastTs: number;
+  /** Where reading stopped: segment index and offset in it. */
+  endSegment: number;
+  endOffset: number;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function countLines(file: string): { lines: number; bytes: number } {
+  const buf = fs.readFileSync(file);
+  let lines = 0;
+  let last = -1;
+  for (let i = buf.indexOf(NL); i >= 0; i = buf.indexOf(NL, i + 1)) {
+    lines++;
+    last = i;
+  }
+  // A torn last record (no newline: the process died mid-write, which was never acknowledged) is not counted.
+  return { lines, bytes: last + 1 };
+}
+
+export class Spool {
+  readonly own: SpoolSource;
+  /** Chains taken over from gateway processes that are gone, shipped before this one's. */
+  readonly adopted: SpoolSource[] = [];
+  private fd = -1;
+  private pending: string[] = [];
+  private pendingFirstSeq = 0;
+  private dirty = false;
+  private syncing = false;
+  private timer?: NodeJS.Timeout;
+  private totalBytes = 0;
+  private lowDisk = false;
+  private readonly segmentBytes: number;
+  /** The last write failure (disk full, I/O error); cleared by the next successful write. */
+  error?: Error;
+  /** Records skipped on reading because they were damaged. */
+  damaged = 0;
+
+  constructor(
+    chainId: string,
+    readonly opts: SpoolOptions,
+    private readonly onProblem: (msg: string) => void = () => {},
+  ) {
+    this.segmentBytes = opts.segmentBytes ?? Math.max(64 * 1024, Math.min(8 << 20, Math.floor(opts.maxBytes / 8)));
+    fs.mkdirSync(opts.dir, { recursive: true });
+    const dir = path.join(opts.dir, chainId);
+    if (opts.recover) this.takeOver(dir);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'owner'), `${process.pid}\n`);
+    LIVE.add(chainId);
+    this.own = new SpoolSource(chainId, dir, true);
+    if (opts.recover) this.loadAdopted(path.join(dir, 'adopted'));
+    this.checkDisk();
+    this.timer = setInterval(() => this.tick(), opts.fsync === 'always' ? 1000 : opts.fsync);
+    this.timer.unref();
+  }
+
+  /** Move the spools of processes that are gone under our own directory (rename: exactly one taker wins). */
+  private takeOver(ownDir: string): void {
+    const target = path.join(ownDir, 'adopted');
+    for (const name of fs.readdirSync(this.opts.dir)) {
+      const dir = path.join(this.opts.dir, name);
+      if (dir === ownDir || !fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) continue;
+      let pid = 0;
+      try {
+        pid = Number(fs.readFileSync(path.join(dir, 'owner'), 'utf8').trim());
+      } catch {
+        /* no owner file: an interrupted start; take it */
+      }
+      const gone = pid === process.pid ? !LIVE.has(name) : !(pid > 0 && pidAlive(pid));
+      if (!gone) continue;
+      fs.mkdirSync(target, { recursive: true });
+      try {
+        fs.renameSync(dir, path.join(target, name));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; // another process took it first
+      }
+    }
+  }
+
+  /** Adopted chains (and the ones they had adopted themselves), flattened into sources. */
+  private loadAdopted(root: string): void {
+    if (!fs.existsSync(root)) return;
+    const stack = fs.readdirSync(root).map((n) => path.join(root, n));
+    while (stack.length) {
+      const dir = stack.pop()!;
+      const nested = path.join(dir, 'adopted');
+      if (fs.existsSync(nested)) for (const n of fs.readdirSync(nested)) stack.push(path.join(nested, n));
+      const src = new SpoolSource(path.basename(dir), dir, false);
+      for (const f of fs.readdirSync(dir).filter((n) => SEG_RE.test(n)).sort()) {
+        const c = countLines(path.join(dir, f));
+        src.segments.push({ file: path.join(dir, f), bytes: c.bytes });
+        src.remaining += c.lines;
+        this.totalBytes += c.bytes;
+      }
+      if (src.segments.length) this.adopted.push(src);
+      else fs.rmSync(dir, { recursive: true, force: true });
+    }
+    this.adopted.sort((a, b) => a.chainId.localeCompare(b.chainId));
+  }
+
+  /** Queue one record; it reaches the file at the next flush (same event-loop turn, before any reply). */
+  add(seq: number, ts: number, hash: string, rowJson: string): void {
+    const body = `${seq} ${ts} ${hash} ${rowJson}`;
+    if (this.pending.length === 0) this.pendingFirstSeq = seq;
+    this.pending.push(`${zlib.crc32(body).toString(16).padStart(8, '0')} ${body}\n`);
+    if (this.own.remaining === 0 && this.own.oldestTs === undefined) this.own.oldestTs = ts;
+  }
+
+  /** Records queued but not yet written. */
+  get buffered(): number {
+    return this.pending.length;
+  }
+
+  /** Bytes of spool files on disk (all chains). */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /** Records written and not yet shipped, all chains. */
+  get unshipped(): number {
+    let n = this.own.remaining;
+    for (const a of this.adopted) n += a.remaining;
+    return n;
+  }
+
+  get oldestTs(): number | undefined {
+    let t: number | undefined;
+    for (const s of [...this.adopted, this.own]) if (s.remaining > 0 && s.oldestTs !== undefined && (t === undefined || s.oldestTs < t)) t = s.oldestTs;
+    return t;
+  }
+
+  /** True while records can be made durable and the spool is within its bound. */
+  get ok(): boolean {
+    return !this.error && !this.lowDisk && this.totalBytes <= this.opts.maxBytes;
+  }
+
+  get problem(): string | undefined {
+    if (this.error) return `cannot write the audit spool: ${this.error.message}`;
+    if (this.lowDisk) return `less than ${this.opts.minFreeBytes ?? 16 << 20} bytes free for the audit spool in ${this.opts.dir}`;
+    if (this.totalBytes > this.opts.maxBytes) return `the audit spool holds ${this.totalBytes} bytes, past its bound of ${this.opts.maxBytes} (audit.spool_max_bytes)`;
+    return undefined;
+  }
+
+  /**
+   * Write what is queued with one system call (plus fdatasync with fsync: always). Returns false when it could
+   * not be written: the records stay queued (retried at the next flush) and the caller must not acknowledge.
+   */
+  flush(): boolean {
+    if (this.pending.length === 0) return true;
+    const data = Buffer.from(this.pending.length === 1 ? this.pending[0]! : this.pending.join(''), 'utf8');
+    const lines = this.pending.length;
+    try {
+      let seg = this.own.segments[this.own.segments.length - 1];
+      if (this.fd < 0 || !seg || seg.bytes >= this.segmentBytes) seg = this.rotate();
+      let done = 0;
+      try {
+        while (done < data.length) done += fs.writeSync(this.fd, data, done, data.length - done, seg.bytes + done);
+      } catch (e) {
+        // Leave no partial record behind: the next write starts on a record boundary.
+        if (done > 0) fs.ftruncateSync(this.fd, seg.bytes);
+        throw e;
+      }
+      if (this.opts.fsync === 'always') fs.fdatasyncSync(this.fd);
+      else this.dirty = true;
+      seg.bytes += data.length;
+      this.totalBytes += data.length;
+      this.own.remaining += lines;
+      this.pending = [];
+      if (this.error) this.onProblem('the audit spool is writable again');
+      this.error = undefined;
+      return true;
+    } catch (e) {
+      if (!this.error) this.onProblem(`cannot write the audit spool in ${this.own.dir}: ${(e as Error).message}`);
+      this.error = e as Error;
+      return false;
+    }
+  }
+
+  private rotate(): Segment {
+    if (this.fd >= 0) {
+      fs.fdatasyncSync(this.fd);
+      fs.closeSync(this.fd);
+      this.fd = -1;
+    }
+    if (!fs.existsSync(this.own.dir)) {
+      // Written after close (a late event at shutdown): the directory is made again and the next start ships it.
+      fs.mkdirSync(this.own.dir, { recursive: true });
+      fs.writeFileSync(path.join(this.own.dir, 'owner'), `${process.pid}\n`);
+    }
+    const seg: Segment = { file: path.join(this.own.dir, segName(this.pendingFirstSeq)), bytes: 0 };
+    this.fd = fs.openSync(seg.file, 'w');
+    // The new file's directory entry must survive a power loss too.
+    const dfd = fs.openSync(this.own.dir, 'r');
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
+    this.own.segments.push(seg);
+    return seg;
+  }
+
+  private tick(): void {
+    if (this.dirty && !this.syncing && this.fd >= 0) {
+      this.dirty = false;
+      this.syncing = true;
+      fs.fdatasync(this.fd, () => (this.syncing = false));
+    }
+    this.checkDisk();
+  }
+
+  private checkDisk(): void {
+    try {
+      const s = fs.statfsSync(this.opts.dir);
+      const low = s.bavail * s.bsize < (this.opts.minFreeBytes ?? 16 << 20);
+      if (low !== this.lowDisk) this.onProblem(low ? `the file system of the audit spool (${this.opts.dir}) is almost full` : 'the audit spool has room again');
+      this.lowDisk = low;
+    } catch {
+      /* statfs unavailable: disk-full still shows as a write error */
+    }
+  }
+
+  /** The next source with records to ship: chains taken over first, then this process's own. */
+  next(): SpoolSource | undefined {
+    return this.adopted.find((a) => a.remaining > 0) ?? (this.own.remaining > 0 ? this.own : undefined);
+  }
+
+  /** Read up to maxRows records (about maxBytes) of a source from disk, without consuming them. */
+  read(src: SpoolSource, maxRows: number, maxBytes: number): SpoolBatch {
+    const parts: Buffer[] = [];
+    let count = 0;
+    let lines = 0;
+    let lastSeq = 0;
+    let lastHash = '';
+    let lastTs = 0;
+    let segIdx = 0;
+    let offset = src.offset;
+    let budget = maxBytes;
+    while (segIdx < src.segments.length && count < maxRows && budget > 0) {
+      const seg = src.segments[segIdx]!;
+      const len = Math.min(seg.bytes - offset, budget);
+      if (len <= 0) {
+        if (segIdx === src.segments.length - 1) break;
+        segIdx++;
+        offset = 0;
+        continue;
+      }
+      const buf = Buffer.allocUnsafe(len);
+      const fd = fs.openSync(seg.file, 'r');
+      try {
+        let got = 0;
+        while (got < len) {
+          const n = fs.readSync(fd, buf, got, len - got, offset + got);
+          if (n === 0) break;
+          got += n;
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+      let pos = 0;
+      for (let nl = buf.indexOf(NL); nl >= 0 && count < maxRows; nl = buf.indexOf(NL, pos)) {
+        const rec = this.parse(buf, pos, nl);
+        lines++;
+        if (rec) {
+          if (count === 0 && src.oldestTs === undefined) src.oldestTs = rec.ts;
+          parts.push(buf.subarray(rec.jsonStart, nl));
+          count++;
+          lastSeq = rec.seq;
+          lastHash = rec.hash;
+          lastTs = rec.ts;
+        } else {
+          this.damaged++;
+          this.onProblem(`damaged record skipped in ${seg.file} at byte ${offset + pos}`);
+        }
+        pos = nl + 1;
+      }
+      if (pos === 0) {
+        // Not even one whole record within the budget: read this record in full.
+        if (len < seg.bytes - offset) {
+          budget = seg.bytes - offset;
+          continue;
+        }
+        break;
+      }
+      offset += pos;
+      budget -= pos;
+      if (pos < len) break; // the row limit or the byte budget ended the batch inside this read
+      if (offset >= seg.bytes) {
+        if (segIdx === src.segments.length - 1) break;
+        segIdx++;
+        offset = 0;
+      }
+    }
+    const json = Buffer.concat([Buffer.from('['), ...parts.flatMap((p, i) => (i ? [COMMA, p] : [p])), Buffer.from(']')]).toString('utf8');
+    return { source: src, json, count, lines, lastSeq, lastHash, lastTs, endSegment: segIdx, endOffset: offset };
+  }
+
+  private parse(buf: Buffer, start: number, end: number): { seq: number; ts: number; hash: string; jsonStart: number } | undefined {
+    if (end - start < 12 || buf[start + 8] !== 0x20) return undefined;
+    const crc = parseInt(buf.toString('latin1', start, start + 8), 16);
+    if (zlib.crc32(buf.subarray(start + 9, end)) !== crc) return undefined;
+    const s1 = buf.indexOf(0x20, start + 9);
+    const s2 = s1 < 0 ? -1 : buf.indexOf(0x20, s1 + 1);
+    const s3 = s2 < 0 ? -1 : buf.indexOf(0x20, s2 + 1);
+    if (s3 < 0 || s3 >= end) return undefined;
+    return { seq: Number(buf.toString('latin1', start + 9, s1)), ts: Number(buf.toString('latin1', s1 + 1, s2)), hash: buf.toString('latin1', s2 + 1, s3), jsonStart: s3 + 1 };
+  }
+
+  /** The batch is in the store: move past it, deleting segment files nothing refers to any more. */
+  commit(b: SpoolBatch): void {
+    const src = b.source;
+    for (let i = 0; i < b.endSegment; i++) this.dropSegment(src);
+    src.offset = b.endOffset;
+    src.remaining -= b.lines;
+    // The next record is no older than the last one shipped.
+    src.oldestTs = src.remaining > 0 ? b.lastTs : undefined;
+    const last = src.segments[0];
+    if (!src.own && last && src.offset >= last.bytes && src.segments.length === 1) this.dropSegment(src);
+    if (!src.own && src.segments.length === 0) {
+      fs.rmSync(src.dir, { recursive: true, force: true });
+      this.adopted.splice(this.adopted.indexOf(src), 1);
+    }
+  }
+
+  private dropSegment(src: SpoolSource): void {
+    const seg = src.segments.shift()!;
+    fs.rmSync(seg.file, { force: true });
+    this.totalBytes -= seg.bytes;
+    src.offset = 0;
+  }
+
+  /** fdatasync now (clean shutdown). */
+  sync(): void {
+    if (this.fd >= 0) fs.fdatasyncSync(this.fd);
+    this.dirty = false;
+  }
+
+  /** Stop; with nothing left to ship, the chain's directory is removed, else it stays for the next start. */
+  close(): boolean {
+    clearInterval(this.timer);
+    this.flush();
+    if (this.fd >= 0) {
+      fs.fdatasyncSync(this.fd);
+      fs.closeSync(this.fd);
+      this.fd = -1;
+    }
+    LIVE.delete(this.own.chainId);
+    const empty = this.pending.length === 0 && this.unshipped === 0;
+    if (empty) {
+      fs.rmSync(this.own.dir, { recursive: true, force: true });
+      this.own.segments = [];
+      this.own.offset = 0;
+      this.totalBytes = 0;
+    }
+    return empty;
+  }
+}
+
+const COMMA = Buffer.from(',');
