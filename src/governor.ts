@@ -239,6 +239,10 @@ export class Governor {
       const who = vote?.by === final.requester ? 'withdrawn by the requester' : `denied by ${vote?.by ?? 'a reviewer'}`;
       return { ...base, approvalId: final.id, decision: { action: 'deny', rule: h.verdict.decision.rule, reason: `${who}${vote?.reason ? `: ${vote.reason}` : ''}` }, error: { code: '42501', message: `statement ${who}${vote?.reason ? `: ${vote.reason}` : ''} (${final.id})`, detail: `Rule "${h.verdict.decision.rule}" requires approval.` } };
     }
+    if (final.status === 'revoked') {
+      const why = `approval ${final.id} was revoked by ${final.revoked_by ?? 'a reviewer'}${final.revoke_reason ? `: ${final.revoke_reason}` : ''}`;
+      return { ...base, approvalId: final.id, decision: { action: 'deny', rule: h.verdict.decision.rule, reason: why }, error: { code: '42501', message: why } };
+    }
     const reason = final.status === 'executed' ? 'approval already used' : 'no decision in time';
     return { ...base, approvalId: final.id, decision: { action: 'deny', rule: h.verdict.decision.rule, reason }, error: { code: final.status === 'executed' ? '42501' : '57014', message: final.status === 'executed' ? `approval ${final.id} was already used (an approval runs its statement once)` : `canceling statement: approval ${final.id} was not decided in time`, hint: 'Run the statement again to file a new request, or ask a reviewer to decide sooner.' } };
   }

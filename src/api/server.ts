@@ -47,7 +47,7 @@ export function rolesOf(cfg: ApiConfig, id: Identity): Set<Role> {
 
 const problem = (c: Context, status: 400 | 401 | 403 | 404 | 409 | 503, message: string) => c.json({ error: message }, status);
 
-const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'denied', 'expired', 'executed'];
+const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'denied', 'expired', 'executed', 'revoked'];
 
 async function jsonBody(c: Context): Promise<Record<string, unknown> | undefined> {
   try {
@@ -192,7 +192,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   const mayDecide = (c: Context<Env>, a: Approval) => isApprover(c) || inApproverGroups(c, a);
   const isOwn = (c: Context<Env>, a: Approval) => sharedPrincipal(c.get('identity'), a) !== undefined;
   const visible = (c: Context<Env>, a: Approval) => mayDecide(c, a) || isOwn(c, a);
-  for (const path of ['/api/approvals', '/api/approvals/*', '/api/grants', '/api/events']) {
+  for (const path of ['/api/approvals', '/api/approvals/*', '/api/grants', '/api/grants/*', '/api/events']) {
     app.use(path, async (c, next) => (approvals ? next() : problem(c, 503, 'approvals are not enabled on this gateway')));
   }
   app.get('/api/approvals', async (c) => {
@@ -222,6 +222,22 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
       try {
         const r = await approvals!.decide(id, me, action, typeof body.reason === 'string' ? body.reason : undefined);
         return c.json({ approval: r });
+      } catch (e) {
+        if (e instanceof ApprovalError) return problem(c, e.status, e.message);
+        throw e;
+      }
+    });
+  }
+  // Revoke an approved grant (or an unused statement approval): the rule's approvers, admins, and the grantee.
+  for (const path of ['/api/approvals/:id/revoke', '/api/grants/:id/revoke']) {
+    app.post(path, async (c) => {
+      const body = await jsonBody(c);
+      if (!body) return problem(c, 400, 'send a JSON body: { "reason"?: "..." }');
+      const a = await approvals!.get(c.req.param('id') ?? '');
+      if (!a || !visible(c, a)) return problem(c, 404, 'no such approval request');
+      if (!mayDecide(c, a) && !isOwn(c, a)) return problem(c, 403, 'only the approver or admin role, the rule\'s approver groups, or the grantee may revoke');
+      try {
+        return c.json({ approval: await approvals!.revoke(a.id, c.get('identity'), typeof body.reason === 'string' ? body.reason : undefined) });
       } catch (e) {
         if (e instanceof ApprovalError) return problem(c, e.status, e.message);
         throw e;
@@ -330,6 +346,7 @@ const OPENAPI = {
     '/api/approvals/{id}': { get: { summary: 'One request with its preview and votes', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval, url }' }, '404': { description: 'not found or not yours' } } } },
     '/api/approvals/{id}/approve': { post: { summary: 'Approve { reason? } (approver; never your own request)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval }' }, '403': { description: 'not an approver, not in the approver groups, or your own request' }, '409': { description: 'already decided, expired, or you already voted' } } } },
     '/api/approvals/{id}/deny': { post: { summary: 'Deny { reason? } (approver; requesters may withdraw their own)', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval }' } } } },
+    '/api/approvals/{id}/revoke': { post: { summary: 'Revoke an approved grant or unused statement approval { reason? } (approver, the rule\'s approver groups, or the grantee); every gateway stops honouring it by its next statement. Also at /api/grants/{id}/revoke', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: '{ approval }' }, '403': { description: 'not allowed to revoke it' }, '409': { description: 'not approved (pending, denied, expired, used or already revoked) or already ended' } } } },
     '/api/grants': { post: { summary: 'Request a just-in-time grant { database, role: read|write|ddl|admin, duration: "1h", reason }', responses: { '201': { description: '{ approval, url }' } } } },
     '/api/events': { get: { summary: 'Server-sent events: approval changes you may see (event: approval)', responses: { '200': { description: 'text/event-stream' } } } },
     '/auth/login': { get: { summary: 'Console sign-in: redirect to the OIDC issuer (authorization code + PKCE); ?return=/path', security: [], responses: { '302': { description: 'to the issuer' } } } },

@@ -34,6 +34,11 @@ usage: sluice <command> [options]
   approvals show ID           one request: SQL, requester, preview, votes
   approvals approve ID [--reason R]
   approvals deny ID [--reason R]
+  approvals revoke ID [--reason R]
+  grants list                 approved just-in-time grants you may see
+  grants revoke ID [--reason R]
+                              end an approved grant now, on every gateway sharing the store (the rule's
+                              approvers, admins and the grantee may)
   request --db DB --role read|write|ddl|admin --for 1h --reason R [--wait]
                               ask for a just-in-time grant; approved, matching statements pass until it ends
         (approvals and request act as you through the HTTP API: --token T or $SLUICE_TOKEN, your OIDC token
@@ -120,6 +125,7 @@ function formatApproval(a: Approval, long = false): string {
   if (a.params?.length) extra.push(`  parameters ${JSON.stringify(a.params)}`);
   if (a.approver_groups.length) extra.push(`  approvers: members of ${a.approver_groups.join(', ')}`);
   if (a.grant_expires_at) extra.push(`  grant until ${a.grant_expires_at}`);
+  if (a.revoked_at) extra.push(`  revoked ${a.revoked_at} by ${a.revoked_by}${a.revoke_reason ? ` (${JSON.stringify(a.revoke_reason)})` : ''}`);
   const p = a.preview;
   if (p) {
     if (p.kind === 'rows' && p.rows_affected !== undefined) extra.push(`  preview: would affect ${p.rows_affected} row${p.rows_affected === 1 ? '' : 's'} (${p.note ?? ''})`);
@@ -266,13 +272,24 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       const id = positionals[0];
-      if (!id || !['show', 'approve', 'deny'].includes(String(sub))) throw new UsageError('usage: sluice approvals list | show ID | approve ID [--reason R] | deny ID [--reason R]');
+      if (!id || !['show', 'approve', 'deny', 'revoke'].includes(String(sub))) throw new UsageError('usage: sluice approvals list | show ID | approve ID [--reason R] | deny ID [--reason R] | revoke ID [--reason R]');
       if (sub === 'show') {
         show((await apiCall(values, 'GET', `/api/approvals/${encodeURIComponent(id)}`)).approval, true);
         return 0;
       }
       const r = await apiCall(values, 'POST', `/api/approvals/${encodeURIComponent(id)}/${sub}`, { reason: values.reason });
       show(r.approval, false);
+      return 0;
+    }
+    case 'grants': {
+      const { values, positionals } = opts(rest, { token: { type: 'string' }, api: { type: 'string' }, reason: { type: 'string' }, json: { type: 'boolean' } });
+      const show = (a: Approval) => out(values.json ? JSON.stringify(a) : formatApproval(a, false));
+      if (sub === 'list') {
+        for (const a of (await apiCall(values, 'GET', '/api/approvals?kind=grant&status=approved')).approvals as Approval[]) show(a);
+        return 0;
+      }
+      if (sub !== 'revoke' || !positionals[0]) throw new UsageError('usage: sluice grants list | revoke ID [--reason R]');
+      show((await apiCall(values, 'POST', `/api/grants/${encodeURIComponent(positionals[0])}/revoke`, { reason: values.reason })).approval);
       return 0;
     }
     case 'request': {
