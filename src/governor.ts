@@ -198,6 +198,8 @@ export class Governor {
    */
   requestApproval(h: HoldRequest): Promise<Approval> {
     if (!this.approvals) throw new ApprovalError('approvals are not enabled on this gateway', 400);
+    const unheld = unapprovable(h.verdict);
+    if (unheld) throw new ApprovalError(unheld.message, 400);
     const a = h.verdict.analysis;
     return this.approvals.requestStatement({
       identity: h.identity,
@@ -249,6 +251,8 @@ export class Governor {
 
   /** Request and wait in place: `notify` is told the request (and its link) when the client must wait. */
   async hold(h: HoldRequest, notify: (a: Approval, url: string) => void, signal?: AbortSignal): Promise<Verdict> {
+    const unheld = unapprovable(h.verdict);
+    if (unheld) return { analysis: h.verdict.analysis, decision: { action: 'deny', rule: h.verdict.decision.rule, reason: 'COPY FROM STDIN cannot be approved (the rows are not part of the request)' }, error: unheld };
     try {
       const a = await this.requestApproval(h);
       if (a.status === 'pending') notify(a, this.approvals!.url(a.id));
@@ -296,6 +300,20 @@ export class Governor {
   maskingExempt(identity: Identity): boolean {
     return isExempt(this.policy.masking, identity);
   }
+}
+
+/**
+ * Why a held statement cannot be put to a reviewer at all: COPY ... FROM STDIN loads rows that arrive only after
+ * the statement runs, so an approval could not show or bind them.
+ */
+function unapprovable(v: Verdict): GovernorError | undefined {
+  const copy = v.analysis?.statements.find((s) => s.command === 'COPY FROM' && !s.flags.includes('server-file') && !s.flags.includes('copy-program'));
+  if (!copy) return undefined;
+  return {
+    code: '42501',
+    message: `COPY ... FROM STDIN cannot be held for approval under Sluice policy rule "${v.decision.rule}": the reviewer would approve the statement without seeing the rows it loads`,
+    hint: 'Load the rows with INSERT statements (each approval is bound to its values), or ask for a just-in-time write grant (sluice request).',
+  };
 }
 
 /** A one-column text result of no particular name (see scansText). */

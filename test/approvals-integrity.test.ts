@@ -382,3 +382,25 @@ describe('revoking grants (issue #14.4)', () => {
     }
   });
 });
+
+describe('COPY FROM STDIN under a rule that holds (issue #14.5)', () => {
+  it('is refused with 42501 saying why, before any request is filed; nothing is loaded', async () => {
+    const before = (await api('/api/approvals?requester=alice%40example.com', dana)).body.approvals.length as number;
+    const r = await run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'x', '-d', db.name, '-c', 'COPY orders (id, status) FROM STDIN'], { env: { PGPASSWORD: alice, PGSSLMODE: 'disable' }, input: '100\tsmuggled\n101\tsmuggled\n\\.\n' });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('COPY ... FROM STDIN cannot be held for approval under Sluice policy rule "analysts-write-needs-dba"');
+    expect(r.stderr).toContain('without seeing the rows it loads');
+    // psql's \copy sends the same COPY ... FROM STDIN.
+    const viaCopy = await run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'x', '-d', db.name, '-c', '\\copy orders (id, status) from stdin'], { env: { PGPASSWORD: alice, PGSSLMODE: 'disable' }, input: '102\tsmuggled\n\\.\n' });
+    expect(viaCopy.code).not.toBe(0);
+    expect(viaCopy.stderr).toContain('cannot be held for approval');
+    expect(await admin((c) => c.query("SELECT count(*)::int AS n FROM orders WHERE status = 'smuggled' OR id >= 100").then((x) => x.rows[0].n), db.name)).toBe(0);
+    expect((await api('/api/approvals?requester=alice%40example.com', dana)).body.approvals.length).toBe(before);
+    const denied = (await auditEvents(t, { type: 'statement', decision: 'deny' })).filter((e) => /^copy\s+orders/i.test(e.sql ?? ''));
+    expect(denied.length).toBe(2);
+    expect(denied[0]).toMatchObject({ error_code: '42501', rule: 'analysts-write-needs-dba' });
+    // A DBA's COPY (allowed, not held) still loads rows.
+    const ok = await run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-h', '127.0.0.1', '-p', String(t.port), '-U', 'x', '-d', db.name, '-c', 'COPY orders (id, status) FROM STDIN'], { env: { PGPASSWORD: dana, PGSSLMODE: 'disable' }, input: '200\tloaded\n\\.\n' });
+    expect(ok.stdout.trim()).toBe('COPY 1');
+  });
+});
