@@ -1,4 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../src/store/db.js';
 import { AuditLog, storeSink, verifyAudit, queryAudit, type AuditSink } from '../src/audit/audit.js';
@@ -80,7 +82,7 @@ describe('hash-chained audit trail', () => {
     expect(n).toBeGreaterThan(400); // about 1 MiB of ~2 KiB events
     expect(log.healthy).toBe(false);
     expect(log.backlog).toBe(n);
-    expect(log.health()).toMatchObject({ status: 'failing_closed', store: 'unreachable', backlog: n });
+    expect(log.health()).toMatchObject({ status: 'failing_closed', store: 'failing', backlog: n });
     // Refused statements are counted, not queued one event each.
     for (let i = 0; i < 1000; i++) log.countRefused();
     expect(log.backlog).toBe(n);
@@ -94,5 +96,66 @@ describe('hash-chained audit trail', () => {
     // Every event in order, then one summary of the refusals, then the next event.
     expect(written).toEqual(Array.from({ length: n + 2 }, (_, i) => i + 1));
     await log.close();
+  });
+
+  it('a batch that half reached the store before the write failed is retried without wedging (idempotent by primary key)', async () => {
+    const real = storeSink(store.db);
+    let failures = 0;
+    // The store took the first half of the batch, then the connection died (as a store restart mid-flush).
+    const sink: AuditSink = {
+      async write(json, head) {
+        const rows = JSON.parse(json) as { seq: number; hash: string }[];
+        if (failures < 2 && rows.length > 1) {
+          failures++;
+          const half = rows.slice(0, Math.ceil(rows.length / 2));
+          await real.write(JSON.stringify(half), { ...head, seq: half[half.length - 1]!.seq, hash: half[half.length - 1]!.hash });
+          throw new Error('Connection terminated unexpectedly');
+        }
+        await real.write(json, head);
+      },
+    };
+    const log = new AuditLog(sink, { chainId: 'half-written', flushMs: 5, spool: spool() });
+    for (let i = 0; i < 300; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
+    await log.flush();
+    expect(failures).toBe(1);
+    expect(log.lastError?.message).toMatch(/terminated/);
+    expect(log.health()).toMatchObject({ status: 'degraded', store: 'failing', backlog: 300 });
+    for (let i = 0; i < 100 && log.backlog > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(log.backlog).toBe(0);
+    expect(failures).toBe(2);
+    await log.close();
+    const rows = await sql<{ n: string; d: string }>`SELECT count(*) AS n, count(DISTINCT seq) AS d FROM audit_events WHERE chain_id = 'half-written'`.execute(store.db);
+    expect(rows.rows[0]).toEqual({ n: '300', d: '300' });
+    expect(await report('half-written')).toMatchObject({ ok: true, events: 300, closed: true });
+  });
+
+  it('a chain cut short at its end is reported, not called intact', async () => {
+    await writeChain(10, 'truncated');
+    expect(await report('truncated')).toMatchObject({ ok: true, events: 10, closed: true, recorded_seq: 10 });
+    await sql`DELETE FROM audit_events WHERE chain_id = 'truncated' AND seq > 7`.execute(store.db);
+    expect(await report('truncated')).toMatchObject({ ok: false, events: 7, first_bad_seq: 8, problem: expect.stringMatching(/cut short: it ends at event 7.*recorded event 10/) });
+    await writeChain(3, 'vanished');
+    await sql`DELETE FROM audit_events WHERE chain_id = 'vanished'`.execute(store.db);
+    expect(await report('vanished')).toMatchObject({ ok: false, events: 0, problem: 'all 3 events its gateway stored are missing' });
+  });
+
+  it('a spool left by a log that could not reach the store is shipped by the next log that starts on it', async () => {
+    const dir = tmpDir('spool-takeover');
+    const down: AuditSink = {
+      async write() {
+        throw new Error('connect ECONNREFUSED');
+      },
+    };
+    const first = new AuditLog(down, { chainId: 'left-behind', flushMs: 5, spool: { dir, fsync: 'always', maxBytes: 64 << 20 } });
+    for (let i = 0; i < 50; i++) first.append({ type: 'statement', sql: `SELECT ${i}` });
+    await first.close(300);
+    expect(fs.readdirSync(path.join(dir, 'left-behind')).filter((f) => f.endsWith('.seg'))).toHaveLength(1);
+    const next = new AuditLog(storeSink(store.db), { chainId: 'next-one', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true } });
+    expect(next.backlog).toBe(50);
+    await next.flush();
+    expect(next.backlog).toBe(0);
+    await next.close();
+    expect(fs.readdirSync(dir)).toEqual([]);
+    expect(await report('left-behind')).toMatchObject({ ok: true, events: 50, closed: true });
   });
 });

@@ -139,7 +139,8 @@ export interface AuditHealth {
   healthy: boolean;
   /** ok; degraded: the store cannot be written but events are safe in the spool; failing_closed: statements are refused. */
   status: 'ok' | 'degraded' | 'failing_closed';
-  store: 'ok' | 'unreachable';
+  /** failing: the last write to the store failed (unreachable, or refusing the batch); retried with backoff. */
+  store: 'ok' | 'failing';
   backlog: number;
   stages: AuditStages;
   oldest_unshipped_s: number;
@@ -215,7 +216,7 @@ export class AuditLog {
     return {
       healthy,
       status: !healthy ? 'failing_closed' : this.lastError ? 'degraded' : 'ok',
-      store: this.lastError ? 'unreachable' : 'ok',
+      store: this.lastError ? 'failing' : 'ok',
       backlog: this.backlog,
       stages: this.stages,
       oldest_unshipped_s: Math.round(this.oldestUnshippedS * 1000) / 1000,
@@ -283,44 +284,47 @@ export class AuditLog {
   /** Ship spooled events until none are left or the store fails (then retry later with backoff and jitter). */
   private ship(): Promise<void> {
     if (this.shipping) return this.shipping;
-    this.shipping = (async () => {
-      try {
-        this.flushSpool();
-        for (let src = this.spool.next(); src; src = this.spool.next()) {
-          const batch = this.spool.read(src, this.opts.batchSize ?? 2000, 4 << 20);
-          if (batch.lines === 0) break;
-          this.inFlight = batch.count;
-          try {
-            if (batch.count > 0) {
-              const appended = src.own ? this.seq : batch.lastSeq;
-              await this.sink.write(batch.json, { chain_id: src.chainId, seq: batch.lastSeq, hash: batch.lastHash, appended, closed: !src.own && batch.lines === src.remaining });
-            }
-          } finally {
-            this.inFlight = 0;
-          }
-          this.spool.commit(batch);
-          this.written += batch.count;
-          this.failures = 0;
-          this.lastError = undefined;
-          if (this.refused > 0 && this.healthy) {
-            this.summarizeRefused();
-            this.flushSpool();
-          }
-        }
-      } catch (err) {
-        this.failures++;
-        this.lastError = err as Error;
-        this.opts.onError?.(err as Error);
-      } finally {
-        this.shipping = undefined;
-      }
+    const p: Promise<void> = this.shipAll().finally(() => {
+      if (this.shipping === p) this.shipping = undefined;
       if (this.failures > 0) {
-        // Exponential backoff with full jitter, so gateways sharing a store do not retry in step.
+        // Exponential backoff with jitter, so gateways sharing a store do not retry in step.
         const ceiling = Math.min(5000, 100 * 2 ** Math.min(this.failures, 6));
         this.schedule(Math.round(ceiling / 2 + Math.random() * (ceiling / 2)));
       } else if (this.spool.unshipped > 0 || this.spool.buffered > 0) this.schedule(this.opts.flushMs ?? 50);
-    })();
-    return this.shipping;
+    });
+    this.shipping = p;
+    return p;
+  }
+
+  private async shipAll(): Promise<void> {
+    try {
+      this.flushSpool();
+      for (let src = this.spool.next(); src; src = this.spool.next()) {
+        const batch = this.spool.read(src, this.opts.batchSize ?? 2000, 4 << 20);
+        if (batch.lines === 0) break;
+        this.inFlight = batch.count;
+        try {
+          if (batch.count > 0) {
+            const appended = src.own ? this.seq : batch.lastSeq;
+            await this.sink.write(batch.json, { chain_id: src.chainId, seq: batch.lastSeq, hash: batch.lastHash, appended, closed: !src.own && batch.lines === src.remaining });
+          }
+        } finally {
+          this.inFlight = 0;
+        }
+        this.spool.commit(batch);
+        this.written += batch.count;
+        this.failures = 0;
+        this.lastError = undefined;
+        if (this.refused > 0 && this.healthy) {
+          this.summarizeRefused();
+          this.flushSpool();
+        }
+      }
+    } catch (err) {
+      this.failures++;
+      this.lastError = err as Error;
+      this.opts.onError?.(err as Error);
+    }
   }
 
   /** Ship what has been appended so far; resolves when it is in the store or a write failed (see lastError). */

@@ -79,13 +79,14 @@ export interface TestGateway {
  * An in-process gateway in front of the test PostgreSQL, with its own store database (postgres store) unless
  * `embedded` is asked for.
  */
-export async function startTestGateway(opts: { policy?: string; config?: string; embedded?: boolean; tls?: string; storeDb?: string; upstreamHost?: string } = {}): Promise<TestGateway> {
+export async function startTestGateway(opts: { policy?: string; config?: string; embedded?: boolean; tls?: string; storeDb?: string; storeUrl?: string; upstreamHost?: string } = {}): Promise<TestGateway> {
   const dir = tmpDir('gw');
   fs.writeFileSync(path.join(dir, 'policy.yaml'), opts.policy ?? BASE_POLICY);
   let storeDb = '';
   let dropStore: (() => Promise<void>) | undefined;
   let store = `store: { kind: embedded, path: store }`;
-  if (opts.storeDb) {
+  if (opts.storeUrl) store = `store: { kind: postgres, url: "${opts.storeUrl}" }`;
+  else if (opts.storeDb) {
     // Share another gateway's store (scale-out): the other owner drops it.
     storeDb = opts.storeDb;
     store = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/${opts.storeDb}" }`;
