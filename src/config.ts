@@ -4,6 +4,7 @@ import type { OidcIssuerConfig } from './identity/oidc.js';
 import type { StoreConfig } from './store/db.js';
 import type { SpoolOptions } from './audit/spool.js';
 import { IDENTITY_KINDS } from './identity/identity.js';
+import { THROTTLE_SCHEMA, type ThrottleConfig } from './identity/throttle.js';
 import type { ApiConfig } from './api/server.js';
 
 export interface SluiceConfig {
@@ -18,7 +19,7 @@ export interface SluiceConfig {
     sslmode?: 'disable' | 'prefer' | 'require';
     databases?: string[];
   };
-  identity: { oidc?: OidcIssuerConfig[]; keys?: boolean };
+  identity: { oidc?: OidcIssuerConfig[]; keys?: boolean; throttle: ThrottleConfig };
   policy: string;
   store: StoreConfig;
   limits: { max_message_bytes: number; auth_timeout_s: number; max_connections: number; max_prepared: number };
@@ -100,6 +101,7 @@ const CONFIG_SCHEMA = {
       default: {},
       properties: {
         keys: { type: 'boolean', default: true },
+        throttle: THROTTLE_SCHEMA,
         oidc: {
           type: 'array',
           items: {

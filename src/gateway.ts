@@ -9,6 +9,7 @@ import { Governor } from './governor.js';
 import { loadPolicy, type Policy } from './policy/policy.js';
 import { OidcVerifier } from './identity/oidc.js';
 import { verifyKey } from './identity/keys.js';
+import { AuthThrottle } from './identity/throttle.js';
 import { loadParser } from './analyze/analyze.js';
 import { PgSession, SessionRegistry, type LiveSession, type PgEngineConfig } from './protocol/postgres/session.js';
 import { adminSocketPath, spoolOptions, type SluiceConfig } from './config.js';
@@ -209,6 +210,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   await approvals.start();
   governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!) });
   governor.setPolicy(policy);
+  governor.throttle = new AuthThrottle(cfg.identity.throttle);
   const engine: PgEngineConfig = {
     upstream,
     databases: cfg.upstream.databases ?? [],

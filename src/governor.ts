@@ -5,6 +5,7 @@ import type { AuditEvent, AuditLog } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { looksLikeJwt, type OidcVerifier } from './identity/oidc.js';
 import { looksLikeKey } from './identity/keys.js';
+import { AuthThrottle } from './identity/throttle.js';
 import crypto from 'node:crypto';
 import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
@@ -91,9 +92,29 @@ export class Governor {
     this.audit.append({ type: 'policy_loaded', details: { file: p.file, rules: p.rules.map((r) => r.name), default: p.default } });
   }
 
-  /** Turn a presented password (JWT or Sluice key) into an identity, or throw AuthError with a clear reason. */
-  async authenticate(password: string): Promise<Identity> {
+  /** Backoff for failed sign-ins per key id and source address (config identity.throttle; the gateway sets it). */
+  throttle = new AuthThrottle();
+
+  /**
+   * Turn a presented password (JWT or Sluice key) into an identity, or throw AuthError with a clear reason.
+   * `source` is the client's address: failures are counted per source and per key id, and while either is locked
+   * out the attempt is refused unchecked (ThrottledError). Surrounding whitespace is not part of a credential.
+   */
+  async authenticate(password: string, source?: string): Promise<Identity> {
     const secret = password.trim();
+    const keyId = AuthThrottle.keyIdOf(secret);
+    this.throttle.check(source, keyId);
+    try {
+      const id = await this.verifyCredential(secret);
+      this.throttle.success(keyId);
+      return id;
+    } catch (e) {
+      if (e instanceof AuthError && !e.transient) this.throttle.failure(source, keyId);
+      throw e;
+    }
+  }
+
+  private async verifyCredential(secret: string): Promise<Identity> {
     if (secret === '') throw new AuthError('no token presented: put an OIDC token or a Sluice key in the password field');
     if (looksLikeKey(secret)) {
       if (!this.verifyKey) throw new AuthError('Sluice keys are not enabled on this gateway');

@@ -9,6 +9,7 @@ export class Metrics {
   private statements = new Map<string, number>();
   private masked = new Map<string, number>();
   private authFailures = 0;
+  private authThrottled = 0;
   private buckets = new Array<number>(BUCKETS.length).fill(0);
   private durationSum = 0;
   private durationCount = 0;
@@ -32,7 +33,10 @@ export class Metrics {
         for (let i = 0; i < BUCKETS.length; i++) if (s <= BUCKETS[i]!) this.buckets[i]!++;
       }
       for (const [t, n] of Object.entries(e.masked ?? {})) this.masked.set(t, (this.masked.get(t) ?? 0) + n);
-    } else if (e.type === 'auth_failure') this.authFailures++;
+    } else if (e.type === 'auth_failure') {
+      this.authFailures++;
+      if (e.reason === 'throttled') this.authThrottled++;
+    }
     else if (e.type === 'session_start') this.sessionsStarted++;
     else if (e.type === 'approval') {
       const ev = String(e.details?.event ?? '');
@@ -46,6 +50,7 @@ export class Metrics {
     out.push('# HELP sluice_connections Client sessions currently open.', '# TYPE sluice_connections gauge', `sluice_connections ${gauges.connections}`);
     out.push('# HELP sluice_sessions_started_total Sessions that completed login.', '# TYPE sluice_sessions_started_total counter', `sluice_sessions_started_total ${this.sessionsStarted}`);
     out.push('# HELP sluice_auth_failures_total Logins refused.', '# TYPE sluice_auth_failures_total counter', `sluice_auth_failures_total ${this.authFailures}`);
+    out.push('# HELP sluice_auth_throttled_total Logins refused unchecked because their key id or source address failed too often (identity.throttle).', '# TYPE sluice_auth_throttled_total counter', `sluice_auth_throttled_total ${this.authThrottled}`);
     out.push('# HELP sluice_statements_total Statements by decision.', '# TYPE sluice_statements_total counter');
     for (const d of ['allow', 'deny']) out.push(`sluice_statements_total{decision="${d}"} ${this.statements.get(d) ?? 0}`);
     out.push('# HELP sluice_statement_duration_seconds Time from a statement reaching the gateway to its completion.', '# TYPE sluice_statement_duration_seconds histogram');

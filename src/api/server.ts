@@ -4,6 +4,7 @@ import type { Governor } from '../governor.js';
 import type { AdminOps } from '../admin.js';
 import type { SessionRegistry } from '../protocol/postgres/session.js';
 import { AuthError, type Identity } from '../identity/identity.js';
+import { authFailureFields, httpSource, ThrottledError } from '../identity/throttle.js';
 import type { Metrics } from './metrics.js';
 import { streamSSE } from 'hono/streaming';
 import { ApprovalError, sharedPrincipal, type Approvals } from '../approvals/service.js';
@@ -80,9 +81,9 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     if (!m) return c.json({ error: 'send Authorization: Bearer <OIDC token or Sluice key>' }, 401, { 'www-authenticate': 'Bearer realm="sluice"' });
     let id: Identity;
     try {
-      id = await d.governor.authenticate(m[1]!);
+      id = await d.governor.authenticate(m[1]!, httpSource(c.env));
     } catch (e) {
-      d.governor.record({ type: 'auth_failure', application_name: 'mcp', reason: e instanceof AuthError ? e.message : 'authentication failed' });
+      d.governor.record({ type: 'auth_failure', application_name: 'mcp', client_addr: httpSource(c.env), ...authFailureFields(e, e instanceof AuthError ? e.message : 'authentication failed') });
       return c.json({ error: e instanceof AuthError ? e.message : 'authentication failed' }, 401, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' });
     }
     return handleMcpRequest(d.mcp, id, c.req.raw);
@@ -104,10 +105,12 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
       return next();
     }
     try {
-      const id = await d.governor.authenticate(m[1]!);
+      const id = await d.governor.authenticate(m[1]!, httpSource(c.env));
       c.set('identity', id);
       c.set('roles', rolesOf(cfg, id));
     } catch (e) {
+      d.governor.record({ type: 'auth_failure', application_name: 'api', client_addr: httpSource(c.env), ...authFailureFields(e, e instanceof AuthError ? e.message : 'authentication failed') });
+      if (e instanceof ThrottledError) return c.json({ error: e.message }, 429, { 'retry-after': String(Math.ceil(e.retryAfterMs / 1000)) });
       return problem(c, 401, e instanceof AuthError ? e.message : 'authentication failed');
     }
     return next();

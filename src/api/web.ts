@@ -6,6 +6,7 @@ import type { Context, Hono } from 'hono';
 import { getCookie, setCookie, deleteCookie } from 'hono/cookie';
 import { OidcVerifier } from '../identity/oidc.js';
 import { AuthError, type Identity } from '../identity/identity.js';
+import { authFailureFields, httpSource } from '../identity/throttle.js';
 import type { Governor } from '../governor.js';
 import { log } from '../util/log.js';
 
@@ -186,12 +187,12 @@ export function mountWeb(app: Hono<any>, cfg: WebConfig | undefined, governor: G
     const body = (await c.req.json().catch(() => ({}))) as { token?: unknown };
     if (typeof body.token !== 'string' || !body.token.trim()) return c.json({ error: 'send { "token": "<OIDC token or Sluice key>" }' }, 400);
     try {
-      const identity = await governor.authenticate(body.token);
+      const identity = await governor.authenticate(body.token, httpSource(c.env));
       const s = startSession(c, sealer, cfg, identity);
       governor.record({ type: 'console_login', subject: identity.subject, identity_kind: identity.kind, groups: identity.groups, auth_method: identity.method, application_name: 'web' });
       return c.json({ identity, csrf: s.csrf });
     } catch (e) {
-      governor.record({ type: 'auth_failure', application_name: 'web', reason: (e as Error).message });
+      governor.record({ type: 'auth_failure', application_name: 'web', client_addr: httpSource(c.env), ...authFailureFields(e, (e as Error).message) });
       return c.json({ error: e instanceof AuthError ? e.message : 'authentication failed' }, 401);
     }
   });

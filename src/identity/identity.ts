@@ -26,7 +26,11 @@ export interface Identity {
 
 /** A verification failure with a reason that is safe and useful to show the client. */
 export class AuthError extends Error {
-  constructor(message: string) {
+  /** transient: the credential could not be checked (the issuer's keys are out of reach), not found wrong. */
+  constructor(
+    message: string,
+    readonly transient = false,
+  ) {
     super(message);
     this.name = 'AuthError';
   }

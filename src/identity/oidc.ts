@@ -96,7 +96,7 @@ export class OidcVerifier {
     try {
       jwks = await this.jwksFor(cfg);
     } catch (e) {
-      throw new AuthError(`cannot fetch signing keys for issuer ${cfg.issuer}: ${(e as Error).message}`);
+      throw new AuthError(`cannot fetch signing keys for issuer ${cfg.issuer}: ${(e as Error).message}`, true);
     }
     let payload: jose.JWTPayload;
     try {

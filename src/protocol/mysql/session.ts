@@ -6,6 +6,7 @@ import type { Governor, GovernorError, Verdict } from '../../governor.js';
 import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
+import { addressOf, authFailureFields } from '../../identity/throttle.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { servedBy } from '../../util/glob.js';
@@ -334,10 +335,11 @@ export class MySession implements LiveSession {
   private async login(password: string): Promise<void> {
     let identity: Identity;
     try {
-      identity = await this.governor.authenticate(password);
+      identity = await this.governor.authenticate(password, addressOf(this.info.clientAddr));
     } catch (e) {
       const reason = e instanceof AuthError ? e.message : 'authentication failed';
-      this.governor.record({ type: 'auth_failure', client_addr: this.info.clientAddr, client_user: this.user, database: this.database, reason, details: { engine: 'mysql' } } as never);
+      const f = authFailureFields(e, reason);
+      this.governor.record({ type: 'auth_failure', client_addr: this.info.clientAddr, client_user: this.user, database: this.database, reason: f.reason, details: { engine: 'mysql', ...f.details } } as never);
       this.fatal(1045, '28000', `Access denied: ${reason}`);
       return;
     }

@@ -12,6 +12,7 @@ import type { AuditEvent } from '../../audit/audit.js';
 import { maskDataRow, maskText, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
+import { addressOf, authFailureFields } from '../../identity/throttle.js';
 import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { servedBy } from '../../util/glob.js';
 import type { Approval } from '../../approvals/store.js';
@@ -410,10 +411,10 @@ export class PgSession implements LiveSession {
   private async login(password: string): Promise<void> {
     let identity: Identity;
     try {
-      identity = await this.governor.authenticate(password);
+      identity = await this.governor.authenticate(password, addressOf(this.info.clientAddr));
     } catch (e) {
       const reason = e instanceof AuthError ? e.message : `authentication error: ${(e as Error).message}`;
-      this.governor.record({ type: 'auth_failure', client_addr: this.info.clientAddr, client_user: this.clientUser, database: this.database, application_name: this.params.application_name, tls: this.info.tls, reason } as never);
+      this.governor.record({ type: 'auth_failure', client_addr: this.info.clientAddr, client_user: this.clientUser, database: this.database, application_name: this.params.application_name, tls: this.info.tls, ...authFailureFields(e, reason) } as never);
       return this.fatal('28P01', `Sluice authentication failed: ${reason}`);
     }
     if (this.phase === 'closed') return;
