@@ -134,6 +134,17 @@ export interface AuditStages {
   in_flight: number;
 }
 
+/** Wait for p, or ms at most (a timer that keeps the process alive meanwhile, cleared when p settles first). */
+function within(p: Promise<unknown> | undefined, ms: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, Math.max(0, ms));
+    p?.then(
+      () => (clearTimeout(t), resolve()),
+      () => (clearTimeout(t), resolve()),
+    );
+  });
+}
+
 export interface AuditHealth {
   /** False while statements are refused (fail closed). */
   healthy: boolean;
@@ -341,7 +352,7 @@ export class AuditLog {
    * Shut down: everything goes to the spool and is synced; then the shipper gets up to `timeoutMs` to empty it
    * and mark the chain closed. What it cannot ship (store down) stays on disk for the next start: never dropped.
    */
-  async close(timeoutMs = 10_000): Promise<void> {
+  async close(timeoutMs = 5000): Promise<void> {
     if (this.closed) return;
     clearTimeout(this.timer);
     this.timer = undefined;
@@ -353,10 +364,10 @@ export class AuditLog {
     this.closed = true;
     const deadline = Date.now() + timeoutMs;
     while (this.backlog > 0 && Date.now() < deadline) {
-      await Promise.race([this.ship(), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
-      if (this.lastError && this.backlog > 0) await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now()))).unref());
+      await within(this.ship(), deadline - Date.now());
+      if (this.lastError && this.backlog > 0) await within(undefined, Math.min(500, deadline - Date.now()));
     }
-    if (this.shipping) await Promise.race([this.shipping, new Promise((r) => setTimeout(r, 1000).unref())]);
+    if (this.shipping) await within(this.shipping, 1000);
     if (this.backlog === 0 && this.seq > 0 && !this.lastError) {
       await this.sink.write('[]', { chain_id: this.chainId, seq: this.seq, hash: this.prev, appended: this.seq, closed: true }).catch((e) => (this.lastError = e as Error));
     }
