@@ -86,7 +86,10 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
       d.governor.record({ type: 'auth_failure', application_name: 'mcp', client_addr: httpSource(c.env), ...authFailureFields(e, e instanceof AuthError ? e.message : 'authentication failed') });
       return c.json({ error: e instanceof AuthError ? e.message : 'authentication failed' }, 401, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' });
     }
-    return handleMcpRequest(d.mcp, id, c.req.raw);
+    const res = await handleMcpRequest(d.mcp, id, c.req.raw);
+    // The tool calls' audit events reach the spool before the agent sees their results.
+    if (!d.governor.audit.flushSpool()) return problem(c, 503, 'Sluice cannot record this call (the audit spool cannot be written)');
+    return res;
   });
 
   const sealer = sealerFor(cfg.web);
