@@ -24,7 +24,9 @@ import { MySession, type MyEngineConfig } from './protocol/mysql/session.js';
 import { probeMyUpstream, type MyUpstreamTarget } from './protocol/mysql/upstream.js';
 import { loadMysqlParser } from './analyze/mysql.js';
 import { ViewCatalog } from './masking/views.js';
+import { FunctionCatalog, FUNCTION_CATALOG_SQL, OPERATOR_CATALOG_SQL, catalogFacts } from './analyze/catalog.js';
 import { upstreamClient } from './protocol/postgres/client.js';
+import type pg from 'pg';
 import { MyClient, myQuote } from './protocol/mysql/client.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
@@ -76,22 +78,44 @@ const remoteSink = (remote: Pick<AdminOps, 'auditWrite'>): AuditSink => ({ write
 const targetOf = (u: SluiceConfig['upstream']) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode });
 type Targets = { postgres: PgEngineConfig['upstream']; mysql?: MyUpstreamTarget };
 
+/**
+ * Run the gateway's own catalog reads on a database. They must never block or abort client work: short lock and
+ * statement timeouts, a read-only transaction, no locks kept (the connection ends with it).
+ */
+async function readCatalog<T>(upstream: Targets['postgres'], db: string, read: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = await upstreamClient(upstream, db, 'sluice-catalog');
+  try {
+    await c.query(`BEGIN READ ONLY; SET LOCAL lock_timeout = '500ms'; SET LOCAL statement_timeout = '10s'`);
+    const r = await read(c);
+    await c.query('COMMIT');
+    return r;
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** What each PostgreSQL database's functions and operators do (see analyze/catalog.ts). */
+function functionCatalog(targets: Targets) {
+  return new FunctionCatalog((db) =>
+    readCatalog(targets.postgres, db, async (c) => {
+      const f = await c.query(FUNCTION_CATALOG_SQL);
+      const o = await c.query(OPERATOR_CATALOG_SQL);
+      return catalogFacts(f.rows, o.rows);
+    }),
+  );
+}
+
 /** The views of each database, read with the gateway's own credentials (see masking/views.ts). */
 function viewCatalogs(targets: Targets, governor: () => Governor) {
-  const upstream = targets.postgres;
   const postgres = new ViewCatalog(
-    async (db) => {
-      const c = await upstreamClient(upstream, db, 'sluice-catalog');
-      try {
+    (db) =>
+      readCatalog(targets.postgres, db, async (c) => {
         const r = await c.query<{ schema: string; name: string; definition: string }>(
           `SELECT schemaname AS schema, viewname AS name, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
            UNION ALL SELECT schemaname, matviewname, definition FROM pg_matviews`,
         );
         return r.rows;
-      } finally {
-        await c.end().catch(() => {});
-      }
-    },
+      }),
     (sql) => governor().cache.analyze(sql),
   );
   const m = targets.mysql;
@@ -208,7 +232,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     preview: ac.preview.enabled ? previewFor(cfg, targets, () => governor!) : undefined,
   });
   await approvals.start();
-  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!) });
+  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!), functions: functionCatalog(targets) });
   governor.setPolicy(policy);
   governor.throttle = new AuthThrottle(cfg.identity.throttle);
   const engine: PgEngineConfig = {

@@ -9,6 +9,7 @@ import { AuthThrottle } from './identity/throttle.js';
 import crypto from 'node:crypto';
 import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
+import { judgeFunctions, type FunctionCatalog } from './analyze/catalog.js';
 import type { Field, MaskPlan } from './masking/rows.js';
 import { Metrics } from './api/metrics.js';
 import { ApprovalError, type Approvals } from './approvals/service.js';
@@ -57,6 +58,8 @@ export interface GovernorOptions {
   approvals?: Approvals;
   /** Views per database (PostgreSQL and MySQL), so masking follows view columns to their tables. */
   views?: { postgres?: ViewCatalog; mysql?: ViewCatalog };
+  /** What each PostgreSQL database's functions do (pg_proc): the guard's function classes. */
+  functions?: FunctionCatalog;
 }
 
 /**
@@ -73,15 +76,22 @@ export class Governor {
   private readonly verifyKey?: (key: string) => Promise<Identity>;
   readonly approvals?: Approvals;
   readonly views: { postgres?: ViewCatalog; mysql?: ViewCatalog };
+  readonly functions?: FunctionCatalog;
 
   constructor(o: GovernorOptions) {
     this.approvals = o.approvals;
     this.views = o.views ?? {};
+    this.functions = o.functions;
     this.policy = o.policy;
     this.audit = o.audit;
     this.oidc = o.oidc;
     this.verifyKey = o.verifyKey;
     this.cache = o.cache ?? new AnalysisCache();
+  }
+
+  /** Load what judging statements on a database needs (its views, its function catalog); waits for the first load only. */
+  async openDatabase(engine: 'postgres' | 'mysql', database: string): Promise<void> {
+    await Promise.all([this.views[engine]?.ensure(database), engine === 'postgres' ? this.functions?.ensure(database) : undefined]);
   }
 
   get currentPolicy(): Policy {
@@ -164,7 +174,18 @@ export class Governor {
         }
         statements.push({ ...target, command: 'EXECUTE', executes: s.executes, prepares: undefined });
       }
-      analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive) };
+      analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive), flags: [...new Set(statements.flatMap((s) => s.flags))] };
+    }
+    const refused = analysis.statements.findIndex((s) => s.refuse);
+    if (refused >= 0) return guardRefusal(analysis, refused, analysis.statements[refused]!.refuse!);
+    if (dialect === 'postgres' && this.functions) {
+      // What the called functions do comes from the database's catalog; without it, calls cannot be judged.
+      const facts = this.functions.get(database);
+      if (facts) analysis = judgeFunctions(analysis, facts, this.views.postgres?.get(database));
+      else {
+        const calls = analysis.statements.findIndex((s) => s.functions.length || s.operators?.length);
+        if (calls >= 0) return guardRefusal(analysis, calls, `Sluice could not read the function catalog of database "${database}", so it cannot tell what the functions this statement calls do`);
+      }
     }
     let decision = evaluate(this.policy, { identity, database, qualifiedIsDatabase: dialect === 'mysql' }, analysis);
     if (decision.action !== 'allow' && decision.grants !== false && this.approvals) {
@@ -294,7 +315,9 @@ export class Governor {
     this.audit.append(event);
     // A view may have changed: read the database's views again.
     if (event.type === 'statement' && event.decision === 'allow' && event.classes?.includes('ddl') && event.database !== undefined) {
-      this.views[event.protocol === 'mysql' || event.protocol === 'mysql-prepared' ? 'mysql' : 'postgres']?.invalidate(event.database);
+      const engine = event.protocol === 'mysql' || event.protocol === 'mysql-prepared' ? 'mysql' : 'postgres';
+      this.views[engine]?.invalidate(event.database);
+      if (engine === 'postgres') this.functions?.invalidate(event.database);
     }
   }
 
@@ -339,6 +362,15 @@ function unapprovable(v: Verdict): GovernorError | undefined {
 
 /** A one-column text result of no particular name (see scansText). */
 const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOid: 0, format: 0 }];
+
+/** A statement Sluice refuses whatever the policy says: it cannot judge it, or it would leave the state Sluice parses under. */
+function guardRefusal(analysis: Analysis, statement: number, reason: string): Verdict {
+  return {
+    analysis,
+    decision: { action: 'deny', rule: 'sluice-guard', reason, statement },
+    error: { code: '42501', message: `Sluice refuses this statement: ${reason}`, hint: 'The statement was not run; the session is still usable.' },
+  };
+}
 
 const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
 

@@ -120,7 +120,7 @@ describe('malformed and hostile input', () => {
   it('startup parameters that would switch the upstream role are refused', async () => {
     const c = new pg.Client({ ...t.conn(key, db.name), options: '-c role=postgres' });
     const err = await c.connect().catch((e) => e);
-    expect(err.message).toMatch(/setting "role" in startup options is not allowed/);
+    expect(err.message).toMatch(/startup parameter "role" is not allowed/);
     const r = await raw([m.startupMessage({ user: 'x', database: db.name, replication: 'database' })]);
     expect(fatalMessage(r.data)).toMatch(/startup parameter "replication" is not allowed/);
   });

@@ -116,7 +116,11 @@ describe('node-postgres (pg) through the gateway', () => {
     try {
       const err = await c.query('PREPARE wipe AS DELETE FROM customers WHERE id = $1').catch((e) => e);
       expect(err.code).toBe('42501');
-      const unknown = await c.query('EXECUTE wipe(1)').catch((e) => e);
+      // The refused PREPARE is remembered: EXECUTE is refused for what it would run, not as unknown.
+      const refused = await c.query('EXECUTE wipe(1)').catch((e) => e);
+      expect(refused.code).toBe('42501');
+      expect(refused.detail).toMatch(/EXECUTE on customers \(class write\)/);
+      const unknown = await c.query('EXECUTE never_prepared(1)').catch((e) => e);
       expect(unknown.code).toBe('26000');
       await c.query('PREPARE one(int) AS SELECT name FROM customers WHERE id = $1');
       expect((await c.query('EXECUTE one(5)')).rows[0].name).toBe('customer 5');
@@ -142,13 +146,14 @@ describe('node-postgres (pg) through the gateway', () => {
   });
 
   it('cancels a running query through the gateway (CancelRequest is mapped to the upstream backend)', async () => {
-    const c = await client(analyst);
+    // pg_sleep holds a connection: a volatile function, so not a read (app may write).
+    const c = await client(app);
     try {
       const started = Date.now();
       const p = c.query('SELECT pg_catalog.now(), count(*) FROM generate_series(1, 1) , LATERAL (SELECT pg_sleep(20)) s').catch((e) => e);
       await new Promise((r) => setTimeout(r, 500));
       // pg's cancel opens a new connection with CancelRequest carrying the gateway-issued key.
-      const canceller = new (pg as any).Client(t.conn(analyst, db.name));
+      const canceller = new (pg as any).Client(t.conn(app, db.name));
       (canceller as any).cancel(c, (c as any).activeQuery);
       const err = await p;
       expect(err.code).toBe('57014');

@@ -1,12 +1,24 @@
 import * as pg from 'libpg-query';
 import { cacheKey } from './cachekey.js';
+import { DYNAMIC_SQL_FUNCTIONS, SENSITIVE_CATALOGS, SENSITIVE_FUNCTIONS, lexingRefusal, settingKind } from './guard.js';
 
 /** Broad statement classes that policy rules match on. */
 export const STATEMENT_CLASSES = ['read', 'write', 'ddl', 'admin', 'transaction', 'session', 'other'] as const;
 export type StatementClass = (typeof STATEMENT_CLASSES)[number];
 
 /** Flags beyond the class; policy rules can match them. */
-export const FLAGS = ['multi-statement', 'data-modifying-cte', 'do-block', 'dynamic-sql', 'privileged-function', 'locking', 'server-file', 'copy-program', 'select-into', 'binary-copy'] as const;
+export const FLAGS = [
+  'multi-statement', 'data-modifying-cte', 'do-block', 'dynamic-sql', 'privileged-function', 'locking', 'server-file', 'copy-program',
+  'select-into', 'binary-copy',
+  /** Calls a function with effects beyond its result (sequences, large objects, locks, sleep, volatile user code). */
+  'volatile-function',
+  /** Reads a catalog that holds secrets or other sessions' activity (pg_authid, pg_stat_activity, ...). */
+  'sensitive-catalog',
+  /** Changes a setting reserved to administrators (logging, replication role, library loading, unknown settings). */
+  'privileged-setting',
+  /** PREPARE TRANSACTION / COMMIT PREPARED / ROLLBACK PREPARED: a transaction that outlives the session. */
+  'two-phase',
+] as const;
 export type Flag = (typeof FLAGS)[number];
 
 export interface TableRef {
@@ -38,6 +50,12 @@ export interface StatementInfo {
   outputs?: { name: string; refs: string[] }[];
   /** Columns used to filter, join, sort or group (WHERE, JOIN ON/USING, ORDER BY, GROUP BY, HAVING), as written. */
   filterColumns: string[];
+  /** Operators used, by name (user-defined ones run functions; see analyze/catalog.ts). */
+  operators?: string[];
+  /** Set when Sluice refuses the statement whatever the policy says: why it cannot judge it or let it run. */
+  refuse?: string;
+  /** Functions the statement calls that act beyond their result, with what they do (from the catalog). */
+  effects?: string[];
 }
 
 export interface Analysis {
@@ -49,6 +67,8 @@ export interface Analysis {
   destructive: string[];
   flags: Flag[];
   fingerprint: string;
+  /** Functions called that act beyond their result (set with the database's catalog; see analyze/catalog.ts). */
+  volatileFunctions?: string[];
 }
 export interface AnalysisFailure {
   ok: false;
@@ -78,11 +98,10 @@ const DDL_PREFIXES = ['Create', 'Alter', 'Drop', 'Define', 'Rename', 'Comment', 
 const PRIVILEGED_FUNCTIONS = new Set([
   'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_file', 'pg_ls_logdir', 'pg_ls_waldir', 'pg_ls_tmpdir',
   'lo_import', 'lo_export', 'lo_from_bytea', 'pg_terminate_backend', 'pg_cancel_backend', 'pg_reload_conf',
-  'pg_rotate_logfile', 'set_config', 'pg_file_write', 'pg_file_rename', 'pg_file_unlink', 'pg_logdir_ls',
+  'pg_rotate_logfile', 'pg_file_write', 'pg_file_rename', 'pg_file_unlink', 'pg_logdir_ls',
   'pg_switch_wal', 'pg_create_restore_point', 'pg_promote', 'pg_drop_replication_slot', 'pg_create_logical_replication_slot',
   'pg_create_physical_replication_slot', 'pg_replication_origin_create',
 ]);
-const DYNAMIC_SQL_FUNCTIONS = new Set(['dblink', 'dblink_exec', 'dblink_send_query', 'dblink_open', 'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'cursor_to_xml', 'ts_stat']);
 
 const OBJECT_NAMES: Record<string, string> = {
   OBJECT_TABLE: 'TABLE', OBJECT_VIEW: 'VIEW', OBJECT_MATVIEW: 'MATERIALIZED VIEW', OBJECT_INDEX: 'INDEX',
@@ -154,7 +173,65 @@ class Collector {
   flags = new Set<Flag>();
   nestedClass: StatementClass = 'read';
 
+  operators = new Set<string>();
+  /** Why Sluice refuses the statement whatever the policy says (the first reason found). */
+  refuse?: string;
+
+  /** A setting changed by SET or set_config(): lexing settings only to values Sluice parses under; privileged ones flagged. */
+  setting(name: string, value: string | undefined): void {
+    const kind = settingKind(name);
+    if (kind === 'lexing') this.refuse ??= lexingRefusal(name.toLowerCase(), value);
+    else if (kind === 'privileged') {
+      this.flags.add('privileged-setting');
+      this.nestedClass = escalate(this.nestedClass, 'admin');
+    }
+  }
+
+  /** SET / RESET (also inside ALTER ROLE|DATABASE|SYSTEM ... SET and function SET clauses). */
+  variableSet(node: Node): void {
+    const kind = String(node.kind ?? '');
+    if (kind === 'VAR_RESET_ALL' || kind === 'VAR_SET_MULTI') return;
+    const name = String(node.name ?? '');
+    const args = (node.args as Node[] | undefined) ?? [];
+    let value: string | undefined;
+    if (kind === 'VAR_SET_VALUE') {
+      const parts = args.map((a) => constantText(a));
+      value = parts.some((p) => p === undefined) ? '?' : parts.join(',');
+    }
+    this.setting(name, value);
+  }
+
+  /** set_config(name, value, is_local): judged like SET when the name (and, for lexing settings, the value) is a constant. */
+  setConfig(args: Node[] | undefined): void {
+    const name = constantText(args?.[0]);
+    if (name === undefined) {
+      this.refuse ??= 'set_config() with a setting name that is not a constant: Sluice cannot tell which setting it changes';
+      return;
+    }
+    const value = constantText(args?.[1]);
+    if (settingKind(name) === 'lexing' && value === undefined) {
+      this.refuse ??= `set_config('${name}', ...) with a value that is not a constant: Sluice cannot tell how the server will read later statements`;
+      return;
+    }
+    this.setting(name, value ?? '');
+  }
+
+  /** Fold a nested statement's findings (EXPLAIN, PREPARE, COPY (query), DECLARE, PL/pgSQL bodies) into this one. */
+  absorb(sub: StatementInfo): void {
+    for (const t of sub.tables) this.addTable(t.name, t.access);
+    for (const col of sub.columns) this.columns.add(col);
+    for (const col of sub.filterColumns) this.filterColumns.add(col);
+    for (const f of sub.functions) this.functions.add(f);
+    for (const o of sub.operators ?? []) this.operators.add(o);
+    this.destructive.push(...sub.destructive);
+    for (const f of sub.flags) this.flags.add(f);
+    this.refuse ??= sub.refuse;
+  }
+
   addTable(name: string, access: TableRef['access']) {
+    if (access === 'write' && name.toLowerCase().replace(/^pg_catalog\./, '') === 'pg_settings') {
+      this.refuse ??= 'writing to pg_settings changes session settings behind SET: use SET (Sluice checks each setting)';
+    }
     const prev = this.tables.get(name);
     const rank = { read: 0, write: 1, ddl: 2 } as const;
     if (!prev || rank[access] > rank[prev]) this.tables.set(name, access);
@@ -170,7 +247,15 @@ class Collector {
     for (const [key, value] of Object.entries(node as Node)) {
       if (key === 'RangeVar') {
         const name = rangeVarName(value);
-        if (value.schemaname || !scope.has(value.relname)) this.addTable(name, 'read');
+        if (value.schemaname || !scope.has(value.relname)) {
+          this.addTable(name, 'read');
+          if (SENSITIVE_CATALOGS.has(String(value.relname).toLowerCase())) this.flags.add('sensitive-catalog');
+        }
+        continue;
+      }
+      if (key === 'A_Expr') {
+        for (const n of (value.name as Node[] | undefined) ?? []) if (n.String) this.operators.add(String(n.String.sval));
+        this.visit(value, scope);
         continue;
       }
       if (key === 'ColumnRef') {
@@ -191,7 +276,13 @@ class Collector {
           this.flags.add('dynamic-sql');
           this.nestedClass = escalate(this.nestedClass, 'admin');
         }
+        if (SENSITIVE_FUNCTIONS.has(bare)) this.flags.add('sensitive-catalog');
+        if (bare === 'set_config') this.setConfig(value.args as Node[] | undefined);
         this.visit(value, scope);
+        continue;
+      }
+      if (key === 'VariableSetStmt' || key === 'setstmt') {
+        this.variableSet(value);
         continue;
       }
       if (key === 'withClause' && value) continue; // handled by the owning statement
@@ -322,6 +413,19 @@ function selectOutputs(node: Node): StatementInfo['outputs'] {
   });
 }
 
+/** The text of a string or number constant (possibly cast), or undefined when the expression is not a constant. */
+function constantText(n: Node | undefined): string | undefined {
+  if (!n) return undefined;
+  if (n.TypeCast) return constantText(n.TypeCast.arg);
+  const c = n.A_Const;
+  if (!c || c.isnull) return undefined;
+  if (c.sval) return String(c.sval.sval ?? '');
+  if (c.ival) return String(c.ival.ival ?? 0);
+  if (c.fval) return String(c.fval.fval);
+  if (c.boolval) return c.boolval.boolval ? 'on' : 'off';
+  return undefined;
+}
+
 function containsKey(node: unknown, key: string): boolean {
   if (Array.isArray(node)) return node.some((n) => containsKey(n, key));
   if (!node || typeof node !== 'object') return false;
@@ -347,12 +451,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
   const nested = (inner: Node | undefined): StatementInfo | undefined => {
     if (!inner) return undefined;
     const sub = analyzeStmt(inner, depth + 1);
-    for (const t of sub.tables) c.addTable(t.name, t.access);
-    for (const col of sub.columns) c.columns.add(col);
-    for (const col of sub.filterColumns) c.filterColumns.add(col);
-    for (const f of sub.functions) c.functions.add(f);
-    c.destructive.push(...sub.destructive);
-    for (const f of sub.flags) c.flags.add(f);
+    c.absorb(sub);
     return sub;
   };
 
@@ -494,17 +593,24 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     case 'TransactionStmt':
       cls = 'transaction';
       command = String(node.kind ?? '').replace('TRANS_STMT_', '').replace('_', ' ');
+      if (['TRANS_STMT_PREPARE', 'TRANS_STMT_COMMIT_PREPARED', 'TRANS_STMT_ROLLBACK_PREPARED'].includes(String(node.kind))) {
+        // A prepared transaction keeps its locks and changes after the session ends: an administrator's act.
+        c.flags.add('two-phase');
+        cls = 'admin';
+      }
       break;
     case 'VariableSetStmt': {
       const name = String(node.name ?? '').toLowerCase();
       command = node.kind === 'VAR_RESET' || node.kind === 'VAR_RESET_ALL' ? 'RESET' : 'SET';
       cls = name === 'role' || name === 'session_authorization' || name === 'session authorization' ? 'admin' : 'session';
       if (node.kind === 'VAR_RESET_ALL') cls = 'session';
+      c.variableSet(node);
       break;
     }
     case 'LockStmt':
       command = 'LOCK TABLE';
       cls = 'write';
+      c.flags.add('locking');
       for (const r of node.relations ?? []) c.addTable(rangeVarName(r.RangeVar), 'write');
       break;
     case 'RefreshMatViewStmt':
@@ -545,6 +651,8 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     functions: [...c.functions],
     destructive: c.destructive,
     flags: [...c.flags],
+    ...(c.operators.size ? { operators: [...c.operators] } : {}),
+    ...(c.refuse ? { refuse: c.refuse } : {}),
     ...info,
   };
 }
@@ -566,11 +674,7 @@ function analyzePlpgsql(body: string, c: Collector, depth: number): StatementCla
     for (const raw of r.stmts ?? []) {
       const sub = analyzeStmt(raw.stmt, depth + 1);
       cls = escalate(cls, sub.class);
-      for (const t of sub.tables) c.addTable(t.name, t.access);
-      for (const col of sub.columns) c.columns.add(col);
-      for (const f of sub.functions) c.functions.add(f);
-      c.destructive.push(...sub.destructive);
-      for (const f of sub.flags) c.flags.add(f);
+      c.absorb(sub);
     }
   };
   const walk = (n: unknown): void => {
@@ -636,6 +740,7 @@ export function analyzeUncached(sql: string): AnalysisResult {
   try {
     tree = pg.parseSync(sql) as Node;
   } catch (e) {
+    if (e instanceof RangeError) return { ok: false, error: 'statement is nested too deeply for Sluice to analyze' };
     const details = (e as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
     return { ok: false, error: (e as Error).message, position: details?.cursorPosition !== undefined ? details.cursorPosition + 1 : undefined };
   }
@@ -649,6 +754,7 @@ export function analyzeUncached(sql: string): AnalysisResult {
     }
     return summarize(statements, fingerprint);
   } catch (e) {
+    if (e instanceof RangeError) return { ok: false, error: 'statement is nested too deeply for Sluice to analyze' };
     return { ok: false, error: `could not analyze statement: ${(e as Error).message}` };
   }
 }
@@ -684,7 +790,9 @@ export class AnalysisCache {
         if (--n <= 0) break;
       }
     }
-    if (sql.length <= 100_000) this.map.set(key, r);
+    // A failure is kept only under its exact text: texts that share a normalized key differ in literal values, and
+    // one value can be invalid where another is not (ALTER INDEX ... ALTER COLUMN 0 vs 2).
+    if (sql.length <= 100_000 && (r.ok || key === sql)) this.map.set(key, r);
     return r;
   }
 }

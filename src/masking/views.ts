@@ -1,9 +1,10 @@
 import type { Analysis, AnalysisResult, StatementInfo } from '../analyze/analyze.js';
-import { log } from '../util/log.js';
+import { PerDatabase } from '../util/perdb.js';
 
-/** What a view reads: its base tables and, per output column, the columns it is computed from. */
+/** What a view reads: its base tables, the functions it calls and, per output column, the columns it is computed from. */
 export interface ViewInfo {
   tables: string[];
+  functions: string[];
   outputs: { name: string; refs: string[] }[];
 }
 
@@ -13,78 +14,44 @@ export interface ViewSource {
   definition: string;
 }
 
-interface Entry {
-  at: number;
-  views: Map<string, ViewInfo>;
-  loading?: Promise<void>;
-}
-
 /**
  * The views of each database, analyzed like statements, so masking rules and the inference guard follow a view's
  * columns back to the table columns they come from (`CREATE VIEW v AS SELECT ssn AS s FROM customers`: `v.s` is
- * masked like `customers.ssn`). Loaded when a session opens a database, refreshed after DDL and every `ttlMs`.
+ * masked like `customers.ssn`), and the guard sees the functions a view calls. Loaded when a session opens a
+ * database, refreshed after DDL and every `ttlMs`.
  */
 export class ViewCatalog {
-  private byDb = new Map<string, Entry>();
+  private readonly facts: PerDatabase<Map<string, ViewInfo>>;
 
-  constructor(
-    private readonly fetch: (database: string) => Promise<ViewSource[]>,
-    private readonly analyze: (sql: string) => AnalysisResult,
-    private readonly ttlMs = 60_000,
-  ) {}
-
-  /**
-   * Make sure the database's views are known: waits (at most `maxWaitMs`) for the first load only; later
-   * refreshes run behind. Never throws.
-   */
-  async ensure(database: string, maxWaitMs = 3000): Promise<void> {
-    const e = this.byDb.get(database);
-    if (e && !e.loading && Date.now() - e.at < this.ttlMs) return;
-    if (e && !e.loading) {
-      void this.load(database);
-      return;
-    }
-    if (e?.loading && e.at > 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([e?.loading ?? this.load(database), new Promise<void>((r) => (timer = setTimeout(r, maxWaitMs)))]);
-    clearTimeout(timer);
-  }
-
-  /** A database's views may have changed (after DDL): read them again now, in the background. */
-  invalidate(database: string): void {
-    const e = this.byDb.get(database);
-    if (!e) return;
-    if (e.loading) void e.loading.then(() => this.load(database));
-    else void this.load(database);
-  }
-
-  get(database: string): Map<string, ViewInfo> | undefined {
-    const v = this.byDb.get(database)?.views;
-    return v?.size ? v : undefined;
-  }
-
-  private load(database: string): Promise<void> {
-    const entry: Entry = this.byDb.get(database) ?? { at: 0, views: new Map() };
-    this.byDb.set(database, entry);
-    entry.loading = (async () => {
-      try {
+  constructor(fetch: (database: string) => Promise<ViewSource[]>, analyze: (sql: string) => AnalysisResult, ttlMs = 60_000) {
+    this.facts = new PerDatabase(
+      'views',
+      async (database) => {
         const views = new Map<string, ViewInfo>();
-        for (const v of await this.fetch(database)) {
-          const a = this.analyze(v.definition);
+        for (const v of await fetch(database)) {
+          const a = analyze(v.definition);
           if (!a.ok) continue;
-          const info: ViewInfo = { tables: a.tables, outputs: a.statements.flatMap((s) => s.outputs ?? []) };
+          const info: ViewInfo = { tables: a.tables, functions: [...new Set(a.statements.flatMap((s) => s.functions))], outputs: a.statements.flatMap((s) => s.outputs ?? []) };
           views.set(v.name.toLowerCase(), info);
           views.set(`${v.schema}.${v.name}`.toLowerCase(), info);
         }
-        entry.views = views;
-      } catch (e) {
-        log.warn(`masking: cannot read the views of ${database}: ${(e as Error).message}`);
-      } finally {
-        entry.at = Date.now();
-        entry.loading = undefined;
-      }
-    })();
-    return entry.loading;
+        return views;
+      },
+      ttlMs,
+    );
+  }
+
+  ensure(database: string, maxWaitMs = 3000): Promise<void> {
+    return this.facts.ensure(database, maxWaitMs);
+  }
+
+  invalidate(database: string): void {
+    this.facts.invalidate(database);
+  }
+
+  get(database: string): Map<string, ViewInfo> | undefined {
+    const v = this.facts.get(database);
+    return v?.size ? v : undefined;
   }
 }
 

@@ -121,7 +121,7 @@ export class McpTools {
    */
   async query(id: Identity, database: string, sql: string, opts: { intent?: string; maxRows?: number; engine?: Engine } = {}): Promise<QueryResult | PendingResult> {
     const b = this.backend(opts.engine, database);
-    await this.g.views[b.engine]?.ensure(database);
+    await this.g.openDatabase(b.engine, database);
     const v = this.g.check(id, database, sql, undefined, b.engine);
     const intentDetails = { tool: 'query', intent: opts.intent, engine: b.engine };
     if (v.decision.action === 'require_approval') {

@@ -117,7 +117,7 @@ export class MySession implements LiveSession {
     this.client = socket;
     this.clientFramer = new MyFramer(cfg.limits.maxPacketBytes);
     do this.connId = crypto.randomBytes(4).readUInt32LE() & 0x7fffffff;
-    while (this.connId === 0 || registry.byKey.has(this.connId));
+    while (this.connId === 0 || registry.lookup('mysql', this.connId));
     this.info = { id: this.id, clientAddr: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, startedAt: new Date(), tls: false, statements: 0, txStatus: 'I', engine: 'mysql' };
     socket.setNoDelay(true);
     this.attach(socket);
@@ -354,7 +354,7 @@ export class MySession implements LiveSession {
     try {
       const [u] = await Promise.all([
         connectMyUpstream(this.cfg.upstream, { caps: this.caps, charset: this.charset, database: this.database || undefined, attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) } }),
-        this.database ? this.governor.views.mysql?.ensure(this.database) : undefined,
+        this.database ? this.governor.openDatabase('mysql', this.database) : undefined,
       ]);
       if (this.isClosed()) {
         u.socket.destroy();
@@ -518,7 +518,7 @@ export class MySession implements LiveSession {
   private killCommand(sql: string): boolean {
     const m = /^\s*KILL\s+(QUERY\s+|CONNECTION\s+)?(\d+)\s*;?\s*$/i.exec(sql);
     if (!m) return false;
-    const target = this.registry.byKey.get(Number(m[2]));
+    const target = this.registry.lookup('mysql', Number(m[2]));
     if (!(target instanceof MySession) || target.identity?.subject !== this.identity?.subject) {
       this.send(errPacket(1094, 'HY000', `Unknown thread id: ${m[2]} (only your own Sluice connections can be killed)`));
       return true;
@@ -701,7 +701,7 @@ export class MySession implements LiveSession {
         this.database = this.pendingDb;
         this.info.database = this.database;
         this.baseFields = undefined;
-        void this.governor.views.mysql?.ensure(this.database);
+        void this.governor.openDatabase('mysql', this.database);
       }
       this.pendingDb = undefined;
     }

@@ -17,6 +17,7 @@ import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
 import { servedBy } from '../../util/glob.js';
 import type { Approval } from '../../approvals/store.js';
 import { expiryTimer, sessionEndEvent } from '../common.js';
+import { lexingRefusal, LEXING_SETTINGS, startupRefusal } from '../../analyze/guard.js';
 
 export interface SessionLimits {
   /** Largest frontend message accepted after startup. */
@@ -62,26 +63,34 @@ export interface LiveSession {
   cancelFromClient(secret: number): void;
 }
 
-/** Live sessions and cancel keys, shared by all sessions of every engine of one gateway process. */
+/**
+ * Live sessions and their keys, shared by all sessions of every engine of one gateway process. Each engine has its
+ * own key space (PostgreSQL cancel keys, MySQL connection ids): a key of one engine never reaches another's session.
+ */
 export class SessionRegistry {
   readonly sessions = new Map<string, LiveSession>();
-  readonly byKey = new Map<number, LiveSession>();
+  private readonly keys = { postgres: new Map<number, LiveSession>(), mysql: new Map<number, LiveSession>() };
   /** Cancel keys not issued by this process are passed here (to the other processes of a cluster). */
   forwardCancel?: (pid: number, secret: number) => void;
-  /** Cancel a session of this process by its gateway-issued key; false if the key is not ours. */
+  /** A PostgreSQL CancelRequest: cancel that session if the secret matches; false if the key is not ours. */
   cancel(pid: number, secret: number): boolean {
-    const s = this.byKey.get(pid);
+    const s = this.keys.postgres.get(pid);
     if (!s) return false;
     s.cancelFromClient(secret);
     return true;
   }
-  register(s: LiveSession, pid: number): void {
-    this.sessions.set(s.id, s);
-    this.byKey.set(pid, s);
+  /** The session holding `key` in an engine's key space. */
+  lookup(engine: 'postgres' | 'mysql', key: number): LiveSession | undefined {
+    return this.keys[engine].get(key);
   }
-  unregister(s: LiveSession, pid: number): void {
+  register(s: LiveSession, key: number): void {
+    this.sessions.set(s.id, s);
+    this.keys[s.info.engine ?? 'postgres'].set(key, s);
+  }
+  unregister(s: LiveSession, key: number): void {
     this.sessions.delete(s.id);
-    if (this.byKey.get(pid) === s) this.byKey.delete(pid);
+    const space = this.keys[s.info.engine ?? 'postgres'];
+    if (space.get(key) === s) space.delete(key);
   }
 }
 
@@ -133,15 +142,26 @@ const DENIED_MARK = 'SLUICE_DENIED_';
  * handling (skip to Sync, abort the open transaction) happens exactly where the client expects the error. */
 const deniedSql = () => `${DENIED_MARK}${crypto.randomBytes(6).toString('hex')}`;
 
-/** Startup parameters a client may not set: they would change the upstream role behind the policy's back. */
-const FORBIDDEN_PARAMS = new Set(['role', 'session_authorization', 'replication']);
-
 const pick = (b: Buffer, start: number, end: number) => new Reader(b, start + 5, end);
 const tag = (rows: string) => {
   const parts = rows.split(' ');
   const n = Number(parts[parts.length - 1]);
   return Number.isFinite(n) ? n : 0;
 };
+
+/** Text the server reads differently under another standard_conforming_strings or client encoding. */
+const LEXING_SENSITIVE = /[\\\u0080-\uffff]/;
+const SETTLED_CLASSES = new Set(['read', 'session', 'transaction']);
+const UNSETTLING_FLAGS = new Set(['do-block', 'dynamic-sql', 'volatile-function', 'privileged-function', 'privileged-setting']);
+
+/**
+ * Whether running this may change session settings in ways the statement does not show (user code in functions,
+ * triggers, DO blocks, cursors and prepared statements run later): the server then reports them only afterwards.
+ */
+function mayChangeSettings(a: Analysis | undefined): boolean {
+  if (!a) return true;
+  return a.classes.some((c) => !SETTLED_CLASSES.has(c)) || a.flags.some((f) => UNSETTLING_FLAGS.has(f)) || a.statements.some((s) => s.command === 'FETCH' || s.executes !== undefined);
+}
 
 /** Returned by a message handler to stop reading before this message (it stays buffered; see PgSession.hold). */
 const HOLD = Symbol('hold');
@@ -227,7 +247,7 @@ export class PgSession implements LiveSession {
   }
 
   private writeClient(b: Buffer): void {
-    if (this.client.destroyed) return;
+    if (this.client.destroyed || this.phase === 'closed') return;
     if (!this.client.write(b)) this.upstream?.pause();
   }
   private writeUpstream(b: Buffer): void {
@@ -367,14 +387,13 @@ export class PgSession implements LiveSession {
     if (this.cfg.tlsMode === 'require' && !this.info.tls) {
       return this.fatal('28000', 'Sluice requires an encrypted connection: connect with sslmode=require (tokens must not cross the network in clear text)');
     }
-    for (const k of Object.keys(params)) {
-      if (FORBIDDEN_PARAMS.has(k.toLowerCase())) return this.fatal('42501', `startup parameter "${k}" is not allowed through Sluice`);
-    }
-    if (params.options) {
-      // options carries "-c name=value" settings; refuse the ones that would switch the upstream role.
-      const names = [...params.options.matchAll(/(?:-c\s*|--)([A-Za-z0-9_.]+)\s*=/g)].map((x) => x[1]!.toLowerCase().replace(/-/g, '_'));
-      const bad = names.find((n) => FORBIDDEN_PARAMS.has(n));
-      if (bad) return this.fatal('42501', `setting "${bad}" in startup options is not allowed through Sluice`);
+    // Only ordinary session settings pass to the server (the role, replication, logging, lexing state are Sluice's).
+    for (const [k, v] of Object.entries(params)) {
+      const why = startupRefusal(k, v);
+      if (why) {
+        this.governor.record({ type: 'auth_failure', client_addr: this.info.clientAddr, client_user: params.user, database: params.database, application_name: params.application_name, reason: why } as never);
+        return this.fatal('42501', why);
+      }
     }
     this.clientUser = params.user ?? '';
     this.database = params.database || this.clientUser;
@@ -424,10 +443,15 @@ export class PgSession implements LiveSession {
     }
     try {
       // The database's views are read alongside, so masking can follow view columns to their tables.
-      const [up] = await Promise.all([connectUpstream(this.cfg.upstream, { ...this.params, database: this.database }), this.governor.views.postgres?.ensure(this.database)]);
+      const [up] = await Promise.all([connectUpstream(this.cfg.upstream, { ...this.params, database: this.database }), this.governor.openDatabase('postgres', this.database)]);
       if ((this.phase as string) === 'closed') {
         up.socket.destroy();
         return;
+      }
+      const unparsable = [...up.parameters].find(([k, v]) => this.lexingMismatch(k, v));
+      if (unparsable) {
+        up.socket.destroy();
+        return this.fatal('42501', this.lexingMismatch(unparsable[0], unparsable[1])!);
       }
       this.upstream = up.socket;
       this.upstreamPid = up.pid;
@@ -463,6 +487,18 @@ export class PgSession implements LiveSession {
     }
   }
 
+  /**
+   * Why the session cannot go on when the server reports this parameter value: Sluice parses statements as the
+   * server reads them only under standard_conforming_strings = on and an ASCII-safe client encoding, and refuses
+   * every statement that would leave that state. A server that reports another (a function, trigger or role default
+   * changed it) ends the session: fail closed.
+   */
+  private lexingMismatch(name: string, value: string): string | undefined {
+    if (!LEXING_SETTINGS.has(name.toLowerCase())) return undefined;
+    const why = lexingRefusal(name.toLowerCase(), value);
+    return why && `Sluice ended the session: the server reports ${name} = ${value}. ${why}`;
+  }
+
   /** A token-based session ends when its token expires (clients reconnect with a fresh token). */
   private scheduleExpiry(): void {
     this.expiryTimer = expiryTimer(this.identity, () => this.fatal('28P01', 'the identity token for this session has expired; reconnect with a fresh token'));
@@ -481,7 +517,7 @@ export class PgSession implements LiveSession {
   // ---------------------------------------------------------------- client -> upstream
 
   private onClientMessages(d: Buffer): void {
-    if (this.holding) return this.clientFramer.append(d);
+    if (this.holding || this.settling) return this.clientFramer.append(d);
     const u = this.upstream!;
     u.cork();
     try {
@@ -499,15 +535,19 @@ export class PgSession implements LiveSession {
     switch (type) {
       case 0x51 /* Q */: {
         const sql = pick(b, start, end).cstring();
-        this.info.currentSql = sql;
         const resolved = this.takeResolved();
-        const verdict = resolved ?? this.decide(sql);
+        const settle = resolved ? undefined : this.settle(sql);
+        if (settle === 'wait') return this.waitForSettings();
+        this.info.currentSql = sql;
+        const verdict = resolved ?? (settle === 'refuse' ? this.unsettledRefusal() : this.decide(sql));
         if (verdict.decision.action === 'require_approval') return this.hold({ sql, verdict }, 'simple');
         this.info.statements++;
         const item: Item = { k: 'query', epoch: ++this.epoch, sql, verdict, t0: performance.now(), rows: 0 };
+        if (!verdict.error && mayChangeSettings(verdict.analysis)) this.unsettledUntil = this.epoch;
         this.items.push(item);
         if (verdict.error) {
           this.auditDenied(sql, verdict, 'simple');
+          this.trackRefusedPrepare(verdict);
           return m.query(deniedSql());
         }
         this.trackSqlPrepared(verdict);
@@ -520,8 +560,10 @@ export class PgSession implements LiveSession {
         const nTypes = r.int16();
         const types: number[] = [];
         for (let i = 0; i < nTypes; i++) types.push(r.int32());
+        const settle = this.settle(sql);
+        if (settle === 'wait') return this.waitForSettings();
         this.info.currentSql = sql;
-        const verdict = this.decide(sql);
+        const verdict = settle === 'refuse' ? this.unsettledRefusal() : this.decide(sql);
         this.items.push({ k: 'parse', verdict });
         if (verdict.error) {
           this.auditDenied(sql, verdict, 'extended', name);
@@ -587,6 +629,7 @@ export class PgSession implements LiveSession {
         const blind = !target.fields && !target.stmt?.fields && this.governor.scansText(this.identity!, target.stmt?.analysis);
         if (blind) this.items.push({ k: 'describe', portal: target, internal: true });
         this.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(target), approvalId });
+        if (mayChangeSettings(target.stmt?.analysis)) this.unsettledUntil = this.epoch + 1;
         return blind ? Buffer.concat([m.describe('P', portal), b.subarray(start, end)]) : undefined;
       }
       case 0x44 /* D */: {
@@ -635,6 +678,43 @@ export class PgSession implements LiveSession {
   private holdAbort?: AbortController;
   /** The outcome of a hold, for the held message when it is read again. */
   private resolved?: Verdict;
+
+  /** Reading stopped until the statements that may change session settings have answered (see settle). */
+  private settling = false;
+  /** The Query/Sync (by epoch) whose ReadyForQuery reports the settings after the last statement that may change them. */
+  private unsettledUntil = 0;
+  /** The epoch of the last Query/Sync answered by ReadyForQuery. */
+  private answered = 0;
+
+  /**
+   * A text the server would read differently under other settings (it has a backslash or a non-ASCII character)
+   * may not reach the server while a statement that could change those settings unseen is still running: the
+   * server reports settings only when it is ready again. It waits for that ('wait') when the running work ends in
+   * a Sync or Query already sent; otherwise it cannot be judged ('refuse').
+   */
+  private settle(sql: string): 'wait' | 'refuse' | undefined {
+    if (this.answered >= this.unsettledUntil || !LEXING_SENSITIVE.test(sql)) return undefined;
+    return this.epoch >= this.unsettledUntil ? 'wait' : 'refuse';
+  }
+
+  private waitForSettings(): typeof HOLD {
+    this.settling = true;
+    this.client.pause();
+    return HOLD;
+  }
+
+  /** Called after each upstream chunk: resume reading once nothing that may change settings is running. */
+  private settled(): void {
+    if (!this.settling || this.phase !== 'ready' || this.answered < this.unsettledUntil) return;
+    this.settling = false;
+    this.client.resume();
+    this.onClientMessages(Buffer.alloc(0));
+  }
+
+  private unsettledRefusal(): Verdict {
+    const reason = 'the statement has backslashes or non-ASCII characters and follows, before any Sync, a statement that may change how the server reads them';
+    return { decision: { action: 'deny', rule: 'sluice-guard', reason }, error: { code: '42501', message: `Sluice refuses this statement: ${reason}`, hint: 'Send Sync before this statement (or run the earlier statement on its own).' } };
+  }
 
   private takeResolved(): Verdict | undefined {
     const r = this.resolved;
@@ -695,6 +775,14 @@ export class PgSession implements LiveSession {
     return this.governor.check(this.identity!, this.database, sql, this.sqlPrepared);
   }
 
+  /**
+   * A refused `PREPARE name AS ...` is remembered (unless the name is taken) so that `EXECUTE name` is refused for
+   * what it would run rather than as unknown. The server never saw it: were EXECUTE allowed, it would fail there.
+   */
+  private trackRefusedPrepare(v: Verdict): void {
+    for (const s of v.analysis?.statements ?? []) if (s.prepares !== undefined && !this.sqlPrepared.has(s.prepares)) this.sqlPrepared.set(s.prepares, s);
+  }
+
   /** Keep SQL-level PREPARE/EXECUTE/DEALLOCATE in step with the upstream so EXECUTE can be judged. */
   private trackSqlPrepared(v: Verdict): void {
     for (const s of v.analysis?.statements ?? []) {
@@ -722,6 +810,7 @@ export class PgSession implements LiveSession {
       if (!this.governor.audit.flushSpool()) this.auditUnwritable();
       c.uncork();
     }
+    this.settled();
   }
 
   /** The spool cannot be written: the completions of this chunk must not reach the client (fail closed). */
@@ -756,6 +845,7 @@ export class PgSession implements LiveSession {
         while (this.items.length) {
           const it = this.items.shift()!;
           if (it.k === 'query' || it.k === 'sync') {
+            this.answered = it.epoch;
             if (it.k === 'query' && it.verdict.decision.action === 'allow') this.auditQuery(it);
             // Outside a transaction every portal bound up to here is gone upstream: forget them too.
             if (this.info.txStatus === 'I') for (const [name, p] of this.portals) if (p.epoch <= it.epoch) this.portals.delete(name);
@@ -835,8 +925,16 @@ export class PgSession implements LiveSession {
         }
         return undefined;
       }
+      case 0x53 /* S ParameterStatus */: {
+        const r = pick(b, start, end);
+        const why = this.lexingMismatch(r.cstring(), r.cstring());
+        if (!why) return undefined;
+        this.governor.record({ type: 'protocol_error', session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, error: why, error_code: '42501' });
+        this.fatal('42501', why);
+        return null;
+      }
       default:
-        // t ParameterDescription, N Notice, A Notification, S ParameterStatus, G/H/W/d/c COPY: pass through.
+        // t ParameterDescription, N Notice, A Notification, G/H/W/d/c COPY: pass through.
         return undefined;
     }
   }

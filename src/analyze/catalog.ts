@@ -1,0 +1,130 @@
+import type { Analysis, StatementClass, StatementInfo } from './analyze.js';
+import { builtinEffect } from './guard.js';
+import { PerDatabase } from '../util/perdb.js';
+
+/** What one function name stands for in a database, over all its overloads and schemas. */
+export interface FunctionFacts {
+  /** Defined in pg_catalog or information_schema. */
+  builtin: boolean;
+  builtinVolatile: boolean;
+  /** Defined by an installed extension (trusted like a built-in). */
+  extension: boolean;
+  extensionVolatile: boolean;
+  /** Defined by a user (outside the system schemas and extensions). */
+  user: boolean;
+  userVolatile: boolean;
+}
+
+export interface CatalogFacts {
+  functions: Map<string, FunctionFacts>;
+  /** Operators defined outside pg_catalog, by name: whether any of them runs a volatile function. */
+  operators: Map<string, boolean>;
+}
+
+export const FUNCTION_CATALOG_SQL = `
+SELECT p.proname AS name,
+       bool_or(s.sys) AS builtin, bool_or(s.sys AND p.provolatile = 'v') AS builtin_volatile,
+       bool_or(NOT s.sys AND e.objid IS NOT NULL) AS extension, bool_or(NOT s.sys AND e.objid IS NOT NULL AND p.provolatile = 'v') AS extension_volatile,
+       bool_or(NOT s.sys AND e.objid IS NULL) AS "user", bool_or(NOT s.sys AND e.objid IS NULL AND p.provolatile = 'v') AS user_volatile
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  CROSS JOIN LATERAL (SELECT n.nspname IN ('pg_catalog', 'information_schema') AS sys) s
+  LEFT JOIN pg_catalog.pg_depend e ON e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e'
+ GROUP BY p.proname`;
+
+export const OPERATOR_CATALOG_SQL = `
+SELECT o.oprname AS name, bool_or(p.provolatile = 'v') AS volatile
+  FROM pg_catalog.pg_operator o
+  JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
+ WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+ GROUP BY o.oprname`;
+
+interface FunctionRow {
+  name: string;
+  builtin: boolean;
+  builtin_volatile: boolean;
+  extension: boolean;
+  extension_volatile: boolean;
+  user: boolean;
+  user_volatile: boolean;
+}
+
+/** Turn the catalog queries' rows into facts. */
+export function catalogFacts(functions: FunctionRow[], operators: { name: string; volatile: boolean }[]): CatalogFacts {
+  const t = (v: unknown) => v === true || v === 't' || v === 'true';
+  const f = new Map<string, FunctionFacts>();
+  for (const r of functions) {
+    f.set(r.name.toLowerCase(), {
+      builtin: t(r.builtin),
+      builtinVolatile: t(r.builtin_volatile),
+      extension: t(r.extension),
+      extensionVolatile: t(r.extension_volatile),
+      user: t(r.user),
+      userVolatile: t(r.user_volatile),
+    });
+  }
+  return { functions: f, operators: new Map(operators.map((o) => [o.name, t(o.volatile)])) };
+}
+
+/** The per-database function catalog (read with the gateway's credentials; see gateway.ts). */
+export class FunctionCatalog extends PerDatabase<CatalogFacts> {
+  constructor(fetch: (database: string) => Promise<CatalogFacts>, ttlMs = 60_000) {
+    super('function catalog', fetch, ttlMs);
+  }
+}
+
+/**
+ * What calling `name` (as written, maybe schema-qualified) does beyond returning a value, or undefined. Every
+ * overload counts: a name with any volatile user-defined overload is treated as that one (Sluice does not resolve
+ * argument types), and a name the catalog does not know is treated as having effects.
+ */
+export function functionEffect(written: string, facts: CatalogFacts): string | undefined {
+  const parts = written.toLowerCase().split('.');
+  const name = parts.at(-1)!;
+  const schema = parts.length > 1 ? parts.at(-2) : undefined;
+  const f = facts.functions.get(name);
+  if (!f) return 'is not a function Sluice knows in this database';
+  const system = schema === 'pg_catalog' || schema === 'information_schema';
+  if (!system && f.user && f.userVolatile) return 'is a volatile user-defined function';
+  if (!system && f.extension) {
+    const e = builtinEffect(name, f.extensionVolatile);
+    if (e) return e;
+  }
+  if (f.builtin && (schema === undefined || system)) return builtinEffect(name, f.builtinVolatile);
+  return undefined;
+}
+
+const judged = new WeakMap<Analysis, { facts: CatalogFacts; views?: ReadonlyMap<string, { functions: string[] }>; result: Analysis }>();
+
+/**
+ * The analysis with what its function calls do, from the database's catalog: a statement calling a function with
+ * effects (directly, through a user-defined operator, or through a view it reads) gets the `volatile-function` flag,
+ * its effects listed, and is at least a write. Cached per analysis and catalog load.
+ */
+export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ReadonlyMap<string, { functions: string[] }>): Analysis {
+  const hit = judged.get(a);
+  if (hit && hit.facts === facts && hit.views === views) return hit.result;
+  const called = new Set<string>();
+  const statements = a.statements.map((s) => {
+    const effects: string[] = [];
+    const names = new Set(s.functions);
+    if (views) for (const t of s.tables) for (const fn of views.get(t.name.toLowerCase())?.functions ?? []) names.add(fn);
+    for (const fn of names) {
+      const e = functionEffect(fn, facts);
+      if (!e) continue;
+      effects.push(`${fn}() ${e}`);
+      called.add(fn);
+    }
+    for (const op of s.operators ?? []) if (facts.operators.get(op)) effects.push(`operator ${op} runs a volatile function`);
+    if (!effects.length) return s;
+    const cls: StatementClass = s.class === 'read' || s.class === 'session' || s.class === 'transaction' ? 'write' : s.class;
+    const out: StatementInfo = { ...s, class: cls, effects, flags: s.flags.includes('volatile-function') ? s.flags : [...s.flags, 'volatile-function'] };
+    return out;
+  });
+  const changed = statements.some((s, i) => s !== a.statements[i]);
+  const result: Analysis = changed
+    ? { ...a, statements, classes: [...new Set(statements.map((s) => s.class))], flags: a.flags.includes('volatile-function') ? a.flags : [...a.flags, 'volatile-function'], volatileFunctions: [...called] }
+    : a;
+  judged.set(a, { facts, views, result });
+  return result;
+}
