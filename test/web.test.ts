@@ -113,6 +113,22 @@ describe('web console in Chromium', () => {
     await c.end();
   });
 
+  it('a grant approved in the console is revoked from it: the next statement needs approval again', async () => {
+    const asAlice = (path: string, body: unknown) => fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<any>);
+    const decision = async () => (await asAlice('/api/policy/test', { sql: "UPDATE orders SET status = 'x' WHERE id = 5", database: db.name })).decision as string;
+    const g = (await asAlice('/api/grants', { database: db.name, role: 'write', duration: '1h', reason: 'console revoke test' })).approval;
+    const card = page.getByTestId(`approval-${g.id}`);
+    await card.waitFor({ timeout: 15_000 });
+    await card.getByRole('button', { name: 'Approve' }).click();
+    await page.locator(`article[data-testid="approval-${g.id}"][data-status="approved"]`).waitFor({ timeout: 15_000 });
+    expect(await decision()).toBe('allow');
+    await card.getByTestId('revoke-reason').fill('no longer needed');
+    await card.getByTestId('revoke').click();
+    await page.locator(`article[data-testid="approval-${g.id}"][data-status="revoked"]`).waitFor({ timeout: 15_000 });
+    expect(await card.getByTestId('revoked').textContent()).toContain('no longer needed');
+    expect(await decision()).toBe('require_approval');
+  });
+
   it('the policy tester answers for the signed-in identity; API calls without the CSRF header are refused', async () => {
     await page.getByRole('link', { name: 'Policy' }).click();
     await page.getByTestId('test-sql').fill('DROP TABLE orders');
