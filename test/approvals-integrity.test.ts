@@ -4,7 +4,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, admin, run, auditEvents, type TestGateway } from './support/env.js';
+import mysql from 'mysql2/promise';
+import { startTestGateway, freshDatabase, admin, run, auditEvents, mysqlEngine, MY, type TestGateway } from './support/env.js';
 import { startIdp, type TestIdp } from './support/oidc.js';
 import { createKey } from '../src/identity/keys.js';
 import * as pgm from '../src/protocol/postgres/messages.js';
@@ -70,6 +71,7 @@ beforeAll(async () => {
     policy: POLICY,
     config: `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
 approvals: { poll_ms: 200 }
+${mysqlEngine()}
 identity:
   oidc:
     - { issuer: "${idp.issuer}", audience: sluice, groups_claim: groups, kind: human, kind_claim: sluice_kind }`,
@@ -317,6 +319,49 @@ describe('previews never leave lasting effects (issue #14.3)', () => {
     expect(p.note).toContain('preview skipped: inserting into events draws on a sequence');
     expect(await sequence('events_id_seq')).toEqual({ v: 1, is_called: false });
     expect(await admin((c) => c.query('SELECT count(*)::int AS n FROM events').then((r) => r.rows[0].n), db.name)).toBe(0);
+  });
+});
+
+describe('MySQL previews never leave lasting effects either (issue #14.3)', () => {
+  const mydb = `sluice_aprint_${crypto.randomBytes(4).toString('hex')}`;
+  const root = () => mysql.createConnection({ ...MY, multipleStatements: true });
+  beforeAll(async () => {
+    const r = await root();
+    await r.query(`CREATE DATABASE ${mydb}; USE ${mydb}; CREATE TABLE events (id int AUTO_INCREMENT PRIMARY KEY, what varchar(20)) ENGINE=InnoDB; CREATE TABLE plain (id int PRIMARY KEY, v bigint) ENGINE=InnoDB; INSERT INTO plain VALUES (1, 0), (2, 0); CREATE SEQUENCE s ENGINE=InnoDB; CREATE FUNCTION seven() RETURNS int DETERMINISTIC RETURN 7;`);
+    await r.end();
+  });
+  afterAll(async () => {
+    const r = await root();
+    await r.query(`DROP DATABASE IF EXISTS ${mydb}`);
+    await r.end();
+  });
+  const state = async () => {
+    const r = await root();
+    const [[auto]] = (await r.query(`SELECT AUTO_INCREMENT AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = '${mydb}' AND TABLE_NAME = 'events'`)) as any;
+    const [[seq]] = (await r.query(`SELECT next_not_cached_value AS n FROM ${mydb}.s`)) as any;
+    const [rows] = (await r.query(`SELECT id, v FROM ${mydb}.plain ORDER BY id`)) as any;
+    await r.end();
+    return { auto: Number(auto.n), seq: Number(seq.n), rows };
+  };
+  async function previewed(sql: string) {
+    const c = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: alice, database: mydb, enableCleartextPlugin: true } as mysql.ConnectionOptions);
+    const running = c.query(sql).catch((e: Error) => e);
+    const a = await pendingFor('alice@example.com');
+    const p = await previewOf(a.id);
+    await api(`/api/approvals/${a.id}/deny`, dana, 'POST', {});
+    expect(String(await running)).toContain('denied');
+    await c.end();
+    return p;
+  }
+
+  it('sequences, counters, stored functions and AUTO_INCREMENT inserts are not previewed; plain updates are', async () => {
+    const before = await state();
+    expect((await previewed("INSERT INTO events (what) VALUES ('x')")).note).toBe('preview skipped: inserting into events consumes AUTO_INCREMENT values, which a rollback does not give back');
+    expect((await previewed('UPDATE plain SET v = NEXTVAL(s) WHERE id = 1')).note).toBe('preview skipped: calls nextval()');
+    expect((await previewed('UPDATE plain SET v = UUID_SHORT() WHERE id = 1')).note).toBe('preview skipped: calls uuid_short()');
+    expect((await previewed('UPDATE plain SET v = seven() WHERE id = 1')).note).toBe('preview skipped: calls the stored function seven(), which could act outside the transaction');
+    expect(await previewed('UPDATE plain SET v = ABS(-2) WHERE id <= 2')).toMatchObject({ kind: 'rows', rows_affected: 2 });
+    expect(await state()).toEqual(before);
   });
 });
 

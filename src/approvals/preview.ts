@@ -170,6 +170,36 @@ export function makePreview(o: PreviewOptions): (a: Approval) => Promise<Preview
   };
 }
 
+/** MySQL/MariaDB functions whose effects a rollback does not undo (locks, sequences, counters, waits, files). */
+const MYSQL_NEVER_PREVIEWED = /^(get_lock|release_lock|release_all_locks|sleep|benchmark|nextval|setval|lastval|uuid_short|last_insert_id|master_pos_wait|source_pos_wait|master_gtid_wait|load_file|sys_exec|sys_eval)$/i;
+
+/**
+ * The MySQL counterpart of lastingEffects: functions that act outside the transaction, any stored function (its
+ * body may write non-transactional tables or take locks; DETERMINISTIC is only the author's word), sequences,
+ * triggers on the written tables, and inserts that consume AUTO_INCREMENT values (not given back by a rollback).
+ */
+async function mysqlLastingEffects(c: MyClient, r: Analysis, sql: string, qualified: (name: string) => string[]): Promise<string | undefined> {
+  const functions = [...new Set(r.statements.flatMap((s) => s.functions.map((f) => f.split('.').pop()!)))];
+  const never = functions.find((f) => MYSQL_NEVER_PREVIEWED.test(f));
+  if (never) return `preview skipped: calls ${never.toLowerCase()}()`;
+  if (/\b(NEXT|PREVIOUS)\s+VALUE\s+FOR\b/i.test(sql)) return 'preview skipped: uses a sequence (NEXT VALUE FOR is not rolled back)';
+  if (functions.length) {
+    const stored = await c.query(`SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_TYPE = 'FUNCTION' AND LOWER(ROUTINE_NAME) IN (${functions.map((f) => myQuote(f.toLowerCase())).join(', ')}) LIMIT 1`);
+    if (stored.rows.length) return `preview skipped: calls the stored function ${stored.rows[0]![0]}(), which could act outside the transaction`;
+  }
+  const inserts = r.statements.some((s) => s.command === 'INSERT' || s.command === 'REPLACE');
+  for (const t of new Set(r.statements.flatMap((s) => s.tables.filter((x) => x.access === 'write').map((x) => x.name)))) {
+    const [schema, table] = qualified(t);
+    const where = `EVENT_OBJECT_SCHEMA = ${myQuote(schema!)} AND EVENT_OBJECT_TABLE = ${myQuote(table!)}`;
+    if ((await c.query(`SELECT 1 FROM information_schema.TRIGGERS WHERE ${where} LIMIT 1`)).rows.length) return `preview skipped: table ${t} has triggers, which could act outside the transaction`;
+    if (inserts) {
+      const auto = await c.query(`SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${myQuote(schema!)} AND TABLE_NAME = ${myQuote(table!)}`);
+      if (auto.rows[0]?.[0] != null) return `preview skipped: inserting into ${t} consumes AUTO_INCREMENT values, which a rollback does not give back`;
+    }
+  }
+  return undefined;
+}
+
 /** Storage engines whose changes a ROLLBACK undoes. */
 const TRANSACTIONAL = new Set(['innodb', 'rocksdb', 'tokudb']);
 
@@ -203,6 +233,8 @@ export function makeMysqlPreview(o: MysqlPreviewOptions): (a: Approval) => Promi
           const engine = e.rows[0]?.[0];
           if (engine && !TRANSACTIONAL.has(engine.toLowerCase())) return { kind: 'none', note: `not previewed: table ${t} uses ${engine}, which a rollback cannot undo` };
         }
+        const skipped = await mysqlLastingEffects(c, r, a.sql, qualified);
+        if (skipped) return { kind: 'none', note: skipped };
         await c.query('START TRANSACTION');
         try {
           const res = await c.query(a.sql);
