@@ -17,12 +17,13 @@ export interface SluiceConfig {
     password?: string;
     password_env?: string;
     sslmode?: 'disable' | 'prefer' | 'require';
+    connect_timeout_s?: number;
     databases?: string[];
   };
   identity: { oidc?: OidcIssuerConfig[]; keys?: boolean; throttle: ThrottleConfig };
   policy: string;
   store: StoreConfig;
-  limits: { max_message_bytes: number; auth_timeout_s: number; max_connections: number; max_prepared: number };
+  limits: { max_message_bytes: number; auth_timeout_s: number; max_connections: number; max_unauthenticated: number; max_unauthenticated_per_source: number; max_prepared: number };
   /** Gateway processes sharing the listening port (node:cluster). */
   workers: number;
   /** The local audit spool (see audit/spool.ts); spool_dir defaults to beside the store. */
@@ -35,7 +36,7 @@ export interface SluiceConfig {
   /** MySQL/MariaDB engine: its own listener in front of its own upstream; off unless configured. */
   mysql?: {
     listen: { host: string; port: number };
-    upstream: { host: string; port: number; user: string; password?: string; password_env?: string; sslmode?: 'disable' | 'prefer' | 'require'; databases?: string[] };
+    upstream: { host: string; port: number; user: string; password?: string; password_env?: string; sslmode?: 'disable' | 'prefer' | 'require'; connect_timeout_s?: number; databases?: string[] };
     max_packet_bytes: number;
   };
   /** Directory of the config file; relative paths are resolved against it. */
@@ -73,6 +74,8 @@ const upstreamSchema = (defaultPort: number) =>
       password: { type: 'string' },
       password_env: { type: 'string', minLength: 1 },
       sslmode: { enum: ['disable', 'prefer', 'require'], default: 'prefer' },
+      /** Connecting, TLS negotiation (any sslmode) and logging in to the upstream must finish within this. */
+      connect_timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 600, default: 10 },
       databases: { type: 'array', items: { type: 'string', minLength: 1 } },
     },
   }) as const;
@@ -147,6 +150,8 @@ const CONFIG_SCHEMA = {
         max_message_bytes: { type: 'integer', minimum: 1024, default: 64 * 1024 * 1024 },
         auth_timeout_s: { type: 'number', exclusiveMinimum: 0, default: 30 },
         max_connections: { type: 'integer', minimum: 1, default: 2000 },
+        max_unauthenticated: { type: 'integer', minimum: 1, default: 512 },
+        max_unauthenticated_per_source: { type: 'integer', minimum: 1, default: 64 },
         max_prepared: { type: 'integer', minimum: 1, default: 10000 },
       },
     },

@@ -31,6 +31,9 @@ import { MyClient, myQuote } from './protocol/mysql/client.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
+import { ConnectionGate } from './protocol/gate.js';
+import { errorResponse as pgError } from './protocol/postgres/messages.js';
+import { errPacket, frame } from './protocol/mysql/packets.js';
 
 export interface Gateway {
   port: number;
@@ -75,7 +78,7 @@ export interface GatewayOptions {
 const remoteSink = (remote: Pick<AdminOps, 'auditWrite'>): AuditSink => ({ write: (json, head) => remote.auditWrite(json, head) });
 
 /** Where an engine connects, with the gateway's own credentials (the config's upstream without its database list). */
-const targetOf = (u: SluiceConfig['upstream']) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode });
+const targetOf = (u: SluiceConfig['upstream']) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode, connectTimeoutMs: (u.connect_timeout_s ?? 10) * 1000 });
 type Targets = { postgres: PgEngineConfig['upstream']; mysql?: MyUpstreamTarget };
 
 /**
@@ -144,6 +147,16 @@ function previewFor(cfg: SluiceConfig, targets: Targets, governor: () => Governo
   return (a: Parameters<typeof pg>[0]) => (a.engine === 'mysql' ? (my ? my(a) : Promise.resolve({ kind: 'none' as const })) : pg(a));
 }
 
+/** A connection over a limit is told why (the engine's error) and closed. */
+function refuse(socket: net.Socket, error: Buffer): void {
+  socket.on('error', () => {});
+  socket.end(error);
+  setTimeout(() => socket.destroy(), 2000).unref();
+}
+
+/** Beyond this many sockets the listener drops connections without a word (file descriptors are finite). */
+const hardCap = (cfg: SluiceConfig) => cfg.limits.max_connections + cfg.limits.max_unauthenticated + 256;
+
 /** statement_timeout of MCP tool queries. */
 const MCP_STATEMENT_TIMEOUT_MS = 30_000;
 
@@ -172,7 +185,7 @@ function sessionView(s: LiveSession, gateway: string): SessionView {
 }
 
 /** The MySQL/MariaDB listener: same Governor, registry and TLS certificate as the PostgreSQL one. */
-async function startMysqlEngine(cfg: SluiceConfig, upstream: MyUpstreamTarget, governor: Governor, registry: SessionRegistry, secureContext: tls.SecureContext | undefined): Promise<{ server: net.Server; port: number }> {
+async function startMysqlEngine(cfg: SluiceConfig, upstream: MyUpstreamTarget, governor: Governor, gate: ConnectionGate, secureContext: tls.SecureContext | undefined): Promise<{ server: net.Server; port: number }> {
   const m = cfg.mysql!;
   await loadMysqlParser();
   // The upstream's version and capabilities shape the gateway's own handshake (a login also proves the credentials).
@@ -186,14 +199,16 @@ async function startMysqlEngine(cfg: SluiceConfig, upstream: MyUpstreamTarget, g
     hello,
   };
   const server = net.createServer({ noDelay: true }, (socket) => {
+    const refusal = gate.admit('mysql', socket);
+    if (refusal) return refuse(socket, frame(0, errPacket(1040, '08004', refusal)).bytes);
     try {
-      new MySession(socket, governor, engine, registry);
+      new MySession(socket, governor, engine, gate.registry);
     } catch (e) {
       log.error(`mysql session setup failed: ${(e as Error).message}`);
       socket.destroy();
     }
   });
-  server.maxConnections = cfg.limits.max_connections;
+  server.maxConnections = hardCap(cfg);
   server.on('error', (e) => log.error(`mysql listener: ${e.message}`));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -246,9 +261,12 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       maxPrepared: cfg.limits.max_prepared,
     },
   };
-  const registry = new SessionRegistry();
+  const gate = new ConnectionGate({ maxConnections: cfg.limits.max_connections, maxUnauthenticated: cfg.limits.max_unauthenticated, maxUnauthenticatedPerSource: cfg.limits.max_unauthenticated_per_source });
+  const registry = gate.registry;
   registry.forwardCancel = opts.forwardCancel;
   const server = net.createServer({ noDelay: true }, (socket) => {
+    const refusal = gate.admit('postgres', socket);
+    if (refusal) return refuse(socket, pgError({ severity: 'FATAL', code: '53300', message: refusal }));
     try {
       new PgSession(socket, governor, engine, registry);
     } catch (e) {
@@ -256,7 +274,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       socket.destroy();
     }
   });
-  server.maxConnections = cfg.limits.max_connections;
+  server.maxConnections = hardCap(cfg);
   server.on('error', (e) => log.error(`listener: ${e.message}`));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -266,7 +284,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     });
   });
   const addr = server.address() as net.AddressInfo;
-  const mysql = targets.mysql ? await startMysqlEngine(cfg, targets.mysql, governor, registry, engine.secureContext) : undefined;
+  const mysql = targets.mysql ? await startMysqlEngine(cfg, targets.mysql, governor, gate, engine.secureContext) : undefined;
   const ops = store ? localOps(store.db, audit) : opts.remote!;
   const sockPath = opts.admin === false || !store ? undefined : adminSocketPath(cfg);
   const admin = sockPath ? await serveAdmin(sockPath, ops) : undefined;
@@ -334,6 +352,8 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     async close() {
       if (closed) return;
       closed = true;
+      // Connections that never logged in have nothing running: they end now, not when their login times out.
+      gate.closeUnauthenticated();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         mysql?.server.close();

@@ -7,6 +7,8 @@ import { AuthError, type Identity } from '../identity/identity.js';
 import { authFailureFields, httpSource, ThrottledError } from '../identity/throttle.js';
 import type { Metrics } from './metrics.js';
 import { streamSSE } from 'hono/streaming';
+import { bodyLimit } from 'hono/body-limit';
+import { log } from '../util/log.js';
 import { ApprovalError, sharedPrincipal, type Approvals } from '../approvals/service.js';
 import { GRANT_ROLES, type Approval, type ApprovalStatus } from '../approvals/store.js';
 import { parseDuration } from '../util/duration.js';
@@ -50,6 +52,22 @@ const problem = (c: Context, status: 400 | 401 | 403 | 404 | 409 | 503, message:
 
 const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'denied', 'expired', 'executed', 'revoked'];
 
+/** A query parameter that must be a whole number from 1 to max (default when absent), or the 400 message. */
+function intParam(v: string | undefined, dflt: number, max: number): number | string {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  return /^\d+$/.test(v) && n >= 1 && n <= max ? n : `limit must be a whole number from 1 to ${max}`;
+}
+
+/** The 400 message for a since/until that is not a time, if any. */
+function badTimes(q: Record<string, string | undefined>): string | undefined {
+  for (const k of ['since', 'until']) if (q[k] && Number.isNaN(new Date(q[k]!).getTime())) return `${k} must be an ISO 8601 time`;
+  return undefined;
+}
+
+/** Request bodies of /api/* and /auth/* (JSON requests of a few KB; a policy test's SQL at most). */
+const MAX_BODY_BYTES = 1 << 20;
+
 async function jsonBody(c: Context): Promise<Record<string, unknown> | undefined> {
   try {
     const b = await c.req.json();
@@ -62,6 +80,14 @@ async function jsonBody(c: Context): Promise<Record<string, unknown> | undefined
 /** The HTTP API: health, metrics, audit, the sensitive-data report and live sessions. Tokens are the same as on the wire. */
 export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   const app = new Hono<Env>();
+  // An unexpected failure is logged here; the caller gets a short JSON error, never a stack trace.
+  app.onError((e, c) => {
+    log.error(`api: ${c.req.method} ${c.req.path}: ${e.stack ?? e.message}`);
+    return c.json({ error: 'internal error (logged by the gateway)' }, 500);
+  });
+  for (const path of ['/api/*', '/auth/*']) {
+    app.use(path, bodyLimit({ maxSize: MAX_BODY_BYTES, onError: (c) => c.json({ error: `request body larger than ${MAX_BODY_BYTES} bytes` }, 413) }));
+  }
   app.get('/healthz', (c) => {
     // 503 only while statements are refused; "degraded" (200) while the store is unreachable but the spool holds.
     const audit = d.governor.audit.health();
@@ -125,9 +151,10 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   app.get('/api/audit', async (c) => {
     if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
     const q = c.req.query();
-    for (const k of ['since', 'until']) if (q[k] && Number.isNaN(new Date(q[k]!).getTime())) return problem(c, 400, `${k} must be an ISO 8601 time`);
-    const limit = q.limit ? Number(q.limit) : 100;
-    if (!Number.isInteger(limit) || limit < 1) return problem(c, 400, 'limit must be a positive integer');
+    const bad = badTimes(q);
+    if (bad) return problem(c, 400, bad);
+    const limit = intParam(q.limit, 100, 100_000);
+    if (typeof limit === 'string') return problem(c, 400, limit);
     const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit });
     return c.json({ events });
   });
@@ -139,6 +166,8 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   app.get('/api/sensitive', async (c) => {
     const subject = c.req.query('subject') ?? c.get('identity').subject;
     if (subject !== c.get('identity').subject && !need(c, 'auditor')) return problem(c, 403, 'you may only see your own report unless you are an auditor');
+    const bad = badTimes(c.req.query());
+    if (bad) return problem(c, 400, bad);
     return c.json(await d.ops.sensitiveReport({ subject, since: c.req.query('since'), until: c.req.query('until') }));
   });
   app.get('/api/audit/export', async (c) => {
@@ -146,8 +175,11 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     const q = c.req.query();
     const format = q.format ?? 'jsonl';
     if (format !== 'jsonl' && format !== 'csv') return problem(c, 400, 'format must be jsonl or csv');
-    for (const k of ['since', 'until']) if (q[k] && Number.isNaN(new Date(q[k]!).getTime())) return problem(c, 400, `${k} must be an ISO 8601 time`);
-    const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit: Math.min(Number(q.limit ?? 10_000) || 10_000, 100_000) });
+    const bad = badTimes(q);
+    if (bad) return problem(c, 400, bad);
+    const limit = intParam(q.limit, 10_000, 100_000);
+    if (typeof limit === 'string') return problem(c, 400, limit);
+    const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit });
     if (format === 'jsonl') return c.body(events.map((e) => JSON.stringify(e)).join('\n') + (events.length ? '\n' : ''), 200, { 'content-type': 'application/x-ndjson', 'content-disposition': 'attachment; filename="sluice-audit.jsonl"' });
     const cols = ['ts', 'type', 'subject', 'identity_kind', 'acting_for', 'database', 'client_addr', 'decision', 'rule', 'sql', 'tables', 'rows', 'duration_ms', 'masked', 'error', 'chain_id', 'seq', 'hash'] as const;
     const cell = (v: unknown) => {
@@ -206,8 +238,10 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     const status = q.status ? q.status.split(',') : undefined;
     if (status?.some((x) => !STATUSES.includes(x as ApprovalStatus))) return problem(c, 400, `status must be among ${STATUSES.join(', ')}`);
     if (q.kind && q.kind !== 'statement' && q.kind !== 'grant') return problem(c, 400, 'kind must be statement or grant');
+    const limit = intParam(q.limit, 200, 10_000);
+    if (typeof limit === 'string') return problem(c, 400, limit);
     // Without the approver role, the store is read for everything and filtered to what the caller may see.
-    const list = await approvals!.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester: q.requester, limit: Number(q.limit ?? 200) || 200 });
+    const list = await approvals!.list({ status: status as ApprovalStatus[] | undefined, kind: q.kind as Approval['kind'] | undefined, requester: q.requester, limit });
     return c.json({ approvals: list.filter((a) => visible(c, a)) });
   });
   app.get('/api/approvals/:id', async (c) => {

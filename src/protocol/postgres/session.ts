@@ -233,7 +233,8 @@ export class PgSession implements LiveSession {
     this.info = { id: this.id, clientAddr: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`, startedAt: new Date(), tls: false, statements: 0, txStatus: 'I' };
     socket.setNoDelay(true);
     this.attachClient(socket);
-    this.authTimer = setTimeout(() => this.fatal('08P01', 'login timed out: the client did not finish authenticating in time'), cfg.limits.authTimeoutMs);
+    // Once the client has sent its password, the wait is the gateway's (credential check, upstream login): say so.
+    this.authTimer = setTimeout(() => this.fatal('08P01', this.phase === 'connecting' ? 'login timed out: checking the credential or logging in to the upstream database took too long' : 'login timed out: the client did not finish authenticating in time'), cfg.limits.authTimeoutMs);
     this.authTimer.unref();
   }
 

@@ -98,22 +98,13 @@ function md5Password(user: string, password: string, salt: Buffer): string {
  */
 export const upstreamAddress = (t: Pick<UpstreamTarget, 'host' | 'port'>): net.NetConnectOpts => (t.host.startsWith('/') ? { path: `${t.host.replace(/\/$/, '')}/.s.PGSQL.${t.port}` } : { host: t.host, port: t.port });
 
-async function openSocket(t: UpstreamTarget): Promise<net.Socket> {
-  const timeout = t.connectTimeoutMs ?? 10_000;
+/** `track` is told every socket opened, so that a deadline can destroy whichever is current. */
+async function openSocket(t: UpstreamTarget, track: (s: net.Socket) => void): Promise<net.Socket> {
   const plain = await new Promise<net.Socket>((resolve, reject) => {
     const s = net.connect(upstreamAddress(t));
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new UpstreamError(`timed out connecting to upstream ${t.host}:${t.port}`));
-    }, timeout);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      resolve(s);
-    });
-    s.once('error', (e) => {
-      clearTimeout(timer);
-      reject(new UpstreamError(`could not connect to upstream ${t.host}:${t.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
-    });
+    track(s);
+    s.once('connect', () => resolve(s));
+    s.once('error', (e) => reject(new UpstreamError(`could not connect to upstream ${t.host}:${t.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
   });
   if (!t.host.startsWith('/')) plain.setNoDelay(true);
   // No TLS on a local socket (PostgreSQL does not offer it there; the traffic never leaves the machine).
@@ -123,6 +114,7 @@ async function openSocket(t: UpstreamTarget): Promise<net.Socket> {
   const answer = await new Promise<string>((resolve, reject) => {
     plain.once('data', (d) => resolve(String.fromCharCode(d[0]!)));
     plain.once('error', reject);
+    plain.once('close', () => reject(new UpstreamError('upstream closed the connection during TLS negotiation')));
   });
   if (answer !== 'S') {
     if (mode === 'require') {
@@ -133,6 +125,7 @@ async function openSocket(t: UpstreamTarget): Promise<net.Socket> {
   }
   return await new Promise<net.Socket>((resolve, reject) => {
     const s = tls.connect({ socket: plain, servername: net.isIP(t.host) ? undefined : t.host, rejectUnauthorized: t.sslRejectUnauthorized ?? false, ca: t.ca });
+    track(s);
     s.once('secureConnect', () => resolve(s));
     s.once('error', (e) => reject(new UpstreamError(`TLS to upstream failed: ${e.message}`)));
   });
@@ -143,12 +136,21 @@ async function openSocket(t: UpstreamTarget): Promise<net.Socket> {
  * application_name, ...); the user and password are the gateway's own and never come from the client.
  */
 export async function connectUpstream(t: UpstreamTarget, params: Record<string, string>): Promise<UpstreamConnection> {
-  const socket = await openSocket(t);
+  // One deadline for everything up to ReadyForQuery (TCP, TLS negotiation in any sslmode, authentication): an
+  // upstream that accepts connections but never answers fails the login clearly, and leaves no socket behind.
+  const ms = t.connectTimeoutMs ?? 10_000;
+  const sockets: net.Socket[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UpstreamError(`the upstream database ${t.host}:${t.port} did not answer within ${ms / 1000} s (connecting, negotiating TLS and logging in)`, '08006')), ms);
+  });
   try {
-    return await handshake(socket, t, params);
+    return await Promise.race([openSocket(t, (s) => sockets.push(s)).then((s) => handshake(s, t, params)), deadline]);
   } catch (e) {
-    socket.destroy();
+    for (const s of sockets) s.destroy();
     throw e;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -160,11 +162,9 @@ function handshake(socket: net.Socket, t: UpstreamTarget, params: Record<string,
     let secret = 0;
     let scram: ScramClient | undefined;
     let done = false;
-    const timer = setTimeout(() => fail(new UpstreamError('timed out authenticating to upstream')), t.connectTimeoutMs ?? 10_000);
     const fail = (e: unknown) => {
       if (done) return;
       done = true;
-      clearTimeout(timer);
       detach();
       reject(e instanceof UpstreamError ? e : new UpstreamError(`upstream handshake failed: ${(e as Error).message}`));
     };
@@ -217,7 +217,6 @@ function handshake(socket: net.Socket, t: UpstreamTarget, params: Record<string,
             case 'Z': {
               finished = true;
               done = true;
-              clearTimeout(timer);
               detach();
               const leftover = Buffer.from(buf.subarray(end));
               resolve({ socket, parameters, pid, secret, leftover, txStatus: String.fromCharCode(buf[start + 5]!) });
