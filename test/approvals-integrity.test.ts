@@ -128,8 +128,10 @@ describe('self-approval through a delegation chain (issue #14.1)', () => {
     const g = (await api('/api/grants', alice, 'POST', { database: '*', role: 'admin', duration: '1h', reason: 'INC-1' })).body.approval as Approval;
     const grantVote = await api(`/api/approvals/${g.id}/approve`, agent, 'POST', {});
     expect(grantVote.status).toBe(403);
-    // Nothing was recorded as a vote, nothing ran, and no grant lets her writes through.
+    // Nothing was recorded as a vote, nothing ran, and no grant lets her writes through; the attempts are audited.
     for (const id of [a.id, g.id]) expect((await api(`/api/approvals/${id}`, dana)).body.approval).toMatchObject({ status: 'pending', votes: [] });
+    const refused = (await auditEvents(t, { type: 'approval' })).filter((e) => (e.details as { event?: string })?.event === 'vote_refused' && e.subject === 'agent:alice-helper');
+    expect(refused.map((e) => e.approval_id).sort()).toEqual([a.id, a.id, g.id].sort());
     expect(await status(1)).toBe('new');
     await api(`/api/approvals/${a.id}/deny`, dana, 'POST', { reason: 'no' });
     await api(`/api/approvals/${g.id}/deny`, dana, 'POST', { reason: 'no' });
@@ -209,6 +211,8 @@ describe('approvals bound to parameters as the server reads them (issue #14.2)',
     }
     expect(b).toMatchObject({ binary_params: true, param_formats: [1] });
     expect(b!.hash).not.toBe(a.hash);
+    // The reviewer is told which parameter arrived in binary.
+    expect((await run('node', [CLI, 'approvals', 'show', b!.id, '--api', base, '--token', dana])).stdout).toContain('parameters $1="\\\\x4869" (binary, hex)');
     expect(await status(3)).toBe('new');
     expect((await api(`/api/approvals/${a.id}`, dana)).body.approval.status).toBe('approved');
     await api(`/api/approvals/${b!.id}/deny`, dana, 'POST', { reason: 'not what was approved' });

@@ -244,25 +244,13 @@ export class Approvals extends EventEmitter {
   async decide(id: string, approver: Identity, action: 'approve' | 'deny', reason?: string): Promise<Approval> {
     let final = false;
     const a = await this.mutate(id, (cur) => {
-      if (cur.status === 'pending' && cur.expires_at <= now()) cur.status = 'expired';
-      if (cur.status !== 'pending') throw new ApprovalError(`${cur.id} is already ${cur.status}${cur.status === 'approved' ? ` (to withdraw it, revoke it: POST /api/approvals/${cur.id}/revoke)` : ''}`, 409);
-      const shared = sharedPrincipal(approver, cur);
-      const own = shared !== undefined;
-      if (own && action === 'approve') {
-        throw new ApprovalError(
-          approver.subject === cur.requester
-            ? `${approver.subject} cannot approve their own request ${cur.id}`
-            : `${approver.subject} cannot approve ${cur.id}: requester ${cur.requester} and approver ${approver.subject} share the principal ${shared} along their delegation chains (self-approval)`,
-          403,
-        );
+      try {
+        this.mayVote(cur, approver, action);
+      } catch (e) {
+        // Refused self-approvals and agents' votes are security events: audited, not only answered.
+        if (e instanceof ApprovalError && e.status === 403) this.audit({ type: 'approval', subject: approver.subject, identity_kind: approver.kind, acting_for: approver.actingFor, database: cur.database, approval_id: cur.id, decision: 'deny', reason: e.message, details: { event: 'vote_refused', action, requester: cur.requester } });
+        throw e;
       }
-      if (action === 'approve' && isDelegated(approver) && !cur.agents_may_approve) {
-        throw new ApprovalError(`${approver.subject} is an agent or acts for someone (${approver.kind}${approver.actingFor ? `, for ${approver.actingFor}` : ''}) and cannot approve ${cur.id}: ${cur.kind === 'grant' ? 'grant requests are approved by people' : `rule "${cur.rule}" does not set approval.agents_may_approve`}`, 403);
-      }
-      if (!own && cur.approver_groups.length && !cur.approver_groups.some((g) => approver.groups.includes(g))) {
-        throw new ApprovalError(`${cur.id} must be reviewed by a member of ${cur.approver_groups.join(' or ')}`, 403);
-      }
-      if (cur.votes.some((v) => v.by === approver.subject)) throw new ApprovalError(`${approver.subject} has already voted on ${cur.id}`, 409);
       cur.votes.push({ by: approver.subject, by_name: approver.displayName, action, reason: reason || undefined, at: now() });
       if (action === 'deny') cur.status = 'denied';
       else if (cur.votes.filter((v) => v.action === 'approve').length >= cur.quorum) {
@@ -299,6 +287,29 @@ export class Approvals extends EventEmitter {
     this.auditEvent('revoked', a, by.subject, reason);
     this.notify('revoked', a);
     return a;
+  }
+
+  /** Whether this identity may cast this vote on the request as it stands now; throws the refusal. */
+  private mayVote(cur: Approval, approver: Identity, action: 'approve' | 'deny'): void {
+    if (cur.status === 'pending' && cur.expires_at <= now()) cur.status = 'expired';
+    if (cur.status !== 'pending') throw new ApprovalError(`${cur.id} is already ${cur.status}${cur.status === 'approved' ? ` (to withdraw it, revoke it: POST /api/approvals/${cur.id}/revoke)` : ''}`, 409);
+    const shared = sharedPrincipal(approver, cur);
+    const own = shared !== undefined;
+    if (own && action === 'approve') {
+      throw new ApprovalError(
+        approver.subject === cur.requester
+          ? `${approver.subject} cannot approve their own request ${cur.id}`
+          : `${approver.subject} cannot approve ${cur.id}: requester ${cur.requester} and approver ${approver.subject} share the principal ${shared} along their delegation chains (self-approval)`,
+        403,
+      );
+    }
+    if (action === 'approve' && isDelegated(approver) && !cur.agents_may_approve) {
+      throw new ApprovalError(`${approver.subject} is an agent or acts for someone (${approver.kind}${approver.actingFor ? `, for ${approver.actingFor}` : ''}) and cannot approve ${cur.id}: ${cur.kind === 'grant' ? 'grant requests are approved by people' : `rule "${cur.rule}" does not set approval.agents_may_approve`}`, 403);
+    }
+    if (!own && cur.approver_groups.length && !cur.approver_groups.some((g) => approver.groups.includes(g))) {
+      throw new ApprovalError(`${cur.id} must be reviewed by a member of ${cur.approver_groups.join(' or ')}`, 403);
+    }
+    if (cur.votes.some((v) => v.by === approver.subject)) throw new ApprovalError(`${approver.subject} has already voted on ${cur.id}`, 409);
   }
 
   /** Wait until the request is decided or expires (it is marked expired then). An abort leaves it pending. */

@@ -122,7 +122,7 @@ function formatApproval(a: Approval, long = false): string {
   const line = `${a.id}  ${a.status.padEnd(8)} ${a.requester}${a.acting_for ? ` for ${a.acting_for}` : ''}  ${what}${votes ? `  votes ${votes}` : ''}${a.quorum > 1 ? ` (quorum ${a.quorum})` : ''}`;
   if (!long) return line;
   const extra = [`  created ${a.created_at}, ${a.status === 'pending' ? 'expires' : 'valid until'} ${a.expires_at}${a.rule ? `, rule ${a.rule}` : ''}${a.policy_reason ? ` (${a.policy_reason})` : ''}`];
-  if (a.params?.length) extra.push(`  parameters ${JSON.stringify(a.params)}`);
+  if (a.params?.length) extra.push(`  parameters ${a.params.map((v, i) => `$${i + 1}=${JSON.stringify(v)}${a.param_formats?.[i] === 1 ? ' (binary, hex)' : ''}${a.param_types?.[i] ? ` (type oid ${a.param_types[i]})` : ''}`).join(' ')}`);
   if (a.approver_groups.length) extra.push(`  approvers: members of ${a.approver_groups.join(', ')}`);
   if (a.grant_expires_at) extra.push(`  grant until ${a.grant_expires_at}`);
   if (a.revoked_at) extra.push(`  revoked ${a.revoked_at} by ${a.revoked_by}${a.revoke_reason ? ` (${JSON.stringify(a.revoke_reason)})` : ''}`);

@@ -51,7 +51,11 @@ function Card({ a, me, focused }: { a: Approval; me: Me; focused: boolean }) {
       {a.kind === 'statement' ? (
         <>
           <pre className="sql">{a.sql}</pre>
-          {a.params?.length ? <p className="mono">parameters: {JSON.stringify(a.params)}</p> : null}
+          {a.params?.length ? (
+            <p className="mono" data-testid="params">
+              parameters: {a.params.map((v, i) => `$${i + 1}=${JSON.stringify(v)}${a.param_formats?.[i] === 1 ? ' (binary, hex)' : ''}${a.param_types?.[i] ? ` (type oid ${a.param_types[i]})` : ''}`).join(' ')}
+            </p>
+          ) : null}
           <p className="muted">
             rule <strong>{a.rule}</strong>{a.policy_reason ? ` — ${a.policy_reason}` : ''}
             {a.destructive?.length ? <span className="error"> · destructive: {a.destructive.join('; ')}</span> : null}

@@ -83,6 +83,8 @@ export interface Approval {
   database: string;
   sql?: string;
   params?: (string | null)[];
+  param_formats?: number[];
+  param_types?: number[];
   rule?: string;
   policy_reason?: string;
   tables?: string[];
