@@ -157,14 +157,17 @@ export class Governor {
       };
     }
     let analysis = r;
-    if (prepared && r.statements.some((s) => s.executes !== undefined)) {
+    if (r.statements.some((s) => s.executes !== undefined)) {
       const statements: StatementInfo[] = [];
+      // A PREPARE earlier in the same message counts too (`PREPARE p AS ...; EXECUTE p`).
+      const local = new Map<string, StatementInfo>();
       for (const s of r.statements) {
+        if (s.prepares !== undefined) local.set(s.prepares, s);
         if (s.executes === undefined) {
           statements.push(s);
           continue;
         }
-        const target = prepared.get(s.executes);
+        const target = local.get(s.executes) ?? prepared?.get(s.executes);
         if (!target) {
           return {
             analysis: r,

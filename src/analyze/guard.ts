@@ -173,7 +173,7 @@ export const SENSITIVE_CATALOGS = new Set([
   'pg_authid', 'pg_shadow', 'pg_user_mapping', 'pg_user_mappings', 'pg_hba_file_rules', 'pg_ident_file_mappings',
   'pg_file_settings', 'pg_statistic', 'pg_statistic_ext_data', 'pg_stats', 'pg_stats_ext', 'pg_stats_ext_exprs',
   'pg_largeobject', 'pg_subscription', 'pg_stat_activity', 'pg_stat_statements', 'pg_stat_statements_info',
-  'pg_db_role_setting', 'pg_foreign_server', 'pg_auth_members', 'pg_replication_origin_status', 'pg_stat_replication',
+  'pg_db_role_setting', 'pg_foreign_server', 'pg_replication_origin_status', 'pg_stat_replication',
   'pg_stat_subscription', 'pg_prepared_xacts',
 ]);
 export const SENSITIVE_FUNCTIONS = new Set([
@@ -228,6 +228,8 @@ const HARMLESS_VOLATILE = new Set([
   'pg_ls_tmpdir', 'pg_ls_archive_statusdir', 'pg_ls_logicalmapdir', 'pg_ls_logicalsnapdir', 'pg_ls_replslotdir',
   'pg_read_file', 'pg_read_binary_file', 'pg_read_file_old', 'pg_stat_file', 'pg_stat_get_activity',
   'plpgsql_call_handler', 'plpgsql_inline_handler', 'plpgsql_validator',
+  // Judged by the analyzer like SET (lexing settings refused, privileged ones flagged): not an effect here.
+  'set_config',
 ]);
 
 /** What calling this built-in does beyond returning a value, or undefined. `volatile` is its pg_proc volatility. */
