@@ -66,7 +66,7 @@ beforeAll(async () => {
     // An agent token acting for carol, who is nobody's requester here.
     'carol-agent': { groups: ['dba'], sluice_kind: 'agent', act: { sub: 'carol@example.com' } },
   });
-  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100; CREATE TABLE events (id serial primary key, what text); CREATE FUNCTION bump() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq')::text $$; CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper($1) $$;");
+  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100; CREATE TABLE events (id serial primary key, what text); CREATE FUNCTION bump() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq')::text $$; CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper($1) $$; CREATE FUNCTION vol_eq(int, int) RETURNS boolean LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq') > 0 AND $1 = $2 $$; CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = vol_eq);");
   t = await startTestGateway({
     policy: POLICY,
     config: `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
@@ -313,6 +313,9 @@ describe('previews never leave lasting effects (issue #14.3)', () => {
     expect(await sequence('order_seq')).toEqual({ v: 100, is_called: false });
     const unknown = await previewed('UPDATE orders SET status = no_such_fn() WHERE id = 6');
     expect(unknown.p.note).toBe('preview skipped: calls no_such_fn(), which is not a function this database knows');
+    const viaOperator = await previewed("UPDATE orders SET status = 'op' WHERE id === 7");
+    expect(viaOperator.p.note).toBe('preview skipped: operator === calls vol_eq(), a volatile function');
+    expect(await sequence('order_seq')).toEqual({ v: 100, is_called: false });
     const immutable = await previewed("UPDATE orders SET status = shout('ok') WHERE id <= 2");
     expect(immutable.p).toMatchObject({ kind: 'rows', rows_affected: 2 });
     expect(await status(6)).toBe('new');

@@ -51,9 +51,9 @@ const NEVER_PREVIEWED = /^(nextval|setval|lo_.*|pg_advisory.*|pg_try_advisory.*|
  */
 async function lastingEffects(c: PreviewClient, r: Analysis, sql: string): Promise<string | undefined> {
   // The analyzer may already know which calls are volatile (Analysis.volatileFunctions, flag volatile-function).
-  const known = (r as Analysis & { volatileFunctions?: string[] }).volatileFunctions ?? [];
+  const known = r.volatileFunctions ?? [];
   if (known.length) return `preview skipped: calls ${known[0]}(), a volatile function`;
-  if (r.statements.some((s) => (s.flags as string[]).includes('volatile-function'))) return 'preview skipped: calls a volatile function';
+  if (r.statements.some((s) => s.flags.includes('volatile-function'))) return 'preview skipped: calls a volatile function';
   const functions = [...new Set(r.statements.flatMap((s) => s.functions))];
   const bare = (f: string) => f.split('.').pop()!;
   const never = functions.find((f) => NEVER_PREVIEWED.test(bare(f)));
@@ -70,6 +70,12 @@ async function lastingEffects(c: PreviewClient, r: Analysis, sql: string): Promi
       if (matches.some((p) => p.provolatile === 'v')) return `preview skipped: calls ${f}(), a volatile function`;
       if (matches.some((p) => p.prokind === 'p')) return `preview skipped: calls ${f}(), a procedure`;
     }
+  }
+  // Operators run functions too (CREATE OPERATOR ... FUNCTION = f): judged by the function behind them.
+  const operators = [...new Set(r.statements.flatMap((s) => s.operators ?? []))];
+  if (operators.length) {
+    const ops = await c.query("SELECT o.oprname, p.proname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE o.oprname = ANY($1::text[]) AND p.provolatile = 'v' LIMIT 1", [operators]);
+    if (ops.rows.length) return `preview skipped: operator ${ops.rows[0].oprname} calls ${ops.rows[0].proname}(), a volatile function`;
   }
   const written = [...new Set(r.statements.flatMap((s) => s.tables.filter((t) => t.access === 'write').map((t) => t.name)))];
   const inserts = r.statements.some((s) => s.command === 'INSERT' || s.command === 'MERGE') || /\bDEFAULT\b/i.test(sql);
