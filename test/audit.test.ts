@@ -158,4 +158,42 @@ describe('hash-chained audit trail', () => {
     expect(fs.readdirSync(dir)).toEqual([]);
     expect(await report('left-behind')).toMatchObject({ ok: true, events: 50, closed: true });
   });
+
+  // A real full file system: a 4 MiB tmpfs (mounting needs root, as in CI).
+  it.skipIf(process.getuid?.() !== 0)('a full disk fails closed without losing queued events, and recovers when space returns', async () => {
+    const mnt = tmpDir('tinyfs');
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+    try {
+      // Nearly full (the default margin is 16 MiB): unhealthy from the start.
+      const cautious = new AuditLog(storeSink(store.db), { chainId: 'cautious', spool: { dir: path.join(mnt, 'a'), fsync: 50, maxBytes: 64 << 20 } });
+      expect(cautious.healthy).toBe(false);
+      expect(cautious.problem).toMatch(/almost full|bytes free/);
+      await cautious.close(100);
+      // No margin: writes go on until the disk is full.
+      const filler = path.join(mnt, 'filler');
+      fs.writeFileSync(filler, Buffer.alloc(3 << 20));
+      const got: number[] = [];
+      const sink: AuditSink = { write: async (json) => void got.push(...(JSON.parse(json) as { seq: number }[]).map((r) => r.seq)) };
+      const log = new AuditLog(sink, { chainId: 'full', flushMs: 1000, spool: { dir: path.join(mnt, 'b'), fsync: 50, maxBytes: 64 << 20, minFreeBytes: 0 } });
+      let n = 0;
+      let ok = true;
+      while (ok && n < 5000) {
+        log.append({ type: 'statement', sql: `SELECT ${++n} -- ${'y'.repeat(1000)}` });
+        ok = log.flushSpool();
+      }
+      expect(ok).toBe(false); // the caller must not acknowledge this event
+      expect(log.healthy).toBe(false);
+      expect(log.problem).toMatch(/ENOSPC/);
+      expect(log.health()).toMatchObject({ status: 'failing_closed', backlog: n });
+      fs.rmSync(filler);
+      for (let i = 0; i < 50 && !log.healthy; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(log.healthy).toBe(true);
+      await log.flush();
+      expect(got).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+      await log.close();
+    } finally {
+      execFileSync('umount', ['-l', mnt]);
+    }
+  });
 });

@@ -3,6 +3,7 @@ import net from 'node:net';
 import pg from 'pg';
 import { startTestGateway, freshDatabase, type TestGateway } from './support/env.js';
 import { Framer } from '../src/protocol/postgres/framer.js';
+import { MyFramer, frame } from '../src/protocol/mysql/packets.js';
 import * as m from '../src/protocol/postgres/messages.js';
 
 // Large messages, connection limits, an upstream that never answers, and HTTP input: the gateway stays responsive
@@ -45,6 +46,32 @@ describe('large messages', () => {
     expect(f.pending).toBe(0);
     // Copying the partial message on every chunk takes minutes here (about 30 GB of copies); linear takes well under a second.
     expect(ms).toBeLessThan(3000);
+  });
+
+  it('MySQL: a 40 MB logical packet (three physical packets) in 64 KB chunks is framed in linear time, small packets as before', () => {
+    const payload = Buffer.alloc(40 << 20, 0x62);
+    payload[0] = 0x03;
+    const f = new MyFramer(64 << 20);
+    const stream = Buffer.concat([frame(0, payload).bytes, frame(0, Buffer.from([0x0e])).bytes, frame(0, Buffer.from([0x03, 0x41])).bytes]);
+    const seen: Buffer[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < stream.length; i += 65536) f.push(stream.subarray(i, i + 65536), (_seq, p) => void seen.push(p));
+    expect(performance.now() - t0).toBeLessThan(3000);
+    expect(seen.map((p) => p.length)).toEqual([40 << 20, 1, 2]);
+    expect(seen[0]!.equals(payload)).toBe(true);
+    expect(f.pending).toBe(0);
+    // Byte by byte, with a visitor that keeps the second packet buffered until asked again.
+    const g = new MyFramer(1024);
+    const got: number[] = [];
+    let hold = true;
+    const two = Buffer.concat([frame(0, Buffer.from([1, 2, 3])).bytes, frame(1, Buffer.from([4])).bytes]);
+    const visit = (_s: number, p: Buffer) => (p[0] === 4 && hold ? 'keep' : void got.push(...p));
+    for (const byte of two) g.push(Buffer.from([byte]), visit);
+    expect(got).toEqual([1, 2, 3]);
+    expect(g.pending).toBe(5);
+    hold = false;
+    g.push(Buffer.alloc(0), visit);
+    expect(got).toEqual([1, 2, 3, 4]);
   });
 
   it('a 30 MB query goes through while another session keeps being answered promptly', async () => {

@@ -281,6 +281,8 @@ export class Spool {
   }
 
   private tick(): void {
+    // After a failed write (disk full), retry even when nothing new arrives: recovery ends the fail-closed state.
+    if (this.error && this.pending.length) this.flush();
     if (this.dirty && !this.syncing && this.fd >= 0) {
       this.dirty = false;
       this.syncing = true;

@@ -71,22 +71,53 @@ export const MAX_PAYLOAD = 0xffffff;
  * payload; returning 'keep' stops before that packet (it stays buffered), 'stop' stops after it.
  */
 export class MyFramer {
-  private buf: Buffer = Buffer.alloc(0);
+  /**
+   * Bytes received and not yet walked. A packet arriving in many chunks is collected as a list and copied once,
+   * when it is complete (copying the partial packet on every chunk made large packets quadratic).
+   */
+  private parts: Buffer[] = [];
+  private partsLen = 0;
+  /** Offset of the next physical header of the first buffered logical packet, and whether that packet is complete. */
+  private scanOff = 0;
+  private ready = false;
   constructor(private readonly maxPacket: number) {}
 
   get pending(): number {
-    return this.buf.length;
+    return this.partsLen;
   }
 
   append(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    if (this.buf.length > this.maxPacket + (1 << 20)) throw new MyProtocolError('too much input buffered');
+    if (chunk.length === 0) return;
+    this.parts.push(chunk);
+    this.partsLen += chunk.length;
+    if (this.partsLen > this.maxPacket + (1 << 20)) throw new MyProtocolError('too much input buffered');
+    while (!this.ready && this.partsLen - this.scanOff >= 4) {
+      const len = this.byteAt(this.scanOff) | (this.byteAt(this.scanOff + 1) << 8) | (this.byteAt(this.scanOff + 2) << 16);
+      const end = this.scanOff + 4 + len;
+      if (end > this.partsLen) break;
+      this.scanOff = end;
+      if (len < MAX_PAYLOAD) this.ready = true;
+    }
+  }
+
+  private byteAt(off: number): number {
+    for (const p of this.parts) {
+      if (off < p.length) return p[off]!;
+      off -= p.length;
+    }
+    return 0;
   }
 
   push(chunk: Buffer, visit: (seq: number, payload: Buffer) => 'keep' | 'stop' | void): void {
-    if (chunk.length) this.append(chunk);
+    this.append(chunk);
+    // The first packet is still incomplete: nothing to walk, nothing copied.
+    if (!this.ready) return;
+    const b = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.partsLen);
+    this.parts = [];
+    this.partsLen = 0;
+    this.scanOff = 0;
+    this.ready = false;
     let pos = 0;
-    const b = this.buf;
     for (;;) {
       // Find a complete logical packet starting at pos.
       let p = pos;
@@ -113,7 +144,9 @@ export class MyFramer {
       pos = p;
       if (r === 'stop') break;
     }
-    this.buf = pos === 0 ? b : pos === b.length ? Buffer.alloc(0) : Buffer.from(b.subarray(pos));
+    // Keep the tail; a small tail of a large buffer is copied so that the buffer can be freed.
+    const tail = b.subarray(pos);
+    if (tail.length) this.append(tail.length * 4 < b.length ? Buffer.from(tail) : tail);
   }
 }
 
