@@ -153,7 +153,7 @@ export class Governor {
       return {
         failure: r,
         decision: { action: 'deny', rule: 'unparsable', reason: r.error },
-        error: { code: '42601', message: `${r.error} (Sluice could not parse this statement, so it was not run)`, ...(r.position ? { position: String(r.position) } : {}) },
+        error: { code: '42601', message: r.error, hint: 'Sluice could not parse this statement, so it was not run.', ...(r.position ? { position: String(r.position) } : {}) },
       };
     }
     let analysis = r;

@@ -192,7 +192,7 @@ describe(`adversarial guard suite: ${ALL.length} cases, each through psql and th
         for (const s of steps) {
           // A name makes node-postgres use Parse/Bind/Execute even without parameters.
           const e = await c.query({ name: `g${++n}`, text: s }).then(() => undefined, (err) => err as pg.DatabaseError);
-          if (e) errors.push(`${e.code} ${e.message}`);
+          if (e) errors.push(`${e.code} ${e.message} ${e.hint ?? ''}`);
         }
         // Refused by Sluice: by policy or the guard (42501), or as SQL it cannot parse (42601, e.g. psql-only syntax).
         if (!errors.some((e) => /^42(501|601) /.test(e) && /Sluice/.test(e))) leaks.push(`${steps.join(' ⏎ ')}: not refused (${errors.join('; ') || 'ran'})`);

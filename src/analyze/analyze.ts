@@ -736,6 +736,8 @@ export function loadParser(): Promise<void> {
 
 /** Parse and classify SQL (uncached). Never throws: unparsable SQL yields { ok: false }. */
 export function analyzeUncached(sql: string): AnalysisResult {
+  // The empty query: nothing runs (the server answers EmptyQueryResponse); the parser refuses an empty string.
+  if (sql === '') return summarize([], '');
   let tree: Node;
   try {
     tree = pg.parseSync(sql) as Node;

@@ -17,6 +17,8 @@ export interface FunctionFacts {
 
 export interface CatalogFacts {
   functions: Map<string, FunctionFacts>;
+  /** Function OID -> schema-qualified name (fast-path calls name functions by OID). */
+  byOid: Map<number, string>;
   /** Operators defined outside pg_catalog, by name: whether any of them runs a volatile function. */
   operators: Map<string, boolean>;
 }
@@ -31,6 +33,8 @@ SELECT p.proname AS name,
   CROSS JOIN LATERAL (SELECT n.nspname IN ('pg_catalog', 'information_schema') AS sys) s
   LEFT JOIN pg_catalog.pg_depend e ON e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e'
  GROUP BY p.proname`;
+
+export const FUNCTION_OID_SQL = `SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace`;
 
 export const OPERATOR_CATALOG_SQL = `
 SELECT o.oprname AS name, bool_or(p.provolatile = 'v') AS volatile
@@ -50,7 +54,7 @@ interface FunctionRow {
 }
 
 /** Turn the catalog queries' rows into facts. */
-export function catalogFacts(functions: FunctionRow[], operators: { name: string; volatile: boolean }[]): CatalogFacts {
+export function catalogFacts(functions: FunctionRow[], operators: { name: string; volatile: boolean }[], oids: { oid: string | number; schema: string; name: string }[] = []): CatalogFacts {
   const t = (v: unknown) => v === true || v === 't' || v === 'true';
   const f = new Map<string, FunctionFacts>();
   for (const r of functions) {
@@ -63,7 +67,7 @@ export function catalogFacts(functions: FunctionRow[], operators: { name: string
       userVolatile: t(r.user_volatile),
     });
   }
-  return { functions: f, operators: new Map(operators.map((o) => [o.name, t(o.volatile)])) };
+  return { functions: f, operators: new Map(operators.map((o) => [o.name, t(o.volatile)])), byOid: new Map(oids.map((o) => [Number(o.oid), `${o.schema}.${o.name}`])) };
 }
 
 /** The per-database function catalog (read with the gateway's credentials; see gateway.ts). */

@@ -24,7 +24,7 @@ export interface AuditEvent {
   database?: string;
   tls?: boolean;
   sql?: string;
-  protocol?: 'simple' | 'extended' | 'mcp' | 'mysql' | 'mysql-prepared';
+  protocol?: 'simple' | 'extended' | 'fastpath' | 'mcp' | 'mysql' | 'mysql-prepared';
   statement_name?: string;
   fingerprint?: string;
   classes?: string[];

@@ -134,7 +134,7 @@ export class McpTools {
     }
     if (v.error) {
       this.audit(id, { database, sql, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error.message, error_code: v.error.code, details: intentDetails });
-      throw new ToolError(v.error.message + (v.error.detail ? ` (${v.error.detail})` : ''), v.error.code);
+      throw new ToolError(v.error.message + (v.error.detail ? ` (${v.error.detail})` : '') + (v.error.code === '42601' && v.error.hint ? ` ${v.error.hint}` : ''), v.error.code);
     }
     return this.execute(id, b, database, sql, v, opts);
   }

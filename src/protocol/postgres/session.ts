@@ -105,7 +105,7 @@ type Item =
   | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; approvalId?: string }
   | { k: 'close' }
   | { k: 'sync'; epoch: number }
-  | { k: 'fastpath'; verdict: Verdict };
+  | { k: 'fastpath'; sql: string; verdict: Verdict; t0: number; error?: Record<string, string> };
 
 interface Prepared {
   name: string;
@@ -226,6 +226,8 @@ export class PgSession implements LiveSession {
   private authTimer?: NodeJS.Timeout;
   private expiryTimer?: NodeJS.Timeout;
   private closeReason = '';
+  /** The upstream sent FATAL (relayed to the client as is): its close is not reported a second time. */
+  private upstreamFatal?: string;
 
   constructor(socket: net.Socket, private readonly governor: Governor, private readonly cfg: PgEngineConfig, private readonly registry: SessionRegistry) {
     this.client = socket;
@@ -318,6 +320,8 @@ export class PgSession implements LiveSession {
     const pe = e instanceof ProtocolError ? e : new ProtocolError(`internal error handling client message: ${(e as Error).message}`, 'XX000');
     if (this.phase === 'ready') this.governor.record({ type: 'protocol_error', session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, error: pe.message, error_code: pe.code });
     else this.governor.record({ type: 'protocol_error', client_addr: this.info.clientAddr, error: pe.message, error_code: pe.code });
+    // A malformed startup or cancel packet gets no answer (as from PostgreSQL): the connection is just closed.
+    if (this.phase === 'startup' && /^invalid length of (startup packet|cancel request)$/.test(pe.message)) return this.close(pe.message);
     this.fatal(pe.code, pe.message);
   }
 
@@ -462,7 +466,9 @@ export class PgSession implements LiveSession {
       this.info.identity = identity;
       this.info.database = this.database;
       clearTimeout(this.authTimer);
-      this.pid = crypto.randomInt(1, 0x7fffffff);
+      // The client sees the server's backend PID (so pg_backend_pid(), notifications and pg_terminate_backend agree)
+      // with a secret only the gateway knows: a cancel must come through the gateway, which checks it.
+      this.pid = up.pid;
       this.secret = crypto.randomInt(-0x80000000, 0x7fffffff);
       const parts: Buffer[] = [m.authenticationOk()];
       for (const [k, v] of up.parameters) parts.push(m.parameterStatus(k, v));
@@ -474,7 +480,7 @@ export class PgSession implements LiveSession {
       this.governor.record({ type: 'session_start', session_id: this.id, ...identityFields(identity), client_addr: this.info.clientAddr, client_user: this.clientUser, application_name: this.params.application_name, database: this.database, tls: this.info.tls });
       up.socket.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
       up.socket.on('error', () => this.fatal('08006', 'lost connection to the upstream database'));
-      up.socket.on('close', () => this.fatal('08006', 'the upstream database closed the connection'));
+      up.socket.on('close', () => (this.upstreamFatal ? this.close(`the upstream database ended the session: ${this.upstreamFatal}`) : this.fatal('08006', 'the upstream database closed the connection')));
       up.socket.on('drain', () => this.client.resume());
       if (up.leftover.length) this.onUpstreamData(up.leftover);
       if (this.startupBuf.length) {
@@ -659,10 +665,13 @@ export class PgSession implements LiveSession {
       case 0x66 /* f CopyFail */:
         return undefined;
       case 0x46 /* F FunctionCall */: {
-        // The fast-path interface calls functions by OID, bypassing SQL analysis: refused.
-        const verdict: Verdict = { decision: { action: 'deny', rule: 'fastpath', reason: 'fast-path function calls are not allowed' }, error: { code: '42501', message: 'fast-path function calls are not allowed through Sluice; use SQL' } };
-        this.items.push({ k: 'fastpath', verdict });
-        this.auditDenied('<fast-path function call>', verdict, 'extended');
+        // The fast-path interface calls a function by OID (large objects: psql's \lo_*, pg_dump, pg_restore):
+        // judged like `SELECT schema.function()` under policy, the catalog naming the OID.
+        const { sql, verdict } = this.decideFastPath(pick(b, start, end).int32() >>> 0);
+        this.info.statements++;
+        this.items.push({ k: 'fastpath', sql, verdict, t0: performance.now() });
+        if (!verdict.error) return undefined;
+        this.auditDenied(sql, verdict, 'fastpath');
         return m.query(deniedSql());
       }
       case 0x58 /* X */:
@@ -772,6 +781,23 @@ export class PgSession implements LiveSession {
     this.onClientMessages(Buffer.alloc(0));
   }
 
+  /**
+   * A fast-path call, judged as the SQL call of the function its OID names in this database. Functions whose result
+   * is raw data (large object contents) are refused to identities whose results are masked: they cannot be scanned.
+   */
+  private decideFastPath(oid: number): { sql: string; verdict: Verdict } {
+    const name = this.governor.functions?.get(this.database)?.byOid.get(oid);
+    const refuse = (sql: string, reason: string): { sql: string; verdict: Verdict } => ({ sql, verdict: { decision: { action: 'deny', rule: 'sluice-guard', reason }, error: { code: '42501', message: `Sluice refuses this fast-path call: ${reason}` } } });
+    if (!name) return refuse(`SELECT fastpath_function_${oid}() -- fast-path call`, `function OID ${oid} is not one Sluice knows in database "${this.database}"`);
+    const sql = `SELECT ${name.split('.').map((p) => `"${p.replace(/"/g, '""')}"`).join('.')}() -- fast-path call`;
+    const verdict = this.decide(sql);
+    if (verdict.decision.action === 'require_approval') return refuse(sql, `${name} needs approval under rule "${verdict.decision.rule}", and a fast-path call cannot be held; call it with SQL`);
+    if (!verdict.error && /^pg_catalog\.(loread|lo_get)$/.test(name) && this.governor.scansText(this.identity!, verdict.analysis)) {
+      return refuse(sql, `${name} returns large object contents, which Sluice cannot mask; it is allowed only to identities exempt from masking`);
+    }
+    return { sql, verdict };
+  }
+
   private decide(sql: string): Verdict {
     return this.governor.check(this.identity!, this.database, sql, this.sqlPrepared);
   }
@@ -852,24 +878,33 @@ export class PgSession implements LiveSession {
             if (this.info.txStatus === 'I') for (const [name, p] of this.portals) if (p.epoch <= it.epoch) this.portals.delete(name);
             break;
           }
-          if (it.k === 'fastpath') break;
+          if (it.k === 'fastpath') {
+            if (!it.verdict.error) this.governor.record({ type: 'statement', ...this.base(), sql: it.sql, protocol: 'fastpath', ...analysisFields(it.verdict.analysis), decision: 'allow', rule: it.verdict.decision.rule, duration_ms: Math.round((performance.now() - it.t0) * 1000) / 1000, error: it.error?.message, error_code: it.error?.code });
+            break;
+          }
         }
         this.info.currentSql = undefined;
         return undefined;
       }
       case 0x45 /* E ErrorResponse */: {
+        const fields = m.parseErrorFields(b, start, end);
+        const severity = fields.V ?? fields.severity;
+        if (severity === 'FATAL' || severity === 'PANIC') this.upstreamFatal = fields.message ?? fields.code ?? 'FATAL';
         // No pending request (asynchronous, e.g. the server shutting down) or an error raised by Sync itself
         // (a deferred constraint at implicit commit): pass it through; ReadyForQuery follows.
         if (!head || head.k === 'sync') return undefined;
         const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' || head.k === 'denied' ? head.verdict.error : undefined;
         if (head.k === 'query') {
-          if (!denied) head.error = m.parseErrorFields(b, start, end);
+          if (!denied) head.error = fields;
           return denied ? this.errorFor(denied) : undefined;
         }
-        if (head.k === 'fastpath') return this.errorFor(denied!);
+        if (head.k === 'fastpath') {
+          if (!denied) head.error = fields;
+          return denied ? this.errorFor(denied) : undefined;
+        }
         // Extended protocol: this message failed; the upstream now skips everything until Sync.
         const failed = this.items.shift()!;
-        if (failed.k === 'execute') this.auditExecute(failed, m.parseErrorFields(b, start, end));
+        if (failed.k === 'execute') this.auditExecute(failed, fields);
         while (this.items.length && this.items[0]!.k !== 'sync') {
           const skipped = this.items.shift()!;
           if (skipped.k === 'query' || skipped.k === 'fastpath') {
@@ -973,7 +1008,7 @@ export class PgSession implements LiveSession {
     return (this.baseFields ??= { session_id: this.id, ...identityFields(this.identity!), client_addr: this.info.clientAddr, application_name: this.params.application_name, database: this.database });
   }
 
-  private auditDenied(sql: string, v: Verdict, protocol: 'simple' | 'extended', name?: string): void {
+  private auditDenied(sql: string, v: Verdict, protocol: 'simple' | 'extended' | 'fastpath', name?: string): void {
     this.governor.record({ type: 'statement', ...this.base(), sql, protocol, statement_name: name || undefined, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error?.message, error_code: v.error?.code, approval_id: v.approvalId });
   }
 

@@ -1,0 +1,131 @@
+/**
+ * Where Sluice must behave as PostgreSQL does for clients that do nothing wrong: the empty query, fast-path calls
+ * (large objects through psql), the backend PID clients see, one FATAL when the server ends a session, a malformed
+ * startup packet, the server's wording on parse errors.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { PG, admin, freshDatabase, run, startTestGateway, auditEvents, tmpDir, type TestGateway } from './support/env.js';
+import { rawSession, messages } from './support/raw.js';
+import * as m from '../src/protocol/postgres/messages.js';
+
+let t: TestGateway;
+let db: { name: string; drop: () => Promise<void> };
+let dba: string;
+let agent: string;
+const los = () => admin((c) => c.query('SELECT count(*)::int AS n FROM pg_largeobject_metadata').then((r) => r.rows[0].n as number), db.name);
+const psql = (password: string, ...cmds: string[]) => run('psql', ['-X', '-At', `host=127.0.0.1 port=${t.port} dbname=${db.name} user=x sslmode=disable`, ...cmds.flatMap((c) => ['-c', c])], { env: { PGPASSWORD: password } });
+
+beforeAll(async () => {
+  db = await freshDatabase('sluice_transparent', 'CREATE TABLE t (id int)');
+  t = await startTestGateway({ policy: fs.readFileSync('examples/policy.yaml', 'utf8') });
+  dba = await t.key('human', ['dba']);
+  agent = await t.key('agent', ['analysts']);
+}, 120_000);
+afterAll(async () => {
+  await t?.stop();
+  await db?.drop();
+});
+
+describe('PostgreSQL behaviour through Sluice', () => {
+  it('the empty query gets EmptyQueryResponse, not an error', async () => {
+    const data = await rawSession(t.port, db.name, dba, m.query(''), 1);
+    expect(messages(data).map((x) => x.type)).toEqual(['I', 'Z']);
+    const c = new pg.Client(t.conn(dba, db.name));
+    await c.connect();
+    expect((await c.query('')).rows).toEqual([]);
+    await c.end();
+  });
+
+  it("large objects through psql's fast-path calls: \\lo_import, \\lo_export, \\lo_unlink (judged per function)", async () => {
+    const dir = tmpDir('lo');
+    const src = path.join(dir, 'in.bin');
+    const out = path.join(dir, 'out.bin');
+    fs.writeFileSync(src, Buffer.from(Array.from({ length: 70_000 }, (_, i) => i % 251)));
+    const imp = await psql(dba, `\\lo_import ${src}`);
+    expect(imp.stderr).toBe('');
+    const oid = Number(/lo_import (\d+)/.exec(imp.stdout)?.[1]);
+    expect(oid).toBeGreaterThan(0);
+    const exp = await psql(dba, `\\lo_export ${oid} ${out}`);
+    expect(exp.stderr).toBe('');
+    expect(fs.readFileSync(out).equals(fs.readFileSync(src))).toBe(true);
+    // An agent allowed only reads cannot create or remove large objects through the fast path either.
+    const before = await los();
+    const denied = await psql(agent, `\\lo_import ${src}`, `\\lo_unlink ${oid}`);
+    expect(denied.stderr).toMatch(/permission denied by Sluice policy rule "agents-read-only"/);
+    expect(await los()).toBe(before);
+    const unlink = await psql(dba, `\\lo_unlink ${oid}`);
+    expect(unlink.stderr).toBe('');
+    expect(await los()).toBe(before - 1);
+    const events = await auditEvents(t, { type: 'statement', limit: 1000 });
+    expect(events.some((e) => e.protocol === 'fastpath' && e.decision === 'allow' && /lo_open/.test(e.sql ?? ''))).toBe(true);
+    expect(events.some((e) => e.protocol === 'fastpath' && e.decision === 'deny' && /lo_(creat|open|unlink)/.test(e.sql ?? ''))).toBe(true);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("the backend PID a client sees is the server's: pg_backend_pid() and notifications agree; cancels still need the gateway's secret", async () => {
+    const c = new pg.Client(t.conn(dba, db.name));
+    await c.connect();
+    try {
+      const pid = (c as unknown as { processID: number }).processID;
+      expect((await c.query('SELECT pg_backend_pid() AS p')).rows[0].p).toBe(pid);
+      const got: number[] = [];
+      c.on('notification', (n) => got.push(n.processId));
+      await c.query('LISTEN sluice_pid');
+      await c.query("NOTIFY sluice_pid, 'x'");
+      for (let i = 0; i < 50 && !got.length; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(got).toEqual([pid]);
+      // A CancelRequest with the right PID and a guessed secret does nothing.
+      const running = c.query('SELECT pg_sleep(1) AS s');
+      await new Promise((r) => setTimeout(r, 200));
+      await new Promise<void>((resolve) => {
+        const s = net.connect(t.port, '127.0.0.1', () => s.end(m.cancelRequest(pid, 42)));
+        s.on('close', () => resolve());
+      });
+      expect((await running).rows.length).toBe(1);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('when the server ends the session (pg_terminate_backend), the client sees what it sees directly: one FATAL', async () => {
+    const terminated = async (conn: pg.ClientConfig) => {
+      const c = new pg.Client(conn);
+      const errors: string[] = [];
+      c.on('error', (e) => errors.push(`${(e as { code?: string }).code ?? '-'} ${e.message}`));
+      await c.connect();
+      const pid = (c as unknown as { processID: number }).processID;
+      await admin((a) => a.query('SELECT pg_terminate_backend($1)', [pid]));
+      for (let i = 0; i < 50 && errors.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200));
+      return errors;
+    };
+    const direct = await terminated({ ...PG, database: db.name });
+    expect(direct[0]).toMatch(/^57P01 /);
+    expect(await terminated(t.conn(dba, db.name))).toEqual(direct);
+  });
+
+  it('a malformed startup packet is closed without an answer, as PostgreSQL does', async () => {
+    const data = await new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      const s = net.connect(t.port, '127.0.0.1', () => s.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0])));
+      s.on('data', (d) => chunks.push(d));
+      s.on('close', () => resolve(Buffer.concat(chunks)));
+      s.on('error', () => resolve(Buffer.concat(chunks)));
+    });
+    expect(data.length).toBe(0);
+  });
+
+  it("a parse error keeps the server's wording; Sluice's words go in the hint", async () => {
+    const c = new pg.Client(t.conn(dba, db.name));
+    await c.connect();
+    const e = await c.query('SELEC 1').catch((x) => x);
+    await c.end();
+    expect(e.message).toBe('syntax error at or near "SELEC"');
+    expect(e.hint).toMatch(/Sluice could not parse this statement/);
+    expect(e.position).toBe('1');
+  });
+});
