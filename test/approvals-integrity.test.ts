@@ -66,7 +66,7 @@ beforeAll(async () => {
     // An agent token acting for carol, who is nobody's requester here.
     'carol-agent': { groups: ['dba'], sluice_kind: 'agent', act: { sub: 'carol@example.com' } },
   });
-  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100; CREATE TABLE events (id serial primary key, what text); CREATE FUNCTION bump() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq')::text $$; CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper($1) $$; CREATE FUNCTION vol_eq(int, int) RETURNS boolean LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq') > 0 AND $1 = $2 $$; CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = vol_eq);");
+  db = await freshDatabase('sluice_aprint', "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 10) g; CREATE SEQUENCE order_seq START 100; CREATE TABLE events (id serial primary key, what text); CREATE FUNCTION bump() RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq')::text $$; CREATE FUNCTION shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper($1) $$; CREATE FUNCTION vol_eq(int, int) RETURNS boolean LANGUAGE sql VOLATILE AS $$ SELECT nextval('order_seq') > 0 AND $1 = $2 $$; CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = vol_eq); CREATE VIEW next_ids AS SELECT nextval('order_seq') AS n; CREATE VIEW next_ids_again AS SELECT n FROM next_ids;");
   t = await startTestGateway({
     policy: POLICY,
     config: `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { admin: [dba] } }
@@ -315,6 +315,9 @@ describe('previews never leave lasting effects (issue #14.3)', () => {
     expect(unknown.p.note).toBe('preview skipped: calls no_such_fn(), which is not a function this database knows');
     const viaOperator = await previewed("UPDATE orders SET status = 'op' WHERE id === 7");
     expect(viaOperator.p.note).toBe('preview skipped: operator === calls vol_eq(), a volatile function');
+    expect(await sequence('order_seq')).toEqual({ v: 100, is_called: false });
+    const viaView = await previewed('UPDATE orders SET status = (SELECT n FROM next_ids_again)::text WHERE id = 7');
+    expect(viaView.p.note).toBe('preview skipped: view next_ids calls a volatile function or draws on a sequence');
     expect(await sequence('order_seq')).toEqual({ v: 100, is_called: false });
     const immutable = await previewed("UPDATE orders SET status = shout('ok') WHERE id <= 2");
     expect(immutable.p).toMatchObject({ kind: 'rows', rows_affected: 2 });

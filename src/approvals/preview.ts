@@ -77,6 +77,25 @@ async function lastingEffects(c: PreviewClient, r: Analysis, sql: string): Promi
     const ops = await c.query("SELECT o.oprname, p.proname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode WHERE o.oprname = ANY($1::text[]) AND p.provolatile = 'v' LIMIT 1", [operators]);
     if (ops.rows.length) return `preview skipped: operator ${ops.rows[0].oprname} calls ${ops.rows[0].proname}(), a volatile function`;
   }
+  // Views run what their definitions call, views of views included: a volatile function or a sequence anywhere
+  // below one the statement reads (nextval() in a view) stops the preview.
+  const referenced = [...new Set(r.statements.flatMap((s) => s.tables.map((t) => t.name)))];
+  if (referenced.length) {
+    const v = await c.query(
+      `WITH RECURSIVE rel(oid) AS (
+         SELECT to_regclass(n)::oid FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NOT NULL
+         UNION
+         SELECT d.refobjid FROM rel JOIN pg_catalog.pg_rewrite w ON w.ev_class = rel.oid
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> rel.oid)
+       SELECT rel.oid::regclass::text AS view FROM rel JOIN pg_catalog.pg_rewrite w ON w.ev_class = rel.oid
+         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = w.oid
+         LEFT JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::regclass AND p.oid = d.refobjid AND p.provolatile = 'v'
+         LEFT JOIN pg_catalog.pg_class s ON d.refclassid = 'pg_catalog.pg_class'::regclass AND s.oid = d.refobjid AND s.relkind = 'S'
+       WHERE p.oid IS NOT NULL OR s.oid IS NOT NULL LIMIT 1`,
+      [referenced],
+    );
+    if (v.rows.length) return `preview skipped: view ${v.rows[0].view} calls a volatile function or draws on a sequence`;
+  }
   const written = [...new Set(r.statements.flatMap((s) => s.tables.filter((t) => t.access === 'write').map((t) => t.name)))];
   const inserts = r.statements.some((s) => s.command === 'INSERT' || s.command === 'MERGE') || /\bDEFAULT\b/i.test(sql);
   for (const t of written) {
