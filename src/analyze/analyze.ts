@@ -203,7 +203,7 @@ class Collector {
 
   /** set_config(name, value, is_local): judged like SET when the name (and, for lexing settings, the value) is a constant. */
   setConfig(args: Node[] | undefined): void {
-    const name = constantText(args?.[0]);
+    const name = constantText(args?.[0]) ?? this.settingsRowName(args?.[0]);
     if (name === undefined) {
       this.refuse ??= 'set_config() with a setting name that is not a constant: Sluice cannot tell which setting it changes';
       return;
@@ -226,6 +226,15 @@ class Collector {
     this.destructive.push(...sub.destructive);
     for (const f of sub.flags) this.flags.add(f);
     this.refuse ??= sub.refuse;
+  }
+
+  /** In `SELECT ... FROM pg_settings WHERE name = 'x'` (pg_dump's form for settings that may not exist): 'x'. */
+  settingsRow?: string;
+
+  /** The setting named by a `name` column reference inside such a SELECT. */
+  settingsRowName(arg: Node | undefined): string | undefined {
+    const f = (arg?.ColumnRef?.fields as Node[] | undefined)?.map((x) => x.String?.sval);
+    return f && f.length === 1 && f[0] === 'name' ? this.settingsRow : undefined;
   }
 
   addTable(name: string, access: TableRef['access']) {
@@ -333,18 +342,40 @@ class Collector {
       return;
     }
     if (type === 'SelectStmt') {
-      if (node.intoClause) {
-        this.flags.add('select-into');
-        this.nestedClass = escalate(this.nestedClass, 'ddl');
-        this.addTable(rangeVarName(node.intoClause.rel), 'ddl');
+      const outerRow = this.settingsRow;
+      this.settingsRow = pgSettingsRow(node);
+      try {
+        this.select(node, scope);
+      } finally {
+        this.settingsRow = outerRow;
       }
-      if (node.lockingClause) this.flags.add('locking');
-      const { withClause: _w, intoClause: _i, ...rest } = node;
-      this.visit(rest, scope);
       return;
     }
     this.visit(node, scope);
   }
+
+  private select(node: Node, scope: ReadonlySet<string>): void {
+    if (node.intoClause) {
+      this.flags.add('select-into');
+      this.nestedClass = escalate(this.nestedClass, 'ddl');
+      this.addTable(rangeVarName(node.intoClause.rel), 'ddl');
+    }
+    if (node.lockingClause) this.flags.add('locking');
+    const { withClause: _w, intoClause: _i, ...rest } = node;
+    this.visit(rest, scope);
+  }
+}
+
+/** 'x' when a SELECT reads exactly one row of pg_settings: `FROM [pg_catalog.]pg_settings WHERE name = 'x'`. */
+function pgSettingsRow(node: Node): string | undefined {
+  const from = node.fromClause as Node[] | undefined;
+  const rv = from?.length === 1 ? from[0]!.RangeVar : undefined;
+  if (!rv || rv.relname !== 'pg_settings' || (rv.schemaname && rv.schemaname !== 'pg_catalog')) return undefined;
+  const w = node.whereClause?.A_Expr;
+  if (!w || w.kind !== 'AEXPR_OP' || (w.name as Node[])?.[0]?.String?.sval !== '=') return undefined;
+  const col = (w.lexpr?.ColumnRef?.fields as Node[] | undefined)?.map((x) => x.String?.sval);
+  if (!col || col.length !== 1 || col[0] !== 'name') return undefined;
+  return constantText(w.rexpr);
 }
 
 /** PostgreSQL's default name for an output expression (FigureColname, for the common cases). */
