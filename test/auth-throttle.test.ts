@@ -1,7 +1,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
-import { startTestGateway, freshDatabase, auditEvents, mysqlEngine, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, auditEvents, mysqlEngine, tmpDir, type TestGateway } from './support/env.js';
 
 /** Authentication throttling (issue #14): online guessing of keys stops; the right key does not slip in after. */
 
@@ -108,5 +110,19 @@ describe('per source address', () => {
     // The lockout is a delay, not a ban: it ends (here after at most 2 s).
     await new Promise((r) => setTimeout(r, 2100));
     expect(await pgLogin(t, key)).toEqual({ ok: true });
+  });
+});
+
+describe('identity.throttle in the config', () => {
+  it('defaults apply when it is left out, and the schema refuses nonsense with the place it is at', async () => {
+    const { loadConfig } = await import('../src/config.js');
+    const { THROTTLE_DEFAULTS } = await import('../src/identity/throttle.js');
+    const dir = tmpDir('throttle-cfg');
+    const file = path.join(dir, 'sluice.yaml');
+    fs.writeFileSync(file, 'upstream: { host: 127.0.0.1, port: 5432, user: postgres }\npolicy: policy.yaml\n');
+    expect(loadConfig(file, { secrets: false }).identity.throttle).toEqual(THROTTLE_DEFAULTS);
+    fs.writeFileSync(file, 'upstream: { host: 127.0.0.1, port: 5432, user: postgres }\npolicy: policy.yaml\nidentity:\n  throttle: { per_key: { max_failures: 0 } }\n');
+    expect(() => loadConfig(file, { secrets: false })).toThrow(/sluice\.yaml:4.*max_failures/s);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
