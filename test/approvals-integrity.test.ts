@@ -408,6 +408,7 @@ describe('revoking grants (issue #14.4)', () => {
       expect(denied.body.error).toContain('revoke');
       // Someone who is neither an approver nor the grantee may not revoke it.
       expect((await api(`/api/grants/${g.id}/revoke`, other, 'POST', {})).status).toBe(404);
+      expect((await run('node', [CLI, 'grants', 'list', '--api', base, '--token', carl])).stdout).toContain(`${g.id}  approved`);
       const cli = await run('node', [CLI, 'grants', 'revoke', g.id, '--reason', 'incident over', '--api', base, '--token', dana]);
       expect(cli.code).toBe(0);
       expect(cli.stdout).toContain(`${g.id}  revoked`);
