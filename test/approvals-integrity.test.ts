@@ -35,6 +35,10 @@ rules:
     match: { groups: [interns], statements: [write] }
     action: require_approval
     approval: { approvers: [dba], agents_may_approve: true }
+  - name: interns-ddl-two-reviewers
+    match: { groups: [interns], statements: [ddl] }
+    action: require_approval
+    approval: { approvers: [dba], quorum: 2, agents_may_approve: true }
   - name: interns-read
     match: { groups: [interns], statements: [read] }
     action: allow
@@ -176,6 +180,27 @@ describe('self-approval through a delegation chain (issue #14.1)', () => {
     await api(`/api/approvals/${a.id}/deny`, dana, 'POST', {});
     expect((await ran).code).not.toBe(0);
     expect(await status(4)).toBe('new');
+  });
+
+  it('a quorum counts distinct people: an agent acting for a DBA who voted does not vote again', async () => {
+    const danasAgent = await key('dana-helper', 'agent', ['dba'], { actingFor: 'dana@example.com' });
+    const dan2 = await key('dan2', 'human', ['dba'], { subject: 'dan2@example.com' });
+    const c = new pg.Client(t.conn(bob, db.name));
+    await c.connect();
+    const running = c.query('CREATE INDEX orders_status ON orders (status)').catch((e: Error) => e);
+    const a = await pendingFor('bob@example.com');
+    expect(a.quorum).toBe(2);
+    expect((await api(`/api/approvals/${a.id}/approve`, dana, 'POST', {})).body.approval.status).toBe('pending');
+    const again = await api(`/api/approvals/${a.id}/approve`, danasAgent, 'POST', {});
+    expect(again.status).toBe(409);
+    expect(again.body.error).toContain('shares a principal with dana@example.com');
+    expect((await api(`/api/approvals/${a.id}`, dana)).body.approval).toMatchObject({ status: 'pending', votes: [{ by: 'dana@example.com' }] });
+    const indexes = () => admin((x) => x.query("SELECT count(*)::int AS n FROM pg_indexes WHERE indexname = 'orders_status'").then((r) => r.rows[0].n as number), db.name);
+    expect(await indexes()).toBe(0);
+    expect((await api(`/api/approvals/${a.id}/approve`, dan2, 'POST', {})).body.approval.status).toBe('approved');
+    expect(await running).not.toBeInstanceOf(Error);
+    expect(await indexes()).toBe(1);
+    await c.end();
   });
 
   it('the policy schema validates agents_may_approve', async () => {

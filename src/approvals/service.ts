@@ -251,7 +251,8 @@ export class Approvals extends EventEmitter {
         if (e instanceof ApprovalError && e.status === 403) this.audit({ type: 'approval', subject: approver.subject, identity_kind: approver.kind, acting_for: approver.actingFor, database: cur.database, approval_id: cur.id, decision: 'deny', reason: e.message, details: { event: 'vote_refused', action, requester: cur.requester } });
         throw e;
       }
-      cur.votes.push({ by: approver.subject, by_name: approver.displayName, action, reason: reason || undefined, at: now() });
+      const voter = principals(approver);
+      cur.votes.push({ by: approver.subject, by_name: approver.displayName, principals: voter.length > 1 ? voter : undefined, action, reason: reason || undefined, at: now() });
       if (action === 'deny') cur.status = 'denied';
       else if (cur.votes.filter((v) => v.action === 'approve').length >= cur.quorum) {
         cur.status = 'approved';
@@ -310,6 +311,10 @@ export class Approvals extends EventEmitter {
       throw new ApprovalError(`${cur.id} must be reviewed by a member of ${cur.approver_groups.join(' or ')}`, 403);
     }
     if (cur.votes.some((v) => v.by === approver.subject)) throw new ApprovalError(`${approver.subject} has already voted on ${cur.id}`, 409);
+    // A quorum is of distinct people: an agent does not vote again for the person it acts for, nor the reverse.
+    const mine = principals(approver);
+    const twice = cur.votes.find((v) => (v.principals ?? [v.by]).some((p) => mine.includes(p)));
+    if (twice) throw new ApprovalError(`${approver.subject} shares a principal with ${twice.by}, who has already voted on ${cur.id}`, 409);
   }
 
   /** Wait until the request is decided or expires (it is marked expired then). An abort leaves it pending. */

@@ -10,6 +10,8 @@ export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'ex
 export interface ApprovalVote {
   by: string;
   by_name?: string;
+  /** The voter's principals along its delegation chain: a quorum counts distinct ones. */
+  principals?: string[];
   action: 'approve' | 'deny';
   reason?: string;
   at: string;
