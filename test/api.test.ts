@@ -44,7 +44,7 @@ describe('HTTP API', () => {
     await c.connect();
     await c.query('SELECT email FROM customers');
     await c.query('DELETE FROM customers').catch(() => {});
-    expect((await get('/healthz')).body).toEqual({ status: 'ok', audit: { healthy: true, backlog: expect.any(Number) } });
+    expect((await get('/healthz')).body).toMatchObject({ status: 'ok', audit: { healthy: true, status: 'ok', store: 'ok', backlog: expect.any(Number), stages: { buffered: expect.any(Number), spooled: expect.any(Number), in_flight: expect.any(Number) }, spool_bytes: expect.any(Number) } });
     const metrics = (await get('/metrics')).body as string;
     expect(metrics).toMatch(/^sluice_connections 1$/m);
     expect(metrics).toMatch(/^sluice_statements_total\{decision="allow"\} [1-9]/m);
