@@ -134,6 +134,12 @@ describe('hash-chained audit trail', () => {
     expect(await report('truncated')).toMatchObject({ ok: true, events: 10, closed: true, recorded_seq: 10 });
     await sql`DELETE FROM audit_events WHERE chain_id = 'truncated' AND seq > 7`.execute(store.db);
     expect(await report('truncated')).toMatchObject({ ok: false, events: 7, first_bad_seq: 8, problem: expect.stringMatching(/cut short: it ends at event 7.*recorded event 10/) });
+    // A gateway that had appended more than it stored and went silent (killed, its spool lost).
+    await writeChain(4, 'silent');
+    await sql`UPDATE audit_heads SET appended = 9, closed = false WHERE chain_id = 'silent'`.execute(store.db);
+    expect(await report('silent')).toMatchObject({ ok: true, events: 4, unshipped: 5 }); // in flight, as far as anyone knows
+    await sql`UPDATE audit_heads SET updated_at = now() - interval '1 hour' WHERE chain_id = 'silent'`.execute(store.db);
+    expect(await report('silent')).toMatchObject({ ok: false, first_bad_seq: 5, problem: expect.stringMatching(/cut short: it ends at event 4, but its gateway had appended 9 .* events 5 to 9 are missing/) });
     await writeChain(3, 'vanished');
     await sql`DELETE FROM audit_events WHERE chain_id = 'vanished'`.execute(store.db);
     expect(await report('vanished')).toMatchObject({ ok: false, events: 0, problem: 'all 3 events its gateway stored are missing' });

@@ -482,8 +482,15 @@ export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> 
   return reports;
 }
 
+/**
+ * A chain whose gateway had appended more than the store holds and has written nothing for this long is reported
+ * as cut short: a live gateway ships within seconds of the store coming back, and a restart on its spool ships
+ * what a dead one left.
+ */
+export const STALE_HEAD_MS = 10 * 60_000;
+
 /** Compare a chain's last stored event with the head its gateway recorded. */
-function checkHead(h: { seq: string | number; hash: string; appended: string | number; closed: boolean }, last: number, hashAtHead: string | undefined, ok: boolean): Partial<ChainReport> {
+function checkHead(h: { seq: string | number; hash: string; appended: string | number; closed: boolean; updated_at: Date }, last: number, hashAtHead: string | undefined, ok: boolean): Partial<ChainReport> {
   const seq = Number(h.seq);
   const appended = Number(h.appended);
   const info: Partial<ChainReport> = { recorded_seq: seq, closed: h.closed && last >= appended, ...(appended > last ? { unshipped: appended - last } : {}) };
@@ -491,6 +498,10 @@ function checkHead(h: { seq: string | number; hash: string; appended: string | n
   if (last < seq) return { ...info, ok: false, first_bad_seq: last + 1, problem: `the chain was cut short: it ends at event ${last}, but its gateway recorded event ${seq} as stored (events ${last + 1} to ${seq} were removed)` };
   if (hashAtHead !== h.hash) return { ...info, ok: false, first_bad_seq: seq, problem: `event ${seq} is not the one its gateway recorded as the chain's head (the end of the chain was replaced)` };
   if (h.closed && last < appended) return { ...info, ok: false, first_bad_seq: last + 1, problem: `the chain was cut short: it ends at event ${last}, but its gateway closed it at event ${appended}` };
+  const since = new Date(h.updated_at);
+  if (last < appended && Date.now() - since.getTime() > STALE_HEAD_MS) {
+    return { ...info, ok: false, first_bad_seq: last + 1, problem: `the chain was cut short: it ends at event ${last}, but its gateway had appended ${appended} when it last wrote (${since.toISOString()}) and nothing came since; events ${last + 1} to ${appended} are missing (a gateway started on that gateway's spool directory would ship them)` };
+  }
   return info;
 }
 
