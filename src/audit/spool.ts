@@ -142,11 +142,13 @@ export class Spool {
       }
       const gone = pid === process.pid ? !LIVE.has(name) : !(pid > 0 && pidAlive(pid));
       if (!gone) continue;
-      fs.mkdirSync(target, { recursive: true });
       try {
+        fs.mkdirSync(target, { recursive: true });
         fs.renameSync(dir, path.join(target, name));
+        this.onProblem(`taking over the audit spool of ${name} (process ${pid || 'unknown'} is gone): its events are shipped first`);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; // another process took it first
+        // ENOENT: another process took it first. Anything else (another user's directory): leave it, say so.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.onProblem(`cannot take over the audit spool ${dir}: ${(e as Error).message}`);
       }
     }
   }
@@ -160,14 +162,19 @@ export class Spool {
       const nested = path.join(dir, 'adopted');
       if (fs.existsSync(nested)) for (const n of fs.readdirSync(nested)) stack.push(path.join(nested, n));
       const src = new SpoolSource(path.basename(dir), dir, false);
-      for (const f of fs.readdirSync(dir).filter((n) => SEG_RE.test(n)).sort()) {
-        const c = countLines(path.join(dir, f));
-        src.segments.push({ file: path.join(dir, f), bytes: c.bytes });
-        src.remaining += c.lines;
-        this.totalBytes += c.bytes;
+      try {
+        for (const f of fs.readdirSync(dir).filter((n) => SEG_RE.test(n)).sort()) {
+          const c = countLines(path.join(dir, f));
+          src.segments.push({ file: path.join(dir, f), bytes: c.bytes });
+          src.remaining += c.lines;
+        }
+      } catch (e) {
+        this.onProblem(`cannot read the audit spool ${dir}: ${(e as Error).message}`);
+        continue;
       }
+      for (const seg of src.segments) this.totalBytes += seg.bytes;
       if (src.segments.length) this.adopted.push(src);
-      else fs.rmSync(dir, { recursive: true, force: true });
+      else fs.rm(dir, { recursive: true, force: true }, () => {});
     }
     this.adopted.sort((a, b) => a.chainId.localeCompare(b.chainId));
   }
