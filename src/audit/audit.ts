@@ -196,6 +196,7 @@ export class AuditLog {
   ) {
     this.chainId = opts.chainId ?? `${os.hostname()}-${process.pid}-${Date.now().toString(36)}-${crypto.randomBytes(3).toString('hex')}`;
     this.prev = genesisHash(this.chainId);
+    this.rowHead = `{"chain_id":${JSON.stringify(this.chainId)},"seq":`;
     this.spool = new Spool(this.chainId, opts.spool, opts.onNotice);
     // Events a previous process left behind go out first.
     if (this.spool.unshipped > 0) this.schedule(0);
@@ -219,6 +220,17 @@ export class AuditLog {
   get oldestUnshippedS(): number {
     const t = this.spool.buffered > 0 && this.spool.unshipped === 0 ? Date.now() : this.spool.oldestTs;
     return t === undefined ? 0 : Math.max(0, (Date.now() - t) / 1000);
+  }
+
+  private readonly rowHead: string;
+
+  /**
+   * The audit_events row as JSON (what json_populate_recordset takes), written out directly: this runs for every
+   * event before its statement is acknowledged, and a template costs about a third less than stringifying an object.
+   */
+  private rowJson(seq: number, ts: Date, payload: string, hash: string, e: AuditEvent): string {
+    const s = (v: string | undefined) => (v === undefined ? 'null' : JSON.stringify(v));
+    return `${this.rowHead}${seq},"ts":"${ts.toISOString()}","payload":${JSON.stringify(payload)},"prev_hash":"${this.prev}","hash":"${hash}","type":${s(e.type)},"session_id":${s(e.session_id)},"subject":${s(e.subject)},"identity_kind":${s(e.identity_kind)},"acting_for":${s(e.acting_for)},"database":${s(e.database)},"decision":${s(e.decision)}}`;
   }
 
   /** What /healthz and /metrics report: every event not yet in the store counts, whatever stage it is in. */
@@ -246,8 +258,7 @@ export class AuditLog {
     const payload = JSON.stringify(event);
     const hash = linkHash(this.prev, payload);
     const seq = ++this.seq;
-    const row: Row = { chain_id: this.chainId, seq, ts, payload, prev_hash: this.prev, hash, ...columnsOf(event) };
-    this.spool.add(seq, ts.getTime(), hash, JSON.stringify(row));
+    this.spool.add(seq, ts.getTime(), hash, this.rowJson(seq, ts, payload, hash, event));
     this.prev = hash;
     // Written at the end of this turn at the latest (the protocol engines flush before they reply).
     this.immediate ??= setImmediate(() => {
