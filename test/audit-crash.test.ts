@@ -4,7 +4,8 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { freshDatabase, tmpDir, run, PG, BASE_POLICY } from './support/env.js';
+import mysql from 'mysql2/promise';
+import { freshDatabase, tmpDir, run, mysqlEngine, PG, BASE_POLICY } from './support/env.js';
 import { throwawayCluster, type Cluster } from './support/pgcluster.js';
 import { openStore } from '../src/store/db.js';
 import { createKey } from '../src/identity/keys.js';
@@ -35,6 +36,7 @@ policy: policy.yaml
 store: { kind: postgres, url: "${cluster.url()}" }
 api: { listen: { host: 127.0.0.1, port: 0 } }
 audit: { spool_dir: spool, fsync: 200ms }
+${mysqlEngine()}
 `,
   );
   const store = await openStore({ kind: 'postgres', url: cluster.url() });
@@ -51,6 +53,7 @@ interface Child {
   proc: ChildProcess;
   port: number;
   apiPort: number;
+  mysqlPort: number;
   log: () => string;
   exited: Promise<{ code: number | null; signal: string | null }>;
 }
@@ -60,15 +63,16 @@ async function startChild(): Promise<Child> {
   let err = '';
   proc.stdout!.on('data', (d) => (err += d));
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  const ports = await new Promise<{ port: number; apiPort: number }>((resolve, reject) => {
+  const ports = await new Promise<{ port: number; apiPort: number; mysqlPort: number }>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`gateway did not start:\n${err}`)), 30_000);
     proc.stderr!.on('data', (d) => {
       err += d;
       const p = /sluice listening on [\d.]+:(\d+)/.exec(err);
       const a = /api listening on http:\/\/[\d.]+:(\d+)/.exec(err);
-      if (p && a) {
+      const my = /mysql engine listening on [\d.]+:(\d+)/.exec(err);
+      if (p && a && my) {
         clearTimeout(t);
-        resolve({ port: Number(p[1]), apiPort: Number(a[1]) });
+        resolve({ port: Number(p[1]), apiPort: Number(a[1]), mysqlPort: Number(my[1]) });
       }
     });
     void exited.then(() => reject(new Error(`gateway exited:\n${err}`)));
@@ -156,7 +160,7 @@ describe('audit trail across gateway shutdown and crash', () => {
     expect(chainDirs()).toEqual([]);
   });
 
-  it('kill -9 under load loses no acknowledged statement', async () => {
+  it('kill -9 under load loses no acknowledged statement (PostgreSQL and MySQL clients)', async () => {
     await cluster.start().catch(() => {}); // (running already unless the test before failed half-way)
     // A slow store, so that plenty is spooled but not yet stored when the gateway dies.
     const a = new pg.Client({ connectionString: cluster.url() });
@@ -166,32 +170,35 @@ describe('audit trail across gateway shutdown and crash', () => {
       CREATE TRIGGER slow AFTER INSERT ON audit_events FOR EACH STATEMENT EXECUTE FUNCTION slow();`);
     const gw = await startChild();
     const acked: string[] = [];
-    // Six clients run statements as fast as they can; 1.5 s in, the first to notice kills the gateway mid-load.
-    const killAt = Date.now() + 1500;
+    // Four PostgreSQL and two MySQL clients run statements as fast as they can; 2 s in, the first to notice kills
+    // the gateway mid-load.
+    const killAt = Date.now() + 2000;
     let backlog = -1;
     const kill = async () => {
       backlog = (await health(gw)).audit.backlog;
       gw.proc.kill('SIGKILL');
     };
     let killing: Promise<void> | undefined;
-    const clients = await Promise.all(Array.from({ length: 6 }, () => client(gw)));
-    await Promise.all(
-      clients.map(async (c, w) => {
-        for (let i = 0; ; i++) {
-          if (Date.now() > killAt) killing ??= kill();
-          const sql = `SELECT ${i} AS kill_w${w}`;
-          try {
-            await c.query(sql);
-          } catch {
-            return;
-          }
-          acked.push(sql);
+    const pgs = await Promise.all(Array.from({ length: 4 }, () => client(gw)));
+    const mys = await Promise.all(Array.from({ length: 2 }, () => mysql.createConnection({ host: '127.0.0.1', port: gw.mysqlPort, user: 'x', password: key, enableCleartextPlugin: true } as mysql.ConnectionOptions)));
+    for (const c of mys) c.on('error', () => {});
+    const loop = async (w: string, query: (sql: string) => Promise<unknown>) => {
+      for (let i = 0; ; i++) {
+        if (Date.now() > killAt) killing ??= kill();
+        const sql = `SELECT ${i} AS kill_${w}`;
+        try {
+          await query(sql);
+        } catch {
+          return;
         }
-      }),
-    );
+        acked.push(sql);
+      }
+    };
+    await Promise.all([...pgs.map((c, w) => loop(`pg${w}`, (q) => c.query(q))), ...mys.map((c, w) => loop(`my${w}`, (q) => c.query(q)))]);
     await killing;
     await gw.exited;
-    expect(acked.length).toBeGreaterThan(500);
+    expect(acked.length).toBeGreaterThan(150);
+    expect(acked.filter((x) => x.includes('kill_my')).length).toBeGreaterThan(20);
     expect(backlog).toBeGreaterThan(0); // the test means something: events were in flight or spooled at the kill
     expect(chainDirs().length).toBeGreaterThanOrEqual(1);
     await a.query('DROP TRIGGER slow ON audit_events');
