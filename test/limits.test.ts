@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import net from 'node:net';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, mysqlEngine, type TestGateway } from './support/env.js';
 import { Framer } from '../src/protocol/postgres/framer.js';
 import { MyFramer, frame } from '../src/protocol/mysql/packets.js';
 import * as m from '../src/protocol/postgres/messages.js';
@@ -149,6 +149,31 @@ describe('connection limits', () => {
     await t.gw.close();
     await Promise.all(closed);
     expect(Date.now() - t0).toBeLessThan(8000);
+  });
+});
+
+describe('connection limits on the MySQL engine', () => {
+  it('over the limit a MySQL client gets ERROR 1040 Too many connections, not a bare close', async () => {
+    const t = await startTestGateway({ config: `limits: { max_unauthenticated_per_source: 2 }\n${mysqlEngine()}` });
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const s = net.connect(t.gw.mysqlPort!, '127.0.0.1');
+        s.on('error', () => {});
+        await new Promise((r) => s.once('data', r)); // the gateway's handshake: admitted
+        held.push(s);
+      }
+      const over = await collect(net.connect(t.gw.mysqlPort!, '127.0.0.1'));
+      expect(over.closed).toBe(true);
+      // One packet: [len][seq 0][0xff][1040 LE]['#08004'][message]
+      expect(over.data[4]).toBe(0xff);
+      expect(over.data.readUInt16LE(5)).toBe(1040);
+      expect(over.data.toString('utf8', 8, 13)).toBe('08004');
+      expect(over.data.toString('utf8', 13)).toMatch(/too many connections from 127\.0\.0\.1 that have not logged in/);
+    } finally {
+      for (const s of held) s.destroy();
+      await t.stop();
+    }
   });
 });
 
