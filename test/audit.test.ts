@@ -165,6 +165,41 @@ describe('hash-chained audit trail', () => {
     expect(await report('left-behind')).toMatchObject({ ok: true, events: 50, closed: true });
   });
 
+  it('a spool of many segments is shipped in order after a restart; a damaged record is skipped and shows as a gap', async () => {
+    const dir = tmpDir('spool-segments');
+    const down: AuditSink = {
+      async write() {
+        throw new Error('connect ECONNREFUSED');
+      },
+    };
+    const first = new AuditLog(down, { chainId: 'segmented', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, segmentBytes: 64 * 1024 } });
+    for (let i = 0; i < 2000; i++) {
+      first.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
+      if (i % 10 === 9) first.flushSpool();
+    }
+    await first.close(200);
+    const segs = fs.readdirSync(path.join(dir, 'segmented')).filter((f) => f.endsWith('.seg')).sort();
+    expect(segs.length).toBeGreaterThan(10);
+    // Flip one byte inside the record of event 1000 (as a bad disk sector would).
+    const all = segs.map((f) => path.join(dir, 'segmented', f));
+    const file = all.find((f) => fs.readFileSync(f, 'latin1').includes(' 1000 '))!;
+    const text = fs.readFileSync(file, 'latin1');
+    const at = text.indexOf('SELECT 999', text.indexOf(' 1000 '));
+    const buf = fs.readFileSync(file);
+    buf[at] = 'Z'.charCodeAt(0);
+    fs.writeFileSync(file, buf);
+    const problems: string[] = [];
+    const next = new AuditLog(storeSink(store.db), { chainId: 'after-segments', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true }, onNotice: (m) => problems.push(m) });
+    expect(next.backlog).toBe(2000);
+    await next.flush();
+    expect(next.backlog).toBe(0);
+    expect(next.spool.damaged).toBe(1);
+    expect(problems.some((m) => /damaged record skipped/.test(m))).toBe(true);
+    await next.close();
+    const r = await report('segmented');
+    expect(r).toMatchObject({ ok: false, events: 1999, first_bad_seq: 1001, problem: 'event 1000 is missing (next is 1001)' });
+  });
+
   // A real full file system: a 4 MiB tmpfs (mounting needs root, as in CI).
   it.skipIf(process.getuid?.() !== 0)('a full disk fails closed without losing queued events, and recovers when space returns', async () => {
     const mnt = tmpDir('tinyfs');
