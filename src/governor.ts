@@ -333,7 +333,13 @@ export class Governor {
    */
   maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[], database?: string, dialect: 'postgres' | 'mysql' = 'postgres'): MaskPlan | undefined {
     const a = analysis && database !== undefined ? throughViews(analysis, this.views[dialect]?.get(database)) : analysis;
-    return maskPlan(this.policy.masking, identity, a, fields, this.maskKey);
+    const relations = dialect === 'postgres' && database !== undefined ? this.functions?.get(database)?.relations : undefined;
+    const origin = relations ? (oid: number, attnum: number) => {
+      const r = relations.get(oid);
+      const column = r?.columns.get(attnum);
+      return r && column ? { table: r.table, column } : undefined;
+    } : undefined;
+    return maskPlan(this.policy.masking, identity, a, fields, this.maskKey, origin);
   }
 
   /**

@@ -82,7 +82,7 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
       { id: 2, email: 'b***@***.org', ssn: '***-**-4321', notes: 'vip', dob: null, score: 2 },
     ]);
     const [prepared] = await c.execute('SELECT id, email, ssn, upper(ssn) AS up, dob FROM customers WHERE id = ?', [1]);
-    expect(prepared).toEqual([{ id: 1, email: 'a***@***.com', ssn: '***-**-6789', up: '***-**-6789', dob: null }]);
+    expect(prepared).toEqual([{ id: 1, email: 'a***@***.com', ssn: '***-**-6789', up: '[redacted customers.ssn (derived)]', dob: null }]);
     await c.end();
     const d = await connect(dana);
     const [clear] = await d.query('SELECT ssn FROM customers WHERE id = 1');

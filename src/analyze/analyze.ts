@@ -27,6 +27,20 @@ export interface TableRef {
   access: 'read' | 'write' | 'ddl';
 }
 
+/** One output column of a SELECT, by position. */
+export interface OutputColumn {
+  /** As PostgreSQL names it. */
+  name: string;
+  /** The columns its expression reads: `column`, `table.column`, `table.*` (whole row), `(subquery s).x`. */
+  refs: string[];
+  /** The expression is a bare column reference. */
+  plain?: boolean;
+  /** The expression is count(...) (reveals no value). */
+  count?: boolean;
+  /** Every column it reads is a column of a table read directly (no subquery, CTE, function or star in between). */
+  simple?: boolean;
+}
+
 export interface StatementInfo {
   /** Command tag-like name: SELECT, INSERT, DROP TABLE, ALTER TABLE, DO, ... */
   command: string;
@@ -47,7 +61,17 @@ export interface StatementInfo {
    * For a SELECT: each output column's name (as PostgreSQL names it) and the columns its expression reads, as
    * `column`, `table.column`, or `table.*` for a whole-row reference such as row_to_json(t).
    */
-  outputs?: { name: string; refs: string[] }[];
+  outputs?: OutputColumn[];
+  /**
+   * Columns used other than as a plain top-level output or count()'s argument: in predicates, joins, ordering,
+   * grouping, windows, DISTINCT ON, FILTER, expressions, subqueries and CTEs (what the inference guard refuses for
+   * masked columns). Positional and alias references in ORDER BY / GROUP BY / DISTINCT ON count as their outputs.
+   */
+  uses?: string[];
+  /** Star or whole-row references (`*`, `t.*`, `row_to_json(t)`): outputs may carry any column of those tables. */
+  wholeRow?: boolean;
+  /** The analysis depends on integer literals (positional ORDER BY / GROUP BY): never share a parse across them. */
+  exactOnly?: boolean;
   /** Columns used to filter, join, sort or group (WHERE, JOIN ON/USING, ORDER BY, GROUP BY, HAVING), as written. */
   filterColumns: string[];
   /** Operators used, by name (user-defined ones run functions; see analyze/catalog.ts). */
@@ -67,6 +91,8 @@ export interface Analysis {
   destructive: string[];
   flags: Flag[];
   fingerprint: string;
+  /** See StatementInfo.exactOnly. */
+  exactOnly?: boolean;
   /** Functions called that act beyond their result (set with the database's catalog; see analyze/catalog.ts). */
   volatileFunctions?: string[];
 }
@@ -217,7 +243,20 @@ class Collector {
   }
 
   /** Fold a nested statement's findings (EXPLAIN, PREPARE, COPY (query), DECLARE, PL/pgSQL bodies) into this one. */
+  uses = new Set<string>();
+  positional = false;
+  /** Names and aliases of every relation referenced (a bare column reference equal to one is a whole row). */
+  relNames = new Set<string>();
+
+  addUses(u: { uses: string[]; positional: boolean }): void {
+    for (const x of u.uses) this.uses.add(x);
+    this.positional ||= u.positional;
+  }
+
   absorb(sub: StatementInfo): void {
+    for (const x of sub.uses ?? []) this.uses.add(x);
+    this.positional ||= !!sub.exactOnly;
+    if (sub.wholeRow) this.columns.add('*');
     for (const t of sub.tables) this.addTable(t.name, t.access);
     for (const col of sub.columns) this.columns.add(col);
     for (const col of sub.filterColumns) this.filterColumns.add(col);
@@ -258,6 +297,7 @@ class Collector {
         const name = rangeVarName(value);
         if (value.schemaname || !scope.has(value.relname)) {
           this.addTable(name, 'read');
+          this.relNames.add(String(value.alias?.aliasname ?? value.relname));
           if (SENSITIVE_CATALOGS.has(String(value.relname).toLowerCase())) this.flags.add('sensitive-catalog');
         }
         continue;
@@ -407,6 +447,13 @@ function outputName(val: Node | undefined): string {
 function selectOutputs(node: Node): StatementInfo['outputs'] {
   if (!node.targetList) return undefined;
   const aliases = new Map<string, string>();
+  const ctes = new Set(((node.withClause?.ctes as Node[] | undefined) ?? []).map((c) => String(c.CommonTableExpr?.ctename)));
+  // Only plain tables (and joins of them) in FROM: an unqualified column is then a table's column.
+  const baseOnly = ((node.fromClause as Node[] | undefined) ?? []).every(function base(f: Node): boolean {
+    if (f.RangeVar) return !(!f.RangeVar.schemaname && ctes.has(String(f.RangeVar.relname)));
+    if (f.JoinExpr) return base(f.JoinExpr.larg) && base(f.JoinExpr.rarg);
+    return false;
+  });
   const collectFrom = (n: unknown): void => {
     if (Array.isArray(n)) return n.forEach(collectFrom);
     if (!n || typeof n !== 'object') return;
@@ -440,8 +487,70 @@ function selectOutputs(node: Node): StatementInfo['outputs'] {
       }
     };
     walk(rt.val);
-    return { name: String(rt.name ?? outputName(rt.val)), refs: [...refs] };
+    const v = rt.val as Node | undefined;
+    const star = containsKey(v, 'A_Star');
+    const plain = !!v?.ColumnRef && !star;
+    const fc = v?.FuncCall;
+    const count = !!fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count' && !fc.over && !fc.agg_filter && ((fc.args as Node[] | undefined) ?? []).every((a) => a.ColumnRef && !containsKey(a, 'A_Star'));
+    const simple =
+      baseOnly &&
+      !star &&
+      !containsKey(v, 'SubLink') &&
+      [...refs].every((r) => {
+        const dot = r.lastIndexOf('.');
+        if (dot < 0) return true;
+        const table = r.slice(0, dot);
+        return r.slice(dot + 1) !== '*' && !table.startsWith('(subquery') && !ctes.has(table);
+      });
+    return { name: String(rt.name ?? outputName(rt.val)), refs: [...refs], ...(plain ? { plain } : {}), ...(count ? { count } : {}), ...(simple ? { simple } : {}) };
   });
+}
+
+const columnRefName = (v: Node): string => ((v.fields as Node[]) ?? []).map((f) => (f.String ? String(f.String.sval) : '*')).join('.');
+
+/** Every column reference under a node, counted (JOIN ... USING columns too). */
+function tallyColumns(n: unknown, counts: Map<string, number>, by = 1): void {
+  if (Array.isArray(n)) return n.forEach((x) => tallyColumns(x, counts, by));
+  if (!n || typeof n !== 'object') return;
+  for (const [k, v] of Object.entries(n as Node)) {
+    if (k === 'ColumnRef') counts.set(columnRefName(v), (counts.get(columnRefName(v)) ?? 0) + by);
+    else if (k === 'usingClause') for (const u of (v as Node[]) ?? []) if (u.String) counts.set(String(u.String.sval), (counts.get(String(u.String.sval)) ?? 0) + by);
+    else tallyColumns(v, counts, by);
+  }
+}
+
+/**
+ * What the inference guard looks at: columns used other than as a bare top-level output (of a SELECT, or a
+ * RETURNING list) or as count()'s argument. ORDER BY / GROUP BY / DISTINCT ON by position or output alias use the
+ * output's columns.
+ */
+function columnUses(type: string, node: Node): { uses: string[]; positional: boolean } {
+  const counts = new Map<string, number>();
+  tallyColumns(node, counts);
+  let positional = false;
+  const targets = ((type === 'SelectStmt' ? node.targetList : node.returningList) as Node[] | undefined)?.map((t) => t.ResTarget as Node) ?? [];
+  for (const rt of targets) {
+    const v = rt.val as Node | undefined;
+    if (v?.ColumnRef && !containsKey(v, 'A_Star')) tallyColumns(v, counts, -1);
+    const fc = v?.FuncCall;
+    if (fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count' && !fc.over && !fc.agg_filter) for (const a of (fc.args as Node[] | undefined) ?? []) if (a.ColumnRef) tallyColumns(a, counts, -1);
+  }
+  if (type === 'SelectStmt') {
+    const keys: Node[] = [...((node.sortClause as Node[] | undefined) ?? []).map((x) => x.SortBy?.node as Node), ...((node.groupClause as Node[] | undefined) ?? []), ...((node.distinctClause as Node[] | undefined) ?? [])];
+    for (const k of keys) {
+      if (!k) continue;
+      if (k.A_Const?.ival !== undefined) {
+        positional = true;
+        const t = targets[Number(k.A_Const.ival.ival ?? 0) - 1];
+        if (t) tallyColumns(t.val, counts);
+        continue;
+      }
+      const name = k.ColumnRef ? columnRefName(k.ColumnRef) : undefined;
+      const aliased = name ? targets.find((t) => t.name === name) : undefined;
+      if (aliased) tallyColumns(aliased.val, counts);
+    }
+  }
+  return { uses: [...counts].filter(([, n]) => n > 0).map(([c]) => c), positional };
 }
 
 /** The text of a string or number constant (possibly cast), or undefined when the expression is not a constant. */
@@ -492,6 +601,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       cls = escalate('read', c.nestedClass);
       command = node.intoClause ? 'SELECT INTO' : 'SELECT';
       info.outputs = selectOutputs(node);
+      c.addUses(columnUses(type, node));
       break;
     case 'InsertStmt':
     case 'UpdateStmt':
@@ -500,6 +610,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       c.statement(type, node, new Set(), false);
       cls = escalate('write', c.nestedClass);
       command = type.replace('Stmt', '').toUpperCase();
+      c.addUses(columnUses(type, node));
       break;
     case 'CopyStmt': {
       command = node.is_from ? 'COPY FROM' : 'COPY TO';
@@ -683,6 +794,9 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     destructive: c.destructive,
     flags: [...c.flags],
     ...(c.operators.size ? { operators: [...c.operators] } : {}),
+    ...(c.uses.size ? { uses: [...c.uses] } : {}),
+    ...(c.positional ? { exactOnly: true } : {}),
+    ...([...c.columns].some((col) => col === '*' || col.endsWith('.*') || c.relNames.has(col)) ? { wholeRow: true } : {}),
     ...(c.refuse ? { refuse: c.refuse } : {}),
     ...info,
   };
@@ -756,7 +870,8 @@ function summarize(statements: StatementInfo[], fingerprint: string): Analysis {
     for (const f of s.flags) flags.add(f);
   }
   if (statements.length > 1) flags.add('multi-statement');
-  return { ok: true, statements, classes: [...classes], tables: [...tables], destructive, flags: [...flags], fingerprint };
+  const exactOnly = statements.some((s) => s.exactOnly);
+  return { ok: true, statements, classes: [...classes], tables: [...tables], destructive, flags: [...flags], fingerprint, ...(exactOnly ? { exactOnly } : {}) };
 }
 
 let loaded: Promise<void> | undefined;
@@ -808,7 +923,10 @@ export class AnalysisCache {
   ) {}
   analyze(sql: string): AnalysisResult {
     const key = sql.length > 100_000 ? sql : this.key(sql);
-    const hit = this.map.get(key);
+    // Failures, and analyses that depend on integer literals (ORDER BY 2), are kept under their exact text only, in
+    // a key space of their own (a NUL never occurs in statement text).
+    const exact = `\u0000${sql}`;
+    const hit = this.map.get(key) ?? this.map.get(exact);
     if (hit) {
       this.hits++;
       return hit;
@@ -825,7 +943,7 @@ export class AnalysisCache {
     }
     // A failure is kept only under its exact text: texts that share a normalized key differ in literal values, and
     // one value can be invalid where another is not (ALTER INDEX ... ALTER COLUMN 0 vs 2).
-    if (sql.length <= 100_000 && (r.ok || key === sql)) this.map.set(key, r);
+    if (sql.length <= 100_000) this.map.set(r.ok && !r.exactOnly ? key : exact, r);
     return r;
   }
 }

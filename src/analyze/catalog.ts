@@ -19,6 +19,8 @@ export interface CatalogFacts {
   functions: Map<string, FunctionFacts>;
   /** Function OID -> schema-qualified name (fast-path calls name functions by OID). */
   byOid: Map<number, string>;
+  /** Table OID -> its name and columns by attnum (RowDescription names a result column's origin by these). */
+  relations: Map<number, { table: string; columns: Map<number, string> }>;
   /** Operators defined outside pg_catalog, by name: whether any of them runs a volatile function. */
   operators: Map<string, boolean>;
 }
@@ -35,6 +37,11 @@ SELECT p.proname AS name,
  GROUP BY p.proname`;
 
 export const FUNCTION_OID_SQL = `SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace`;
+
+export const COLUMN_CATALOG_SQL = `SELECT c.oid::int8 AS relid, c.relname AS "table", a.attnum AS attnum, a.attname AS "column"
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')`;
 
 export const OPERATOR_CATALOG_SQL = `
 SELECT o.oprname AS name, bool_or(p.provolatile = 'v') AS volatile
@@ -54,7 +61,19 @@ interface FunctionRow {
 }
 
 /** Turn the catalog queries' rows into facts. */
-export function catalogFacts(functions: FunctionRow[], operators: { name: string; volatile: boolean }[], oids: { oid: string | number; schema: string; name: string }[] = []): CatalogFacts {
+export function catalogFacts(
+  functions: FunctionRow[],
+  operators: { name: string; volatile: boolean }[],
+  oids: { oid: string | number; schema: string; name: string }[] = [],
+  columns: { relid: string | number; table: string; attnum: string | number; column: string }[] = [],
+): CatalogFacts {
+  const relations = new Map<number, { table: string; columns: Map<number, string> }>();
+  for (const c of columns) {
+    const id = Number(c.relid);
+    let r = relations.get(id);
+    if (!r) relations.set(id, (r = { table: c.table, columns: new Map() }));
+    r.columns.set(Number(c.attnum), c.column);
+  }
   const t = (v: unknown) => v === true || v === 't' || v === 'true';
   const f = new Map<string, FunctionFacts>();
   for (const r of functions) {
@@ -67,7 +86,7 @@ export function catalogFacts(functions: FunctionRow[], operators: { name: string
       userVolatile: t(r.user_volatile),
     });
   }
-  return { functions: f, operators: new Map(operators.map((o) => [o.name, t(o.volatile)])), byOid: new Map(oids.map((o) => [Number(o.oid), `${o.schema}.${o.name}`])) };
+  return { functions: f, operators: new Map(operators.map((o) => [o.name, t(o.volatile)])), byOid: new Map(oids.map((o) => [Number(o.oid), `${o.schema}.${o.name}`])), relations };
 }
 
 /** The per-database function catalog (read with the gateway's credentials; see gateway.ts). */

@@ -212,7 +212,7 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[]): StatementI
           name = sql.slice(from, end);
         }
       }
-      if (name) outputs.push({ name, refs: [...refs.columns] });
+      if (name) outputs.push({ name, refs: [...refs.columns], ...(expr.Identifier || expr.CompoundIdentifier ? { plain: true } : {}) });
     }
   }
   return {

@@ -2,6 +2,7 @@ import type { Analysis } from '../analyze/analyze.js';
 import type { Identity } from '../identity/identity.js';
 import type { MaskingPolicy, MaskRule } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
+import type { MaskerName } from './maskers.js';
 import { scannable, type ColumnAction, type Field, type MaskPlan } from './rows.js';
 import { outputRefs, VIEW_COMMAND } from './views.js';
 
@@ -37,31 +38,62 @@ function ruleNames(r: MaskRule, column: string, tables: string[]): boolean {
   return dot < 0 || tableMatches(rc.slice(0, dot), tables);
 }
 
+/** Where a result column comes from when it is a table's column as is (RowDescription's table OID and attnum). */
+export type ColumnOrigin = (tableOid: number, attnum: number) => { table: string; column: string } | undefined;
+
+/** Types whose text a masker's output can stand in for; any other masked value becomes NULL (still valid). */
+const TEXT_TYPES = new Set([25, 1043, 1042, 19, 114, 3802, 705, 142, 0]);
+/** Binary formats that are the text itself (jsonb's binary form has a version byte first, so it is not). */
+const TEXT_BINARY = new Set([25, 1043, 1042, 19, 114, 705, 142]);
+
+/** A masker applied to a value computed from a masked column: one that could reveal part of it becomes redact. */
+const derivedMasker = (r: MaskRule | undefined): MaskerName => (r?.masker === 'hash' || r?.masker === 'null' ? r.masker : 'redact');
+
 /**
  * Decide what happens to each column of a result for this identity. Column rules match the result column's name
- * (with `table.column`, only when the statement reads that table). Returns undefined when nothing needs masking,
- * so results pass through untouched.
+ * (with `table.column`, only when the statement reads that table) and, through `origin`, the table column a result
+ * column is as is. When the statement touches a masked column anywhere (or a whole row of a table), every computed
+ * column is masked too unless it provably reads only unmasked columns of tables read directly, or is a count():
+ * taint, so no expression can carry a masked value out. Returns undefined when nothing needs masking.
  */
-export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis | undefined, fields: Field[], key: Buffer): MaskPlan | undefined {
+export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis | undefined, fields: Field[], key: Buffer, origin?: ColumnOrigin): MaskPlan | undefined {
   if (isExempt(m, id)) return undefined;
   const detectors = m?.detectors !== false;
   const tables = analysis?.tables ?? [];
   const rules = rulesFor(m, id);
   // Output name -> columns its expression reads (union over statements: conservative when names repeat).
   const derived = outputRefs(analysis?.statements ?? []);
+  // Output names that are bare renames of a column everywhere they occur keep the column's own masker.
+  const renames = new Set<string>();
+  const computed = new Set<string>();
+  for (const st of analysis?.statements ?? []) for (const o of st.outputs ?? []) (o.plain ? renames : computed).add(o.name.toLowerCase());
   // A column reached through a subquery or CTE could come from any table the statement reads.
   const ruleFor = (column: string, table?: string) => rules.find((r) => ruleNames(r, column, table && !table.startsWith('(subquery') && tables.includes(table) ? [table] : tables));
+  const dob = (column: string) => detectors && DOB.test(column);
+  const taint = statementTaint(analysis, rules, ruleFor, dob);
+  // The one statement whose outputs are these columns, by position (not with several statements, stars or set operations).
+  const own = analysis?.statements.filter((st) => st.command !== VIEW_COMMAND);
+  const outputs = own?.length === 1 && own[0]!.outputs?.length === fields.length ? own[0]!.outputs : undefined;
   let any = false;
-  const columns: ColumnAction[] = fields.map((f) => {
+  const rule = (f: Field, masker: MaskerName, label: string): ColumnAction => {
+    any = true;
+    const asText = TEXT_TYPES.has(f.typeOid) && (f.format === 0 || TEXT_BINARY.has(f.typeOid));
+    return { kind: 'rule', masker: asText ? masker : 'null', label, json: isJson(f) };
+  };
+  const columns: ColumnAction[] = fields.map((f, i) => {
     const name = f.name.toLowerCase();
     const direct = ruleFor(name);
-    if (direct) {
-      any = true;
-      return { kind: 'rule', masker: direct.masker, label: ruleLabel(direct), json: isJson(f) };
-    }
-    if (detectors && DOB.test(f.name)) {
-      any = true;
-      return { kind: 'rule', masker: 'redact', label: 'date_of_birth', json: isJson(f) };
+    if (direct) return rule(f, direct.masker, ruleLabel(direct));
+    if (dob(f.name)) return rule(f, 'redact', 'date_of_birth');
+    const asIs = f.origin !== undefined || f.tableOid !== 0;
+    if (asIs) {
+      // A table's column as is: its origin names it exactly, whatever alias or subquery it came through.
+      const o = f.origin ?? origin?.(f.tableOid, f.attnum);
+      if (o) {
+        const r = rules.find((x) => ruleNames(x, o.column, [o.table]));
+        if (r) return rule(f, r.masker, ruleLabel(r));
+        if (dob(o.column)) return rule(f, 'redact', 'date_of_birth');
+      } else if (taint) return rule(f, taint.masker, `${taint.label} (derived)`);
     }
     // An expression over a ruled column (upper(email), email || '', row_to_json(t), string_agg(ssn, ',')) is
     // masked like the column itself; a whole row that contains one is redacted. When in doubt, mask.
@@ -69,13 +101,16 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
       const dot = ref.lastIndexOf('.');
       const col = dot >= 0 ? ref.slice(dot + 1) : ref;
       const r = ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined);
-      if (r || (detectors && DOB.test(col))) {
-        any = true;
-        const label = r ? `${ruleLabel(r)} (derived)` : 'date_of_birth (derived)';
-        return { kind: 'rule', masker: col === '*' || !r ? 'redact' : r.masker, label, json: isJson(f) };
+      if (r || dob(col)) {
+        const masker = col === '*' ? 'redact' : r && renames.has(name) && !computed.has(name) ? r.masker : derivedMasker(r);
+        return rule(f, masker, r ? `${ruleLabel(r)} (derived)` : 'date_of_birth (derived)');
       }
     }
-
+    if (taint && !asIs) {
+      const out = outputs?.[i];
+      const clean = out && (out.count || (out.simple && out.refs.every((ref) => !ruleFor(ref.slice(ref.lastIndexOf('.') + 1), ref.includes('.') ? ref.slice(0, ref.lastIndexOf('.')) : undefined) && !dob(ref.slice(ref.lastIndexOf('.') + 1)))));
+      if (!clean) return rule(f, taint.masker, `${taint.label} (derived)`);
+    }
     if (detectors && scannable(f)) {
       any = true;
       return { kind: 'scan' };
@@ -83,6 +118,29 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     return { kind: 'pass' };
   });
   return any ? { columns, key } : undefined;
+}
+
+/**
+ * Whether a statement touches a masked column anywhere (any clause, subquery, CTE, function argument), or a whole
+ * row or star of a table while column rules apply: then any computed output may carry a masked value. Returns the
+ * masker for such outputs and the rule it comes from.
+ */
+function statementTaint(analysis: Analysis | undefined, rules: MaskRule[], ruleFor: (column: string, table?: string) => MaskRule | undefined, dob: (c: string) => boolean): { masker: MaskerName; label: string } | undefined {
+  if (!analysis) return undefined;
+  let found: { masker: MaskerName; label: string } | undefined;
+  for (const st of analysis.statements) {
+    for (const ref of st.columns) {
+      const col = ref.slice(ref.lastIndexOf('.') + 1);
+      const r = col === '*' ? undefined : ruleFor(col);
+      if (r) {
+        const masker = derivedMasker(r);
+        if (!found || masker === 'null' || (masker === 'redact' && found.masker === 'hash')) found = { masker, label: ruleLabel(r) };
+      } else if (dob(col) && !found) found = { masker: 'redact', label: 'date_of_birth' };
+    }
+    const mayHold = rules.some((r) => !r.column?.includes('.') || tableMatches(r.column.slice(0, r.column.lastIndexOf('.')), analysis.tables));
+    if (st.wholeRow && mayHold && !found) found = { masker: 'redact', label: 'whole row' };
+  }
+  return found;
 }
 
 /**
@@ -103,7 +161,7 @@ export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analys
   };
   for (const st of analysis.statements) {
     const tables = st.tables.map((t) => t.name);
-    for (const ref of st.filterColumns) {
+    for (const ref of st.uses ?? st.filterColumns) {
       const direct = check(ref, tables);
       if (direct) return { column: ref, rule: direct };
       for (const via of derived.get(ref.slice(ref.lastIndexOf('.') + 1).toLowerCase()) ?? []) {

@@ -9,6 +9,8 @@ export interface Field {
   attnum: number;
   typeOid: number;
   format: number;
+  /** The table column this result column is as is, when the protocol says so (MySQL's org_table/org_name). */
+  origin?: { table: string; column: string };
 }
 
 /** What happens to one column's cells: left alone, scanned by the detectors, or masked whole by a rule. */

@@ -401,4 +401,4 @@ export const isTextColumn = (c: MyColumn): boolean =>
 
 /** Result columns as the masking plan sees them: the real column name when there is one, text or not. */
 export const myFields = (columns: MyColumn[]): Field[] =>
-  columns.map((c) => ({ name: c.orgName || c.name, tableOid: 0, attnum: 0, typeOid: c.type === TYPE.JSON ? 114 : 25, format: isTextColumn(c) ? 0 : 1 }));
+  columns.map((c) => ({ name: c.orgName || c.name, tableOid: 0, attnum: 0, typeOid: c.type === TYPE.JSON ? 114 : 25, format: isTextColumn(c) ? 0 : 1, ...(c.orgName && c.orgTable ? { origin: { table: c.orgTable, column: c.orgName } } : {}) }));
