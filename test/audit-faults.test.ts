@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, admin, PG, type TestGateway } from './support/env.js';
+import { execFileSync } from 'node:child_process';
+import { startTestGateway, freshDatabase, admin, tmpDir, PG, type TestGateway } from './support/env.js';
 import { throwawayCluster, type Cluster } from './support/pgcluster.js';
 
 // The audit trail under store faults, with a real PostgreSQL store: every statement a client saw complete has its
@@ -168,6 +169,27 @@ describe('audit trail under store faults', () => {
     } finally {
       await c.end().catch(() => {});
       await t.stop();
+    }
+  });
+
+  // A real, nearly full file system for the spool: a 4 MiB tmpfs (mounting needs root, as in CI).
+  it.skipIf(process.getuid?.() !== 0)('a spool on a nearly full disk: statements are refused (57P03) and /healthz says why', async () => {
+    const mnt = tmpDir('tinyspool');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+    try {
+      const t = await startTestGateway({ config: `${API}\naudit: { spool_dir: ${mnt} }` });
+      try {
+        const c = new pg.Client(t.conn(await t.key('service', ['app']), db.name));
+        await c.connect();
+        await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '57P03' });
+        const h = await health(t);
+        expect(h).toMatchObject({ code: 503, body: { status: 'failing_closed', audit: { healthy: false, problem: expect.stringMatching(/almost full|bytes free/) } } });
+        await c.end();
+      } finally {
+        await t.stop();
+      }
+    } finally {
+      execFileSync('umount', ['-l', mnt]);
     }
   });
 });
