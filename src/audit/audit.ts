@@ -355,8 +355,13 @@ export class AuditLog {
     this.flushSpool();
     // Own events ship in order, one line each: those not buffered or spooled are in the store.
     const shipped = () => this.seq - this.spool.buffered - this.spool.own.remaining;
-    do await this.ship();
-    while (!this.lastError && shipped() < target && this.spool.buffered === 0);
+    // At least one run (it ships chains taken over first), then more while they make progress.
+    let before = shipped();
+    await this.ship();
+    while (!this.lastError && shipped() < target && shipped() > before) {
+      before = shipped();
+      await this.ship();
+    }
   }
 
   /**
