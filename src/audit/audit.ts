@@ -335,6 +335,7 @@ export class AuditLog {
         }
         this.spool.commit(batch);
         this.written += batch.count;
+        if (this.failures > 0) this.opts.onNotice?.(`the audit store takes writes again after ${this.failures} failed attempts; ${this.backlog} events to go`);
         this.failures = 0;
         this.lastError = undefined;
         if (this.refused > 0 && this.healthy) {
