@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
-import { sql, type Kysely, type Insertable } from 'kysely';
-import type { Database, AuditEventsTable } from '../store/schema.js';
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../store/schema.js';
 import { Spool, type SpoolOptions } from './spool.js';
 
 export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login' | 'audit_refused';
@@ -72,10 +72,6 @@ function columnsOf(e: AuditEvent) {
     decision: e.decision ?? null,
   };
 }
-
-/** One stored audit row (the audit_events table), as written. */
-type Row = Insertable<AuditEventsTable> & { seq: number; ts: Date };
-export type AuditRow = Row;
 
 /** Where a chain stands: written to audit_heads with each batch, so `audit verify` can tell a chain cut short. */
 export interface ChainHead {
@@ -175,6 +171,8 @@ export interface AuditHealth {
 export class AuditLog {
   readonly chainId: string;
   readonly spool: Spool;
+  /** The start of every row's JSON (the chain id is the same for all). */
+  private readonly rowHead: string;
   private seq = 0;
   private prev: string;
   private shipping: Promise<void> | undefined;
@@ -221,8 +219,6 @@ export class AuditLog {
     const t = this.spool.buffered > 0 && this.spool.unshipped === 0 ? Date.now() : this.spool.oldestTs;
     return t === undefined ? 0 : Math.max(0, (Date.now() - t) / 1000);
   }
-
-  private readonly rowHead: string;
 
   /**
    * The audit_events row as JSON (what json_populate_recordset takes), written out directly: this runs for every
