@@ -7,7 +7,7 @@ import { looksLikeJwt, type OidcVerifier } from './identity/oidc.js';
 import { looksLikeKey } from './identity/keys.js';
 import { AuthThrottle } from './identity/throttle.js';
 import crypto from 'node:crypto';
-import { maskPlan, isExempt, guardedColumn } from './masking/plan.js';
+import { maskPlan, maskTaint, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
 import { judgeFunctions, type FunctionCatalog } from './analyze/catalog.js';
 import type { Field, MaskPlan } from './masking/rows.js';
@@ -207,18 +207,29 @@ export class Governor {
           decision: { action: 'deny', rule: 'inference-guard', reason: `column ${guarded.column} is masked for this identity (${guarded.rule})` },
           error: {
             code: '42501',
-            message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or HAVING (Sluice inference guard)`,
-            hint: 'Select the column (you will see it masked) or ask for an exemption.',
+            message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY, HAVING, expressions or subqueries (Sluice inference guard)`,
+            hint: 'Select the column as is (you will see it masked), count it, or ask for an exemption.',
           },
         };
       }
       // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
       const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
-      if (binaryOut >= 0 && this.scansText(identity, analysis)) {
+      if (binaryOut >= 0 && this.masks(identity, analysis)) {
         return {
           analysis,
           decision: { action: 'deny', rule: 'masking-binary-copy', reason: 'binary COPY output cannot be masked', statement: binaryOut },
           error: { code: '42501', message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format' },
+        };
+      }
+      // COPY rows are lines of text with no column descriptions: what comes from a masked column cannot be told
+      // apart in them, so a COPY that touches one (a whole table holding one, or any expression over one) is refused.
+      const copyOut = analysis.statements.findIndex((s) => s.command === 'COPY TO');
+      const copyTaint = copyOut >= 0 ? maskTaint(this.policy.masking, identity, throughViews({ ...analysis, statements: [analysis.statements[copyOut]!] }, this.views[dialect]?.get(database))) : undefined;
+      if (copyTaint) {
+        return {
+          analysis,
+          decision: { action: 'deny', rule: 'masking-copy', reason: `COPY output would carry ${copyTaint}, which is masked for this identity`, statement: copyOut },
+          error: { code: '42501', message: `COPY ... TO is not allowed through Sluice for rows that include ${copyTaint}, which is masked for you`, hint: 'Name the columns you need (COPY t (a, b) TO ...), or SELECT them: masked columns come back masked.' },
         };
       }
       return { analysis, decision };
@@ -331,7 +342,7 @@ export class Governor {
    * How to mask a result with these columns for this identity; undefined when it passes untouched. With the
    * database, columns of views are traced to the table columns they come from.
    */
-  maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[], database?: string, dialect: 'postgres' | 'mysql' = 'postgres'): MaskPlan | undefined {
+  maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[], database?: string, dialect: 'postgres' | 'mysql' = 'postgres', opts: { taintAll?: boolean } = {}): MaskPlan | undefined {
     const a = analysis && database !== undefined ? throughViews(analysis, this.views[dialect]?.get(database)) : analysis;
     const relations = dialect === 'postgres' && database !== undefined ? this.functions?.get(database)?.relations : undefined;
     const origin = relations ? (oid: number, attnum: number) => {
@@ -339,15 +350,26 @@ export class Governor {
       const column = r?.columns.get(attnum);
       return r && column ? { table: r.table, column } : undefined;
     } : undefined;
-    return maskPlan(this.policy.masking, identity, a, fields, this.maskKey, origin);
+    return maskPlan(this.policy.masking, identity, a, fields, this.maskKey, origin, opts);
   }
 
   /**
    * Whether text this identity receives in columns the gateway cannot name (COPY rows, undescribed portals) is
    * scanned by the detectors: a plan for an anonymous text column.
    */
+  /** Whether anything in results of this statement is masked for this identity (detectors, rules or taint). */
+  masks(identity: Identity, analysis: Analysis | undefined): boolean {
+    return this.maskPlan(identity, analysis, PROBE_FIELD) !== undefined;
+  }
+
   scansText(identity: Identity, analysis: Analysis | undefined): boolean {
     return this.maskPlan(identity, analysis, PROBE_FIELD)?.columns[0]?.kind === 'scan';
+  }
+
+  /** The masked column (rule label) a statement touches for this identity, if any: its errors and notices are scrubbed. */
+  taint(identity: Identity, analysis: Analysis | undefined, database?: string, dialect: 'postgres' | 'mysql' = 'postgres'): string | undefined {
+    if (!analysis) return undefined;
+    return maskTaint(this.policy.masking, identity, database !== undefined ? throughViews(analysis, this.views[dialect]?.get(database)) : analysis);
   }
 
   maskingExempt(identity: Identity): boolean {

@@ -57,6 +57,8 @@ export interface StatementInfo {
   prepares?: string;
   /** For `DEALLOCATE name` (empty string = ALL). */
   deallocates?: string;
+  /** SQL cursors: DECLARE name, FETCH/MOVE name, CLOSE name (no name: CLOSE ALL). Masking follows a cursor's query. */
+  cursor?: { op: 'declare' | 'fetch' | 'close'; name?: string };
   /**
    * For a SELECT: each output column's name (as PostgreSQL names it) and the columns its expression reads, as
    * `column`, `table.column`, or `table.*` for a whole-row reference such as row_to_json(t).
@@ -491,7 +493,7 @@ function selectOutputs(node: Node): StatementInfo['outputs'] {
     const star = containsKey(v, 'A_Star');
     const plain = !!v?.ColumnRef && !star;
     const fc = v?.FuncCall;
-    const count = !!fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count' && !fc.over && !fc.agg_filter && ((fc.args as Node[] | undefined) ?? []).every((a) => a.ColumnRef && !containsKey(a, 'A_Star'));
+    const count = !!fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count' && ((fc.args as Node[] | undefined) ?? []).every((a) => a.ColumnRef && !containsKey(a, 'A_Star'));
     const simple =
       baseOnly &&
       !star &&
@@ -513,9 +515,11 @@ function tallyColumns(n: unknown, counts: Map<string, number>, by = 1): void {
   if (Array.isArray(n)) return n.forEach((x) => tallyColumns(x, counts, by));
   if (!n || typeof n !== 'object') return;
   for (const [k, v] of Object.entries(n as Node)) {
-    if (k === 'ColumnRef') counts.set(columnRefName(v), (counts.get(columnRefName(v)) ?? 0) + by);
-    else if (k === 'usingClause') for (const u of (v as Node[]) ?? []) if (u.String) counts.set(String(u.String.sval), (counts.get(String(u.String.sval)) ?? 0) + by);
-    else tallyColumns(v, counts, by);
+    if (k === 'ColumnRef') {
+      counts.set(columnRefName(v), (counts.get(columnRefName(v)) ?? 0) + by);
+    } else if (k === 'usingClause') {
+      for (const u of (v as Node[]) ?? []) if (u.String) counts.set(String(u.String.sval), (counts.get(String(u.String.sval)) ?? 0) + by);
+    } else tallyColumns(v, counts, by);
   }
 }
 
@@ -533,7 +537,8 @@ function columnUses(type: string, node: Node): { uses: string[]; positional: boo
     const v = rt.val as Node | undefined;
     if (v?.ColumnRef && !containsKey(v, 'A_Star')) tallyColumns(v, counts, -1);
     const fc = v?.FuncCall;
-    if (fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count' && !fc.over && !fc.agg_filter) for (const a of (fc.args as Node[] | undefined) ?? []) if (a.ColumnRef) tallyColumns(a, counts, -1);
+    // count()'s argument reveals no value (its FILTER and OVER clauses are uses like any other).
+    if (fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count') for (const a of (fc.args as Node[] | undefined) ?? []) if (a.ColumnRef) tallyColumns(a, counts, -1);
   }
   if (type === 'SelectStmt') {
     const keys: Node[] = [...((node.sortClause as Node[] | undefined) ?? []).map((x) => x.SortBy?.node as Node), ...((node.groupClause as Node[] | undefined) ?? []), ...((node.distinctClause as Node[] | undefined) ?? [])];
@@ -614,7 +619,13 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       break;
     case 'CopyStmt': {
       command = node.is_from ? 'COPY FROM' : 'COPY TO';
-      if (node.relation) c.addTable(rangeVarName(node.relation), node.is_from ? 'write' : 'read');
+      if (node.relation) {
+        c.addTable(rangeVarName(node.relation), node.is_from ? 'write' : 'read');
+        // COPY t TO copies every column (a whole row); with a column list, those columns.
+        const cols = ((node.attlist as Node[] | undefined) ?? []).map((a) => String(a.String?.sval));
+        if (cols.length) for (const col of cols) c.columns.add(col);
+        else c.columns.add('*');
+      }
       cls = node.is_from ? 'write' : 'read';
       const format = defElem(node.options, 'format')?.arg;
       if (String(format?.String?.sval ?? '').toLowerCase() === 'binary' || defElem(node.options, 'binary')) c.flags.add('binary-copy');
@@ -654,8 +665,21 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       const sub = nested(node.query);
       cls = sub?.class ?? 'read';
       command = 'DECLARE CURSOR';
+      info.cursor = { op: 'declare', name: String(node.portalname) };
+      // What FETCH returns is this query's output.
+      if (sub?.outputs) info.outputs = sub.outputs;
       break;
     }
+    case 'FetchStmt':
+      cls = 'session';
+      command = node.ismove ? 'MOVE' : 'FETCH';
+      info.cursor = { op: 'fetch', name: String(node.portalname ?? '') };
+      break;
+    case 'ClosePortalStmt':
+      cls = 'session';
+      command = 'CLOSE';
+      info.cursor = { op: 'close', ...(node.portalname ? { name: String(node.portalname) } : {}) };
+      break;
     case 'CreateTableAsStmt': {
       nested(node.query);
       const target = node.into?.rel;

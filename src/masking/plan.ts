@@ -56,7 +56,7 @@ const derivedMasker = (r: MaskRule | undefined): MaskerName => (r?.masker === 'h
  * column is masked too unless it provably reads only unmasked columns of tables read directly, or is a count():
  * taint, so no expression can carry a masked value out. Returns undefined when nothing needs masking.
  */
-export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis | undefined, fields: Field[], key: Buffer, origin?: ColumnOrigin): MaskPlan | undefined {
+export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis | undefined, fields: Field[], key: Buffer, origin?: ColumnOrigin, opts: { taintAll?: boolean } = {}): MaskPlan | undefined {
   if (isExempt(m, id)) return undefined;
   const detectors = m?.detectors !== false;
   const tables = analysis?.tables ?? [];
@@ -70,7 +70,8 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
   // A column reached through a subquery or CTE could come from any table the statement reads.
   const ruleFor = (column: string, table?: string) => rules.find((r) => ruleNames(r, column, table && !table.startsWith('(subquery') && tables.includes(table) ? [table] : tables));
   const dob = (column: string) => detectors && DOB.test(column);
-  const taint = statementTaint(analysis, rules, ruleFor, dob);
+  // Results whose statement Sluice did not see (a cursor opened by a function) are taken to touch masked columns.
+  const taint = statementTaint(analysis, rules, ruleFor, dob) ?? (opts.taintAll && (rules.length || detectors) ? { masker: 'redact' as MaskerName, label: 'unknown source' } : undefined);
   // The one statement whose outputs are these columns, by position (not with several statements, stars or set operations).
   const own = analysis?.statements.filter((st) => st.command !== VIEW_COMMAND);
   const outputs = own?.length === 1 && own[0]!.outputs?.length === fields.length ? own[0]!.outputs : undefined;
@@ -95,6 +96,9 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
         if (dob(o.column)) return rule(f, 'redact', 'date_of_birth');
       } else if (taint) return rule(f, taint.masker, `${taint.label} (derived)`);
     }
+    const out = outputs?.[i];
+    // count() reveals no value of what it counts.
+    if (out?.count && !asIs) return { kind: 'pass' };
     // An expression over a ruled column (upper(email), email || '', row_to_json(t), string_agg(ssn, ',')) is
     // masked like the column itself; a whole row that contains one is redacted. When in doubt, mask.
     for (const ref of derived.get(name) ?? []) {
@@ -107,8 +111,12 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
       }
     }
     if (taint && !asIs) {
-      const out = outputs?.[i];
-      const clean = out && (out.count || (out.simple && out.refs.every((ref) => !ruleFor(ref.slice(ref.lastIndexOf('.') + 1), ref.includes('.') ? ref.slice(0, ref.lastIndexOf('.')) : undefined) && !dob(ref.slice(ref.lastIndexOf('.') + 1)))));
+      const unmasked = (ref: string) => {
+        const dot = ref.lastIndexOf('.');
+        const col = ref.slice(dot + 1);
+        return !ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined) && !dob(col);
+      };
+      const clean = out?.simple && out.refs.every(unmasked);
       if (!clean) return rule(f, taint.masker, `${taint.label} (derived)`);
     }
     if (detectors && scannable(f)) {
@@ -118,6 +126,14 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     return { kind: 'pass' };
   });
   return any ? { columns, key } : undefined;
+}
+
+/** Whether the statement touches a column this identity sees masked (see statementTaint). */
+export function maskTaint(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis): string | undefined {
+  if (isExempt(m, id)) return undefined;
+  const rules = rulesFor(m, id);
+  const ruleFor = (column: string) => rules.find((r) => ruleNames(r, column, analysis.tables));
+  return statementTaint(analysis, rules, ruleFor, (c) => m?.detectors !== false && DOB.test(c))?.label;
 }
 
 /**

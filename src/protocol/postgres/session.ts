@@ -96,7 +96,7 @@ export class SessionRegistry {
 
 /** What the gateway expects back from the upstream for each message it forwarded, in order. */
 type Item =
-  | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean }
+  | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; source?: MaskSource }
   /** An Execute refused after its approval was denied: answered by the error of an injected failing Parse. */
   | { k: 'denied'; verdict: Verdict }
   | { k: 'parse'; verdict: Verdict }
@@ -106,6 +106,16 @@ type Item =
   | { k: 'close' }
   | { k: 'sync'; epoch: number }
   | { k: 'fastpath'; sql: string; verdict: Verdict; t0: number; error?: Record<string, string> };
+
+/** What a result's rows come from, for masking, when the statement producing them is not the one sent (cursors). */
+interface MaskSource {
+  analysis?: Analysis;
+  /** Rows of a cursor Sluice did not see declared (opened by a function): every computed column is masked. */
+  taintAll?: boolean;
+}
+
+/** One statement on its own, as an analysis (a SQL-level prepared statement or a cursor's query). */
+const asAnalysis = (s: StatementInfo): Analysis => ({ ok: true, statements: [s], classes: [s.class], tables: s.tables.map((t) => t.name), destructive: s.destructive, flags: s.flags, fingerprint: '' });
 
 interface Prepared {
   name: string;
@@ -128,6 +138,8 @@ interface Portal {
   formats: number[];
   /** Result columns from a Describe of the portal (formats known). */
   fields?: Field[];
+  /** The portal is a SQL cursor Sluice did not see declared. */
+  taintAll?: boolean;
   /** Bind parameters, kept only for statements held for approval (text, or \\x hex when sent in binary). */
   params?: (string | null)[];
   binaryParams?: boolean;
@@ -160,7 +172,7 @@ const UNSETTLING_FLAGS = new Set(['do-block', 'dynamic-sql', 'volatile-function'
  */
 function mayChangeSettings(a: Analysis | undefined): boolean {
   if (!a) return true;
-  return a.classes.some((c) => !SETTLED_CLASSES.has(c)) || a.flags.some((f) => UNSETTLING_FLAGS.has(f)) || a.statements.some((s) => s.command === 'FETCH' || s.executes !== undefined);
+  return a.classes.some((c) => !SETTLED_CLASSES.has(c)) || a.flags.some((f) => UNSETTLING_FLAGS.has(f)) || a.statements.some((s) => s.cursor?.op === 'fetch' || s.executes !== undefined);
 }
 
 /** Returned by a message handler to stop reading before this message (it stays buffered; see PgSession.hold). */
@@ -215,6 +227,8 @@ export class PgSession implements LiveSession {
   /** Counts Sync and Query messages sent upstream (see Portal.epoch). */
   private epoch = 0;
   private sqlPrepared = new Map<string, StatementInfo>();
+  /** SQL cursors declared in this session: what FETCH (or a protocol Execute of the cursor) returns. */
+  private cursors = new Map<string, StatementInfo>();
   private identity?: Identity;
   private database = '';
   private clientUser = '';
@@ -549,7 +563,7 @@ export class PgSession implements LiveSession {
         const verdict = resolved ?? (settle === 'refuse' ? this.unsettledRefusal() : this.decide(sql));
         if (verdict.decision.action === 'require_approval') return this.hold({ sql, verdict }, 'simple');
         this.info.statements++;
-        const item: Item = { k: 'query', epoch: ++this.epoch, sql, verdict, t0: performance.now(), rows: 0 };
+        const item: Extract<Item, { k: 'query' }> = { k: 'query', epoch: ++this.epoch, sql, verdict, t0: performance.now(), rows: 0 };
         if (!verdict.error && mayChangeSettings(verdict.analysis)) this.unsettledUntil = this.epoch;
         this.items.push(item);
         if (verdict.error) {
@@ -558,6 +572,7 @@ export class PgSession implements LiveSession {
           return m.query(deniedSql());
         }
         this.trackSqlPrepared(verdict);
+        item.source = this.cursorSource(verdict.analysis);
         return undefined;
       }
       case 0x50 /* P */: {
@@ -589,7 +604,7 @@ export class PgSession implements LiveSession {
         const r = pick(b, start, end);
         const portal = r.cstring();
         const stmt = r.cstring();
-        const prepared = this.statements.get(stmt);
+        const prepared = this.statements.get(stmt) ?? this.sqlPreparedStatement(stmt);
         const nParamFormats = r.int16();
         const paramFormats: number[] = [];
         for (let i = 0; i < nParamFormats; i++) paramFormats.push(r.int16());
@@ -632,8 +647,8 @@ export class PgSession implements LiveSession {
         // Rows of a portal whose columns were never described cannot be masked reliably (binary formats): when
         // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
         // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
-        const target = p ?? { formats: [], epoch: this.epoch + 1 };
-        const blind = !target.fields && !target.stmt?.fields && this.governor.scansText(this.identity!, target.stmt?.analysis);
+        const target = p ?? this.cursorPortal(portal);
+        const blind = !target.fields && !target.stmt?.fields && (target.taintAll || this.governor.masks(this.identity!, target.stmt?.analysis));
         if (blind) this.items.push({ k: 'describe', portal: target, internal: true });
         this.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: this.portalPlan(target), approvalId });
         if (mayChangeSettings(target.stmt?.analysis)) this.unsettledUntil = this.epoch + 1;
@@ -792,7 +807,7 @@ export class PgSession implements LiveSession {
     const sql = `SELECT ${name.split('.').map((p) => `"${p.replace(/"/g, '""')}"`).join('.')}() -- fast-path call`;
     const verdict = this.decide(sql);
     if (verdict.decision.action === 'require_approval') return refuse(sql, `${name} needs approval under rule "${verdict.decision.rule}", and a fast-path call cannot be held; call it with SQL`);
-    if (!verdict.error && /^pg_catalog\.(loread|lo_get)$/.test(name) && this.governor.scansText(this.identity!, verdict.analysis)) {
+    if (!verdict.error && /^pg_catalog\.(loread|lo_get)$/.test(name) && this.governor.masks(this.identity!, verdict.analysis)) {
       return refuse(sql, `${name} returns large object contents, which Sluice cannot mask; it is allowed only to identities exempt from masking`);
     }
     return { sql, verdict };
@@ -814,10 +829,16 @@ export class PgSession implements LiveSession {
   private trackSqlPrepared(v: Verdict): void {
     for (const s of v.analysis?.statements ?? []) {
       if (s.prepares !== undefined) this.sqlPrepared.set(s.prepares, s);
+      if (s.cursor?.op === 'declare' && s.cursor.name) this.cursors.set(s.cursor.name, s);
+      if (s.cursor?.op === 'close') {
+        if (s.cursor.name) this.cursors.delete(s.cursor.name);
+        else this.cursors.clear();
+      }
       if (s.deallocates === '') this.sqlPrepared.clear();
       else if (s.deallocates !== undefined) this.sqlPrepared.delete(s.deallocates);
       if (s.command === 'DISCARD') {
         this.sqlPrepared.clear();
+        this.cursors.clear();
         this.statements.clear();
       }
     }
@@ -892,15 +913,15 @@ export class PgSession implements LiveSession {
         if (severity === 'FATAL' || severity === 'PANIC') this.upstreamFatal = fields.message ?? fields.code ?? 'FATAL';
         // No pending request (asynchronous, e.g. the server shutting down) or an error raised by Sync itself
         // (a deferred constraint at implicit commit): pass it through; ReadyForQuery follows.
-        if (!head || head.k === 'sync') return undefined;
+        if (!head || head.k === 'sync') return this.scrub(b, start, end, head);
         const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' || head.k === 'denied' ? head.verdict.error : undefined;
         if (head.k === 'query') {
           if (!denied) head.error = fields;
-          return denied ? this.errorFor(denied) : undefined;
+          return denied ? this.errorFor(denied) : this.scrub(b, start, end, head);
         }
         if (head.k === 'fastpath') {
           if (!denied) head.error = fields;
-          return denied ? this.errorFor(denied) : undefined;
+          return denied ? this.errorFor(denied) : this.scrub(b, start, end, head);
         }
         // Extended protocol: this message failed; the upstream now skips everything until Sync.
         const failed = this.items.shift()!;
@@ -913,7 +934,19 @@ export class PgSession implements LiveSession {
             break;
           }
         }
-        return denied ? this.errorFor(denied) : undefined;
+        return denied ? this.errorFor(denied) : this.scrub(b, start, end, failed);
+      }
+      case 0x4e /* N NoticeResponse */:
+        return this.scrub(b, start, end, head);
+      case 0x41 /* A NotificationResponse */: {
+        // Payloads can carry any session's data: scanned like result text for identities whose results are masked.
+        if (!this.governor.scansText(this.identity!, undefined)) return undefined;
+        const r = pick(b, start, end);
+        const pid = r.int32();
+        const channel = r.cstring();
+        const payload = r.cstring();
+        const masked = maskText(payload, new Map());
+        return masked === undefined ? undefined : new Writer().int32(pid).cstring(channel).cstring(masked).message('A');
       }
       case 0x6e /* n NoData */:
       case 0x31 /* 1 ParseComplete */:
@@ -946,7 +979,7 @@ export class PgSession implements LiveSession {
       }
       case 0x54 /* T RowDescription */: {
         if (head?.k === 'query') {
-          head.plan = this.governor.maskPlan(this.identity!, head.verdict.analysis, parseRowDescription(b, start, end), this.database);
+          head.plan = this.governor.maskPlan(this.identity!, head.source?.analysis ?? head.verdict.analysis, parseRowDescription(b, start, end), this.database, 'postgres', { taintAll: head.source?.taintAll });
         } else if (head?.k === 'describe') {
           this.items.shift();
           const fields = parseRowDescription(b, start, end);
@@ -986,9 +1019,71 @@ export class PgSession implements LiveSession {
     if (!fields) {
       // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
       if (p.formats.some((x) => x !== 0)) return undefined;
-      return this.governor.scansText(this.identity!, p.stmt?.analysis) ? { columns: [], key: this.governor.maskKey, scanUnknown: true } : undefined;
+      return this.governor.masks(this.identity!, p.stmt?.analysis) ? { columns: [], key: this.governor.maskKey, scanUnknown: true } : undefined;
     }
-    return this.governor.maskPlan(this.identity!, p.stmt?.analysis, fields, this.database);
+    return this.governor.maskPlan(this.identity!, p.stmt?.analysis, fields, this.database, 'postgres', { taintAll: p.taintAll });
+  }
+
+  /**
+   * Error and notice texts can echo values (`invalid input syntax for type integer: "123-45-6789"`, a unique
+   * violation's DETAIL, a RAISE in a function). For identities whose results are masked, detector hits are masked
+   * in every text field; when the statement touches a column masked for them, quoted values are hidden and DETAIL
+   * and CONTEXT are replaced. Returns the rewritten message, or undefined to pass it as is.
+   */
+  private scrub(b: Buffer, start: number, end: number, head: Item | undefined): Buffer | undefined {
+    if (this.governor.maskingExempt(this.identity!)) return undefined;
+    const analysis = head?.k === 'query' ? (head.source?.analysis ?? head.verdict.analysis) : head?.k === 'execute' ? head.stmt?.analysis : head?.k === 'fastpath' ? head.verdict.analysis : undefined;
+    const tainted = (head?.k === 'query' && head.source?.taintAll) || (head?.k === 'execute' && head.portal?.taintAll) || !!this.governor.taint(this.identity!, analysis, this.database);
+    const detectors = this.governor.scansText(this.identity!, undefined);
+    if (!tainted && !detectors) return undefined;
+    const r = pick(b, start, end);
+    const w = new Writer();
+    let changed = false;
+    for (;;) {
+      const code = r.byte();
+      if (code === 0) break;
+      let v = r.cstring();
+      const c = String.fromCharCode(code);
+      if ('MDHWq'.includes(c)) {
+        const before = v;
+        if (tainted && (c === 'D' || c === 'W' || c === 'q')) v = '[hidden by Sluice: the statement reads columns masked for you]';
+        else if (tainted) v = v.replace(/"[^"]*"/g, '"****"').replace(/\([^()]*\)=\([^()]*\)/g, '(****)=(****)');
+        if (detectors) v = maskText(v, new Map()) ?? v;
+        changed ||= v !== before;
+      }
+      w.int8(code).cstring(v);
+    }
+    if (!changed) return undefined;
+    w.int8(0);
+    return w.message(String.fromCharCode(b[start]!));
+  }
+
+  /** A protocol Bind of a statement prepared with SQL PREPARE: executed as what that PREPARE was judged to be. */
+  private sqlPreparedStatement(name: string): Prepared | undefined {
+    const s = this.sqlPrepared.get(name);
+    return s ? { name, sql: `EXECUTE ${name}`, analysis: asAnalysis(s), rule: 'sql-prepare' } : undefined;
+  }
+
+  /** A protocol Execute of a portal never bound through Sluice: a SQL cursor (its query, if Sluice saw it declared). */
+  private cursorPortal(name: string): Portal {
+    const c = this.cursors.get(name);
+    return c ? { formats: [], epoch: this.epoch + 1, stmt: { name, sql: `FETCH FROM ${name}`, analysis: asAnalysis(c), rule: 'cursor' } } : { formats: [], epoch: this.epoch + 1, taintAll: true };
+  }
+
+  /** For a message that FETCHes from cursors: what the rows come from (the cursors' queries), for masking. */
+  private cursorSource(a: Analysis | undefined): MaskSource | undefined {
+    if (!a?.statements.some((s) => s.cursor?.op === 'fetch')) return undefined;
+    const statements: StatementInfo[] = [];
+    let taintAll = false;
+    for (const s of a.statements) {
+      if (s.cursor?.op !== 'fetch') statements.push(s);
+      else {
+        const c = this.cursors.get(s.cursor.name ?? '');
+        if (c) statements.push(c);
+        else taintAll = true;
+      }
+    }
+    return { analysis: { ...a, statements, tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))] }, taintAll };
   }
 
   /** Exemptions from masking are explicit and audited: mark statements whose rows an exempt identity saw. */
