@@ -1,10 +1,13 @@
 import { init as initParser, parse } from '@guanmingchiu/sqlparser-ts';
 import crypto from 'node:crypto';
 import type { Analysis, AnalysisResult, Flag, StatementClass, StatementInfo, TableRef } from './analyze.js';
+import { forParser, functionEffect, lexingRefusal, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
 
 /**
  * MySQL/MariaDB statement analysis with datafusion-sqlparser-rs (WASM), MySQL dialect. It reads executable
- * comments (`/*! ... *\/`) as the server does, so `SELECT 1 /*! ; DROP TABLE t *\/` is seen as two statements.
+ * comments (`/*! ... *\/`, and MariaDB's `/*M! ... *\/`) as the server does, so `SELECT 1 /*! ; DROP TABLE t *\/` is
+ * seen as two statements. The statement guard (guard-mysql.ts) adds what the grammar does not say: lexing settings,
+ * privileged settings, functions with effects, secret-bearing catalogs, dynamic SQL.
  * Produces the same Analysis as the PostgreSQL analyzer so policy, masking and audit treat both alike.
  * Whatever the parser cannot read is refused by the Governor (fail closed).
  */
@@ -17,9 +20,9 @@ export function loadMysqlParser(): Promise<void> {
 type Node = any;
 
 const TXN = new Set(['StartTransaction', 'Commit', 'Rollback', 'Savepoint', 'ReleaseSavepoint', 'SetTransaction']);
-const SESSION = new Set(['Set', 'Use', 'ShowVariable', 'ShowVariables', 'ShowStatus', 'Deallocate', 'Prepare', 'Execute', 'Flush', 'Kill', 'Unlock', 'LockTables', 'UnlockTables']);
+const SESSION = new Set(['Set', 'Use', 'ShowVariable', 'ShowVariables', 'ShowStatus', 'Deallocate', 'Prepare', 'Execute', 'Flush', 'Kill', 'Unlock', 'UnlockTables']);
 const READ = new Set(['Query', 'Explain', 'ExplainTable', 'ShowTables', 'ShowColumns', 'ShowCreate', 'ShowDatabases', 'ShowSchemas', 'ShowFunctions', 'ShowCollation', 'ShowObjects', 'ShowCharset', 'ShowViews']);
-const WRITE = new Set(['Insert', 'Update', 'Delete', 'Merge', 'Copy', 'LoadData']);
+const WRITE = new Set(['Insert', 'Update', 'Delete', 'Merge', 'Copy', 'LoadData', 'LockTables']);
 const ADMIN = new Set(['Grant', 'Revoke', 'CreateRole', 'DropRole', 'CreateUser', 'AlterUser', 'RenameUser', 'Kill', 'Flush', 'Install', 'Uninstall', 'CreateServer', 'AlterRole']);
 const DDL_PREFIX = ['Create', 'Alter', 'Drop', 'Truncate', 'Rename', 'Comment', 'Analyze', 'Optimize'];
 /** Functions that reach the server's files or sleep/benchmark it. */
@@ -134,14 +137,60 @@ function commandOf(kind: string, body: Node): string {
   return kind.replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
 }
 
-function analyzeStatement(stmt: Node, sql: string, starts: number[]): StatementInfo {
-  const kind = Object.keys(stmt)[0] ?? 'Unknown';
+const DML = ['Insert', 'Update', 'Delete', 'Merge'];
+const CLASS_RANK: Record<StatementClass, number> = { read: 0, session: 0, transaction: 0, other: 1, write: 1, ddl: 2, admin: 2 };
+
+/** One parsed statement (EXECUTE IMMEDIATE of a constant text: the statements of that text). */
+function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: number): StatementInfo[] {
+  // Unit variants (UNLOCK TABLES) come as bare strings.
+  const kind = typeof stmt === 'string' ? stmt : (Object.keys(stmt ?? {})[0] ?? 'Unknown');
   const body = typeof stmt === 'object' ? stmt[kind] : undefined;
-  const cls = classify(kind, body);
+  if (kind === 'Execute') return executeStatement(body, depth);
+  // WITH ... DELETE/UPDATE/INSERT: the statement is the DML (the CTEs are read).
+  const dml = kind === 'Query' ? DML.find((k) => body?.body?.[k]) : undefined;
+  if (dml) {
+    const inner = analyzeStatement(body.body[dml], sql, starts, depth);
+    const ctes = new Collector();
+    ctes.visit(body.with);
+    const isCte = (n: string) => !n.includes('.') && ctes.ctes.has(n.toLowerCase());
+    return inner.map((s) => ({
+      ...s,
+      tables: [...s.tables.filter((t) => !isCte(t.name)), ...[...ctes.tables].filter(([n]) => !isCte(n) && !s.tables.some((t) => t.name === n)).map(([name, access]) => ({ name, access }))],
+      functions: [...new Set([...s.functions, ...ctes.functions])],
+      flags: [...new Set([...s.flags, ...ctes.flags, 'data-modifying-cte' as Flag])],
+    }));
+  }
+  let cls = classify(kind, body);
   const c = new Collector();
   const destructive: string[] = [];
   const flags = c.flags;
+  let refuse: string | undefined;
   switch (kind) {
+    case 'Set': {
+      const j = judgeSet(body);
+      if (j.privileged) {
+        cls = 'admin';
+        flags.add('privileged-setting');
+      }
+      refuse = j.refuse;
+      break;
+    }
+    case 'Prepare':
+      refuse = 'not supported by Sluice: SQL-level PREPARE (dynamic SQL); use your client\'s prepared statements';
+      break;
+    case 'LockTables':
+      flags.add('locking');
+      for (const t of body.tables ?? []) c.addTable(identOf(t.table) ?? objectName(t.table), 'write');
+      break;
+    case 'ShowProcessList':
+      flags.add('sensitive-catalog');
+      break;
+    case 'ShowVariable': {
+      const words: string[] = (body.variable ?? []).map((w: Node) => String(identOf(w) ?? '')).filter(Boolean);
+      if (SENSITIVE_SHOW.test(words.join(' '))) flags.add('sensitive-catalog');
+      showFrom(words, c);
+      break;
+    }
     case 'Insert':
       c.addTable(objectName(body.table?.TableName ?? body.table_name ?? body.table), 'write');
       break;
@@ -181,8 +230,25 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[]): StatementI
       if (cls === 'ddl') for (const k of ['name', 'table_name']) if (Array.isArray(body?.[k])) c.addTable(objectName(body[k]), 'ddl');
   }
   c.visit(body);
+  // SHOW TABLES FROM db, SHOW COLUMNS FROM t FROM db: the database they read.
+  const parent = body?.show_options?.show_in?.parent_name;
+  if (Array.isArray(parent) && parent.length) {
+    const names = parent.map(identOf).filter((x: string | undefined): x is string => x !== undefined);
+    if (kind === 'ShowColumns') c.addTable(names.join('.'), 'read');
+    else c.tables.set(`${names[0]}.*`, 'read');
+  }
   // CTE names are not tables.
   for (const name of [...c.tables.keys()]) if (!name.includes('.') && c.ctes.has(name.toLowerCase())) c.tables.delete(name);
+  if ([...c.tables.keys()].some(sensitiveTable)) flags.add('sensitive-catalog');
+  // Functions with effects (sequences, named locks, sleeping, stored functions, unknown names) make a statement at least a write.
+  const effects = [...c.functions].flatMap((f) => {
+    const e = functionEffect(f);
+    return e ? [`${f}() ${e}`] : [];
+  });
+  if (effects.length) {
+    flags.add('volatile-function');
+    if (CLASS_RANK[cls] < CLASS_RANK.write) cls = 'write';
+  }
   const outputs: StatementInfo['outputs'] = [];
   const select = kind === 'Query' ? body?.body?.Select : undefined;
   if (select) {
@@ -215,7 +281,7 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[]): StatementI
       if (name) outputs.push({ name, refs: [...refs.columns], ...(expr.Identifier || expr.CompoundIdentifier ? { plain: true } : {}) });
     }
   }
-  return {
+  return [{
     command: commandOf(kind, body),
     class: cls,
     tables: [...c.tables].map(([name, access]) => ({ name, access })),
@@ -225,22 +291,128 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[]): StatementI
     flags: [...flags],
     outputs: outputs.length ? outputs : undefined,
     filterColumns: [...c.filterColumns],
+    ...(effects.length ? { effects } : {}),
+    ...(refuse ? { refuse } : {}),
+  }];
+}
+
+/** SHOW INDEX|COLUMNS FROM t [FROM db], SHOW TABLE STATUS|TRIGGERS|EVENTS FROM db (as the parser's bare words). */
+function showFrom(words: string[], c: Collector): void {
+  const at = words.flatMap((w, i) => (/^(FROM|IN)$/i.test(w) && words[i + 1] ? [words[i + 1]!] : []));
+  if (!at.length) return;
+  const tableFirst = /^(FULL\s+)?(INDEX|INDEXES|KEYS|COLUMNS|FIELDS)\b/i.test(words.join(' '));
+  if (tableFirst) c.addTable(at[1] ? `${at[1]}.${at[0]}` : at[0], 'read');
+  else c.tables.set(`${at[0]}.*`, 'read');
+}
+
+/** A SET value as a constant when it is one (string, number, bare word), or what computes it. */
+function setValue(v: Node): SetValue {
+  const lit = v?.Value?.value;
+  if (lit) {
+    for (const k of ['SingleQuotedString', 'DoubleQuotedString']) if (typeof lit[k] === 'string') return { constant: lit[k] };
+    if (Array.isArray(lit.Number)) return { constant: String(lit.Number[0]) };
+    if (typeof lit.Boolean === 'boolean') return { constant: lit.Boolean ? 'ON' : 'OFF' };
+  }
+  const id = v?.Identifier;
+  if (id && typeof id.value === 'string' && !id.value.startsWith('@')) return { constant: id.value };
+  return { computed: id?.value ?? (v && typeof v === 'object' ? `an expression (${Object.keys(v)[0]})` : 'an expression') };
+}
+
+/** Which session variable an assignment sets, in which scope (`@@global.x`, `@@x`, `GLOBAL x`, ...); user variables (`@x`) are none. */
+function setTarget(parts: Node[], scope: string | undefined): { name: string; global: boolean } | undefined {
+  const names = parts.map((p) => String(identOf(p) ?? ''));
+  let global = scope === 'Global';
+  let name = names.join('.');
+  const m = /^@@(global|session|local)$/i.exec(names[0] ?? '');
+  if (m && names.length > 1) {
+    global = m[1]!.toLowerCase() === 'global';
+    name = names.slice(1).join('.');
+  } else if (name.startsWith('@@')) name = name.slice(2);
+  else if (name.startsWith('@')) return undefined;
+  return { name: name.toLowerCase(), global };
+}
+
+/** SET: lexing variables are checked by value (refused when Sluice could not parse under it); global and privileged settings are admin. */
+function judgeSet(body: Node): { privileged: boolean; refuse?: string } {
+  const kind = Object.keys(body ?? {})[0];
+  const b = body?.[kind ?? ''];
+  let privileged = false;
+  let refuse: string | undefined;
+  const one = (parts: Node[], value: Node, scope: string | undefined) => {
+    const t = setTarget(parts, scope);
+    if (!t) return;
+    if (t.global || privilegedVariable(t.name)) privileged = true;
+    refuse ??= lexingRefusal(t.name, setValue(value));
   };
+  switch (kind) {
+    case 'SingleAssignment':
+      one(b.variable ?? [], b.values?.[0], b.scope);
+      if ((b.values?.length ?? 0) > 1) refuse ??= 'a SET with several values is not supported by Sluice';
+      break;
+    case 'MultipleAssignments': {
+      // MySQL: a GLOBAL or SESSION modifier applies to the assignments after it until the next one.
+      let scope: string | undefined;
+      for (const a of b.assignments ?? []) {
+        scope = a.scope ?? scope;
+        one(a.name ?? [], a.value, scope);
+      }
+      break;
+    }
+    case 'SetNames':
+      refuse = lexingRefusal('names', { constant: String(b.charset_name?.value ?? '') }) ?? (b.collation_name ? lexingRefusal('collation_connection', { constant: String(b.collation_name) }) : undefined);
+      break;
+    case 'SetRole':
+      privileged = true;
+      break;
+  }
+  return { privileged, refuse };
+}
+
+/** EXECUTE IMMEDIATE 'constant text': the statements of that text (dynamic SQL); anything else is refused. */
+function executeStatement(body: Node, depth: number): StatementInfo[] {
+  const name = objectName(body?.name)?.toLowerCase();
+  const base = { command: 'EXECUTE', class: 'session' as StatementClass, tables: [], columns: [], functions: [], destructive: [], flags: ['dynamic-sql' as Flag], filterColumns: [] };
+  if (name !== 'immediate') return [{ ...base, refuse: 'not supported by Sluice: SQL-level EXECUTE (dynamic SQL: the statement it runs was not prepared through Sluice)' }];
+  const text = setValue(body.parameters?.[0]);
+  if ('computed' in text || body.parameters?.length !== 1) return [{ ...base, refuse: 'EXECUTE IMMEDIATE of a text that is not a constant cannot be judged by Sluice (dynamic SQL)' }];
+  if (depth > 4) return [{ ...base, refuse: 'EXECUTE IMMEDIATE nested too deeply' }];
+  const inner = analyze(text.constant, depth + 1);
+  if (!inner.ok) return [{ ...base, refuse: `EXECUTE IMMEDIATE of a text Sluice cannot parse: ${inner.error}` }];
+  // USING arguments are evaluated too.
+  const using = new Collector();
+  using.visit(body.using);
+  const extra = [...using.functions].flatMap((f) => (functionEffect(f) ? [`${f}() ${functionEffect(f)}`] : []));
+  return inner.statements.map((s) => ({
+    ...s,
+    command: `EXECUTE IMMEDIATE ${s.command}`,
+    class: extra.length && CLASS_RANK[s.class] < CLASS_RANK.write ? 'write' : s.class,
+    functions: [...new Set([...s.functions, ...using.functions])],
+    flags: [...new Set([...s.flags, 'dynamic-sql' as Flag, ...(extra.length ? ['volatile-function' as Flag] : [])])],
+    ...(extra.length || s.effects ? { effects: [...(s.effects ?? []), ...extra] } : {}),
+  }));
 }
 
 export function analyzeMysql(sql: string): AnalysisResult {
+  return analyze(sql, 0);
+}
+
+function analyze(sql: string, depth: number): AnalysisResult {
   let ast: Node[];
+  const text = forParser(sql);
   try {
-    ast = parse(sql, 'mysql') as Node[];
+    ast = parse(text, 'mysql') as Node[];
   } catch (e) {
+    const why = unsupported(sql);
+    // Deliberately not relayed: a refusal that says so, not a syntax error.
+    if (why) return { ok: false, error: `not supported by Sluice: ${why}` };
     const msg = String((e as Error).message ?? e).replace(/^sql parser error:\s*/, '');
     const m = /at Line: (\d+), Column: (\d+)/.exec(msg);
     let position: number | undefined;
     if (m) position = (lineStarts(sql)[Number(m[1]) - 1] ?? 0) + Number(m[2]);
     return { ok: false, error: `syntax error: ${msg}`, ...(position ? { position } : {}) };
   }
-  const starts = lineStarts(sql);
-  const statements = ast.map((s) => analyzeStatement(s, sql, starts));
+  const starts = lineStarts(text);
+  const statements = ast.flatMap((s) => analyzeStatement(s, text, starts, depth));
   const flags = new Set<Flag>(statements.flatMap((s) => s.flags));
   if (statements.length > 1) flags.add('multi-statement');
   const a: Analysis = {

@@ -10,6 +10,7 @@ import { addressOf, authFailureFields } from '../../identity/throttle.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { servedBy } from '../../util/glob.js';
+import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
 import { CAP, COM, MARIADB_CLIENT_PROGRESS, MAX_PAYLOAD, STATUS, TYPE, MyFramer, MyProtocolError, MyReader, binarySize, errPacket, frame, int2, int4, isTextColumn, lenencBuf, lenencInt, lenencSize, myFields, okPacket, parseColumn, parseErr, parseOk, withoutNul, writeHeader, type MyColumn } from './packets.js';
@@ -46,6 +47,15 @@ function myError(e: GovernorError): Buffer {
   };
   const [code, state] = map[e.code] ?? [1105, 'HY000'];
   return errPacket(code, state, [e.message, e.detail, e.hint].filter(Boolean).join(' — '));
+}
+
+/** A statement Sluice refuses whatever the policy says (the engine's own guard: databases served, USE). */
+function refusal(analysis: Analysis, statement: number, reason: string): Verdict {
+  return {
+    analysis,
+    decision: { action: 'deny', rule: 'sluice-guard', reason, statement },
+    error: { code: '42501', message: `Sluice refuses this statement: ${reason}`, hint: 'The statement was not run; the session is still usable.' },
+  };
 }
 
 interface Stmt {
@@ -294,6 +304,13 @@ export class MySession implements LiveSession {
       return 'stop';
     }
     this.caps = caps & ((this.cfg.hello.caps & RELAYABLE) | CAP.SSL | CAP.PLUGIN_AUTH | CAP.SECURE_CONNECTION | CAP.PROTOCOL_41);
+    // The client's character set decides how the server reads every statement: only ASCII-safe ones.
+    const badCharset = handshakeCharsetRefusal(charset);
+    if (badCharset) {
+      this.governor.record({ type: 'protocol_error', client_addr: this.info.clientAddr, reason: badCharset, details: { engine: 'mysql' } } as never);
+      this.fatal(1115, '42000', badCharset);
+      return 'stop';
+    }
     this.charset = charset;
     this.user = r.nulString();
     let auth: Buffer;
@@ -409,7 +426,23 @@ export class MySession implements LiveSession {
   }
 
   private decide(sql: string): Verdict {
-    return this.governor.check(this.identity!, this.database, sql, undefined, 'mysql');
+    const v = this.governor.check(this.identity!, this.database, sql, undefined, 'mysql');
+    const a = v.analysis;
+    if (v.error || !a) return v;
+    // USE inside another statement, a prepared statement or EXECUTE IMMEDIATE would switch the upstream's database
+    // unseen: only `USE db` on its own (or the client's use command) switches, and it is judged for that database.
+    const use = a.statements.findIndex((s) => /(^|\s)USE$/.test(s.command));
+    if (use >= 0) return refusal(a, use, 'not supported by Sluice: USE as part of another statement, a prepared statement or EXECUTE IMMEDIATE; send `USE db` on its own (or use your client\'s use command)');
+    // `db.table` (and `db.fn()`) reach other databases: only the served ones.
+    for (const [i, s] of a.statements.entries()) {
+      for (const name of [...s.tables.map((t) => t.name), ...s.functions]) {
+        const dot = name.indexOf('.');
+        if (dot < 0) continue;
+        const db = name.slice(0, dot);
+        if (db.toLowerCase() !== 'information_schema' && !servedBy(this.cfg.databases, db)) return refusal(a, i, `database "${db}" is not served by this Sluice gateway (${name})`);
+      }
+    }
+    return v;
   }
 
   private onCommand(p: Buffer): void {
@@ -506,7 +539,9 @@ export class MySession implements LiveSession {
    */
   private useDatabase(p: Buffer, db: string, sql: string): void {
     if (!servedBy(this.cfg.databases, db)) {
-      this.send(errPacket(1044, '42000', `database "${db}" is not served by this Sluice gateway`));
+      const message = `database "${db}" is not served by this Sluice gateway`;
+      this.governor.record({ type: 'statement', ...this.base(), sql, protocol: 'mysql', decision: 'deny', rule: 'database-not-served', reason: message, error_code: '1044' });
+      this.send(errPacket(1044, '42000', message));
       return;
     }
     const v = this.governor.check(this.identity!, db, sql, undefined, 'mysql');
@@ -520,7 +555,9 @@ export class MySession implements LiveSession {
     if (!m) return false;
     const target = this.registry.lookup('mysql', Number(m[2]));
     if (!(target instanceof MySession) || target.identity?.subject !== this.identity?.subject) {
-      this.send(errPacket(1094, 'HY000', `Unknown thread id: ${m[2]} (only your own Sluice connections can be killed)`));
+      const message = `Unknown thread id: ${m[2]} (only your own Sluice connections can be killed)`;
+      this.governor.record({ type: 'statement', ...this.base(), sql, protocol: 'mysql', decision: 'deny', rule: 'own-connection-kill', reason: message, error_code: '1094' });
+      this.send(errPacket(1094, 'HY000', message));
       return true;
     }
     this.governor.record({ type: 'statement', ...this.base(), sql, protocol: 'mysql', decision: 'allow', rule: 'own-connection-kill', rows: 0, details: { target: target.id } });

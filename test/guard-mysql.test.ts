@@ -1,0 +1,270 @@
+/**
+ * The MySQL/MariaDB statement guard against the person writing the SQL: an agent whose key allows only reads
+ * (examples/policy.yaml; kind agent, group analysts) on a gateway serving one database tries every class of escape.
+ * Each case goes through mysql2's text protocol (COM_QUERY, multi-statements on) and through prepared statements
+ * (COM_STMT_PREPARE/EXECUTE), each in a fresh session, and each asserts the refusal and that nothing changed: tables,
+ * row counts, the sequence, the other database, named and table locks, sleeping or busy upstream sessions, global
+ * settings, users, databases, and the session's own sql_mode, character sets and database read back through the gateway.
+ */
+import fs from 'node:fs';
+import crypto from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import mysql from 'mysql2/promise';
+import { MY, auditEvents, startTestGateway, type TestGateway } from './support/env.js';
+
+let db: string;
+let other: string;
+let t: TestGateway;
+let agent: string;
+let analyst: string;
+let dba: string;
+let port: number;
+
+const root = () => mysql.createConnection({ ...MY, multipleStatements: true });
+
+/** Every case: statements run in order in one session; at least one must be refused by Sluice, and nothing may change. */
+const cases = (): string[][] => {
+  const DESYNC_BACKSLASH = "SELECT 'a\\'; DELETE FROM orders; -- '";
+  const DESYNC_ANSI = 'SELECT "a\\"; DELETE FROM orders; -- "';
+  const MARIADB_COMMENTS = [
+    'SELECT 1 /*M! ; DROP TABLE t */', 'SELECT 1 /*M!100100 ; DROP TABLE t */', 'SELECT 1 /*M!100100 , (SELECT NEXTVAL(s)) */',
+    '/*M! DELETE FROM orders */', 'SELECT /*M!100000 SLEEP(3600), */ 1', 'SELECT 1 /*!50000 ; DELETE FROM orders */',
+    'SELECT * FROM t /*M! WHERE 1 ; TRUNCATE orders */', 'SELECT 1 /*M!100100 ; SET NAMES gbk */',
+  ].map((s) => [s]);
+  const DYNAMIC = [
+    ["EXECUTE IMMEDIATE 'DROP TABLE t'"], ["EXECUTE IMMEDIATE CONCAT('DROP', ' TABLE t')"], ["EXECUTE IMMEDIATE 'DELETE FROM orders'"],
+    ["EXECUTE IMMEDIATE 'SELECT NEXTVAL(s)'"], ["SET @q = 'DELETE FROM orders'", 'EXECUTE IMMEDIATE @q'],
+    ["PREPARE p FROM 'DELETE FROM orders'", 'EXECUTE p'], ["SET @v = 'DROP TABLE t'", 'PREPARE p FROM @v', 'EXECUTE p'],
+    ["EXECUTE IMMEDIATE 'EXECUTE IMMEDIATE ''DROP TABLE t'''"], ["EXECUTE IMMEDIATE 'SET NAMES gbk'"], ["EXECUTE IMMEDIATE 'USE mysql'"],
+    ["EXECUTE IMMEDIATE 'SELECT ?' USING NEXTVAL(s)"], ["EXECUTE IMMEDIATE 'SELECT * FROM mysql.user'"],
+  ];
+  const LEXING = [
+    ["SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", DESYNC_BACKSLASH],
+    ["SET sql_mode = 'NO_BACKSLASH_ESCAPES'", DESYNC_BACKSLASH], ["SET @@session.sql_mode = 'ANSI_QUOTES'", DESYNC_ANSI],
+    ["SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", DESYNC_ANSI], ["SET @@sql_mode = 'ANSI'"], ["SET LOCAL sql_mode = 'ORACLE'"],
+    ['SET @saved = @@sql_mode', 'SET sql_mode = @saved'], ["SET sql_mode = (SELECT 'NO_BACKSLASH_ESCAPES')"],
+    ["SET SESSION sql_mode = 'STRICT_TRANS_TABLES', character_set_client = 'gbk'"], ['SET sql_mode = 0x4E4F5F4241434B534C4153485F45534341504553'],
+    ["SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1"], ['SET sql_mode = 2097152'],
+    ['SET NAMES gbk'], ["SET NAMES 'big5'"], ['SET NAMES sjis COLLATE sjis_japanese_ci'], ['SET NAMES cp932'], ['SET CHARACTER SET gbk'],
+    ['SET character_set_client = gbk'], ["SET @@session.character_set_connection = 'big5'"], ["SET @@character_set_client = 'sjis'"],
+    ["SET collation_connection = 'gbk_chinese_ci'"], ['SET character_set_client = @@global.character_set_client'],
+    ["SET NAMES utf8mb4 COLLATE 'gbk_bin'"],
+  ];
+  const PRIVILEGED = [
+    'SET GLOBAL max_connections = 7', 'SET @@global.wait_timeout = 5', "SET GLOBAL sql_mode = 'ANSI_QUOTES'", 'SET wait_timeout = 100, GLOBAL max_connections = 9',
+    'SET GLOBAL wait_timeout = 5, max_connections = 9', 'SET SESSION sql_log_bin = 0', 'SET sql_log_off = 1', "SET PASSWORD = PASSWORD('x')", 'SET ROLE NONE',
+    'SET @@global.general_log = 1', "SET PERSIST max_connections = 7",
+  ].map((s) => [s]);
+  const EFFECTS = [
+    'LOCK TABLES t WRITE', 'LOCK TABLES t READ, orders WRITE', 'LOCK TABLE orders READ', 'SELECT SLEEP(3600)', 'SELECT * FROM t WHERE SLEEP(3600) = 0',
+    "SELECT GET_LOCK('sluice_l', 0)", 'SELECT RELEASE_ALL_LOCKS()', 'SELECT NEXTVAL(s)', 'SELECT NEXT VALUE FOR s', 'SELECT SETVAL(s, 424242)',
+    "SELECT BENCHMARK(100000000, MD5('x'))", 'SELECT bump()', 'SELECT id FROM t WHERE id = bump()', 'SELECT (SELECT NEXTVAL(s)) AS n',
+    'WITH x AS (SELECT NEXTVAL(s) AS n) SELECT * FROM x', `SELECT ${db}.bump()`, "SELECT MASTER_POS_WAIT('x', 1, 1)", "SELECT LOAD_FILE('/etc/passwd')",
+    'SELECT v FROM t ORDER BY NEXTVAL(s) LIMIT 1', 'SELECT PREVIOUS VALUE FOR s, NEXTVAL(s)', 'DO SLEEP(3600)',
+  ].map((s) => [s]);
+  const CATALOGS = [
+    'SELECT * FROM mysql.user', 'SELECT User, Password FROM mysql.user', 'SELECT * FROM information_schema.PROCESSLIST', 'SELECT * FROM information_schema.USER_PRIVILEGES',
+    'SELECT * FROM performance_schema.threads', 'SELECT * FROM sys.processlist', `SELECT * FROM ${other}.secrets`, `SELECT t.id, s.v FROM t JOIN ${other}.secrets s ON 1 = 1`,
+    'SHOW TABLES FROM mysql', 'SHOW GRANTS', 'SHOW PROCESSLIST', 'SHOW FULL PROCESSLIST', 'SELECT (SELECT count(*) FROM mysql.user)', 'DESCRIBE mysql.user',
+    'SHOW CREATE TABLE mysql.user', 'SELECT info FROM information_schema.processlist WHERE 1', 'SHOW COLUMNS FROM user FROM mysql', 'SHOW INDEX FROM user FROM mysql',
+    `INSERT INTO ${other}.secrets VALUES ('x')`, 'SELECT * FROM t WHERE EXISTS (SELECT 1 FROM mysql.user)', 'SELECT id FROM t UNION SELECT User FROM mysql.user',
+  ].map((s) => [s]);
+  const ESCAPES = [
+    'WITH d AS (SELECT id FROM orders) DELETE FROM orders WHERE id IN (SELECT id FROM d)', "WITH d AS (SELECT 1) UPDATE orders SET status = 'x' WHERE id > 0",
+    'WITH d AS (SELECT 1 AS a) INSERT INTO orders SELECT 100 + a, 1 FROM d', 'USE mysql', `USE ${other}`, '/* x */ USE mysql', 'USE mysql; SELECT 1', 'KILL 1',
+    'KILL QUERY ID 5', 'DROP TABLE t', 'DELETE FROM orders', 'TRUNCATE orders', 'SELECT 1; DROP TABLE t', "XA START 'x'", 'HANDLER t OPEN', 'CALL nothing()',
+    "SELECT * FROM t INTO OUTFILE '/tmp/sluice_guard_x'", "LOAD DATA INFILE '/etc/passwd' INTO TABLE t", 'CREATE USER evil', 'GRANT ALL ON *.* TO CURRENT_USER',
+    'SELECT 1 --1; DELETE FROM orders', 'SELECT 1 # x\n; DELETE FROM orders', "INSERT INTO orders VALUES (99, 'x')", "REPLACE INTO orders VALUES (1, 'x')",
+    "UPDATE orders SET status = 'x'", 'CREATE TABLE x (a int)', 'ALTER TABLE t DROP COLUMN v', 'RENAME TABLE t TO t2', 'FLUSH TABLES WITH READ LOCK', 'SHUTDOWN',
+    "SELECT 'x' /* ; */ ; DROP TABLE t", 'SELECT * FROM t FOR UPDATE; DELETE FROM orders',
+  ].map((s) => [s]);
+  return [...MARIADB_COMMENTS, ...DYNAMIC, ...LEXING, ...PRIVILEGED, ...EFFECTS, ...CATALOGS, ...ESCAPES];
+};
+
+/** What must not change, read beside the gateway (lock waits time out rather than hang). */
+async function state(): Promise<string> {
+  const r = await root();
+  try {
+    await r.query('SET SESSION lock_wait_timeout = 3');
+    const [open] = (await r.query(`SHOW OPEN TABLES FROM ${db} WHERE In_use > 0`)) as unknown as [unknown[]];
+    const [[row]] = (await r.query(`SELECT
+      (SELECT GROUP_CONCAT(table_name ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '${db}') AS tables,
+      (SELECT count(*) FROM ${db}.t) AS t_rows, (SELECT count(*) FROM ${db}.orders) AS orders_rows,
+      (SELECT GROUP_CONCAT(status ORDER BY id) FROM ${db}.orders) AS statuses,
+      (SELECT next_not_cached_value FROM ${db}.s) AS seq, (SELECT count(*) FROM ${other}.secrets) AS secrets,
+      IS_USED_LOCK('sluice_l') AS named_lock,
+      (SELECT count(*) FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND db = '${db}' AND (state IN ('User sleep', 'User lock') OR (command = 'Query' AND time >= 2))) AS busy,
+      @@global.max_connections AS max_conn, @@global.wait_timeout AS wait_timeout, @@global.sql_mode AS global_mode, @@global.general_log AS general_log,
+      (SELECT count(*) FROM mysql.user) AS users,
+      (SELECT GROUP_CONCAT(schema_name ORDER BY schema_name) FROM information_schema.schemata WHERE schema_name LIKE '${db}%') AS dbs`)) as any;
+    return JSON.stringify({ ...row, open_tables: open.length });
+  } catch (e) {
+    return `state unreadable: ${(e as Error).message}`;
+  } finally {
+    await r.end();
+  }
+}
+
+/** The session's own lexing state and database, asked through the gateway. */
+const SESSION_SQL = 'SELECT @@session.sql_mode AS m, @@character_set_client AS c, @@character_set_connection AS cc, DATABASE() AS d';
+
+const connect = (password: string, extra: Record<string, unknown> = {}) =>
+  mysql.createConnection({ host: '127.0.0.1', port, user: 'agent', password, database: db, enableCleartextPlugin: true, multipleStatements: true, ...extra } as mysql.ConnectionOptions);
+
+beforeAll(async () => {
+  const tag = crypto.randomBytes(4).toString('hex');
+  db = `sluice_gm_${tag}`;
+  other = `sluice_gm_${tag}_other`;
+  const r = await root();
+  await r.query(`CREATE DATABASE ${db}; CREATE DATABASE ${other}; USE ${db};
+    CREATE TABLE t (id int PRIMARY KEY, v varchar(50)) ENGINE=InnoDB;
+    INSERT INTO t SELECT seq, CONCAT('row ', seq) FROM seq_1_to_10;
+    CREATE TABLE orders (id int PRIMARY KEY, status varchar(20)) ENGINE=InnoDB;
+    INSERT INTO orders SELECT seq, 'new' FROM seq_1_to_5;
+    CREATE SEQUENCE s NOCACHE;
+    CREATE SEQUENCE s2 NOCACHE;
+    CREATE TABLE ${other}.secrets (v varchar(20));
+    INSERT INTO ${other}.secrets VALUES ('s3cret');`);
+  await r.query(`CREATE FUNCTION ${db}.bump() RETURNS int MODIFIES SQL DATA BEGIN INSERT INTO ${db}.t SELECT MAX(id) + 1, 'bumped' FROM ${db}.t; RETURN 1; END`);
+  await r.end();
+  t = await startTestGateway({
+    embedded: true,
+    policy: fs.readFileSync('examples/policy.yaml', 'utf8'),
+    config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: disable, databases: [${db}] } }`,
+  });
+  port = t.gw.mysqlPort!;
+  [agent, analyst, dba] = await Promise.all([t.key('agent', ['analysts'], { name: 'guard-agent' }), t.key('human', ['analysts'], { name: 'guard-analyst' }), t.key('human', ['dba'], { name: 'guard-dba' })]);
+}, 120_000);
+
+afterAll(async () => {
+  await t?.stop();
+  const r = await root();
+  await r.query(`DROP DATABASE IF EXISTS ${db}; DROP DATABASE IF EXISTS ${other}`);
+  await r.end();
+});
+
+type Runner = (c: mysql.Connection, sql: string) => Promise<unknown>;
+
+/** Run every case through one protocol; the leaks found (not refused, session state changed, database changed). */
+async function leaksThrough(run: Runner): Promise<string[]> {
+  const leaks: string[] = [];
+  const base = await connect(agent);
+  const [[session0]] = (await base.query(SESSION_SQL)) as any;
+  await base.end();
+  const before = await state();
+  for (const steps of cases()) {
+    const label = steps.join(' ⏎ ');
+    const c = await connect(agent);
+    c.on('error', () => undefined);
+    try {
+      const errors: string[] = [];
+      for (const s of steps) {
+        const e = await run(c, s).then(() => undefined, (err: { errno?: number; message: string }) => err);
+        if (e) errors.push(`${e.errno} ${e.message}`);
+      }
+      if (!errors.some((e) => /Sluice/.test(e))) leaks.push(`${label}: not refused (${errors.join('; ') || 'ran'})`);
+      const [[session]] = (await c.query({ sql: SESSION_SQL, timeout: 5000 }).catch((e) => [[{ error: String(e.message) }]])) as any;
+      if (JSON.stringify(session) !== JSON.stringify(session0)) leaks.push(`${label}: session state ${JSON.stringify(session0)} -> ${JSON.stringify(session)}`);
+      const after = await state();
+      if (after !== before) leaks.push(`${label}: changed ${before} -> ${after}`);
+    } finally {
+      c.destroy();
+    }
+  }
+  return leaks;
+}
+
+describe('adversarial MySQL guard suite: every case through the text protocol and as a prepared statement', () => {
+  it('has at least 60 cases', () => {
+    expect(cases().length).toBeGreaterThanOrEqual(60);
+  });
+
+  it('every case is refused through the text protocol (COM_QUERY) and nothing changes', async () => {
+    expect(await leaksThrough((c, sql) => c.query({ sql, timeout: 8000 }))).toEqual([]);
+  }, 300_000);
+
+  it('every case is refused as a prepared statement (COM_STMT_PREPARE/EXECUTE) and nothing changes', async () => {
+    expect(await leaksThrough((c, sql) => c.execute({ sql, timeout: 8000 }))).toEqual([]);
+  }, 300_000);
+
+  it('names what it refuses, and audits it (the function and its class, the setting, unsupported statements, KILL and USE)', async () => {
+    const c = await connect(agent);
+    try {
+      const err = (sql: string) => c.query(sql).then(() => undefined, (e: { errno: number; message: string }) => e);
+      expect(await err('SET NAMES gbk')).toMatchObject({ errno: 1142, message: expect.stringContaining('character set "gbk" is not allowed through Sluice') });
+      expect(await err("SET sql_mode = 'NO_BACKSLASH_ESCAPES'")).toMatchObject({ message: expect.stringContaining('sql_mode NO_BACKSLASH_ESCAPES is not allowed through Sluice') });
+      expect(await err("SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")).toMatchObject({ message: expect.stringContaining('sql_mode can only be set to a constant') });
+      expect(await err("PREPARE p FROM 'SELECT 1'")).toMatchObject({ message: expect.stringContaining('not supported by Sluice: SQL-level PREPARE') });
+      expect(await err('SET CHARACTER SET utf8mb4')).toMatchObject({ message: expect.stringContaining('not supported by Sluice') });
+      expect(await err('SELECT SLEEP(3600)')).toMatchObject({ errno: 1142, message: expect.stringMatching(/agents-read-only.*class write/) });
+      expect(await err('SET GLOBAL max_connections = 7')).toMatchObject({ message: expect.stringMatching(/agents-read-only.*class admin/) });
+      expect(await err(`SELECT * FROM ${other}.secrets`)).toMatchObject({ message: expect.stringContaining(`database "${other}" is not served by this Sluice gateway`) });
+      expect(await err('SELECT * FROM mysql.user')).toMatchObject({ message: expect.stringContaining('secrets-and-server-settings-dba-only') });
+      expect(await err('KILL 1')).toMatchObject({ errno: 1094 });
+      expect(await err('USE mysql')).toMatchObject({ errno: 1044 });
+      const [ok] = await c.query('SELECT 1 AS one');
+      expect(ok).toEqual([{ one: 1 }]);
+    } finally {
+      await c.end();
+    }
+    const denied = await auditEvents(t, { subject: 'agent:guard-agent', type: 'statement', decision: 'deny', limit: 5000 });
+    expect(denied.find((e) => e.sql === 'SELECT SLEEP(3600)')).toMatchObject({ rule: 'agents-read-only', classes: ['write'], flags: expect.arrayContaining(['volatile-function']) });
+    expect(denied.find((e) => e.sql === 'SET NAMES gbk')).toMatchObject({ rule: 'sluice-guard' });
+    expect(denied.find((e) => e.sql === 'LOCK TABLES t WRITE')).toMatchObject({ rule: 'agents-read-only', classes: ['write'], flags: expect.arrayContaining(['locking']) });
+    expect(denied.find((e) => e.sql === 'WITH d AS (SELECT id FROM orders) DELETE FROM orders WHERE id IN (SELECT id FROM d)')).toMatchObject({ classes: ['write'], flags: expect.arrayContaining(['data-modifying-cte']) });
+    expect(denied.find((e) => e.sql === 'KILL 1')).toMatchObject({ rule: 'own-connection-kill' });
+    expect(denied.find((e) => e.sql === 'USE mysql')).toMatchObject({ rule: 'database-not-served' });
+    expect(denied.find((e) => e.sql === 'USE mysql' && e.protocol === 'mysql-prepared')).toMatchObject({ rule: 'sluice-guard' });
+  });
+});
+
+describe('login character set', () => {
+  it.each(['GBK_CHINESE_CI', 'BIG5_CHINESE_CI', 'SJIS_JAPANESE_CI', 'CP932_JAPANESE_CI'])('a handshake in %s is refused with a clear error; utf8mb4 and latin1 pass', async (charset) => {
+    const e = await connect(agent, { charset }).then((c) => c.end().then(() => undefined), (err: Error) => err);
+    expect(e?.message).toMatch(/client character set \(collation id \d+\) is not allowed through Sluice/);
+    for (const ok of ['UTF8MB4_GENERAL_CI', 'LATIN1_SWEDISH_CI']) {
+      const c = await connect(agent, { charset: ok });
+      expect((await c.query('SELECT 1 AS one'))[0]).toEqual([{ one: 1 }]);
+      await c.end();
+    }
+  });
+});
+
+describe('benign traffic still passes', () => {
+  it('ordinary settings, harmless built-ins, backslashes and quotes, constant EXECUTE IMMEDIATE of a read, information_schema, USE of a served database', async () => {
+    const c = await connect(analyst);
+    try {
+      const sqls = [
+        'SET NAMES utf8mb4', "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'", "SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'", 'SET sql_mode = TRADITIONAL',
+        "SET character_set_client = 'latin1'", "SET character_set_client = 'utf8mb4'", 'SET @x = 5', "SET time_zone = '+00:00'", 'SET autocommit = 1',
+        "SELECT upper(v), concat(v, 'x'), length(v), NOW(), DATABASE(), COALESCE(NULL, 1), JSON_OBJECT('a', 1) FROM t LIMIT 1",
+        "SELECT 'a\\'b', \"c\\\"d\", 'héllo ✓'", "EXECUTE IMMEDIATE 'SELECT 1'", 'SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()',
+        `USE ${db}`, 'SELECT 1 /*M!100100 + 1 */ AS two', "SELECT IS_FREE_LOCK('sluice_l')", 'UNLOCK TABLES',
+      ];
+      for (const sql of sqls) {
+        const e = await c.query(sql).then(() => undefined, (err: Error) => err.message);
+        expect(e, sql).toBeUndefined();
+      }
+      const [[two]] = (await c.query('SELECT 1 /*M!100100 + 1 */ AS two')) as any;
+      expect(Number(two.two)).toBe(2);
+      const [[s]] = (await c.query("SELECT 'a\\'b' AS s")) as any;
+      expect(s.s).toBe("a'b");
+      const [prepared] = await c.execute('SELECT v FROM t WHERE id = ?', [3]);
+      expect(prepared).toEqual([{ v: 'row 3' }]);
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('a DBA may move a sequence; the audit records it as a write with volatile-function', async () => {
+    const c = await connect(dba);
+    try {
+      const [[r]] = (await c.query('SELECT NEXTVAL(s2) AS n')) as any;
+      expect(Number(r.n)).toBe(1);
+    } finally {
+      await c.end();
+    }
+    const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'allow', limit: 1000 })).find((e) => e.sql === 'SELECT NEXTVAL(s2) AS n');
+    expect(ev).toMatchObject({ classes: ['write'], flags: expect.arrayContaining(['volatile-function']) });
+  });
+});
