@@ -7,6 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { admin, freshDatabase, startTestGateway, type TestGateway } from './support/env.js';
 import { rawSession, messages, bind, execute } from './support/raw.js';
 import * as m from '../src/protocol/postgres/messages.js';
@@ -109,7 +111,7 @@ beforeAll(async () => {
     `CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text, ssn text);
      INSERT INTO customers VALUES (1, 'Grace', '${EMAIL}', '${CARD}', '${SSN}');`,
   );
-  t = await startTestGateway({ policy: POLICY(false) });
+  t = await startTestGateway({ policy: POLICY(false), config: 'api: { listen: { host: 127.0.0.1, port: 0 } }' });
   guarded = await startTestGateway({ policy: POLICY(true) });
   analyst = await t.key('human', ['analysts']);
   guardedAnalyst = await guarded.key('human', ['analysts']);
@@ -182,6 +184,26 @@ describe(`masking cannot be unwrapped: ${LEAK_CASES.length} cases, simple and ex
     await c.end();
     expect(r.rows[0]).toEqual({ id: 1, name: 'Grace', up: 'GRACE', email: 'g***@***.example', ssn: '***-**-4076', card: '************5731', n: '1' });
   });
+});
+
+describe('MCP: the query tool masks the same way (one implementation)', () => {
+  it('no seeded cleartext in any tool result or tool error', async () => {
+    const agent = await t.key('agent', ['analysts'], { name: 'mcp-agent' });
+    const client = new Client({ name: 'adversary', version: '1.0.0' });
+    await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', `http://127.0.0.1:${t.gw.apiPort}`), { requestInit: { headers: { authorization: `Bearer ${agent}` } } }));
+    const leaks: string[] = [];
+    try {
+      for (const steps of LEAK_CASES.filter((x) => x.length === 1 && !x[0]!.includes(';') && !x[0]!.startsWith('COPY'))) {
+        const r = await client.callTool({ name: 'query', arguments: { database: db.name, sql: steps[0], intent: 'adversarial test' } });
+        const text = JSON.stringify(r);
+        const found = SECRETS.filter((f) => text.includes(f));
+        if (found.length) leaks.push(`${steps[0]}: ${found.join(', ')}`);
+      }
+    } finally {
+      await client.close();
+    }
+    expect(leaks).toEqual([]);
+  }, 120_000);
 });
 
 describe('the inference guard refuses every oracle on a masked column', () => {

@@ -65,6 +65,22 @@ export function maskText(v: string, counts: MaskCounts): string | undefined {
   return out + v.slice(at);
 }
 
+const HIDDEN = '[hidden by Sluice: the statement reads columns masked for you]';
+
+/**
+ * An error or notice text (message, detail, hint, context) for an identity whose results are masked: detector hits
+ * masked; when the statement touches a masked column (`tainted`), quoted values and `(key)=(value)` pairs are
+ * hidden and detail/context replaced, since servers echo values there (`invalid input syntax for type integer:
+ * "123-45-6789"`, `Key (ssn)=(...) already exists`, `Failing row contains (...)`).
+ */
+export function scrubText(v: string, field: 'message' | 'detail' | 'hint' | 'context', o: { tainted: boolean; detectors: boolean }): string {
+  let out = v;
+  if (o.tainted && (field === 'detail' || field === 'context')) out = HIDDEN;
+  else if (o.tainted) out = out.replace(/"[^"]*"/g, '"****"').replace(/\([^()]*\)=\([^()]*\)/g, '(****)=(****)');
+  if (o.detectors) out = maskText(out, new Map()) ?? out;
+  return out;
+}
+
 /** One decoded text cell under its column's action: the replacement, null (masked to NULL), or undefined (unchanged). */
 export function maskValue(action: ColumnAction, v: string, key: Buffer, counts: MaskCounts): string | null | undefined {
   if (action.kind === 'pass') return undefined;

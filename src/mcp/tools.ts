@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { analysisFields, identityFields, type Governor, type Verdict } from '../governor.js';
 import type { Identity } from '../identity/identity.js';
 import type { McpBackend, RunResult } from './backends.js';
-import { maskValue, type Field, type MaskCounts } from '../masking/rows.js';
+import { maskValue, scrubText, type Field, type MaskCounts } from '../masking/rows.js';
 import { servedBy } from '../util/glob.js';
 import type { Analysis } from '../analyze/analyze.js';
 import type { Approval } from '../approvals/store.js';
@@ -179,7 +179,9 @@ export class McpTools {
       const err = e as Error & { code?: string };
       this.audit(id, { ...base, error: err.message, error_code: err.code, duration_ms: Math.round(performance.now() - t0) });
       if (v.approvalId) this.g.approvals?.recordOutcome(v.approvalId, { error: err.message });
-      throw new ToolError(err.message, err.code);
+      // The server's error can echo values: the agent gets it scrubbed like a wire client would.
+      const shown = this.g.maskingExempt(id) ? err.message : scrubText(err.message, 'message', { tainted: !!this.g.taint(id, v.analysis, database, b.engine), detectors: this.g.scansText(id, undefined) });
+      throw new ToolError(shown, err.code);
     }
     const fields = res.fields;
     const plan = fields.length ? this.g.maskPlan(id, v.analysis, fields, database, b.engine) : undefined;

@@ -9,7 +9,7 @@ import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget } f
 import type { Governor, GovernorError, HoldRequest, Verdict } from '../../governor.js';
 import { analysisFields, identityFields } from '../../governor.js';
 import type { AuditEvent } from '../../audit/audit.js';
-import { maskDataRow, maskText, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
+import { maskDataRow, maskText, scrubText, parseRowDescription, type Field, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import { addressOf, authFailureFields } from '../../identity/throttle.js';
@@ -113,6 +113,9 @@ interface MaskSource {
   /** Rows of a cursor Sluice did not see declared (opened by a function): every computed column is masked. */
   taintAll?: boolean;
 }
+
+/** ErrorResponse/NoticeResponse fields whose text can echo values (q: the internal query of a PL/pgSQL error). */
+const TEXT_FIELDS: Record<string, 'message' | 'detail' | 'hint' | 'context'> = { M: 'message', D: 'detail', H: 'hint', W: 'context', q: 'context' };
 
 /** One statement on its own, as an analysis (a SQL-level prepared statement or a cursor's query). */
 const asAnalysis = (s: StatementInfo): Analysis => ({ ok: true, statements: [s], classes: [s.class], tables: s.tables.map((t) => t.name), destructive: s.destructive, flags: s.flags, fingerprint: '' });
@@ -1044,11 +1047,10 @@ export class PgSession implements LiveSession {
       if (code === 0) break;
       let v = r.cstring();
       const c = String.fromCharCode(code);
-      if ('MDHWq'.includes(c)) {
+      const field = TEXT_FIELDS[c];
+      if (field) {
         const before = v;
-        if (tainted && (c === 'D' || c === 'W' || c === 'q')) v = '[hidden by Sluice: the statement reads columns masked for you]';
-        else if (tainted) v = v.replace(/"[^"]*"/g, '"****"').replace(/\([^()]*\)=\([^()]*\)/g, '(****)=(****)');
-        if (detectors) v = maskText(v, new Map()) ?? v;
+        v = scrubText(v, field, { tainted, detectors });
         changed ||= v !== before;
       }
       w.int8(code).cstring(v);
