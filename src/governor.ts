@@ -221,6 +221,17 @@ export class Governor {
           error: { code: '42501', message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format' },
         };
       }
+      // A masked value stored where a later statement reads it back (set_config('app.x', ssn, ...)) would leave
+      // unmasked: a statement that touches a masked column may not store computed values.
+      const stores = analysis.statements.findIndex((s) => s.storesValues);
+      const storeTaint = stores >= 0 ? maskTaint(this.policy.masking, identity, throughViews(analysis, this.views[dialect]?.get(database))) : undefined;
+      if (storeTaint) {
+        return {
+          analysis,
+          decision: { action: 'deny', rule: 'masking-store', reason: `the statement would store a value computed from ${storeTaint}, which is masked for this identity`, statement: stores },
+          error: { code: '42501', message: `Sluice refuses to store a value computed from ${storeTaint} (masked for you) where a later statement could read it back`, hint: 'set_config() with a constant value is fine.' },
+        };
+      }
       // COPY rows are lines of text with no column descriptions: what comes from a masked column cannot be told
       // apart in them, so a COPY that touches one (a whole table holding one, or any expression over one) is refused.
       const copyOut = analysis.statements.findIndex((s) => s.command === 'COPY TO');

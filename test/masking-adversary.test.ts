@@ -94,6 +94,10 @@ const LEAK_CASES: string[][] = [
   ['BEGIN', "DECLARE b BINARY CURSOR FOR SELECT convert_to(email, 'UTF8'), ssn FROM customers", 'FETCH ALL FROM b', 'COMMIT'],
   ['PREPARE q AS SELECT reverse(ssn) FROM customers', 'EXECUTE q'],
   ['BEGIN', 'DECLARE d CURSOR FOR SELECT * FROM (SELECT ssn AS x, card AS y FROM customers) s', 'MOVE 0 IN d', 'FETCH NEXT FROM d', 'COMMIT'],
+  // Stored where a later statement reads it back.
+  ["SELECT set_config('app.x', ssn, false) FROM customers", "SELECT current_setting('app.x')"],
+  ["SELECT set_config('app.y', reverse(card), false) FROM customers; SELECT current_setting('app.y')"],
+  ["SELECT 1 FROM customers WHERE set_config('app.z', email, false) IS NOT NULL", "SHOW app.z"],
   // COPY carries no column descriptions: refused when it would carry a masked column.
   ['COPY (SELECT reverse(email) FROM customers) TO STDOUT'], ['COPY customers TO STDOUT'], ['COPY customers (name, ssn) TO STDOUT'],
   ["COPY (SELECT * FROM customers) TO STDOUT WITH (FORMAT csv)"],

@@ -74,6 +74,8 @@ export interface StatementInfo {
   wholeRow?: boolean;
   /** The analysis depends on integer literals (positional ORDER BY / GROUP BY): never share a parse across them. */
   exactOnly?: boolean;
+  /** Stores values computed from the data where later statements can read them (set_config with a computed value). */
+  storesValues?: boolean;
   /** Columns used to filter, join, sort or group (WHERE, JOIN ON/USING, ORDER BY, GROUP BY, HAVING), as written. */
   filterColumns: string[];
   /** Operators used, by name (user-defined ones run functions; see analyze/catalog.ts). */
@@ -237,6 +239,8 @@ class Collector {
       return;
     }
     const value = constantText(args?.[1]);
+    // A value computed from the data (set_config('app.x', ssn, false)) can be read back by a later statement.
+    if (value === undefined) this.storesValues = true;
     if (settingKind(name) === 'lexing' && value === undefined) {
       this.refuse ??= `set_config('${name}', ...) with a value that is not a constant: Sluice cannot tell how the server will read later statements`;
       return;
@@ -247,6 +251,8 @@ class Collector {
   /** Fold a nested statement's findings (EXPLAIN, PREPARE, COPY (query), DECLARE, PL/pgSQL bodies) into this one. */
   uses = new Set<string>();
   positional = false;
+  /** Stores values computed from the statement's data where a later statement can read them (set_config). */
+  storesValues = false;
   /** Names and aliases of every relation referenced (a bare column reference equal to one is a whole row). */
   relNames = new Set<string>();
 
@@ -258,6 +264,7 @@ class Collector {
   absorb(sub: StatementInfo): void {
     for (const x of sub.uses ?? []) this.uses.add(x);
     this.positional ||= !!sub.exactOnly;
+    this.storesValues ||= !!sub.storesValues;
     if (sub.wholeRow) this.columns.add('*');
     for (const t of sub.tables) this.addTable(t.name, t.access);
     for (const col of sub.columns) this.columns.add(col);
@@ -820,6 +827,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     ...(c.operators.size ? { operators: [...c.operators] } : {}),
     ...(c.uses.size ? { uses: [...c.uses] } : {}),
     ...(c.positional ? { exactOnly: true } : {}),
+    ...(c.storesValues ? { storesValues: true } : {}),
     ...([...c.columns].some((col) => col === '*' || col.endsWith('.*') || c.relNames.has(col)) ? { wholeRow: true } : {}),
     ...(c.refuse ? { refuse: c.refuse } : {}),
     ...info,
