@@ -11,6 +11,8 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mysql from 'mysql2/promise';
 import { MY, auditEvents, startTestGateway, type TestGateway } from './support/env.js';
+import { analyzeMysql, loadMysqlParser } from '../src/analyze/mysql.js';
+import { forParser, handshakeCharsetRefusal } from '../src/analyze/guard-mysql.js';
 
 let db: string;
 let other: string;
@@ -254,7 +256,7 @@ describe('benign traffic still passes', () => {
         "SET character_set_client = 'latin1'", "SET character_set_client = 'utf8mb4'", 'SET @x = 5', "SET time_zone = '+00:00'", 'SET autocommit = 1',
         "SELECT upper(v), concat(v, 'x'), length(v), NOW(), DATABASE(), COALESCE(NULL, 1), JSON_OBJECT('a', 1) FROM t LIMIT 1",
         "SELECT 'a\\'b', \"c\\\"d\", 'héllo ✓'", "EXECUTE IMMEDIATE 'SELECT 1'", 'SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()',
-        `USE ${db}`, 'SELECT 1 /*M!100100 + 1 */ AS two', "SELECT IS_FREE_LOCK('sluice_l')", 'UNLOCK TABLES',
+        `USE ${db}`, 'SELECT 1 /*M!100100 + 1 */ AS two', "SELECT IS_FREE_LOCK('sluice_l')", 'UNLOCK TABLES', "SELECT 'it''s /*M! DROP TABLE t */', \"/*M! ; DELETE FROM orders */\"",
       ];
       for (const sql of sqls) {
         const e = await c.query(sql).then(() => undefined, (err: Error) => err.message);
@@ -281,5 +283,49 @@ describe('benign traffic still passes', () => {
     }
     const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'allow', limit: 1000 })).find((e) => e.sql === 'SELECT NEXTVAL(s2) AS n');
     expect(ev).toMatchObject({ classes: ['write'], flags: expect.arrayContaining(['volatile-function']) });
+  });
+});
+
+describe('what the analysis says (the classes and flags policy rules match on)', () => {
+  beforeAll(() => loadMysqlParser());
+  const one = (sql: string) => {
+    const r = analyzeMysql(sql);
+    if (!r.ok) throw new Error(r.error);
+    return r;
+  };
+  it('classes, flags and refusals', () => {
+    expect(one('SELECT 1 /*M!100100 ; DROP TABLE t */').statements.map((s) => s.command)).toEqual(['SELECT', 'DROP TABLE']);
+    expect(one('LOCK TABLES t WRITE').statements[0]).toMatchObject({ class: 'write', flags: ['locking'], tables: [{ name: 't', access: 'write' }] });
+    expect(one('UNLOCK TABLES').classes).toEqual(['session']);
+    expect(one('SET GLOBAL wait_timeout = 5').statements[0]).toMatchObject({ class: 'admin', flags: ['privileged-setting'] });
+    // A GLOBAL modifier applies to the assignments after it.
+    expect(one('SET GLOBAL wait_timeout = 5, max_connections = 9').classes).toEqual(['admin']);
+    expect(one('SET SESSION wait_timeout = 5, @x = 1').classes).toEqual(['session']);
+    expect(one('SELECT SLEEP(1)').statements[0]).toMatchObject({ class: 'write', flags: ['volatile-function'], effects: ['sleep() holds the connection busy'] });
+    expect(one('SELECT NEXT VALUE FOR s').statements[0]).toMatchObject({ class: 'write', effects: ['nextval() moves a sequence'] });
+    expect(one('SELECT my_fn(1)').statements[0]!.effects).toEqual([expect.stringContaining('not a known built-in')]);
+    expect(one('SELECT upper(v), NOW(), JSON_OBJECT("a", 1), COUNT(*) FROM t').statements[0]).toMatchObject({ class: 'read', flags: [] });
+    expect(one('WITH d AS (SELECT id FROM o) DELETE FROM t WHERE id IN (SELECT id FROM d)').statements[0]).toMatchObject({ command: 'DELETE', class: 'write', tables: [{ name: 't', access: 'write' }, { name: 'o', access: 'read' }] });
+    expect(one('SELECT * FROM mysql.user').flags).toContain('sensitive-catalog');
+    expect(one('SELECT * FROM information_schema.tables').flags).toEqual([]);
+    expect(one('SHOW TABLES FROM mysql').tables).toEqual(['mysql.*']);
+    expect(one("EXECUTE IMMEDIATE 'DELETE FROM t'").statements[0]).toMatchObject({ command: 'EXECUTE IMMEDIATE DELETE', class: 'write', destructive: ['DELETE without WHERE'], flags: ['dynamic-sql'] });
+    expect(one("EXECUTE IMMEDIATE CONCAT('SELECT', ' 1')").statements[0]!.refuse).toMatch(/not a constant/);
+    expect(one("SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'").statements[0]!.refuse).toBeUndefined();
+    expect(one("SET sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'").statements[0]!.refuse).toMatch(/sql_mode ANSI_QUOTES is not allowed/);
+    expect(one('SET NAMES latin1').statements[0]!.refuse).toBeUndefined();
+    expect(one('SET NAMES gbk').statements[0]!.refuse).toMatch(/character set "gbk"/);
+    expect(analyzeMysql("XA START 'x'")).toMatchObject({ ok: false, error: expect.stringContaining('not supported by Sluice') });
+  });
+  it('MariaDB executable comments are read as SQL, the same comment text in strings and identifiers is not', () => {
+    expect(forParser("SELECT '/*M! x */', `/*M!1`, \"/*M!\" /*M!100100 1 */")).toBe("SELECT '/*M! x */', `/*M!1`, \"/*M!\" /*!        1 */");
+    expect(forParser("SELECT 'a\\' /*M! ; DROP TABLE t */ '")).toBe("SELECT 'a\\' /*M! ; DROP TABLE t */ '");
+    expect(one("SELECT 'a\\' /*M! ; DROP TABLE t */ '").statements).toHaveLength(1);
+    expect(one("SELECT 'a\\\\' /*M! ; DROP TABLE t */").statements).toHaveLength(2);
+    expect(one('SELECT 1 -- /*M! ; DROP TABLE t */').statements).toHaveLength(1);
+  });
+  it('login character sets: utf8/utf8mb4/latin1/ascii/binary collations pass, multibyte sets with ASCII trail bytes do not', () => {
+    for (const id of [8, 33, 45, 46, 63, 83, 224, 255]) expect(handshakeCharsetRefusal(id)).toBeUndefined();
+    for (const id of [1, 13, 28, 84, 87, 88, 95, 96]) expect(handshakeCharsetRefusal(id)).toMatch(/not allowed through Sluice/);
   });
 });

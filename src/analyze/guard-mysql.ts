@@ -158,7 +158,7 @@ export const UNSUPPORTED: [RegExp, string][] = [
   [/^(BINLOG)\b/i, 'BINLOG (it replays binary log events)'],
   [/^(DO)\b/i, 'DO; use SELECT'],
   [/^(SHUTDOWN|RESTART)\b/i, 'SHUTDOWN / RESTART'],
-  [/^LOCK\s+TABLES?\b/i, 'this form of LOCK TABLES (each table needs its own READ or WRITE)'],
+  [/^LOCK\s+TABLES?\b/i, 'this form of LOCK TABLES (Sluice reads `LOCK TABLES t READ|WRITE, ...` with unqualified table names)'],
   [/^LOAD\s+(DATA|XML)\b/i, 'LOAD DATA / LOAD XML'],
   [/\bINTO\s+(OUTFILE|DUMPFILE)\b/i, 'SELECT ... INTO OUTFILE / DUMPFILE (server files)'],
   [/^KILL\b/i, 'this form of KILL (only KILL [QUERY|CONNECTION] <id> of your own Sluice connections)'],
