@@ -28,11 +28,20 @@ export interface CatalogFacts {
 export const FUNCTION_CATALOG_SQL = `
 SELECT p.proname AS name,
        bool_or(s.sys) AS builtin, bool_or(s.sys AND p.provolatile = 'v') AS builtin_volatile,
-       bool_or(NOT s.sys AND e.objid IS NOT NULL) AS extension, bool_or(NOT s.sys AND e.objid IS NOT NULL AND p.provolatile = 'v') AS extension_volatile,
-       bool_or(NOT s.sys AND e.objid IS NULL) AS "user", bool_or(NOT s.sys AND e.objid IS NULL AND p.provolatile = 'v') AS user_volatile
+       bool_or(NOT s.sys AND e.objid IS NOT NULL) AS extension, bool_or(NOT s.sys AND e.objid IS NOT NULL AND v.vol) AS extension_volatile,
+       bool_or(NOT s.sys AND e.objid IS NULL) AS "user", bool_or(NOT s.sys AND e.objid IS NULL AND v.vol) AS user_volatile
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   CROSS JOIN LATERAL (SELECT n.nspname IN ('pg_catalog', 'information_schema') AS sys) s
+  -- Volatile in effect: declared so; an aggregate whose support functions are volatile (an aggregate's own
+  -- provolatile is not set from them); a function whose argument defaults call a volatile function (the caller
+  -- evaluates those).
+  CROSS JOIN LATERAL (SELECT p.provolatile = 'v'
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc f
+                    ON f.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
+                   WHERE a.aggfnoid = p.oid AND f.provolatile = 'v')
+       OR (p.proargdefaults IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.regexp_matches(p.proargdefaults::pg_catalog.text, ':(?:func|opfunc)id (\\d+)', 'g') m
+                    JOIN pg_catalog.pg_proc f ON f.oid = m[1]::pg_catalog.oid WHERE f.provolatile = 'v')) AS vol) v
   LEFT JOIN pg_catalog.pg_depend e ON e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e'
  GROUP BY p.proname`;
 
@@ -117,21 +126,33 @@ export function functionEffect(written: string, facts: CatalogFacts): string | u
   return undefined;
 }
 
-const judged = new WeakMap<Analysis, { facts: CatalogFacts; views?: ReadonlyMap<string, { functions: string[] }>; result: Analysis }>();
+const judged = new WeakMap<Analysis, { facts: CatalogFacts; views?: ReadonlyMap<string, { functions: string[]; tables?: string[] }>; result: Analysis }>();
 
 /**
  * The analysis with what its function calls do, from the database's catalog: a statement calling a function with
  * effects (directly, through a user-defined operator, or through a view it reads) gets the `volatile-function` flag,
  * its effects listed, and is at least a write. Cached per analysis and catalog load.
  */
-export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ReadonlyMap<string, { functions: string[] }>): Analysis {
+export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ReadonlyMap<string, { functions: string[]; tables?: string[] }>): Analysis {
   const hit = judged.get(a);
   if (hit && hit.facts === facts && hit.views === views) return hit.result;
   const called = new Set<string>();
   const statements = a.statements.map((s) => {
     const effects: string[] = [];
     const names = new Set(s.functions);
-    if (views) for (const t of s.tables) for (const fn of views.get(t.name.toLowerCase())?.functions ?? []) names.add(fn);
+    if (views) {
+      // Views of views: every view the statement reads, directly or through other views, runs its functions.
+      const seen = new Set<string>();
+      const queue = s.tables.map((t) => t.name.toLowerCase());
+      while (queue.length) {
+        const key = queue.shift()!;
+        const v = views.get(key);
+        if (!v || seen.has(key)) continue;
+        seen.add(key);
+        for (const fn of v.functions) names.add(fn);
+        for (const bt of v.tables ?? []) queue.push(bt.toLowerCase());
+      }
+    }
     for (const fn of names) {
       const e = functionEffect(fn, facts);
       if (!e) continue;

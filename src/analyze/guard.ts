@@ -44,6 +44,9 @@ export function lexingRefusal(name: string, value: string | undefined): string |
   if (value === undefined) return undefined;
   const v = value.trim();
   if (name === 'standard_conforming_strings') {
+    // A number is refused even when it means on (1): the analysis cache shares one parse between texts that differ
+    // only in numeric literals, so `= 1` and `= 0` must get the same answer.
+    if (/^[\d.+-]/.test(v)) return `standard_conforming_strings can be set through Sluice only with a word (on, true, yes), not a number`;
     if (TRUE_VALUES.has(v.toLowerCase())) return undefined;
     return `standard_conforming_strings cannot be turned off through Sluice: with it off the server reads backslashes in string literals as escapes, so Sluice could not see which statements a text contains`;
   }
@@ -175,12 +178,22 @@ export const SENSITIVE_CATALOGS = new Set([
   'pg_largeobject', 'pg_subscription', 'pg_stat_activity', 'pg_stat_statements', 'pg_stat_statements_info',
   'pg_db_role_setting', 'pg_foreign_server', 'pg_replication_origin_status', 'pg_stat_replication',
   'pg_stat_subscription', 'pg_prepared_xacts',
+  // information_schema views over pg_user_mapping / pg_foreign_server that show their options (passwords).
+  'user_mapping_options', '_pg_user_mappings', 'foreign_server_options', '_pg_foreign_servers',
+  // Other sessions' connections (views over pg_stat_get_activity), and views over functions listed below.
+  'pg_stat_ssl', 'pg_stat_gssapi', 'pg_backend_memory_contexts', 'pg_shmem_allocations',
 ]);
 export const SENSITIVE_FUNCTIONS = new Set([
   'pg_hba_file_rules', 'pg_ident_file_mappings', 'pg_show_all_file_settings', 'pg_stat_get_activity', 'pg_stat_statements',
   'pg_read_file', 'pg_read_binary_file', 'pg_read_file_old', 'pg_ls_dir', 'pg_stat_file', 'pg_ls_logdir', 'pg_ls_waldir',
   'pg_ls_tmpdir', 'pg_ls_archive_statusdir', 'pg_ls_logicalmapdir', 'pg_ls_logicalsnapdir', 'pg_ls_replslotdir',
   'pg_current_logfile', 'pg_get_backend_memory_contexts', 'pg_get_shmem_allocations',
+  // Per-backend accessors behind pg_stat_activity: other sessions' statements, addresses, users.
+  'pg_stat_get_backend_activity', 'pg_stat_get_backend_client_addr', 'pg_stat_get_backend_client_port',
+  'pg_stat_get_backend_userid', 'pg_stat_get_backend_wait_event', 'pg_stat_get_backend_wait_event_type',
+  'pg_stat_get_backend_activity_start', 'pg_stat_get_backend_xact_start', 'pg_stat_get_backend_start',
+  // The function behind pg_prepared_xacts.
+  'pg_prepared_xact',
 ]);
 
 /**
@@ -195,6 +208,8 @@ const EFFECTS: [RegExp, string][] = [
   [/^pg_notify$/, 'sends a notification'],
   [/^pg_logical_emit_message$/, 'writes to the WAL'],
   [/^pg_sleep(_for|_until)?$/, 'holds the connection asleep'],
+  // Stable, yet they assign the transaction an ID: a commit record in the WAL, one XID consumed per call.
+  [/^(txid_current|pg_current_xact_id)$/, 'assigns a transaction ID (writes to the WAL)'],
   [/^pg_stat_reset/, 'resets statistics'],
   [/^pg_(backup_start|backup_stop|start_backup|stop_backup|create_restore_point|switch_wal|promote|wal_replay_pause|wal_replay_resume)$/, 'controls backups or the WAL'],
   [/^pg_import_system_collations$/, 'creates collations'],
