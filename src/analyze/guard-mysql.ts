@@ -130,7 +130,7 @@ const HARMLESS = new Set(
   timestamp timestampadd timestampdiff to_base64 to_char to_days to_seconds trim truncate ucase uncompress uncompressed_length
   unhex unix_timestamp updatexml upper user utc_date utc_time utc_timestamp uuid values var_pop var_samp variance version week
   weekday weekofyear weight_string year yearweek column_add column_check column_create column_delete column_exists column_get
-  column_json column_list kdf random_bytes sys_guid`.split(/\s+/).filter(Boolean),
+  column_json column_list kdf random_bytes sys_guid nvl nvl2 add_months lengthb`.split(/\s+/).filter(Boolean),
 );
 
 /** What calling this function does beyond returning a value, or undefined when it only computes one. */
