@@ -16,6 +16,8 @@ import { forParser, handshakeCharsetRefusal } from '../src/analyze/guard-mysql.j
 
 let db: string;
 let other: string;
+/** The served database's name in capitals: another database to the server (names are case-sensitive). */
+let upper: string;
 let t: TestGateway;
 let agent: string;
 let analyst: string;
@@ -76,7 +78,7 @@ const cases = (): string[][] => {
   ].map((s) => [s]);
   const ESCAPES = [
     'WITH d AS (SELECT id FROM orders) DELETE FROM orders WHERE id IN (SELECT id FROM d)', "WITH d AS (SELECT 1) UPDATE orders SET status = 'x' WHERE id > 0",
-    'WITH d AS (SELECT 1 AS a) INSERT INTO orders SELECT 100 + a, 1 FROM d', 'USE mysql', `USE ${other}`, '/* x */ USE mysql', 'USE mysql; SELECT 1', 'KILL 999999999',
+    'WITH d AS (SELECT 1 AS a) INSERT INTO orders SELECT 100 + a, 1 FROM d', 'USE mysql', `USE ${other}`, `USE ${upper}`, `SELECT * FROM ${upper}.secrets`, '/* x */ USE mysql', 'USE mysql; SELECT 1', 'KILL 999999999',
     'KILL QUERY ID 5', 'DROP TABLE t', 'DELETE FROM orders', 'TRUNCATE orders', 'SELECT 1; DROP TABLE t', "XA START 'x'", 'HANDLER t OPEN', 'CALL nothing()',
     `SELECT * FROM t INTO OUTFILE '/tmp/${db}.out'`, "LOAD DATA INFILE '/etc/passwd' INTO TABLE t", 'CREATE USER sluice_guard_evil', 'GRANT ALL ON *.* TO CURRENT_USER',
     'SELECT 1 --1; DELETE FROM orders', 'SELECT 1 # x\n; DELETE FROM orders', "INSERT INTO orders VALUES (99, 'x')", "REPLACE INTO orders VALUES (1, 'x')",
@@ -120,8 +122,9 @@ beforeAll(async () => {
   const tag = crypto.randomBytes(4).toString('hex');
   db = `sluice_gm_${tag}`;
   other = `sluice_gm_${tag}_other`;
+  upper = db.toUpperCase();
   const r = await root();
-  await r.query(`CREATE DATABASE ${db}; CREATE DATABASE ${other}; USE ${db};
+  await r.query(`CREATE DATABASE ${db}; CREATE DATABASE ${other}; CREATE DATABASE ${upper}; CREATE TABLE ${upper}.secrets (v varchar(20)); USE ${db};
     CREATE TABLE t (id int PRIMARY KEY, v varchar(50)) ENGINE=InnoDB;
     INSERT INTO t SELECT seq, CONCAT('row ', seq) FROM seq_1_to_10;
     CREATE TABLE orders (id int PRIMARY KEY, status varchar(20)) ENGINE=InnoDB;
@@ -144,7 +147,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await t?.stop();
   const r = await root();
-  await r.query(`DROP DATABASE IF EXISTS ${db}; DROP DATABASE IF EXISTS ${other}; DROP USER IF EXISTS sluice_guard_evil`);
+  await r.query(`DROP DATABASE IF EXISTS ${db}; DROP DATABASE IF EXISTS ${other}; DROP DATABASE IF EXISTS ${upper}; DROP USER IF EXISTS sluice_guard_evil`);
   await r.end();
 });
 

@@ -9,7 +9,7 @@ import { AuthError, type Identity } from '../../identity/identity.js';
 import { addressOf, authFailureFields } from '../../identity/throttle.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
-import { servedBy } from '../../util/glob.js';
+import { globToRegExp, servedBy } from '../../util/glob.js';
 import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import type { LiveSession, SessionInfo, SessionRegistry } from '../postgres/session.js';
@@ -47,6 +47,14 @@ function myError(e: GovernorError): Buffer {
   };
   const [code, state] = map[e.code] ?? [1105, 'HY000'];
   return errPacket(code, state, [e.message, e.detail, e.hint].filter(Boolean).join(' — '));
+}
+
+/**
+ * Whether a database is served, its name matched case-sensitively: MySQL/MariaDB database names are case-sensitive
+ * on most servers (lower_case_table_names = 0), so `APP` is not `app`.
+ */
+function served(globs: readonly string[], db: string): boolean {
+  return servedBy(globs, db) && (globs.length === 0 || globs.some((g) => new RegExp(globToRegExp(g).source).test(db)));
 }
 
 /** A statement Sluice refuses whatever the policy says (the engine's own guard: databases served, USE). */
@@ -361,7 +369,7 @@ export class MySession implements LiveSession {
       return;
     }
     if (this.phase === 'closed') return;
-    if (this.database && !servedBy(this.cfg.databases, this.database)) {
+    if (this.database && !served(this.cfg.databases, this.database)) {
       this.fatal(1044, '42000', `database "${this.database}" is not served by this Sluice gateway`);
       return;
     }
@@ -439,7 +447,7 @@ export class MySession implements LiveSession {
         const dot = name.indexOf('.');
         if (dot < 0) continue;
         const db = name.slice(0, dot);
-        if (db.toLowerCase() !== 'information_schema' && !servedBy(this.cfg.databases, db)) return refusal(a, i, `database "${db}" is not served by this Sluice gateway (${name})`);
+        if (db.toLowerCase() !== 'information_schema' && !served(this.cfg.databases, db)) return refusal(a, i, `database "${db}" is not served by this Sluice gateway (${name})`);
       }
     }
     return v;
@@ -538,7 +546,7 @@ export class MySession implements LiveSession {
    * any statement, and tracked as the session's database when the upstream accepts it.
    */
   private useDatabase(p: Buffer, db: string, sql: string): void {
-    if (!servedBy(this.cfg.databases, db)) {
+    if (!served(this.cfg.databases, db)) {
       const message = `database "${db}" is not served by this Sluice gateway`;
       this.governor.record({ type: 'statement', ...this.base(), sql, protocol: 'mysql', decision: 'deny', rule: 'database-not-served', reason: message, error_code: '1044' });
       this.send(errPacket(1044, '42000', message));
