@@ -312,6 +312,7 @@ describe('what the analysis says (the classes and flags policy rules match on)',
     expect(one('SELECT * FROM mysql.user').flags).toContain('sensitive-catalog');
     expect(one('SELECT * FROM information_schema.tables').flags).toEqual([]);
     expect(one('SHOW TABLES FROM mysql').tables).toEqual(['mysql.*']);
+    expect(one('SHOW GRANTS').statements[0]).toMatchObject({ command: 'SHOW GRANTS', class: 'read', flags: ['sensitive-catalog'] });
     expect(one("EXECUTE IMMEDIATE 'DELETE FROM t'").statements[0]).toMatchObject({ command: 'EXECUTE IMMEDIATE DELETE', class: 'write', destructive: ['DELETE without WHERE'], flags: ['dynamic-sql'] });
     expect(one("EXECUTE IMMEDIATE CONCAT('SELECT', ' 1')").statements[0]!.refuse).toMatch(/not a constant/);
     expect(one("SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'").statements[0]!.refuse).toBeUndefined();

@@ -133,6 +133,8 @@ const COMMANDS: Record<string, string> = {
 function commandOf(kind: string, body: Node): string {
   if (kind === 'Insert' && body?.replace_into) return 'REPLACE';
   if (kind === 'Drop') return `DROP ${String(body?.object_type ?? '').toUpperCase()}`.trim();
+  // SHOW forms the parser keeps as bare words (SHOW GRANTS, SHOW ENGINE ..., SHOW TABLE STATUS): named by their first word.
+  if (kind === 'ShowVariable' && Array.isArray(body?.variable) && body.variable.length) return `SHOW ${String(identOf(body.variable[0]) ?? '').toUpperCase()}`.trim();
   if (COMMANDS[kind]) return COMMANDS[kind]!;
   return kind.replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
 }
