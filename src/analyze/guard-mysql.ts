@@ -235,7 +235,7 @@ export function forParser(sql: string): string {
       i = end;
       continue;
     }
-    const m = /^(NEXT|PREVIOUS)(\s+)VALUE(\s+)FOR(\s+)((?:`(?:[^`]|``)*`|[\w$]+)(?:\s*\.\s*(?:`(?:[^`]|``)*`|[\w$]+))?)/i.exec(sql.slice(i, i + 300));
+    const m = /[np]/i.test(ch) ? /^(NEXT|PREVIOUS)(\s+)VALUE(\s+)FOR(\s+)((?:`(?:[^`]|``)*`|[\w$]+)(?:\s*\.\s*(?:`(?:[^`]|``)*`|[\w$]+))?)/i.exec(sql.slice(i, i + 300)) : null;
     if (m && (i === 0 || !/[\w$]/.test(sql[i - 1]!))) {
       const call = `${m[1]!.toUpperCase() === 'NEXT' ? 'NEXTVAL' : 'LASTVAL'}(${m[5]})`;
       out += call + ' '.repeat(Math.max(0, m[0].length - call.length));
