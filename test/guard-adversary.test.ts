@@ -165,6 +165,23 @@ describe(`adversary variants: ${ALL.length} cases, simple and extended protocol`
   });
 });
 
+describe('what the fixes leave alone', () => {
+  it('benign reads and settings still pass for the agent', async () => {
+    const c = new pg.Client(t.conn(agent, db.name));
+    await c.connect();
+    try {
+      for (const s of ['SET standard_conforming_strings = on', "SET standard_conforming_strings = 'true'", 'SELECT sum(id), count(*), max(v) FROM t', "SELECT string_agg(v, ',' ORDER BY id) FROM t",
+        'SELECT * FROM pg_roles LIMIT 1', 'SELECT txid_current_if_assigned()', 'SELECT * FROM information_schema.user_mappings', 'SELECT * FROM pg_stat_database LIMIT 1',
+        "SELECT current_setting('standard_conforming_strings')", 'SHOW client_encoding']) {
+        await c.query(s);
+        await c.query({ name: `b${s.length}${s.charCodeAt(8)}`, text: s });
+      }
+    } finally {
+      await c.end();
+    }
+  });
+});
+
 describe('lexing desync through the analysis cache and pipelining', () => {
   it('SET standard_conforming_strings = 1, then = 0 pipelined with a backslash payload: refused, the payload does not run', async () => {
     const before = await state();
