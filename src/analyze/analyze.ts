@@ -121,8 +121,18 @@ const ADMIN_STMTS = new Set([
   'CreateEventTrigStmt', 'AlterEventTrigStmt', 'SecLabelStmt', 'CreateExtensionStmt', 'AlterExtensionStmt',
   'AlterExtensionContentsStmt', 'CreatePLangStmt', 'AlterOwnerStmt', 'AlterSystemStmt',
 ]);
-const SESSION_STMTS = new Set(['VariableShowStmt', 'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'NotifyStmt', 'DeallocateStmt', 'FetchStmt', 'ClosePortalStmt', 'ConstraintsSetStmt']);
+const SESSION_STMTS = new Set(['VariableShowStmt', 'DiscardStmt', 'ListenStmt', 'UnlistenStmt', 'DeallocateStmt', 'FetchStmt', 'ClosePortalStmt', 'ConstraintsSetStmt']);
 const DDL_PREFIXES = ['Create', 'Alter', 'Drop', 'Define', 'Rename', 'Comment', 'Composite', 'Index', 'View', 'Rule'];
+
+/** Marks a function name that stands for SQL/JSON syntax: judged only if the database has such a function. */
+export const SQLJSON_PREFIX = 'sqljson:';
+/** SQL/JSON and MERGE syntax nodes, by the function name an older server reads them as. */
+const SQLJSON_FUNCTIONS: Record<string, string> = {
+  JsonFuncExpr: 'json_value', JsonParseExpr: 'json', JsonScalarExpr: 'json_scalar', JsonSerializeExpr: 'json_serialize',
+  JsonObjectConstructor: 'json_object', JsonArrayConstructor: 'json_array', JsonArrayQueryConstructor: 'json_array',
+  JsonObjectAgg: 'json_objectagg', JsonArrayAgg: 'json_arrayagg', JsonIsPredicate: 'json_is', JsonTable: 'json_table',
+  MergeSupportFunc: 'merge_action',
+};
 
 /** Functions whose call is an administrative act (or runs SQL we cannot see), whatever statement they sit in. */
 const PRIVILEGED_FUNCTIONS = new Set([
@@ -286,6 +296,8 @@ class Collector {
   }
 
   addTable(name: string, access: TableRef['access']) {
+    const bare = name.toLowerCase().slice(name.lastIndexOf('.') + 1);
+    if (SENSITIVE_CATALOGS.has(bare) && (!name.includes('.') || /^(pg_catalog|information_schema)\./i.test(name))) this.flags.add('sensitive-catalog');
     if (access === 'write' && name.toLowerCase().replace(/^pg_catalog\./, '') === 'pg_settings') {
       this.refuse ??= 'writing to pg_settings changes session settings behind SET: use SET (Sluice checks each setting)';
     }
@@ -311,8 +323,15 @@ class Collector {
         }
         continue;
       }
-      if (key === 'A_Expr') {
-        for (const n of (value.name as Node[] | undefined) ?? []) if (n.String) this.operators.add(String(n.String.sval));
+      if (key === 'A_Expr' || key === 'SubLink') {
+        // Operators run functions: `a ### b`, and `a ### ANY (SELECT ...)` (a SubLink's operName).
+        for (const n of ((key === 'A_Expr' ? value.name : value.operName) as Node[] | undefined) ?? []) if (n.String) this.operators.add(String(n.String.sval));
+        this.visit(value, scope);
+        continue;
+      }
+      if (SQLJSON_FUNCTIONS[key]) {
+        // SQL/JSON syntax (PostgreSQL 16+) is a plain function call to an older server: judged by that name too.
+        this.functions.add(`${SQLJSON_PREFIX}${SQLJSON_FUNCTIONS[key]!}`);
         this.visit(value, scope);
         continue;
       }
@@ -409,7 +428,11 @@ class Collector {
       this.nestedClass = escalate(this.nestedClass, 'ddl');
       this.addTable(rangeVarName(node.intoClause.rel), 'ddl');
     }
-    if (node.lockingClause) this.flags.add('locking');
+    if (node.lockingClause) {
+      // SELECT ... FOR UPDATE/SHARE takes row locks that other sessions wait on, like LOCK TABLE: a write.
+      this.flags.add('locking');
+      this.nestedClass = escalate(this.nestedClass, 'write');
+    }
     const { withClause: _w, intoClause: _i, ...rest } = node;
     this.visit(rest, scope);
   }
@@ -648,9 +671,10 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       break;
     }
     case 'ExplainStmt': {
-      const analyze = defElem(node.options, 'analyze');
       const sub = nested(node.query);
-      const executes = analyze && analyze.arg?.Boolean?.boolval !== false && analyze.arg?.String?.sval !== 'false' && analyze.arg?.String?.sval !== 'off';
+      // PostgreSQL takes the last of repeated options: the statement runs if any ANALYZE option is not plainly false.
+      const falsy = (d: Node) => d.arg?.Boolean?.boolval === false || /^(false|off|no|0|f|of|n)$/i.test(String(d.arg?.String?.sval ?? d.arg?.A_Const?.sval?.sval ?? (d.arg?.Integer?.ival === 0 ? '0' : '')));
+      const executes = ((node.options as Node[] | undefined) ?? []).some((o) => o.DefElem?.defname === 'analyze' && !falsy(o.DefElem));
       cls = executes ? (sub?.class ?? 'read') : 'read';
       command = executes ? 'EXPLAIN ANALYZE' : 'EXPLAIN';
       break;
@@ -677,6 +701,11 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       if (sub?.outputs) info.outputs = sub.outputs;
       break;
     }
+    case 'NotifyStmt':
+      // Sends a message to other sessions, like pg_notify(): not a read.
+      command = 'NOTIFY';
+      cls = 'write';
+      break;
     case 'FetchStmt':
       cls = 'session';
       command = node.ismove ? 'MOVE' : 'FETCH';
@@ -906,6 +935,10 @@ function summarize(statements: StatementInfo[], fingerprint: string): Analysis {
   return { ok: true, statements, classes: [...classes], tables: [...tables], destructive, flags: [...flags], fingerprint, ...(exactOnly ? { exactOnly } : {}) };
 }
 
+/** Statements in one message, and comment openers in one text, beyond which Sluice refuses to analyze. */
+const MAX_STATEMENTS = 2000;
+const MAX_COMMENT_OPENERS = 1000;
+
 let loaded: Promise<void> | undefined;
 /** libpg-query is WASM: load it once before the first analyze(). */
 export function loadParser(): Promise<void> {
@@ -916,6 +949,16 @@ export function loadParser(): Promise<void> {
 export function analyzeUncached(sql: string): AnalysisResult {
   // The empty query: nothing runs (the server answers EmptyQueryResponse); the parser refuses an empty string.
   if (sql === '') return summarize([], '');
+  // Bounds that keep one message from holding the event loop (the scanner is quadratic in nested comment openers).
+  if (sql.length > 4096) {
+    const count = (needle: string) => {
+      let n = 0;
+      for (let i = sql.indexOf(needle); i >= 0 && n <= MAX_STATEMENTS; i = sql.indexOf(needle, i + needle.length)) n++;
+      return n;
+    };
+    if (count('/*') > MAX_COMMENT_OPENERS) return { ok: false, error: `statement has more than ${MAX_COMMENT_OPENERS} comment openers; Sluice does not analyze it` };
+    if (count(';') > MAX_STATEMENTS) return { ok: false, error: `message has more than ${MAX_STATEMENTS} statements; send them in several messages` };
+  }
   let tree: Node;
   try {
     tree = pg.parseSync(sql) as Node;
@@ -924,6 +967,7 @@ export function analyzeUncached(sql: string): AnalysisResult {
     const details = (e as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
     return { ok: false, error: (e as Error).message, position: details?.cursorPosition !== undefined ? details.cursorPosition + 1 : undefined };
   }
+  if ((tree.stmts ?? []).length > MAX_STATEMENTS) return { ok: false, error: `message has more than ${MAX_STATEMENTS} statements; send them in several messages` };
   try {
     const statements = (tree.stmts ?? []).map((s: Node) => analyzeStmt(s.stmt ?? {}));
     let fingerprint = '';

@@ -1,4 +1,4 @@
-import type { Analysis, StatementClass, StatementInfo } from './analyze.js';
+import { SQLJSON_PREFIX, type Analysis, type StatementClass, type StatementInfo } from './analyze.js';
 import { builtinEffect } from './guard.js';
 import { PerDatabase } from '../util/perdb.js';
 
@@ -111,6 +111,11 @@ export class FunctionCatalog extends PerDatabase<CatalogFacts> {
  * argument types), and a name the catalog does not know is treated as having effects.
  */
 export function functionEffect(written: string, facts: CatalogFacts): string | undefined {
+  if (written.startsWith(SQLJSON_PREFIX)) {
+    // SQL/JSON syntax: a function call only where the database has a function of that name.
+    const name = written.slice(SQLJSON_PREFIX.length);
+    return facts.functions.has(name) ? functionEffect(name, facts) : undefined;
+  }
   const parts = written.toLowerCase().split('.');
   const name = parts.at(-1)!;
   const schema = parts.length > 1 ? parts.at(-2) : undefined;
@@ -126,20 +131,21 @@ export function functionEffect(written: string, facts: CatalogFacts): string | u
   return undefined;
 }
 
-const judged = new WeakMap<Analysis, { facts: CatalogFacts; views?: ReadonlyMap<string, { functions: string[]; tables?: string[] }>; result: Analysis }>();
+const judged = new WeakMap<Analysis, { facts: CatalogFacts; views?: ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[] }>; result: Analysis }>();
 
 /**
  * The analysis with what its function calls do, from the database's catalog: a statement calling a function with
  * effects (directly, through a user-defined operator, or through a view it reads) gets the `volatile-function` flag,
  * its effects listed, and is at least a write. Cached per analysis and catalog load.
  */
-export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ReadonlyMap<string, { functions: string[]; tables?: string[] }>): Analysis {
+export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[] }>): Analysis {
   const hit = judged.get(a);
   if (hit && hit.facts === facts && hit.views === views) return hit.result;
   const called = new Set<string>();
   const statements = a.statements.map((s) => {
     const effects: string[] = [];
     const names = new Set(s.functions);
+    const operators = new Set(s.operators);
     if (views) {
       // Views of views: every view the statement reads, directly or through other views, runs its functions.
       const seen = new Set<string>();
@@ -150,6 +156,7 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: Readonl
         if (!v || seen.has(key)) continue;
         seen.add(key);
         for (const fn of v.functions) names.add(fn);
+        for (const op of v.operators ?? []) operators.add(op);
         for (const bt of v.tables ?? []) queue.push(bt.toLowerCase());
       }
     }
@@ -159,7 +166,7 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: Readonl
       effects.push(`${fn}() ${e}`);
       called.add(fn);
     }
-    for (const op of s.operators ?? []) if (facts.operators.get(op)) effects.push(`operator ${op} runs a volatile function`);
+    for (const op of operators) if (facts.operators.get(op)) effects.push(`operator ${op} runs a volatile function`);
     if (!effects.length) return s;
     const cls: StatementClass = s.class === 'read' || s.class === 'session' || s.class === 'transaction' ? 'write' : s.class;
     const out: StatementInfo = { ...s, class: cls, effects, flags: s.flags.includes('volatile-function') ? s.flags : [...s.flags, 'volatile-function'] };

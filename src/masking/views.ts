@@ -5,6 +5,8 @@ import { PerDatabase } from '../util/perdb.js';
 export interface ViewInfo {
   tables: string[];
   functions: string[];
+  /** Operators it uses (user-defined ones run functions). */
+  operators: string[];
   outputs: { name: string; refs: string[] }[];
 }
 
@@ -31,7 +33,7 @@ export class ViewCatalog {
         for (const v of await fetch(database)) {
           const a = analyze(v.definition);
           if (!a.ok) continue;
-          const info: ViewInfo = { tables: a.tables, functions: [...new Set(a.statements.flatMap((s) => s.functions))], outputs: a.statements.flatMap((s) => s.outputs ?? []) };
+          const info: ViewInfo = { tables: a.tables, functions: [...new Set(a.statements.flatMap((s) => s.functions))], operators: [...new Set(a.statements.flatMap((s) => s.operators ?? []))], outputs: a.statements.flatMap((s) => s.outputs ?? []) };
           views.set(v.name.toLowerCase(), info);
           views.set(`${v.schema}.${v.name}`.toLowerCase(), info);
         }

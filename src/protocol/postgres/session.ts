@@ -929,12 +929,13 @@ export class PgSession implements LiveSession {
         // Extended protocol: this message failed; the upstream now skips everything until Sync.
         const failed = this.items.shift()!;
         if (failed.k === 'execute') this.auditExecute(failed, fields);
+        // The server now discards every message until Sync, simple Queries and fast-path calls included: they get no
+        // answer, so their slots go too (and cannot have changed settings).
         while (this.items.length && this.items[0]!.k !== 'sync') {
           const skipped = this.items.shift()!;
-          if (skipped.k === 'query' || skipped.k === 'fastpath') {
-            // A simple Query after an unsynced error: put it back; it is answered on its own.
-            this.items.unshift(skipped);
-            break;
+          if (skipped.k === 'query') {
+            this.answered = Math.max(this.answered, skipped.epoch);
+            if (skipped.verdict.decision.action === 'allow') this.auditQuery(skipped, { message: 'not run: the server skipped it after an earlier error, until Sync' });
           }
         }
         return denied ? this.errorFor(denied) : this.scrub(b, start, end, failed);
