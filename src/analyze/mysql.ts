@@ -295,7 +295,32 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
     filterColumns: [...c.filterColumns],
     ...(effects.length ? { effects } : {}),
     ...(refuse ? { refuse } : {}),
+    ...(storesUserVariables(kind, body) ? { storesValues: true } : {}),
   }];
+}
+
+const userVariable = (n: Node | undefined) => {
+  const v = String(n?.Identifier?.value ?? '');
+  return v.startsWith('@') && !v.startsWith('@@');
+};
+const literal = (n: Node | undefined) => !!n?.Value;
+/** A SELECT ... INTO anywhere in a query (set operation branches included). */
+function hasInto(n: unknown): boolean {
+  if (Array.isArray(n)) return n.some(hasInto);
+  if (!n || typeof n !== 'object') return false;
+  return Object.entries(n as Node).some(([k, v]) => (k === 'into' && v) || hasInto(v));
+}
+
+/**
+ * `SELECT ... INTO @v` and `SET @v = <computed>` keep values in the session where a later statement reads them
+ * back (`SELECT @v`): with a masked column among them, masking would be lost (see Governor.check).
+ */
+function storesUserVariables(kind: string, body: Node | undefined): boolean {
+  if (kind === 'Query') return hasInto(body);
+  const set = body?.SingleAssignment;
+  if (set) return (set.variable as Node[] | undefined)?.some(userVariable) === true && !((set.values as Node[] | undefined) ?? []).every(literal);
+  const many = body?.MultipleAssignments?.assignments as Node[] | undefined;
+  return many?.some((a) => (a.name as Node[] | undefined)?.some(userVariable) && !literal(a.value)) === true;
 }
 
 /** SHOW INDEX|COLUMNS FROM t [FROM db], SHOW TABLE STATUS|TRIGGERS|EVENTS FROM db (as the parser's bare words). */

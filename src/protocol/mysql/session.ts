@@ -8,7 +8,7 @@ import type { AuditEvent } from '../../audit/audit.js';
 import { AuthError, type Identity } from '../../identity/identity.js';
 import { addressOf, authFailureFields } from '../../identity/throttle.js';
 import type { Analysis } from '../../analyze/analyze.js';
-import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
+import { countMasked, maskValue, scrubText, type MaskCounts, type MaskPlan } from '../../masking/rows.js';
 import { globToRegExp, servedBy } from '../../util/glob.js';
 import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
@@ -805,16 +805,36 @@ export class MySession implements LiveSession {
     }
   }
 
+  /** The last statement touched a column masked for this identity: its warnings (SHOW WARNINGS) can echo values. */
+  private lastTainted = false;
+
   private planFor(columns: MyColumn[], analysis: Analysis | undefined): MaskPlan | undefined {
-    return this.governor.maskPlan(this.identity!, analysis, myFields(columns), this.database, 'mysql');
+    const diagnostics = analysis?.statements.some((s) => /^SHOW (WARNINGS|ERRORS)/.test(s.command)) ?? false;
+    return this.governor.maskPlan(this.identity!, analysis, myFields(columns), this.database, 'mysql', { taintAll: diagnostics && this.lastTainted });
+  }
+
+  /**
+   * An upstream error for an identity whose results are masked: its message can echo values
+   * (`Truncated incorrect DOUBLE value: '...'`); scrubbed like PostgreSQL error texts, with single-quoted values
+   * hidden as well when the statement touches a masked column.
+   */
+  private scrubErr(f: Inflight, p: Buffer): Buffer {
+    if (this.governor.maskingExempt(this.identity!)) return p;
+    const tainted = !!this.governor.taint(this.identity!, f.verdict?.analysis, this.database, 'mysql');
+    const e = parseErr(p);
+    let message = scrubText(e.message, 'message', { tainted, detectors: this.governor.scansText(this.identity!, undefined) });
+    if (tainted) message = message.replace(/'[^']*'/g, "'****'");
+    return message === e.message ? p : errPacket(e.code, e.sqlState, message);
   }
 
   private onResultPacket(f: Inflight, p: Buffer, deprecateEof: boolean): void {
     const head = p[0];
     switch (f.state) {
       case 'first': {
+        const diagnostics = f.verdict?.analysis?.statements.some((s) => /^SHOW (WARNINGS|ERRORS)/.test(s.command));
+        if (!diagnostics && f.verdict?.analysis) this.lastTainted = !!this.governor.taint(this.identity!, f.verdict.analysis, this.database, 'mysql');
         if (head === 0x00 || head === 0xff) {
-          this.out(f, p);
+          this.out(f, head === 0xff ? this.scrubErr(f, p) : p);
           if (head === 0xff) {
             f.error = parseErr(p);
             return this.finish(f);
