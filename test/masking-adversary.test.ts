@@ -7,9 +7,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import crypto from 'node:crypto';
+import mysql from 'mysql2/promise';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { admin, freshDatabase, startTestGateway, type TestGateway } from './support/env.js';
+import { admin, freshDatabase, mysqlEngine, MY, startTestGateway, type TestGateway } from './support/env.js';
 import { rawSession, messages, bind, execute } from './support/raw.js';
 import * as m from '../src/protocol/postgres/messages.js';
 
@@ -108,6 +110,7 @@ let guarded: TestGateway;
 let db: { name: string; drop: () => Promise<void> };
 let analyst: string;
 let guardedAnalyst: string;
+let mydb: string;
 
 beforeAll(async () => {
   db = await freshDatabase(
@@ -115,7 +118,12 @@ beforeAll(async () => {
     `CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text, ssn text);
      INSERT INTO customers VALUES (1, 'Grace', '${EMAIL}', '${CARD}', '${SSN}');`,
   );
-  t = await startTestGateway({ policy: POLICY(false), config: 'api: { listen: { host: 127.0.0.1, port: 0 } }' });
+  mydb = `sluice_mask_adv_${crypto.randomBytes(4).toString('hex')}`;
+  const r = await mysql.createConnection({ ...MY, multipleStatements: true });
+  await r.query(`CREATE DATABASE ${mydb}; USE ${mydb}; CREATE TABLE customers (id int PRIMARY KEY, name varchar(40), email varchar(80), card varchar(20), ssn varchar(20));
+    INSERT INTO customers VALUES (1, 'Grace', '${EMAIL}', '${CARD}', '${SSN}');`);
+  await r.end();
+  t = await startTestGateway({ policy: POLICY(false), config: `api: { listen: { host: 127.0.0.1, port: 0 } }\n${mysqlEngine()}` });
   guarded = await startTestGateway({ policy: POLICY(true) });
   analyst = await t.key('human', ['analysts']);
   guardedAnalyst = await guarded.key('human', ['analysts']);
@@ -125,6 +133,9 @@ afterAll(async () => {
   await t?.stop();
   await guarded?.stop();
   await db?.drop();
+  const r = await mysql.createConnection(MY);
+  await r.query(`DROP DATABASE IF EXISTS ${mydb}`);
+  await r.end();
 });
 
 describe(`masking cannot be unwrapped: ${LEAK_CASES.length} cases, simple and extended protocol, text and binary`, () => {
@@ -188,6 +199,37 @@ describe(`masking cannot be unwrapped: ${LEAK_CASES.length} cases, simple and ex
     await c.end();
     expect(r.rows[0]).toEqual({ id: 1, name: 'Grace', up: 'GRACE', email: 'g***@***.example', ssn: '***-**-4076', card: '************5731', n: '1' });
   });
+});
+
+describe('MySQL engine: the same taint, text and binary protocol', () => {
+  const MYSQL_CASES: string[][] = [
+    ["SELECT CONCAT(ssn, '') FROM customers"], ['SELECT HEX(ssn) FROM customers'], ['SELECT TO_BASE64(email) FROM customers'],
+    ['SELECT SUBSTRING(card, 5, 8) FROM customers'], ['SELECT CONVERT(ssn USING latin1) FROM customers'], ['SELECT REVERSE(email) FROM customers'],
+    ['SELECT name FROM customers UNION ALL SELECT ssn FROM customers'], ["SELECT JSON_OBJECT('s', ssn) FROM customers"], ['SELECT CAST(card AS UNSIGNED) FROM customers'],
+    ['SELECT ssn + 0 FROM customers'], ["SELECT REPLACE(ssn, '-', '') FROM customers"], ['SELECT x FROM (SELECT ssn AS x FROM customers) s'],
+    ['SELECT ssn INTO @v FROM customers', 'SELECT @v'], ['SET @w = (SELECT card FROM customers LIMIT 1)', 'SELECT @w'],
+    ['SELECT CAST(card AS SIGNED) + 0 FROM customers', 'SHOW WARNINGS'], ["SELECT ssn * 1 FROM customers", 'SHOW WARNINGS'],
+  ];
+  it.each([false, true])('no seeded cleartext in results, errors or warnings (prepared: %s)', async (prepared) => {
+    const key = await t.key('human', ['analysts']);
+    const leaks: string[] = [];
+    for (const steps of MYSQL_CASES) {
+      const c = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: key, database: mydb, enableCleartextPlugin: true } as mysql.ConnectionOptions);
+      const seen: string[] = [];
+      try {
+        for (const sql of steps) {
+          const r = await (prepared && !sql.startsWith('SHOW') ? c.execute(sql) : c.query(sql)).then((x) => JSON.stringify(x[0]), (e: Error) => e.message);
+          seen.push(r);
+        }
+      } finally {
+        await c.end();
+      }
+      const text = seen.join(' ');
+      const found = SECRETS.filter((f) => text.includes(f));
+      if (found.length) leaks.push(`${steps.join(' ⏎ ')}: ${found.join(', ')}`);
+    }
+    expect(leaks).toEqual([]);
+  }, 120_000);
 });
 
 describe('MCP: the query tool masks the same way (one implementation)', () => {
