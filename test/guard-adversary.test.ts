@@ -13,6 +13,7 @@ import { rawSession, messages, bind, execute } from './support/raw.js';
 import * as m from '../src/protocol/postgres/messages.js';
 import { Writer } from '../src/protocol/postgres/buffer.js';
 import { loadParser } from '../src/analyze/analyze.js';
+import { refusalLeaks, SESSION_OK, SESSION_STATE_SQL } from './support/guard.js';
 
 const SETUP = `
 CREATE TABLE t (id int PRIMARY KEY, v text);
@@ -51,8 +52,6 @@ const STATE_SQL = `SELECT
   (SELECT coalesce(stats_reset::text, '') FROM pg_stat_database WHERE datname = current_database()) AS stats_reset,
   (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()) AS sleepers,
   (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace) AS relations`;
-const SESSION_STATE_SQL = `SELECT current_setting('standard_conforming_strings') || '|' || current_setting('client_encoding') || '|' || current_setting('session_replication_role') || '|' || current_user AS state`;
-const SESSION_OK = /^on\|UTF8\|origin\|postgres$/;
 
 /** Class 1: settings that change lexing, by every route (numbers share a cache key with other numbers). */
 const LEXING: string[][] = [
@@ -142,28 +141,7 @@ afterAll(async () => {
 describe(`adversary variants: ${ALL.length} cases, simple and extended protocol`, () => {
   for (const mode of ['simple', 'extended'] as const) {
     it(`every case is refused by Sluice (${mode} protocol), the session stays usable and in its lexing state, nothing changes`, async () => {
-      const before = await state();
-      const leaks: string[] = [];
-      const c = new pg.Client(t.conn(agent, db.name));
-      await c.connect();
-      try {
-        let n = 0;
-        for (const steps of ALL) {
-          const errors: string[] = [];
-          for (const s of steps) {
-            const e = await c.query(mode === 'simple' ? s : { name: `a${++n}`, text: s }).then(() => undefined, (err) => err as pg.DatabaseError);
-            if (e) errors.push(`${e.code} ${e.message}`);
-          }
-          if (!errors.some((e) => /^42(501|601) /.test(e) && /Sluice/.test(e))) leaks.push(`${steps.join(' ⏎ ')}: not refused (${errors.join('; ') || 'ran'})`);
-          const st = (await c.query(SESSION_STATE_SQL)).rows[0].state;
-          if (!SESSION_OK.test(st)) leaks.push(`${steps.join(' ⏎ ')}: session state ${st}`);
-          const after = await state();
-          if (JSON.stringify(after) !== JSON.stringify(before)) leaks.push(`${steps.join(' ⏎ ')}: changed ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
-        }
-      } finally {
-        await c.end();
-      }
-      expect(leaks).toEqual([]);
+      expect(await refusalLeaks(t.conn(agent, db.name), ALL, mode, state)).toEqual([]);
     }, 60_000);
   }
 

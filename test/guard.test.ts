@@ -14,6 +14,7 @@ import { admin, freshDatabase, mysqlEngine, run, startTestGateway, auditEvents, 
 import { rawSession, messages, bind, execute } from './support/raw.js';
 import * as m from '../src/protocol/postgres/messages.js';
 import { AnalysisCache, loadParser } from '../src/analyze/analyze.js';
+import { refusalLeaks, SESSION_STATE_SQL } from './support/guard.js';
 
 const SETUP = `
 CREATE TABLE t (id int PRIMARY KEY, v text);
@@ -44,8 +45,6 @@ const STATE_SQL = `SELECT
   (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()) AS sleepers,
   (SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace) AS functions`;
 
-/** The session's own lexing and replication settings, asked through the gateway after the attempt. */
-const SESSION_STATE_SQL = `SELECT current_setting('standard_conforming_strings') || '|' || current_setting('client_encoding') || '|' || current_setting('session_replication_role') || '|' || current_user AS state`;
 
 /** Every case: one or more statements (run in order in one session), each expected to be refused or harmless. */
 const LEXING: string[][] = [
@@ -181,30 +180,7 @@ describe(`adversarial guard suite: ${ALL.length} cases, each through psql and th
   }, 240_000);
 
   it('every case is refused through the extended protocol (Parse/Bind/Execute), the session stays usable, nothing changes', async () => {
-    const before = await state();
-    const leaks: string[] = [];
-    const c = new pg.Client(t.conn(agent, db.name));
-    await c.connect();
-    try {
-      let n = 0;
-      for (const steps of ALL) {
-        const errors: string[] = [];
-        for (const s of steps) {
-          // A name makes node-postgres use Parse/Bind/Execute even without parameters.
-          const e = await c.query({ name: `g${++n}`, text: s }).then(() => undefined, (err) => err as pg.DatabaseError);
-          if (e) errors.push(`${e.code} ${e.message} ${e.hint ?? ''}`);
-        }
-        // Refused by Sluice: by policy or the guard (42501), or as SQL it cannot parse (42601, e.g. psql-only syntax).
-        if (!errors.some((e) => /^42(501|601) /.test(e) && /Sluice/.test(e))) leaks.push(`${steps.join(' ⏎ ')}: not refused (${errors.join('; ') || 'ran'})`);
-        const st = (await c.query(SESSION_STATE_SQL)).rows[0].state;
-        if (!PSQL_STATE.test(st)) leaks.push(`${steps.join(' ⏎ ')}: session state ${st}`);
-        const after = await state();
-        if (JSON.stringify(after) !== JSON.stringify(before)) leaks.push(`${steps.join(' ⏎ ')}: changed ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
-      }
-    } finally {
-      await c.end();
-    }
-    expect(leaks).toEqual([]);
+    expect(await refusalLeaks(t.conn(agent, db.name), ALL, 'extended', state)).toEqual([]);
     const denied = await auditEvents(t, { type: 'statement', decision: 'deny', limit: 5000 });
     expect(denied.find((e) => e.sql === "SELECT setval('s', 424242)")).toMatchObject({ rule: 'agents-read-only', flags: expect.arrayContaining(['volatile-function']) });
     expect(denied.find((e) => e.sql === 'SET standard_conforming_strings = off')).toMatchObject({ rule: 'sluice-guard' });
