@@ -121,6 +121,19 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
     await r.end();
   });
 
+  it('a database the gateway does not serve is refused at login and audited, as on the PostgreSQL engine', async () => {
+    const g = await startTestGateway({ config: mysqlEngine().replace('sslmode: disable }', 'sslmode: disable, databases: [only_this_one] }') });
+    try {
+      const key = await g.key('human', ['analysts'], { name: 'unserved' });
+      const e = await mysql.createConnection({ host: '127.0.0.1', port: g.gw.mysqlPort!, user: 'x', password: key, database: db, enableCleartextPlugin: true } as mysql.ConnectionOptions).catch((x) => x);
+      expect(e).toMatchObject({ errno: 1044 });
+      const ev = await auditEvents(g, { type: 'auth_failure' });
+      expect(ev.find((x) => x.database === db)).toMatchObject({ reason: 'database not served', subject: 'human:unserved' });
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('refuses bad tokens with the reason (1045) and audits the failure', async () => {
     await expect(connect('not-a-token')).rejects.toMatchObject({ errno: 1045, message: expect.stringContaining('neither a JWT nor a Sluice key') });
     const ev = await auditEvents(t, { type: 'auth_failure' });
@@ -338,7 +351,8 @@ describe('MySQL engine: bad input', () => {
     await closed;
     await c2.end().catch(() => {});
     const ev = await auditEvents(t, { type: 'protocol_error' });
-    expect(ev.some((e) => e.reason === 'prepared-statement command without a statement id')).toBe(true);
+    // The same fields as the PostgreSQL engine's protocol errors: error and error_code.
+    expect(ev.find((e) => e.error === 'prepared-statement command without a statement id')).toMatchObject({ error_code: '08S01' });
     const c = await connect(dana);
     const [rows] = await c.query('SELECT 1 AS one');
     expect(rows).toEqual([{ one: 1 }]);

@@ -266,7 +266,8 @@ export class MySession implements LiveSession {
 
   private protocolFailure(e: unknown): void {
     const msg = e instanceof MyProtocolError ? e.message : `internal error: ${(e as Error).message}`;
-    this.governor.record({ type: 'protocol_error', session_id: this.id, client_addr: this.info.clientAddr, ...(this.identity ? identityFields(this.identity) : {}), reason: msg, details: { engine: 'mysql' } } as never);
+    // The same fields as the PostgreSQL engine's protocol_error (error, error_code), with the engine in details.
+    this.governor.record({ type: 'protocol_error', session_id: this.id, client_addr: this.info.clientAddr, ...(this.identity ? identityFields(this.identity) : {}), error: msg, error_code: '08S01', details: { engine: 'mysql' } });
     this.fatal(1047, '08S01', `protocol error: ${msg}`);
   }
 
@@ -315,7 +316,7 @@ export class MySession implements LiveSession {
     // The client's character set decides how the server reads every statement: only ASCII-safe ones.
     const badCharset = handshakeCharsetRefusal(charset);
     if (badCharset) {
-      this.governor.record({ type: 'protocol_error', client_addr: this.info.clientAddr, reason: badCharset, details: { engine: 'mysql' } } as never);
+      this.governor.record({ type: 'protocol_error', client_addr: this.info.clientAddr, error: badCharset, error_code: '42000', details: { engine: 'mysql' } });
       this.fatal(1115, '42000', badCharset);
       return 'stop';
     }
@@ -370,6 +371,8 @@ export class MySession implements LiveSession {
     }
     if (this.phase === 'closed') return;
     if (this.database && !served(this.cfg.databases, this.database)) {
+      // Audited like the PostgreSQL engine's refusal of an unserved database.
+      this.governor.record({ type: 'auth_failure', ...identityFields(identity), client_addr: this.info.clientAddr, database: this.database, reason: 'database not served', details: { engine: 'mysql' } });
       this.fatal(1044, '42000', `database "${this.database}" is not served by this Sluice gateway`);
       return;
     }
