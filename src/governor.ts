@@ -235,7 +235,11 @@ export class Governor {
       // COPY rows are lines of text with no column descriptions: what comes from a masked column cannot be told
       // apart in them, so a COPY that touches one (a whole table holding one, or any expression over one) is refused.
       const copyOut = analysis.statements.findIndex((s) => s.command === 'COPY TO');
-      const copyTaint = copyOut >= 0 ? maskTaint(this.policy.masking, identity, throughViews({ ...analysis, statements: [analysis.statements[copyOut]!] }, this.views[dialect]?.get(database))) : undefined;
+      const copy = analysis.statements[copyOut];
+      // Columns copied as they are are scanned line by line like any result text; only ruled columns (or values
+      // computed from columns whose names say they hold personal data) cannot be told apart in the lines.
+      const asIs = !!copy?.outputs?.every((o) => o.plain);
+      const copyTaint = copy ? maskTaint(this.policy.masking, identity, throughViews({ ...analysis, statements: [copy] }, this.views[dialect]?.get(database)), { byName: !asIs }) : undefined;
       if (copyTaint) {
         return {
           analysis,

@@ -522,7 +522,8 @@ function selectOutputs(node: Node): StatementInfo['outputs'] {
     const v = rt.val as Node | undefined;
     const star = containsKey(v, 'A_Star');
     const plain = !!v?.ColumnRef && !star;
-    const fc = v?.FuncCall;
+    // count(...), also cast (count(DISTINCT email)::int)
+    const fc = (v?.TypeCast ? v.TypeCast.arg : v)?.FuncCall;
     const count = !!fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count' && ((fc.args as Node[] | undefined) ?? []).every((a) => a.ColumnRef && !containsKey(a, 'A_Star'));
     const simple =
       baseOnly &&
@@ -566,7 +567,7 @@ function columnUses(type: string, node: Node): { uses: string[]; positional: boo
   for (const rt of targets) {
     const v = rt.val as Node | undefined;
     if (v?.ColumnRef && !containsKey(v, 'A_Star')) tallyColumns(v, counts, -1);
-    const fc = v?.FuncCall;
+    const fc = (v?.TypeCast ? v.TypeCast.arg : v)?.FuncCall;
     // count()'s argument reveals no value (its FILTER and OVER clauses are uses like any other).
     if (fc && nameList(fc.funcname).replace(/^pg_catalog\./, '') === 'count') for (const a of (fc.args as Node[] | undefined) ?? []) if (a.ColumnRef) tallyColumns(a, counts, -1);
   }
@@ -659,7 +660,12 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
       cls = node.is_from ? 'write' : 'read';
       const format = defElem(node.options, 'format')?.arg;
       if (String(format?.String?.sval ?? '').toLowerCase() === 'binary' || defElem(node.options, 'binary')) c.flags.add('binary-copy');
-      if (node.query) cls = escalate(cls, nested(node.query)?.class ?? 'read');
+      if (node.query) {
+        const sub = nested(node.query);
+        cls = escalate(cls, sub?.class ?? 'read');
+        // What COPY (query) writes out is the query's output.
+        if (sub?.outputs) info.outputs = sub.outputs;
+      }
       if (node.is_program) {
         c.flags.add('copy-program');
         c.destructive.push(`COPY ... PROGRAM runs a shell command on the database server (${JSON.stringify(node.filename ?? '')})`);

@@ -15,6 +15,14 @@ const isJson = (f: Field) => f.typeOid === 114 || f.typeOid === 3802;
 /** Column names that hold dates of birth: masked whole when detectors are on (a date alone is not detectable). */
 const DOB = /^(dob|date_?of_?birth|birth_?date|birthday)$/i;
 
+/**
+ * Column names that hold personal data by convention. With the detectors on, values in such columns are found by
+ * scanning; an expression can transform them past any scan (reverse(email), hex(card)), so a statement touching one
+ * masks its computed outputs like a ruled column would.
+ */
+const PII_NAME = /^(e_?mail(_?address)?|phone(_?number)?|mobile(_?number)?|tel(ephone)?|ssn|social_?security(_?number)?|tax_?id|national_?id|card(_?number)?|credit_?card(_?number)?|cc_?number|pan|iban|account_?number|passport(_?number)?|password|passwd|secret|api_?key|access_?token|token|ip(_?address)?)$/i;
+const sensitiveName = (c: string) => DOB.test(c) || PII_NAME.test(c);
+
 export function isExempt(m: MaskingPolicy | undefined, id: Identity): boolean {
   const e = m?.exempt;
   if (!e) return false;
@@ -71,7 +79,7 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
   const ruleFor = (column: string, table?: string) => rules.find((r) => ruleNames(r, column, table && !table.startsWith('(subquery') && tables.includes(table) ? [table] : tables));
   const dob = (column: string) => detectors && DOB.test(column);
   // Results whose statement Sluice did not see (a cursor opened by a function) are taken to touch masked columns.
-  const taint = statementTaint(analysis, rules, ruleFor, dob) ?? (opts.taintAll && (rules.length || detectors) ? { masker: 'redact' as MaskerName, label: 'unknown source' } : undefined);
+  const taint = statementTaint(analysis, rules, ruleFor, (c) => detectors && sensitiveName(c)) ?? (opts.taintAll && (rules.length || detectors) ? { masker: 'redact' as MaskerName, label: 'unknown source' } : undefined);
   // The one statement whose outputs are these columns, by position (not with several statements, stars or set operations).
   const own = analysis?.statements.filter((st) => st.command !== VIEW_COMMAND);
   const outputs = own?.length === 1 && own[0]!.outputs?.length === fields.length ? own[0]!.outputs : undefined;
@@ -114,7 +122,7 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
       const unmasked = (ref: string) => {
         const dot = ref.lastIndexOf('.');
         const col = ref.slice(dot + 1);
-        return !ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined) && !dob(col);
+        return !ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined) && !(detectors && sensitiveName(col));
       };
       const clean = out?.simple && out.refs.every(unmasked);
       if (!clean) return rule(f, taint.masker, `${taint.label} (derived)`);
@@ -129,11 +137,12 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
 }
 
 /** Whether the statement touches a column this identity sees masked (see statementTaint). */
-export function maskTaint(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis): string | undefined {
+export function maskTaint(m: MaskingPolicy | undefined, id: Identity, analysis: Analysis, opts: { byName?: boolean } = {}): string | undefined {
   if (isExempt(m, id)) return undefined;
   const rules = rulesFor(m, id);
   const ruleFor = (column: string) => rules.find((r) => ruleNames(r, column, analysis.tables));
-  return statementTaint(analysis, rules, ruleFor, (c) => m?.detectors !== false && DOB.test(c))?.label;
+  const byName = opts.byName !== false;
+  return statementTaint(analysis, rules, ruleFor, (c) => m?.detectors !== false && (byName ? sensitiveName(c) : DOB.test(c)))?.label;
 }
 
 /**
@@ -141,7 +150,7 @@ export function maskTaint(m: MaskingPolicy | undefined, id: Identity, analysis: 
  * row or star of a table while column rules apply: then any computed output may carry a masked value. Returns the
  * masker for such outputs and the rule it comes from.
  */
-function statementTaint(analysis: Analysis | undefined, rules: MaskRule[], ruleFor: (column: string, table?: string) => MaskRule | undefined, dob: (c: string) => boolean): { masker: MaskerName; label: string } | undefined {
+function statementTaint(analysis: Analysis | undefined, rules: MaskRule[], ruleFor: (column: string, table?: string) => MaskRule | undefined, named: (c: string) => boolean): { masker: MaskerName; label: string } | undefined {
   if (!analysis) return undefined;
   let found: { masker: MaskerName; label: string } | undefined;
   for (const st of analysis.statements) {
@@ -151,7 +160,7 @@ function statementTaint(analysis: Analysis | undefined, rules: MaskRule[], ruleF
       if (r) {
         const masker = derivedMasker(r);
         if (!found || masker === 'null' || (masker === 'redact' && found.masker === 'hash')) found = { masker, label: ruleLabel(r) };
-      } else if (dob(col) && !found) found = { masker: 'redact', label: 'date_of_birth' };
+      } else if (named(col) && !found) found = { masker: 'redact', label: DOB.test(col) ? 'date_of_birth' : `${col.toLowerCase()} (by name)` };
     }
     const mayHold = rules.some((r) => !r.column?.includes('.') || tableMatches(r.column.slice(0, r.column.lastIndexOf('.')), analysis.tables));
     if (st.wholeRow && mayHold && !found) found = { masker: 'redact', label: 'whole row' };

@@ -969,9 +969,9 @@ export class PgSession implements LiveSession {
         return undefined;
       case 0x48 /* H CopyOutResponse */: {
         if (head?.k !== 'query' && head?.k !== 'execute') return undefined;
-        const analysis = head.k === 'query' ? head.verdict.analysis : head.stmt?.analysis;
-        // Text-format COPY rows are scanned line by line (binary COPY was refused at decision time).
-        head.copyScan = b[start + 5] === 0 && this.governor.scansText(this.identity!, analysis);
+        // Text-format COPY rows are scanned line by line by the detectors. Binary COPY, and COPY that would carry a
+        // ruled column or values computed from personal data, were refused at decision time.
+        head.copyScan = b[start + 5] === 0 && this.governor.scansText(this.identity!, undefined);
         return undefined;
       }
       case 0x64 /* d CopyData */: {
