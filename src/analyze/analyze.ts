@@ -80,6 +80,8 @@ export interface StatementInfo {
   filterColumns: string[];
   /** Operators used, by name (user-defined ones run functions; see analyze/catalog.ts). */
   operators?: string[];
+  /** Types cast to, by name (a domain's CHECK can call a function; see analyze/catalog.ts). */
+  casts?: string[];
   /** Set when Sluice refuses the statement whatever the policy says: why it cannot judge it or let it run. */
   refuse?: string;
   /** Functions the statement calls that act beyond their result, with what they do (from the catalog). */
@@ -214,6 +216,7 @@ class Collector {
   nestedClass: StatementClass = 'read';
 
   operators = new Set<string>();
+  casts = new Set<string>();
   /** Why Sluice refuses the statement whatever the policy says (the first reason found). */
   refuse?: string;
 
@@ -281,6 +284,7 @@ class Collector {
     for (const col of sub.filterColumns) this.filterColumns.add(col);
     for (const f of sub.functions) this.functions.add(f);
     for (const o of sub.operators ?? []) this.operators.add(o);
+    for (const t of sub.casts ?? []) this.casts.add(t);
     this.destructive.push(...sub.destructive);
     for (const f of sub.flags) this.flags.add(f);
     this.refuse ??= sub.refuse;
@@ -326,6 +330,12 @@ class Collector {
       if (key === 'A_Expr' || key === 'SubLink') {
         // Operators run functions: `a ### b`, and `a ### ANY (SELECT ...)` (a SubLink's operName).
         for (const n of ((key === 'A_Expr' ? value.name : value.operName) as Node[] | undefined) ?? []) if (n.String) this.operators.add(String(n.String.sval));
+        this.visit(value, scope);
+        continue;
+      }
+      if (key === 'TypeCast') {
+        const t = (value.typeName?.names as Node[] | undefined)?.map((n) => n.String?.sval).filter(Boolean);
+        if (t?.length) this.casts.add(String(t.at(-1)).toLowerCase());
         this.visit(value, scope);
         continue;
       }
@@ -860,6 +870,7 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     destructive: c.destructive,
     flags: [...c.flags],
     ...(c.operators.size ? { operators: [...c.operators] } : {}),
+    ...(c.casts.size ? { casts: [...c.casts] } : {}),
     ...(c.uses.size ? { uses: [...c.uses] } : {}),
     ...(c.positional ? { exactOnly: true } : {}),
     ...(c.storesValues ? { storesValues: true } : {}),

@@ -23,6 +23,8 @@ export interface CatalogFacts {
   relations: Map<number, { table: string; columns: Map<number, string> }>;
   /** Operators defined outside pg_catalog, by name: whether any of them runs a volatile function. */
   operators: Map<string, boolean>;
+  /** Domains whose CHECK (or whose base domain's) calls a volatile function: a cast to one runs it. */
+  volatileDomains?: Set<string>;
 }
 
 export const FUNCTION_CATALOG_SQL = `
@@ -51,6 +53,16 @@ export const COLUMN_CATALOG_SQL = `SELECT c.oid::int8 AS relid, c.relname AS "ta
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')`;
+
+export const DOMAIN_CATALOG_SQL = `
+WITH RECURSIVE vol AS (
+  SELECT t.oid, t.typname FROM pg_catalog.pg_type t WHERE t.typtype = 'd' AND EXISTS (
+    SELECT 1 FROM pg_catalog.pg_constraint c
+      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = c.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+      JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+     WHERE c.contypid = t.oid AND p.provolatile = 'v')
+  UNION SELECT t.oid, t.typname FROM pg_catalog.pg_type t JOIN vol ON t.typbasetype = vol.oid WHERE t.typtype = 'd'
+) SELECT typname AS name FROM vol`;
 
 export const OPERATOR_CATALOG_SQL = `
 SELECT o.oprname AS name, bool_or(p.provolatile = 'v') AS volatile
@@ -166,6 +178,7 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: Readonl
       effects.push(`${fn}() ${e}`);
       called.add(fn);
     }
+    for (const t of s.casts ?? []) if (facts.volatileDomains?.has(t)) effects.push(`a cast to domain ${t} runs a volatile CHECK function`);
     for (const op of operators) if (facts.operators.get(op)) effects.push(`operator ${op} runs a volatile function`);
     if (!effects.length) return s;
     const cls: StatementClass = s.class === 'read' || s.class === 'session' || s.class === 'transaction' ? 'write' : s.class;
