@@ -200,52 +200,43 @@ export class Governor {
       decision = { ...decision, action: 'deny', reason: `${decision.reason ? `${decision.reason}; ` : ''}approval required, but approvals are not enabled on this gateway` };
     }
     if (decision.action === 'allow' || decision.action === 'require_approval') {
-      const guarded = guardedColumn(this.policy.masking, identity, throughViews(analysis, this.views[dialect]?.get(database)));
+      const viewed = throughViews(analysis, this.views[dialect]?.get(database));
+      const guarded = guardedColumn(this.policy.masking, identity, viewed);
       if (guarded) {
-        return {
-          analysis,
-          decision: { action: 'deny', rule: 'inference-guard', reason: `column ${guarded.column} is masked for this identity (${guarded.rule})` },
-          error: {
-            code: '42501',
-            message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY, HAVING, expressions or subqueries (Sluice inference guard)`,
-            hint: 'Select the column as is (you will see it masked), count it, or ask for an exemption.',
-          },
-        };
+        return refusal(analysis, 'inference-guard', `column ${guarded.column} is masked for this identity (${guarded.rule})`, undefined, {
+          message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY, HAVING, expressions or subqueries (Sluice inference guard)`,
+          hint: 'Select the column as is (you will see it masked), count it, or ask for an exemption.',
+        });
       }
       // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
       const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
       if (binaryOut >= 0 && this.masks(identity, analysis)) {
-        return {
-          analysis,
-          decision: { action: 'deny', rule: 'masking-binary-copy', reason: 'binary COPY output cannot be masked', statement: binaryOut },
-          error: { code: '42501', message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format' },
-        };
+        return refusal(analysis, 'masking-binary-copy', 'binary COPY output cannot be masked', binaryOut, {
+          message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format',
+        });
       }
       // A masked value stored where a later statement reads it back (set_config('app.x', ssn, ...)) would leave
       // unmasked: a statement that touches a masked column may not store computed values.
       const stores = analysis.statements.findIndex((s) => s.storesValues);
-      const storeTaint = stores >= 0 ? maskTaint(this.policy.masking, identity, throughViews(analysis, this.views[dialect]?.get(database))) : undefined;
+      const storeTaint = stores >= 0 ? maskTaint(this.policy.masking, identity, viewed) : undefined;
       if (storeTaint) {
-        return {
-          analysis,
-          decision: { action: 'deny', rule: 'masking-store', reason: `the statement would store a value computed from ${storeTaint}, which is masked for this identity`, statement: stores },
-          error: { code: '42501', message: `Sluice refuses to store a value computed from ${storeTaint} (masked for you) where a later statement could read it back`, hint: 'set_config() with a constant value is fine.' },
-        };
+        return refusal(analysis, 'masking-store', `the statement would store a value computed from ${storeTaint}, which is masked for this identity`, stores, {
+          message: `Sluice refuses to store a value computed from ${storeTaint} (masked for you) where a later statement could read it back`,
+          hint: 'set_config() with a constant value is fine.',
+        });
       }
-      // COPY rows are lines of text with no column descriptions: what comes from a masked column cannot be told
-      // apart in them, so a COPY that touches one (a whole table holding one, or any expression over one) is refused.
+      // COPY rows are lines of text with no column descriptions. Columns copied as they are are scanned line by line
+      // like any result text; a ruled column, or a value computed from one or from a column whose name says it holds
+      // personal data, cannot be told apart in the lines: such a COPY is refused.
       const copyOut = analysis.statements.findIndex((s) => s.command === 'COPY TO');
       const copy = analysis.statements[copyOut];
-      // Columns copied as they are are scanned line by line like any result text; only ruled columns (or values
-      // computed from columns whose names say they hold personal data) cannot be told apart in the lines.
       const asIs = !!copy?.outputs?.every((o) => o.plain);
       const copyTaint = copy ? maskTaint(this.policy.masking, identity, throughViews({ ...analysis, statements: [copy] }, this.views[dialect]?.get(database)), { byName: !asIs }) : undefined;
       if (copyTaint) {
-        return {
-          analysis,
-          decision: { action: 'deny', rule: 'masking-copy', reason: `COPY output would carry ${copyTaint}, which is masked for this identity`, statement: copyOut },
-          error: { code: '42501', message: `COPY ... TO is not allowed through Sluice for rows that include ${copyTaint}, which is masked for you`, hint: 'Name the columns you need (COPY t (a, b) TO ...), or SELECT them: masked columns come back masked.' },
-        };
+        return refusal(analysis, 'masking-copy', `COPY output would carry ${copyTaint}, which is masked for this identity`, copyOut, {
+          message: `COPY ... TO is not allowed through Sluice for rows that include ${copyTaint}, which is masked for you`,
+          hint: 'Name the columns you need (COPY t (a, b) TO ...), or SELECT them: masked columns come back masked.',
+        });
       }
       return { analysis, decision };
     }
@@ -411,11 +402,12 @@ const PROBE_FIELD: Field[] = [{ name: '?column?', tableOid: 0, attnum: 0, typeOi
 
 /** A statement Sluice refuses whatever the policy says: it cannot judge it, or it would leave the state Sluice parses under. */
 function guardRefusal(analysis: Analysis, statement: number, reason: string): Verdict {
-  return {
-    analysis,
-    decision: { action: 'deny', rule: 'sluice-guard', reason, statement },
-    error: { code: '42501', message: `Sluice refuses this statement: ${reason}`, hint: 'The statement was not run; the session is still usable.' },
-  };
+  return refusal(analysis, 'sluice-guard', reason, statement, { message: `Sluice refuses this statement: ${reason}`, hint: 'The statement was not run; the session is still usable.' });
+}
+
+/** A statement refused (42501) by one of the gateway's own rules rather than by a policy rule. */
+function refusal(analysis: Analysis, rule: string, reason: string, statement: number | undefined, error: { message: string; hint?: string }): Verdict {
+  return { analysis, decision: { action: 'deny', rule, reason, ...(statement !== undefined ? { statement } : {}) }, error: { code: '42501', ...error } };
 }
 
 const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();

@@ -76,8 +76,11 @@ export interface StatementInfo {
   exactOnly?: boolean;
   /** Stores values computed from the data where later statements can read them (set_config with a computed value). */
   storesValues?: boolean;
-  /** Columns used to filter, join, sort or group (WHERE, JOIN ON/USING, ORDER BY, GROUP BY, HAVING), as written. */
-  filterColumns: string[];
+  /**
+   * MySQL analyses: columns used to filter, join, sort or group (WHERE, JOIN ON/USING, ORDER BY, GROUP BY, HAVING),
+   * as written. PostgreSQL analyses give the wider `uses` instead.
+   */
+  filterColumns?: string[];
   /** Operators used, by name (user-defined ones run functions; see analyze/catalog.ts). */
   operators?: string[];
   /** Types cast to, by name (a domain's CHECK can call a function; see analyze/catalog.ts). */
@@ -176,40 +179,6 @@ function nameList(items: Node[] | undefined): string {
 class Collector {
   tables = new Map<string, TableRef['access']>();
   columns = new Set<string>();
-  filterColumns = new Set<string>();
-
-  /** Record the columns an inference could probe through: predicates, join conditions, sort and group keys. */
-  filters(node: Node): void {
-    const grab = (n: unknown): void => {
-      if (Array.isArray(n)) return n.forEach(grab);
-      if (!n || typeof n !== 'object') return;
-      for (const [k, v] of Object.entries(n as Node)) {
-        if (k === 'ColumnRef') this.filterColumns.add(((v.fields as Node[]) ?? []).map((f) => (f.String ? f.String.sval : '*')).join('.'));
-        else if (k === 'JoinExpr') {
-          grab(v.quals);
-          for (const u of (v.usingClause as Node[] | undefined) ?? []) if (u.String) this.filterColumns.add(String(u.String.sval));
-          grab(v.larg);
-          grab(v.rarg);
-        } else grab(v);
-      }
-    };
-    grab(node.whereClause);
-    grab(node.havingClause);
-    grab(node.sortClause);
-    grab(node.groupClause);
-    const joins = (n: unknown): void => {
-      if (Array.isArray(n)) return n.forEach(joins);
-      if (!n || typeof n !== 'object') return;
-      for (const [k, v] of Object.entries(n as Node)) {
-        if (k === 'JoinExpr') {
-          grab(v.quals);
-          for (const u of (v.usingClause as Node[] | undefined) ?? []) if (u.String) this.filterColumns.add(String(u.String.sval));
-        }
-        if (k !== 'SelectStmt') joins(v);
-      }
-    };
-    joins(node.fromClause);
-  }
   functions = new Set<string>();
   destructive: string[] = [];
   flags = new Set<Flag>();
@@ -281,7 +250,6 @@ class Collector {
     if (sub.wholeRow) this.columns.add('*');
     for (const t of sub.tables) this.addTable(t.name, t.access);
     for (const col of sub.columns) this.columns.add(col);
-    for (const col of sub.filterColumns) this.filterColumns.add(col);
     for (const f of sub.functions) this.functions.add(f);
     for (const o of sub.operators ?? []) this.operators.add(o);
     for (const t of sub.casts ?? []) this.casts.add(t);
@@ -383,7 +351,6 @@ class Collector {
 
   /** A (possibly nested) SELECT/INSERT/UPDATE/DELETE/MERGE with its own WITH scope. */
   statement(type: string, node: Node, outer: ReadonlySet<string>, nested: boolean): void {
-    this.filters(node);
     let scope: Set<string> = new Set(outer);
     const withClause = node.withClause as Node | undefined;
     if (withClause) {
@@ -865,7 +832,6 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     class: cls,
     tables: [...c.tables].map(([name, access]) => ({ name, access })),
     columns: [...c.columns],
-    filterColumns: [...c.filterColumns],
     functions: [...c.functions],
     destructive: c.destructive,
     flags: [...c.flags],

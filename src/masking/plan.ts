@@ -54,6 +54,12 @@ const TEXT_TYPES = new Set([25, 1043, 1042, 19, 114, 3802, 705, 142, 0]);
 /** Binary formats that are the text itself (jsonb's binary form has a version byte first, so it is not). */
 const TEXT_BINARY = new Set([25, 1043, 1042, 19, 114, 705, 142]);
 
+/** `table.column` (table maybe schema-qualified or `(subquery s)`) or `column`, as [table, column]. */
+function splitRef(ref: string): [string | undefined, string] {
+  const dot = ref.lastIndexOf('.');
+  return dot >= 0 ? [ref.slice(0, dot), ref.slice(dot + 1)] : [undefined, ref];
+}
+
 /** A masker applied to a value computed from a masked column: one that could reveal part of it becomes redact. */
 const derivedMasker = (r: MaskRule | undefined): MaskerName => (r?.masker === 'hash' || r?.masker === 'null' ? r.masker : 'redact');
 
@@ -110,9 +116,8 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     // An expression over a ruled column (upper(email), email || '', row_to_json(t), string_agg(ssn, ',')) is
     // masked like the column itself; a whole row that contains one is redacted. When in doubt, mask.
     for (const ref of derived.get(name) ?? []) {
-      const dot = ref.lastIndexOf('.');
-      const col = dot >= 0 ? ref.slice(dot + 1) : ref;
-      const r = ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined);
+      const [table, col] = splitRef(ref);
+      const r = ruleFor(col, table);
       if (r || dob(col)) {
         const masker = col === '*' ? 'redact' : r && renames.has(name) && !computed.has(name) ? r.masker : derivedMasker(r);
         return rule(f, masker, r ? `${ruleLabel(r)} (derived)` : 'date_of_birth (derived)');
@@ -120,9 +125,8 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     }
     if (taint && !asIs) {
       const unmasked = (ref: string) => {
-        const dot = ref.lastIndexOf('.');
-        const col = ref.slice(dot + 1);
-        return !ruleFor(col, dot >= 0 ? ref.slice(0, dot) : undefined) && !(detectors && sensitiveName(col));
+        const [table, col] = splitRef(ref);
+        return !ruleFor(col, table) && !(detectors && sensitiveName(col));
       };
       const clean = out?.simple && out.refs.every(unmasked);
       if (!clean) return rule(f, taint.masker, `${taint.label} (derived)`);
@@ -186,7 +190,7 @@ export function guardedColumn(m: MaskingPolicy | undefined, id: Identity, analys
   };
   for (const st of analysis.statements) {
     const tables = st.tables.map((t) => t.name);
-    for (const ref of st.uses ?? st.filterColumns) {
+    for (const ref of st.uses ?? st.filterColumns ?? []) {
       const direct = check(ref, tables);
       if (direct) return { column: ref, rule: direct };
       for (const via of derived.get(ref.slice(ref.lastIndexOf('.') + 1).toLowerCase()) ?? []) {

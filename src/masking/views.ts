@@ -93,7 +93,7 @@ export function throughViews(a: Analysis, views: Map<string, ViewInfo> | undefin
         tables.add(bt);
         if (views.has(bt.toLowerCase())) next.push(bt);
       }
-      extra.push({ command: VIEW_COMMAND, class: 'read', tables: v.tables.map((name) => ({ name, access: 'read' })), columns: [], functions: [], destructive: [], flags: [], outputs: v.outputs, filterColumns: [] });
+      extra.push({ command: VIEW_COMMAND, class: 'read', tables: v.tables.map((name) => ({ name, access: 'read' })), columns: [], functions: [], destructive: [], flags: [], outputs: v.outputs });
     }
     frontier = next;
   }
