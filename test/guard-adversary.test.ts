@@ -75,7 +75,11 @@ const LEXING: string[][] = [
   ["EXPLAIN ANALYZE SELECT set_config('standard_conforming_strings', 'off', false)"],
   ["COPY (SELECT set_config('client_encoding', 'GBK', false)) TO STDOUT"],
   [`SELECT 1 --\r; DELETE FROM orders`], [`SELECT $q$'$q$; DELETE FROM orders; --'`], [`SELECT E'\\\\'; DELETE FROM orders`],
-  [`SELECT U&'\\0027' UESCAPE '!'; DELETE FROM orders`], [`SELECT 'a'\n'b'; DELETE FROM orders`], [`SELECT 1/**/; DELETE FROM orders`],
+  [`SELECT U&'\\0027' UESCAPE '!'; DELETE FROM orders`],
+  ['SET "standard_conforming_strings" = \'off\''], ["SET standard_conforming_strings = 'off '"], ["SET client_encoding = E'SJIS'"],
+  ["SET client_encoding = U&'SJIS'"], ["SELECT set_config('client_encoding'::text, 'SJIS'::varchar, false)"], ["SELECT set_config(E'client_encoding', 'sjis', false)"],
+  ["SELECT set_config('client_' || 'encoding', 'sjis', false)"], ["SELECT set_config('standard_conforming_strings', 'o' || 'ff', false)"],
+  ["SET LOCAL client_encoding = 'gb18030'"], ['SET SESSION client_encoding TO "BIG5"'], [`SELECT 'a'\n'b'; DELETE FROM orders`], [`SELECT 1/**/; DELETE FROM orders`],
 ];
 
 /** Class 3: functions with effects inside a read. */
@@ -95,6 +99,11 @@ const FUNCTIONS: string[] = [
   'SELECT 1 ~~~ ANY (SELECT 1)', 'SELECT 1 ~~~ ALL (SELECT 2)', 'SELECT * FROM v_op', "SELECT json_value('a', 'b')", 'SELECT json_scalar(1)',
   'SELECT merge_action()', "NOTIFY ch, 'x'", 'SELECT * FROM orders FOR UPDATE', 'SELECT * FROM t FOR SHARE SKIP LOCKED',
   'SELECT 1::dpos', 'SELECT CAST(2 AS public.dpos)', 'SELECT 3::dpos2', "SELECT '4'::dpos2 + 0",
+  // Review round 2: variants not written before.
+  "SELECT * FROM generate_series(1, 1) WHERE nextval('s') > 0", `SELECT nextval('"s"')`, "SELECT (SELECT x FROM (SELECT nextval('s') x) y)",
+  "WITH RECURSIVE r(n) AS (SELECT nextval('s') UNION ALL SELECT n FROM r WHERE false) SELECT * FROM r", "SELECT lo_import('/etc/passwd', 12345)",
+  'SELECT pg_advisory_unlock(1)', "SELECT * FROM pg_catalog.pg_sleep_for('0.01s')", "SELECT set_config('search_path', 'public', false), nextval('s')",
+  'SELECT pg_terminate_backend(pg_backend_pid())', "SELECT 1 FROM t HAVING max(setval('s', 3)) > 0",
   'EXPLAIN (ANALYZE false, ANALYZE true) DELETE FROM orders WHERE id = 1', "EXPLAIN (ANALYZE off, ANALYZE on) UPDATE orders SET status = 'x' WHERE id = 2",
 ];
 
@@ -112,6 +121,9 @@ const CATALOGS: string[] = [
   'SELECT * FROM pg_shmem_allocations',
   'COPY pg_authid TO STDOUT', 'COPY pg_catalog.pg_statistic TO STDOUT', 'COPY pg_db_role_setting TO STDOUT', 'COPY pg_user_mapping TO STDOUT',
   'COPY pg_foreign_server TO STDOUT',
+  'TABLE pg_shadow', 'SELECT usename, passwd FROM pg_shadow', 'COPY (TABLE pg_authid) TO STDOUT', 'SELECT query FROM pg_catalog.pg_stat_activity',
+  'SELECT * FROM pg_stat_get_activity(pg_backend_pid())', 'SELECT (SELECT rolpassword FROM pg_authid LIMIT 1)', 'SELECT * FROM pg_catalog.pg_file_settings',
+  'SELECT * FROM pg_catalog.pg_hba_file_rules()', 'DECLARE sc CURSOR WITH HOLD FOR SELECT * FROM pg_authid', 'SELECT count(*) FROM pg_statistic',
 ];
 
 /** Class 4: privileged settings and statements. */
