@@ -11,7 +11,8 @@ import { OidcVerifier } from './identity/oidc.js';
 import { verifyKey } from './identity/keys.js';
 import { AuthThrottle } from './identity/throttle.js';
 import { loadParser } from './analyze/analyze.js';
-import { PgSession, SessionRegistry, type LiveSession, type PgEngineConfig } from './protocol/postgres/session.js';
+import { PgSession, type PgEngineConfig } from './protocol/postgres/session.js';
+import { SessionRegistry, type LiveSession } from './protocol/common/registry.js';
 import { adminSocketPath, spoolOptions, type SluiceConfig } from './config.js';
 import { localOps, opsApprovalStore, serveAdmin, type AdminOps } from './admin.js';
 import { Approvals } from './approvals/service.js';
@@ -31,7 +32,7 @@ import { MyClient, myQuote } from './protocol/mysql/client.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
 import { log } from './util/log.js';
-import { ConnectionGate } from './protocol/gate.js';
+import { ConnectionGate } from './protocol/common/gate.js';
 import { errorResponse as pgError } from './protocol/postgres/messages.js';
 import { errPacket, frame } from './protocol/mysql/packets.js';
 

@@ -10,9 +10,11 @@ import crypto from 'node:crypto';
 import { maskPlan, maskTaint, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
 import { judgeFunctions, type FunctionCatalog } from './analyze/catalog.js';
-import type { Field, MaskPlan } from './masking/rows.js';
-import { Metrics } from './api/metrics.js';
-import { ApprovalError, type Approvals } from './approvals/service.js';
+import type { Field, MaskPlan } from './masking/values.js';
+import { Recorder } from './audit/recorder.js';
+import type { Metrics } from './audit/metrics.js';
+import type { Engine } from './util/engine.js';
+import { ApprovalError, type Approvals, type StatementRequest } from './approvals/service.js';
 import type { Approval } from './approvals/store.js';
 
 export interface GovernorError {
@@ -33,25 +35,17 @@ export interface Verdict {
   approvalId?: string;
 }
 
-/** A statement the policy holds for approval, as the protocol engine saw it. */
-export interface HoldRequest {
-  identity: Identity;
-  database: string;
-  sql: string;
-  params?: (string | null)[];
-  binaryParams?: boolean;
-  /** Each parameter's wire format (0 text, 1 binary) when any is binary; binary params are kept as \\x hex. */
-  paramFormats?: number[];
-  /** Parameter type OIDs the statement declared (0 = inferred by the server). */
-  paramTypes?: number[];
-  verdict: Verdict;
-  sessionId?: string;
-  engine?: 'postgres' | 'mysql';
-}
+/**
+ * A statement the policy holds for approval, as the protocol engine saw it: the statement and its parameters as
+ * the server will read them (binary parameters kept as \\x hex), and the verdict that held it.
+ */
+export type HoldRequest = Pick<StatementRequest, 'identity' | 'database' | 'sql' | 'params' | 'binaryParams' | 'paramFormats' | 'paramTypes' | 'sessionId' | 'engine'> & { verdict: Verdict };
 
 export interface GovernorOptions {
   policy: Policy;
+  /** The audit log events are recorded to (with metrics); or a recorder built around one. */
   audit: AuditLog;
+  recorder?: Recorder;
   oidc?: OidcVerifier;
   verifyKey?: (key: string) => Promise<Identity>;
   cache?: AnalysisCache;
@@ -68,7 +62,7 @@ export interface GovernorOptions {
  */
 export class Governor {
   private policy: Policy;
-  readonly audit: AuditLog;
+  readonly recorder: Recorder;
   readonly cache: AnalysisCache;
   /** MySQL/MariaDB statements (keyed by exact text: MySQL lexing differs from PostgreSQL's). */
   readonly mysqlCache = new AnalysisCache(20_000, analyzeMysql, (s) => s);
@@ -83,10 +77,33 @@ export class Governor {
     this.views = o.views ?? {};
     this.functions = o.functions;
     this.policy = o.policy;
-    this.audit = o.audit;
+    this.recorder = o.recorder ?? new Recorder(o.audit);
+    // A view or function may have changed: read the database's catalogs again after DDL.
+    this.recorder.onRecord((e) => {
+      if (e.type !== 'statement' || e.decision !== 'allow' || !e.classes?.includes('ddl') || e.database === undefined) return;
+      const engine = e.protocol === 'mysql' || e.protocol === 'mysql-prepared' ? 'mysql' : 'postgres';
+      this.views[engine]?.invalidate(e.database);
+      if (engine === 'postgres') this.functions?.invalidate(e.database);
+    });
     this.oidc = o.oidc;
     this.verifyKey = o.verifyKey;
     this.cache = o.cache ?? new AnalysisCache();
+  }
+
+  get audit(): AuditLog {
+    return this.recorder.audit;
+  }
+  /** Counters for /metrics, fed from every recorded event. */
+  get metrics(): Metrics {
+    return this.recorder.metrics;
+  }
+
+  private readonly engines = new Map<Engine, EngineGovernor>();
+  /** The Governor as one engine (wire protocol and SQL dialect) uses it. */
+  for(engine: Engine): EngineGovernor {
+    let g = this.engines.get(engine);
+    if (!g) this.engines.set(engine, (g = new EngineGovernor(this, engine)));
+    return g;
   }
 
   /** Load what judging statements on a database needs (its views, its function catalog); waits for the first load only. */
@@ -156,29 +173,9 @@ export class Governor {
         error: { code: '42601', message: r.error, hint: 'Sluice could not parse this statement, so it was not run.', ...(r.position ? { position: String(r.position) } : {}) },
       };
     }
-    let analysis = r;
-    if (r.statements.some((s) => s.executes !== undefined)) {
-      const statements: StatementInfo[] = [];
-      // A PREPARE earlier in the same message counts too (`PREPARE p AS ...; EXECUTE p`).
-      const local = new Map<string, StatementInfo>();
-      for (const s of r.statements) {
-        if (s.prepares !== undefined) local.set(s.prepares, s);
-        if (s.executes === undefined) {
-          statements.push(s);
-          continue;
-        }
-        const target = local.get(s.executes) ?? prepared?.get(s.executes);
-        if (!target) {
-          return {
-            analysis: r,
-            decision: { action: 'deny', rule: 'unknown-prepared-statement', reason: `prepared statement "${s.executes}" was not prepared through Sluice` },
-            error: { code: '26000', message: `prepared statement "${s.executes}" does not exist in this Sluice session` },
-          };
-        }
-        statements.push({ ...target, command: 'EXECUTE', executes: s.executes, prepares: undefined });
-      }
-      analysis = { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive), flags: [...new Set(statements.flatMap((s) => s.flags))] };
-    }
+    const resolved = resolveExecutes(r, prepared);
+    if ('decision' in resolved) return resolved;
+    let analysis = resolved;
     const refused = analysis.statements.findIndex((s) => s.refuse);
     if (refused >= 0) return guardRefusal(analysis, refused, analysis.statements[refused]!.refuse!);
     if (dialect === 'postgres' && this.functions) {
@@ -200,45 +197,7 @@ export class Governor {
       decision = { ...decision, action: 'deny', reason: `${decision.reason ? `${decision.reason}; ` : ''}approval required, but approvals are not enabled on this gateway` };
     }
     if (decision.action === 'allow' || decision.action === 'require_approval') {
-      const viewed = throughViews(analysis, this.views[dialect]?.get(database));
-      const guarded = guardedColumn(this.policy.masking, identity, viewed);
-      if (guarded) {
-        return refusal(analysis, 'inference-guard', `column ${guarded.column} is masked for this identity (${guarded.rule})`, undefined, {
-          message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY, HAVING, expressions or subqueries (Sluice inference guard)`,
-          hint: 'Select the column as is (you will see it masked), count it, or ask for an exemption.',
-        });
-      }
-      // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
-      const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
-      if (binaryOut >= 0 && this.masks(identity, analysis)) {
-        return refusal(analysis, 'masking-binary-copy', 'binary COPY output cannot be masked', binaryOut, {
-          message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format',
-        });
-      }
-      // A masked value stored where a later statement reads it back (set_config('app.x', ssn, ...)) would leave
-      // unmasked: a statement that touches a masked column may not store computed values.
-      const stores = analysis.statements.findIndex((s) => s.storesValues);
-      const storeTaint = stores >= 0 ? maskTaint(this.policy.masking, identity, viewed) : undefined;
-      if (storeTaint) {
-        return refusal(analysis, 'masking-store', `the statement would store a value computed from ${storeTaint}, which is masked for this identity`, stores, {
-          message: `Sluice refuses to store a value computed from ${storeTaint} (masked for you) where a later statement could read it back`,
-          hint: 'set_config() with a constant value is fine.',
-        });
-      }
-      // COPY rows are lines of text with no column descriptions. Columns copied as they are are scanned line by line
-      // like any result text; a ruled column, or a value computed from one or from a column whose name says it holds
-      // personal data, cannot be told apart in the lines: such a COPY is refused.
-      const copyOut = analysis.statements.findIndex((s) => s.command === 'COPY TO');
-      const copy = analysis.statements[copyOut];
-      const asIs = !!copy?.outputs?.every((o) => o.plain);
-      const copyTaint = copy ? maskTaint(this.policy.masking, identity, throughViews({ ...analysis, statements: [copy] }, this.views[dialect]?.get(database)), { byName: !asIs }) : undefined;
-      if (copyTaint) {
-        return refusal(analysis, 'masking-copy', `COPY output would carry ${copyTaint}, which is masked for this identity`, copyOut, {
-          message: `COPY ... TO is not allowed through Sluice for rows that include ${copyTaint}, which is masked for you`,
-          hint: 'Name the columns you need (COPY t (a, b) TO ...), or SELECT them: masked columns come back masked.',
-        });
-      }
-      return { analysis, decision };
+      return this.maskingRefusal(identity, analysis, database, dialect) ?? { analysis, decision };
     }
     const s = analysis.statements[decision.statement ?? 0];
     const what = s ? `${s.command}${s.tables.length ? ` on ${s.tables.map((t) => t.name).join(', ')}` : ''}` : 'statement';
@@ -255,6 +214,52 @@ export class Governor {
   }
 
   /**
+   * What masking forbids of an allowed statement: a masked column used anywhere but as a plain output (inference
+   * guard), binary COPY output, storing values computed from masked columns, COPY of rows that carry them.
+   */
+  private maskingRefusal(identity: Identity, analysis: Analysis, database: string, dialect: Engine): Verdict | undefined {
+    const viewed = throughViews(analysis, this.views[dialect]?.get(database));
+    const guarded = guardedColumn(this.policy.masking, identity, viewed);
+    if (guarded) {
+      return refusal(analysis, 'inference-guard', `column ${guarded.column} is masked for this identity (${guarded.rule})`, undefined, {
+        message: `column "${guarded.column}" is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY, HAVING, expressions or subqueries (Sluice inference guard)`,
+        hint: 'Select the column as is (you will see it masked), count it, or ask for an exemption.',
+      });
+    }
+    // Binary COPY output cannot be scanned for sensitive values: refused to anyone whose results are masked.
+    const binaryOut = analysis.statements.findIndex((s) => s.command === 'COPY TO' && s.flags.includes('binary-copy'));
+    if (binaryOut >= 0 && this.masks(identity, analysis)) {
+      return refusal(analysis, 'masking-binary-copy', 'binary COPY output cannot be masked', binaryOut, {
+        message: 'COPY ... TO STDOUT in binary format is not allowed through Sluice for identities whose results are masked; use text or CSV format',
+      });
+    }
+    // A masked value stored where a later statement reads it back (set_config('app.x', ssn, ...)) would leave
+    // unmasked: a statement that touches a masked column may not store computed values.
+    const stores = analysis.statements.findIndex((s) => s.storesValues);
+    const storeTaint = stores >= 0 ? maskTaint(this.policy.masking, identity, viewed) : undefined;
+    if (storeTaint) {
+      return refusal(analysis, 'masking-store', `the statement would store a value computed from ${storeTaint}, which is masked for this identity`, stores, {
+        message: `Sluice refuses to store a value computed from ${storeTaint} (masked for you) where a later statement could read it back`,
+        hint: 'set_config() with a constant value is fine.',
+      });
+    }
+    // COPY rows are lines of text with no column descriptions. Columns copied as they are are scanned line by line
+    // like any result text; a ruled column, or a value computed from one or from a column whose name says it holds
+    // personal data, cannot be told apart in the lines: such a COPY is refused.
+    const copyOut = analysis.statements.findIndex((s) => s.command === 'COPY TO');
+    const copy = analysis.statements[copyOut];
+    const asIs = !!copy?.outputs?.every((o) => o.plain);
+    const copyTaint = copy ? maskTaint(this.policy.masking, identity, throughViews({ ...analysis, statements: [copy] }, this.views[dialect]?.get(database)), { byName: !asIs }) : undefined;
+    if (copyTaint) {
+      return refusal(analysis, 'masking-copy', `COPY output would carry ${copyTaint}, which is masked for this identity`, copyOut, {
+        message: `COPY ... TO is not allowed through Sluice for rows that include ${copyTaint}, which is masked for you`,
+        hint: 'Name the columns you need (COPY t (a, b) TO ...), or SELECT them: masked columns come back masked.',
+      });
+    }
+    return undefined;
+  }
+
+  /**
    * Store an approval request for a held statement (or find this identity's open one for the same statement).
    * Engines that wait in place use hold(); MCP returns the id and resumes with awaitApproval().
    */
@@ -263,22 +268,15 @@ export class Governor {
     const unheld = unapprovable(h.verdict);
     if (unheld) throw new ApprovalError(unheld.message, 400);
     const a = h.verdict.analysis;
+    const { verdict: _, ...statement } = h;
     return this.approvals.requestStatement({
-      identity: h.identity,
-      database: h.database,
-      sql: h.sql,
-      params: h.params,
-      binaryParams: h.binaryParams,
-      paramFormats: h.paramFormats,
-      paramTypes: h.paramTypes,
-      engine: h.engine,
+      ...statement,
       rule: h.verdict.decision.rule,
       reason: h.verdict.decision.reason,
       spec: h.verdict.decision.approval,
       classes: a?.classes,
       tables: a?.tables,
       destructive: a?.destructive,
-      sessionId: h.sessionId,
     });
   }
 
@@ -325,20 +323,8 @@ export class Governor {
     }
   }
 
-  /** Counters for /metrics, fed from every recorded event. */
-  readonly metrics = new Metrics();
-
   record(event: AuditEvent): void {
-    this.metrics.observe(event);
-    // Refused because the audit log cannot take events: counted (one summary event once it recovers), not queued.
-    if (event.type === 'statement' && event.rule === 'audit-unavailable') return this.audit.countRefused();
-    this.audit.append(event);
-    // A view may have changed: read the database's views again.
-    if (event.type === 'statement' && event.decision === 'allow' && event.classes?.includes('ddl') && event.database !== undefined) {
-      const engine = event.protocol === 'mysql' || event.protocol === 'mysql-prepared' ? 'mysql' : 'postgres';
-      this.views[engine]?.invalidate(event.database);
-      if (engine === 'postgres') this.functions?.invalidate(event.database);
-    }
+    this.recorder.record(event);
   }
 
   /** Key for the deterministic `hash` masker: SLUICE_MASK_KEY (shared by all gateways), else random per process. */
@@ -384,6 +370,61 @@ export class Governor {
 }
 
 /**
+ * The Governor bound to one engine: what a protocol engine (and MCP, per call) asks of it. Engines reach nothing
+ * else of the Governor (its caches, catalogs, approvals or audit log).
+ */
+export class EngineGovernor {
+  constructor(private readonly g: Governor, readonly engine: Engine) {}
+
+  authenticate(password: string, source?: string): Promise<Identity> {
+    return this.g.authenticate(password, source);
+  }
+  openDatabase(database: string): Promise<void> {
+    return this.g.openDatabase(this.engine, database);
+  }
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>): Verdict {
+    return this.g.check(identity, database, sql, prepared, this.engine);
+  }
+  hold(h: Omit<HoldRequest, 'engine'>, notify: (a: Approval, url: string) => void, signal?: AbortSignal): Promise<Verdict> {
+    return this.g.hold({ ...h, engine: this.engine }, notify, signal);
+  }
+  /** Report what happened to the approval a statement ran under. */
+  approvalOutcome(approvalId: string, o: { rows?: number; error?: string }): void {
+    this.g.approvals?.recordOutcome(approvalId, o);
+  }
+  /** The qualified name of the function an OID names in a database (fast-path calls), if the catalog knows it. */
+  functionName(database: string, oid: number): string | undefined {
+    return this.g.functions?.get(database)?.byOid.get(oid);
+  }
+  record(event: AuditEvent): void {
+    this.g.recorder.record(event);
+  }
+  /** The events recorded so far reach the spool before a reply is released; false when they cannot (fail closed). */
+  flushAudit(): boolean {
+    return this.g.recorder.flush();
+  }
+  maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[], database: string, opts: { taintAll?: boolean } = {}): MaskPlan | undefined {
+    return this.g.maskPlan(identity, analysis, fields, database, this.engine, opts);
+  }
+  masks(identity: Identity, analysis: Analysis | undefined): boolean {
+    return this.g.masks(identity, analysis);
+  }
+  scansText(identity: Identity): boolean {
+    return this.g.scansText(identity, undefined);
+  }
+  taint(identity: Identity, analysis: Analysis | undefined, database: string): string | undefined {
+    return this.g.taint(identity, analysis, database, this.engine);
+  }
+  maskingExempt(identity: Identity): boolean {
+    return this.g.maskingExempt(identity);
+  }
+  /** The key of a plan for rows of unknown columns (every cell scanned). */
+  get maskKey(): Buffer {
+    return this.g.maskKey;
+  }
+}
+
+/**
  * Why a held statement cannot be put to a reviewer at all: COPY ... FROM STDIN loads rows that arrive only after
  * the statement runs, so an approval could not show or bind them.
  */
@@ -395,6 +436,34 @@ function unapprovable(v: Verdict): GovernorError | undefined {
     message: `COPY ... FROM STDIN cannot be held for approval under Sluice policy rule "${v.decision.rule}": the reviewer would approve the statement without seeing the rows it loads`,
     hint: 'Load the rows with INSERT statements (each approval is bound to its values), or ask for a just-in-time write grant (sluice request).',
   };
+}
+
+/**
+ * SQL-level `EXECUTE name` judged as what `PREPARE name` defined (a PREPARE earlier in the same message counts too);
+ * a verdict when a name was not prepared through Sluice.
+ */
+function resolveExecutes(r: Analysis, prepared: ReadonlyMap<string, StatementInfo> | undefined): Analysis | Verdict {
+  if (!r.statements.some((s) => s.executes !== undefined)) return r;
+  const statements: StatementInfo[] = [];
+  // A PREPARE earlier in the same message counts too (`PREPARE p AS ...; EXECUTE p`).
+  const local = new Map<string, StatementInfo>();
+  for (const s of r.statements) {
+    if (s.prepares !== undefined) local.set(s.prepares, s);
+    if (s.executes === undefined) {
+      statements.push(s);
+      continue;
+    }
+    const target = local.get(s.executes) ?? prepared?.get(s.executes);
+    if (!target) {
+      return {
+        analysis: r,
+        decision: { action: 'deny', rule: 'unknown-prepared-statement', reason: `prepared statement "${s.executes}" was not prepared through Sluice` },
+        error: { code: '26000', message: `prepared statement "${s.executes}" does not exist in this Sluice session` },
+      };
+    }
+    statements.push({ ...target, command: 'EXECUTE', executes: s.executes, prepares: undefined });
+  }
+  return { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive), flags: [...new Set(statements.flatMap((s) => s.flags))] };
 }
 
 /** A one-column text result of no particular name (see scansText). */
@@ -410,40 +479,3 @@ function refusal(analysis: Analysis, rule: string, reason: string, statement: nu
   return { analysis, decision: { action: 'deny', rule, reason, ...(statement !== undefined ? { statement } : {}) }, error: { code: '42501', ...error } };
 }
 
-const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
-
-/** Audit fields describing an analysis (computed once per cached analysis: this runs for every statement). */
-export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
-  if (!a) return {};
-  let f = fieldsCache.get(a);
-  if (!f) {
-    f = computeAnalysisFields(a);
-    fieldsCache.set(a, f);
-  }
-  return f;
-}
-
-function computeAnalysisFields(a: Analysis): Partial<AuditEvent> {
-  return {
-    fingerprint: a.fingerprint || undefined,
-    classes: a.classes,
-    commands: a.statements.map((s) => s.command),
-    tables: a.tables,
-    columns: [...new Set(a.statements.flatMap((s) => s.columns))].slice(0, 200),
-    destructive: a.destructive.length ? a.destructive : undefined,
-    flags: a.flags.length ? a.flags : undefined,
-    statements: a.statements.length,
-  };
-}
-
-export function identityFields(id: Identity): Partial<AuditEvent> {
-  return {
-    subject: id.subject,
-    identity_kind: id.kind,
-    display_name: id.displayName,
-    groups: id.groups,
-    acting_for: id.actingFor,
-    auth_method: id.method,
-    key_id: id.keyId,
-  };
-}

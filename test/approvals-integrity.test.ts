@@ -15,40 +15,23 @@ import { messages, execute } from './support/raw.js';
 import crypto from 'node:crypto';
 import type { Approval } from '../src/approvals/store.js';
 import type { IdentityKind } from '../src/identity/identity.js';
+import { policyYaml, rules } from './support/policies.js';
 
 /** Issue #14: approvals and identity that hold against their own users. */
 
-const POLICY = `version: 1
-default: deny
-rules:
-  - name: session-and-transactions
-    match: { statements: [transaction, session] }
-    action: allow
-  - name: analysts-write-needs-dba
-    match: { groups: [analysts], statements: [write] }
-    action: require_approval
-    approval: { approvers: [dba] }
-  - name: analysts-read
-    match: { groups: [analysts], statements: [read] }
-    action: allow
-  - name: interns-write-agents-may-review
-    match: { groups: [interns], statements: [write] }
-    action: require_approval
-    approval: { approvers: [dba], agents_may_approve: true }
-  - name: interns-ddl-two-reviewers
-    match: { groups: [interns], statements: [ddl] }
-    action: require_approval
-    approval: { approvers: [dba], quorum: 2, agents_may_approve: true }
-  - name: interns-read
-    match: { groups: [interns], statements: [read] }
-    action: allow
-  - name: contractors-read
-    match: { groups: [contractors], statements: [read] }
-    action: allow
-  - name: dba
-    match: { groups: [dba] }
-    action: allow
-`;
+const POLICY = policyYaml({
+  default: 'deny',
+  rules: [
+    rules.session(),
+    rules.reviewed('analysts', ['write'], 'analysts-write-needs-dba', { approvers: ['dba'] }),
+    rules.read('analysts'),
+    rules.reviewed('interns', ['write'], 'interns-write-agents-may-review', { approvers: ['dba'], agents_may_approve: true }),
+    rules.reviewed('interns', ['ddl'], 'interns-ddl-two-reviewers', { approvers: ['dba'], quorum: 2, agents_may_approve: true }),
+    rules.read('interns'),
+    rules.read('contractors'),
+    rules.dba(),
+  ],
+});
 
 const CLI = path.resolve('bin/sluice.js');
 

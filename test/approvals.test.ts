@@ -6,47 +6,23 @@ import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { startTestGateway, freshDatabase, admin, type TestGateway } from './support/env.js';
 import type { Approval } from '../src/approvals/store.js';
+import { policyYaml, rules } from './support/policies.js';
 
-const POLICY = `version: 1
-default: deny
-rules:
-  - name: session-and-transactions
-    match: { statements: [transaction, session] }
-    action: allow
-  - name: never-drop-audit
-    match: { tables: [audit_copy], destructive: true }
-    action: deny
-    grants: false
-  - name: analysts-write-needs-dba
-    match: { groups: [analysts], statements: [write] }
-    action: require_approval
-    reason: writes by analysts are reviewed
-    approval: { approvers: [dba] }
-  - name: analysts-ddl-two-dbas
-    match: { groups: [analysts], statements: [ddl] }
-    action: require_approval
-    approval: { approvers: [dba], quorum: 2 }
-  - name: analysts-read
-    match: { groups: [analysts], statements: [read] }
-    action: allow
-  - name: interns-write-mentored
-    match: { groups: [interns], statements: [write] }
-    action: require_approval
-    approval: { approvers: [mentors] }
-  - name: interns-read
-    match: { groups: [interns], statements: [read] }
-    action: allow
-  - name: leads-write-reviewed
-    match: { groups: [leads], statements: [write] }
-    action: require_approval
-    approval: { timeout_s: 2 }
-  - name: leads-read
-    match: { groups: [leads], statements: [read] }
-    action: allow
-  - name: dba
-    match: { groups: [dba] }
-    action: allow
-`;
+const POLICY = policyYaml({
+  default: 'deny',
+  rules: [
+    rules.session(),
+    { name: 'never-drop-audit', match: { tables: ['audit_copy'], destructive: true }, action: 'deny', grants: false },
+    rules.reviewed('analysts', ['write'], 'analysts-write-needs-dba', { approvers: ['dba'] }, 'writes by analysts are reviewed'),
+    rules.reviewed('analysts', ['ddl'], 'analysts-ddl-two-dbas', { approvers: ['dba'], quorum: 2 }),
+    rules.read('analysts'),
+    rules.reviewed('interns', ['write'], 'interns-write-mentored', { approvers: ['mentors'] }),
+    rules.read('interns'),
+    rules.reviewed('leads', ['write'], 'leads-write-reviewed', { timeout_s: 2 }),
+    rules.read('leads'),
+    rules.dba(),
+  ],
+});
 
 let t: TestGateway;
 let db: { name: string; drop: () => Promise<void> };
@@ -320,7 +296,7 @@ describe('approval events (SSE)', () => {
     const own = await open(alice);
     const req = await api('/api/grants', alice, 'POST', { database: db.name, role: 'read', duration: '1m', reason: 'sse test' });
     await api(`/api/approvals/${req.body.approval.id}/deny`, dana, 'POST', { reason: 'no' });
-    for (let i = 0; i < 50 && [reviewer, own].some((x) => x.events.filter((e) => e.event === 'approval').length < 2); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 200 && [reviewer, own].some((x) => x.events.filter((e) => e.event === 'approval').length < 2); i++) await new Promise((r) => setTimeout(r, 50));
     const seen = reviewer.events.filter((e) => e.event === 'approval' && e.data.id === req.body.approval.id).map((e) => e.data.status);
     expect(seen).toEqual(['pending', 'denied']);
     // The requester follows her own request; another analyst (no approver role) sees nothing of it.

@@ -3,16 +3,9 @@ import crypto from 'node:crypto';
 import pg from 'pg';
 import mysql from 'mysql2/promise';
 import { startTestGateway, freshDatabase, MY, mysqlEngine, type TestGateway } from './support/env.js';
+import { policyYaml, rules } from './support/policies.js';
 
-const POLICY = `version: 1
-rules:
-  - { name: everything, action: allow }
-masking:
-  inference_guard: true
-  detectors: false
-  columns:
-    - { column: customers.ssn, masker: partial }
-`;
+const POLICY = policyYaml({ rules: [rules.everything()], masking: { inference_guard: true, detectors: false, columns: [{ column: 'customers.ssn', masker: 'partial' }] } });
 
 let t: TestGateway;
 let pgdb: { name: string; drop: () => Promise<void> };

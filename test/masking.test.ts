@@ -2,7 +2,8 @@ import { describe, it, expect } from 'vitest';
 import fs from 'node:fs';
 import { detect, luhnValid, ibanValid, mayContainSensitive } from '../src/masking/detectors.js';
 import { partial, maskEmail, hashValue, applyMasker } from '../src/masking/maskers.js';
-import { maskDataRow, type MaskPlan } from '../src/masking/rows.js';
+import { maskDataRow } from '../src/protocol/postgres/rows.js';
+import type { MaskPlan } from '../src/masking/values.js';
 import { Writer, Reader } from '../src/protocol/postgres/buffer.js';
 
 const corpus = fs

@@ -5,27 +5,18 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { startTestGateway, freshDatabase, admin, run, type TestGateway } from './support/env.js';
+import { policyYaml, rules } from './support/policies.js';
 
-const POLICY = `version: 1
-default: deny
-rules:
-  - name: no-deletes-for-agents
-    match: { kinds: [agent], commands: [DELETE] }
-    action: deny
-    reason: agents never delete
-  - name: agent-writes-reviewed
-    match: { kinds: [agent], statements: [write] }
-    action: require_approval
-  - name: agents-read
-    match: { kinds: [agent], statements: [read] }
-    action: allow
-  - name: dba
-    match: { groups: [dba] }
-    action: allow
-masking:
-  columns:
-    - { column: customers.ssn, masker: partial }
-`;
+const POLICY = policyYaml({
+  default: 'deny',
+  rules: [
+    { name: 'no-deletes-for-agents', match: { kinds: ['agent'], commands: ['DELETE'] }, action: 'deny', reason: 'agents never delete' },
+    { name: 'agent-writes-reviewed', match: { kinds: ['agent'], statements: ['write'] }, action: 'require_approval' },
+    { name: 'agents-read', match: { kinds: ['agent'], statements: ['read'] }, action: 'allow' },
+    rules.dba(),
+  ],
+  masking: { columns: [{ column: 'customers.ssn', masker: 'partial' }] },
+});
 
 const CLI = path.resolve('bin/sluice.js');
 let t: TestGateway;

@@ -4,23 +4,9 @@ import path from 'node:path';
 import pg from 'pg';
 import { startTestGateway, freshDatabase, admin, run, type TestGateway } from './support/env.js';
 import type { Approval } from '../src/approvals/store.js';
+import { REVIEWED_WRITES_POLICY } from './support/policies.js';
 
-const POLICY = `version: 1
-default: deny
-rules:
-  - name: session
-    match: { statements: [transaction, session] }
-    action: allow
-  - name: analysts-write-reviewed
-    match: { groups: [analysts], statements: [write] }
-    action: require_approval
-  - name: analysts-read
-    match: { groups: [analysts], statements: [read] }
-    action: allow
-  - name: dba
-    match: { groups: [dba] }
-    action: allow
-`;
+const POLICY = REVIEWED_WRITES_POLICY();
 const API = `api: { listen: { host: 127.0.0.1, port: 0 }, roles: { approver: [dba], admin: [ops] } }
 approvals: { poll_ms: 200, preview: { enabled: false } }`;
 

@@ -5,26 +5,11 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { startTestGateway, freshDatabase, type TestGateway } from './support/env.js';
 import { startIdp, type TestIdp } from './support/oidc.js';
 import { freePort } from '../src/util/net.js';
+import { REVIEWED_WRITES_POLICY } from './support/policies.js';
 
 const CHROMIUM = process.env.SLUICE_CHROMIUM ?? '/usr/bin/chromium';
 
-const POLICY = `version: 1
-default: deny
-rules:
-  - name: session
-    match: { statements: [transaction, session] }
-    action: allow
-  - name: analysts-write-reviewed
-    match: { groups: [analysts], statements: [write] }
-    action: require_approval
-    approval: { approvers: [dba] }
-  - name: analysts-read
-    match: { groups: [analysts], statements: [read] }
-    action: allow
-  - name: dba
-    match: { groups: [dba] }
-    action: allow
-`;
+const POLICY = REVIEWED_WRITES_POLICY(['dba']);
 
 let t: TestGateway;
 let idp: TestIdp;

@@ -3,7 +3,7 @@ import type { Identity } from '../identity/identity.js';
 import type { MaskingPolicy, MaskRule } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import type { MaskerName } from './maskers.js';
-import { scannable, type ColumnAction, type Field, type MaskPlan } from './rows.js';
+import { scannable, type ColumnAction, type Field, type MaskPlan } from './values.js';
 import { outputRefs, VIEW_COMMAND } from './views.js';
 
 /** How a rule is named in audit: its column, and its classification label when it came from one. */

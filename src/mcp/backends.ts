@@ -4,7 +4,7 @@ import type { UpstreamTarget } from '../protocol/postgres/upstream.js';
 import { MyClient, myQuote } from '../protocol/mysql/client.js';
 import type { MyUpstreamTarget } from '../protocol/mysql/upstream.js';
 import { myFields } from '../protocol/mysql/packets.js';
-import type { Field } from '../masking/rows.js';
+import type { Field } from '../masking/values.js';
 
 /** A column of information_schema, as describe_schema reads it. */
 export interface SchemaRow {

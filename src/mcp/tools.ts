@@ -1,8 +1,10 @@
 import { performance } from 'node:perf_hooks';
-import { analysisFields, identityFields, type Governor, type Verdict } from '../governor.js';
+import { identityFields } from '../audit/fields.js';
+import type { Governor, Verdict } from '../governor.js';
+import { StatementAudit } from '../protocol/common/audit.js';
 import type { Identity } from '../identity/identity.js';
 import type { McpBackend, RunResult } from './backends.js';
-import { maskValue, scrubText, type Field, type MaskCounts } from '../masking/rows.js';
+import { maskValue, scrubText, type Field, type MaskCounts } from '../masking/values.js';
 import { servedBy } from '../util/glob.js';
 import type { Analysis } from '../analyze/analyze.js';
 import type { Approval } from '../approvals/store.js';
@@ -67,8 +69,9 @@ export class McpTools {
     return b;
   }
 
-  private audit(id: Identity, fields: Record<string, unknown>): void {
-    this.g.record({ type: 'statement', ...identityFields(id), protocol: 'mcp', application_name: 'mcp', client_addr: 'mcp', ...fields } as never);
+  /** The statement audit of one call: the same builder the wire engines use. */
+  private audit(id: Identity, engine: Engine, database: string): StatementAudit {
+    return new StatementAudit(this.g.for(engine), id, () => ({ ...identityFields(id), application_name: 'mcp', client_addr: 'mcp', database }));
   }
 
   private toolEvent(id: Identity, tool: string, intent: string | undefined, details: Record<string, unknown>, error?: string): void {
@@ -133,7 +136,7 @@ export class McpTools {
       return { status: 'pending_approval', approval_id: a.id, url, message: `Sluice policy rule "${v.decision.rule}" requires approval. Ask a reviewer to approve ${a.id} (${url}), then call wait_for_approval.` };
     }
     if (v.error) {
-      this.audit(id, { database, sql, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error.message, error_code: v.error.code, details: intentDetails });
+      this.audit(id, b.engine, database).denied(sql, v, 'mcp', { details: intentDetails });
       throw new ToolError(v.error.message + (v.error.detail ? ` (${v.error.detail})` : '') + (v.error.code === '42601' && v.error.hint ? ` ${v.error.hint}` : ''), v.error.code);
     }
     return this.execute(id, b, database, sql, v, opts);
@@ -157,7 +160,7 @@ export class McpTools {
     const v = this.g.check(id, a.database, a.sql!, undefined, b.engine);
     if (final.status === 'approved') return this.runApproved(id, final, v, opts, b);
     const outcome = await this.g.awaitApproval({ identity: id, database: a.database, sql: a.sql!, verdict: v }, final);
-    this.audit(id, { database: a.database, sql: a.sql, ...analysisFields(v.analysis), decision: 'deny', rule: outcome.decision.rule, reason: outcome.error?.message, error_code: outcome.error?.code, approval_id: a.id, details: { tool: 'wait_for_approval', intent: opts.intent } });
+    this.audit(id, b.engine, a.database).denied(a.sql, { ...outcome, analysis: v.analysis, approvalId: a.id }, 'mcp', { details: { tool: 'wait_for_approval', intent: opts.intent } });
     throw new ToolError(outcome.error?.message ?? `approval ${a.id} is ${final.status}`, outcome.error?.code);
   }
 
@@ -171,14 +174,14 @@ export class McpTools {
   private async execute(id: Identity, b: McpBackend, database: string, sql: string, v: Verdict, opts: { intent?: string; maxRows?: number }): Promise<QueryResult> {
     const maxRows = Math.min(Math.max(opts.maxRows ?? 500, 1), 10_000);
     const t0 = performance.now();
-    const base = { database, sql, ...analysisFields(v.analysis), decision: 'allow' as const, rule: v.decision.rule, approval_id: v.approvalId, details: { tool: 'query', intent: opts.intent, engine: b.engine } };
+    const audit = this.audit(id, b.engine, database);
+    const base = { sql, protocol: 'mcp' as const, analysis: v.analysis, rule: v.decision.rule, approvalId: v.approvalId, t0, details: { tool: 'query', intent: opts.intent, engine: b.engine } };
     let res: RunResult;
     try {
       res = await b.run(database, sql);
     } catch (e) {
       const err = e as Error & { code?: string };
-      this.audit(id, { ...base, error: err.message, error_code: err.code, duration_ms: Math.round(performance.now() - t0) });
-      if (v.approvalId) this.g.approvals?.recordOutcome(v.approvalId, { error: err.message });
+      audit.ran({ ...base, error: err });
       // The server's error can echo values: the agent gets it scrubbed like a wire client would.
       const shown = this.g.maskingExempt(id) ? err.message : scrubText(err.message, 'message', { tainted: !!this.g.taint(id, v.analysis, database, b.engine), detectors: this.g.scansText(id, undefined) });
       throw new ToolError(shown, err.code);
@@ -195,8 +198,7 @@ export class McpTools {
     );
     const masked = counts.size ? Object.fromEntries(counts) : undefined;
     const rowCount = res.rowCount;
-    this.audit(id, { ...base, rows: rowCount, masked, duration_ms: Math.round((performance.now() - t0) * 1000) / 1000, ...(rows.length > 0 && this.g.maskingExempt(id) ? { masking_exempt: true } : {}) });
-    if (v.approvalId) this.g.approvals?.recordOutcome(v.approvalId, { rows: rowCount });
+    audit.ran({ ...base, rows: rowCount, masked });
     return { status: 'ok', command: res.command, columns: fields.map((f) => f.name), rows, row_count: rowCount, truncated: res.rows.length > maxRows, ...(masked ? { masked } : {}) };
   }
 
@@ -205,20 +207,21 @@ export class McpTools {
     const b = this.backend(engine, database);
     const v = this.g.check(id, database, sql, undefined, b.engine);
     const details = { tool: 'explain', intent, engine: b.engine };
+    const audit = this.audit(id, b.engine, database);
     if (v.analysis && (v.analysis.statements.length !== 1 || v.analysis.statements[0]!.command.startsWith('EXPLAIN'))) {
       throw new ToolError('explain takes exactly one statement (not itself an EXPLAIN)');
     }
     // Held statements may be explained: reviewers and agents both benefit from seeing the plan first.
     if (v.error) {
-      this.audit(id, { database, sql: `EXPLAIN ${sql}`, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error.message, error_code: v.error.code, details });
+      audit.denied(`EXPLAIN ${sql}`, v, 'mcp', { details });
       throw new ToolError(v.error.message, v.error.code);
     }
     const t0 = performance.now();
     const plan = await b.explain(database, sql).catch((e: Error & { code?: string }) => {
-      this.audit(id, { database, sql: `EXPLAIN ${sql}`, ...analysisFields(v.analysis), decision: 'allow', rule: v.decision.rule, error: e.message, error_code: e.code, details });
+      audit.ran({ sql: `EXPLAIN ${sql}`, protocol: 'mcp', analysis: v.analysis, rule: v.decision.rule, t0, error: e, details });
       throw new ToolError(e.message, e.code);
     });
-    this.audit(id, { database, sql: `EXPLAIN ${sql}`, ...analysisFields(v.analysis), decision: 'allow', rule: v.decision.rule, rows: 1, duration_ms: Math.round(performance.now() - t0), details });
+    audit.ran({ sql: `EXPLAIN ${sql}`, protocol: 'mcp', analysis: v.analysis, rule: v.decision.rule, t0, rows: 1, details });
     return { plan };
   }
 }

@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createKey } from '../../src/identity/keys.js';
 import type { IdentityKind } from '../../src/identity/identity.js';
+import { BASE_POLICY } from './policies.js';
 
 /** The real PostgreSQL the tests run against (.ci/run makes sure it is up). */
 export const PG = { host: process.env.SLUICE_TEST_PGHOST ?? '127.0.0.1', port: Number(process.env.SLUICE_TEST_PGPORT ?? 5432), user: process.env.SLUICE_TEST_PGUSER ?? 'postgres' };
@@ -42,26 +43,7 @@ export async function freshDatabase(prefix: string, setupSql?: string): Promise<
 
 export const tmpDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), `sluice-${prefix}-`));
 
-export const BASE_POLICY = `version: 1
-default: deny
-rules:
-  - name: session-and-transactions
-    match: { statements: [transaction, session] }
-    action: allow
-  - name: destructive-needs-dba
-    match: { destructive: true, groups: [analysts, app] }
-    action: deny
-    reason: destructive statements need a DBA
-  - name: analysts-read
-    match: { groups: [analysts], statements: [read] }
-    action: allow
-  - name: app-read-write
-    match: { groups: [app], statements: [read, write, ddl] }
-    action: allow
-  - name: dba
-    match: { groups: [dba], statements: [read, write, ddl, admin] }
-    action: allow
-`;
+export { BASE_POLICY };
 
 export interface TestGateway {
   gw: Gateway;

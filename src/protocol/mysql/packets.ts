@@ -1,4 +1,4 @@
-import type { Field } from '../../masking/rows.js';
+import type { Field } from '../../masking/values.js';
 /** MySQL/MariaDB client/server protocol: framing, field codecs and the packets the gateway builds itself. */
 
 export class MyProtocolError extends Error {

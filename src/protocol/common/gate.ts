@@ -1,5 +1,5 @@
 import type net from 'node:net';
-import { SessionRegistry, type LiveSession } from './postgres/session.js';
+import { SessionRegistry, type Engine, type LiveSession } from './registry.js';
 
 export interface GateLimits {
   /** Logged-in sessions of every engine of this process. */
@@ -30,7 +30,7 @@ export class ConnectionGate {
     this.registry = new (class extends SessionRegistry {
       override register(s: LiveSession, key: number): void {
         super.register(s, key);
-        gate.loggedIn(`${s.info.engine ?? 'postgres'}|${s.info.clientAddr}`);
+        gate.loggedIn(`${s.info.engine}|${s.info.clientAddr}`);
       }
     })();
   }
@@ -43,7 +43,7 @@ export class ConnectionGate {
    * Admit a new connection, or say why not (the caller sends the engine's error and closes). Admitted connections
    * are tracked until they log in or close.
    */
-  admit(engine: 'postgres' | 'mysql', socket: net.Socket): string | undefined {
+  admit(engine: Engine, socket: net.Socket): string | undefined {
     const source = socket.remoteAddress ?? '?';
     const l = this.limits;
     let why: string | undefined;

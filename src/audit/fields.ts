@@ -1,0 +1,41 @@
+import type { Analysis } from '../analyze/analyze.js';
+import type { Identity } from '../identity/identity.js';
+import type { AuditEvent } from './audit.js';
+
+const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
+
+/** Audit fields describing an analysis (computed once per cached analysis: this runs for every statement). */
+export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
+  if (!a) return {};
+  let f = fieldsCache.get(a);
+  if (!f) {
+    f = computeAnalysisFields(a);
+    fieldsCache.set(a, f);
+  }
+  return f;
+}
+
+function computeAnalysisFields(a: Analysis): Partial<AuditEvent> {
+  return {
+    fingerprint: a.fingerprint || undefined,
+    classes: a.classes,
+    commands: a.statements.map((s) => s.command),
+    tables: a.tables,
+    columns: [...new Set(a.statements.flatMap((s) => s.columns))].slice(0, 200),
+    destructive: a.destructive.length ? a.destructive : undefined,
+    flags: a.flags.length ? a.flags : undefined,
+    statements: a.statements.length,
+  };
+}
+
+export function identityFields(id: Identity): Partial<AuditEvent> {
+  return {
+    subject: id.subject,
+    identity_kind: id.kind,
+    display_name: id.displayName,
+    groups: id.groups,
+    acting_for: id.actingFor,
+    auth_method: id.method,
+    key_id: id.keyId,
+  };
+}

@@ -1,0 +1,74 @@
+import { detect, type DetectorType } from './detectors.js';
+import { applyMasker, defaultForDetector, type MaskerName } from './maskers.js';
+
+/** One column of a RowDescription. */
+export interface Field {
+  name: string;
+  tableOid: number;
+  attnum: number;
+  typeOid: number;
+  format: number;
+  /** The table column this result column is as is, when the protocol says so (MySQL's org_table/org_name). */
+  origin?: { table: string; column: string };
+}
+
+/** What happens to one column's cells: left alone, scanned by the detectors, or masked whole by a rule. */
+export type ColumnAction = { kind: 'pass' } | { kind: 'scan' } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
+
+export interface MaskPlan {
+  columns: ColumnAction[];
+  key: Buffer;
+  /** The columns are not known (no RowDescription was seen): scan every cell as text. */
+  scanUnknown?: boolean;
+}
+export const SCAN: ColumnAction = { kind: 'scan' };
+
+/** Counts of what was masked in one result, by detector type or rule label. */
+export type MaskCounts = Map<string, number>;
+
+/** Types whose binary wire form is their UTF-8 text, so binary cells can be scanned as text too. */
+const TEXTUAL_BINARY = new Set([25, 1043, 1042, 19, 114, 705, 142]);
+export const scannable = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 0 || TEXTUAL_BINARY.has(f.typeOid);
+
+/** Count one masked value of a kind (detector type or rule label). */
+export const countMasked = (c: MaskCounts, k: string) => c.set(k, (c.get(k) ?? 0) + 1);
+
+/** Mask every detector hit inside a text; undefined when there is none. */
+export function maskText(v: string, counts: MaskCounts): string | undefined {
+  const hits = detect(v);
+  if (hits.length === 0) return undefined;
+  let out = '';
+  let at = 0;
+  for (const h of hits) {
+    out += v.slice(at, h.start) + defaultForDetector(h.type as DetectorType, v.slice(h.start, h.end));
+    at = h.end;
+    countMasked(counts, h.type);
+  }
+  return out + v.slice(at);
+}
+
+const HIDDEN = '[hidden by Sluice: the statement reads columns masked for you]';
+
+/**
+ * An error or notice text (message, detail, hint, context) for an identity whose results are masked: detector hits
+ * masked; when the statement touches a masked column (`tainted`), quoted values and `(key)=(value)` pairs are
+ * hidden and detail/context replaced, since servers echo values there (`invalid input syntax for type integer:
+ * "123-45-6789"`, `Key (ssn)=(...) already exists`, `Failing row contains (...)`).
+ */
+export function scrubText(v: string, field: 'message' | 'detail' | 'hint' | 'context', o: { tainted: boolean; detectors: boolean }): string {
+  let out = v;
+  if (o.tainted && (field === 'detail' || field === 'context')) out = HIDDEN;
+  else if (o.tainted) out = out.replace(/"[^"]*"/g, '"****"').replace(/\([^()]*\)=\([^()]*\)/g, '(****)=(****)');
+  if (o.detectors) out = maskText(out, new Map()) ?? out;
+  return out;
+}
+
+/** One decoded text cell under its column's action: the replacement, null (masked to NULL), or undefined (unchanged). */
+export function maskValue(action: ColumnAction, v: string, key: Buffer, counts: MaskCounts): string | null | undefined {
+  if (action.kind === 'pass') return undefined;
+  if (action.kind === 'scan') return maskText(v, counts);
+  countMasked(counts, action.label);
+  const r = applyMasker(action.masker, v, key, action.label);
+  // A masked json/jsonb value is sent as a JSON string so the client can still parse it.
+  return action.json && r !== null ? JSON.stringify(r) : r;
+}

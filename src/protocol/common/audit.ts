@@ -1,0 +1,105 @@
+import { performance } from 'node:perf_hooks';
+import type { AuditEvent } from '../../audit/audit.js';
+import { analysisFields, identityFields } from '../../audit/fields.js';
+import type { Analysis } from '../../analyze/analyze.js';
+import type { Identity } from '../../identity/identity.js';
+import type { MaskCounts } from '../../masking/values.js';
+import type { Engine } from '../../util/engine.js';
+import type { EngineGovernor, Verdict } from '../../governor.js';
+import type { SessionInfo } from './registry.js';
+
+/** How a statement reached the gateway. */
+export type StatementProtocol = 'simple' | 'extended' | 'fastpath' | 'mysql' | 'mysql-prepared' | 'mcp';
+
+/** A statement that was sent to the database (it may have failed there, or not completed). */
+export interface RanStatement {
+  sql?: string;
+  protocol: StatementProtocol;
+  /** Prepared statement name (PostgreSQL extended protocol). */
+  name?: string;
+  analysis?: Analysis;
+  rule?: string;
+  approvalId?: string;
+  rows?: number;
+  masked?: MaskCounts | Record<string, number>;
+  /** performance.now() when it was sent. */
+  t0?: number;
+  error?: { message?: string; code?: string | number };
+  details?: Record<string, unknown>;
+}
+
+const durationMs = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
+const maskedFields = (m: RanStatement['masked']): Partial<AuditEvent> => {
+  if (!m) return {};
+  const o = m instanceof Map ? Object.fromEntries(m) : m;
+  return Object.keys(o).length ? { masked: o } : {};
+};
+
+/** Engine-specific fields for events other than statements (the PostgreSQL engine is the default and says nothing). */
+export const engineDetails = (engine: Engine): Record<string, unknown> | undefined => (engine === 'postgres' ? undefined : { engine });
+
+/**
+ * The one builder of statement audit events, for every engine and MCP: what was refused before it ran, what ran
+ * (rows, masking, exemption, duration, error), and the outcome of the approval it ran under.
+ */
+export class StatementAudit {
+  constructor(
+    private readonly gov: EngineGovernor,
+    private readonly identity: Identity,
+    /** Fields every event carries (session, identity, client, database); read per event, so they can change (USE). */
+    private readonly fields: () => Partial<AuditEvent>,
+  ) {}
+
+  /** A statement refused before it reached the database (policy, guard, approval denied). */
+  denied(sql: string | undefined, v: Pick<Verdict, 'analysis' | 'decision' | 'error' | 'approvalId'>, protocol: StatementProtocol, o: { name?: string; details?: Record<string, unknown> } = {}): void {
+    this.gov.record({ type: 'statement', ...this.fields(), sql, protocol, statement_name: o.name || undefined, ...analysisFields(v.analysis), decision: 'deny', rule: v.decision.rule, reason: v.error?.message, error_code: v.error?.code, approval_id: v.approvalId, details: o.details });
+  }
+
+  /** A command the engine itself refused or answered (not judged by policy): USE of an unserved database, KILL. */
+  engineDecision(sql: string, protocol: StatementProtocol, decision: 'allow' | 'deny', rule: string, o: { reason?: string; errorCode?: string; details?: Record<string, unknown> } = {}): void {
+    this.gov.record({ type: 'statement', ...this.fields(), sql, protocol, decision, rule, reason: o.reason, error_code: o.errorCode, ...(decision === 'allow' ? { rows: 0 } : {}), details: o.details });
+  }
+
+  /** A statement that was sent to the database, with what came of it. */
+  ran(r: RanStatement): void {
+    const error = r.error?.message;
+    const exempt = (r.rows ?? 0) > 0 && this.gov.maskingExempt(this.identity) ? { masking_exempt: true } : {};
+    this.gov.record({
+      type: 'statement',
+      ...this.fields(),
+      sql: r.sql,
+      protocol: r.protocol,
+      statement_name: r.name || undefined,
+      ...analysisFields(r.analysis),
+      decision: 'allow',
+      rule: r.rule,
+      ...maskedFields(r.masked),
+      ...exempt,
+      rows: r.rows,
+      duration_ms: r.t0 === undefined ? undefined : durationMs(r.t0),
+      error,
+      error_code: r.error?.code === undefined ? undefined : String(r.error.code),
+      approval_id: r.approvalId,
+      details: r.details,
+    });
+    if (r.approvalId) this.gov.approvalOutcome(r.approvalId, { rows: r.rows, error });
+  }
+}
+
+/** The fields every statement event of a wire session carries. */
+export function sessionFields(info: SessionInfo, identity: Identity, database: string): Partial<AuditEvent> {
+  return { session_id: info.id, ...identityFields(identity), client_addr: info.clientAddr, application_name: info.applicationName, database };
+}
+
+/** The audit event that closes a session of any engine. */
+export function sessionEndEvent(info: SessionInfo, identity: Identity, database: string, reason: string): AuditEvent {
+  return {
+    type: 'session_end',
+    session_id: info.id,
+    ...identityFields(identity),
+    database,
+    client_addr: info.clientAddr,
+    reason,
+    details: { statements: info.statements, duration_s: (Date.now() - info.startedAt.getTime()) / 1000, ...engineDetails(info.engine) },
+  };
+}

@@ -1,0 +1,223 @@
+import type { EngineGovernor, Verdict } from '../../governor.js';
+import type { Identity } from '../../identity/identity.js';
+import type { Analysis } from '../../analyze/analyze.js';
+import { scrubText, type MaskCounts, type MaskPlan } from '../../masking/values.js';
+import { CAP, MAX_PAYLOAD, STATUS, MyReader, errPacket, frame, myFields, parseColumn, parseErr, parseOk, writeHeader, type MyColumn } from './packets.js';
+import { maskBinaryRow, maskTextRow } from './rows.js';
+
+export interface Stmt {
+  sql: string;
+  verdict: Verdict;
+  params: number;
+  columns: MyColumn[];
+  /** Parameter types from the last execute that bound them (the server remembers them too). */
+  paramTypes?: number[];
+}
+
+export type ResultState = 'first' | 'cols' | 'eof1' | 'rows';
+export interface Inflight {
+  k: 'query' | 'execute' | 'prepare' | 'fetch' | 'simple' | 'fieldlist' | 'statistics';
+  sql?: string;
+  verdict?: Verdict;
+  t0: number;
+  rows: number;
+  masked?: MaskCounts;
+  state: ResultState;
+  colsLeft: number;
+  columns: MyColumn[];
+  plan?: MaskPlan;
+  binary: boolean;
+  error?: { code: number; message: string };
+  /** prepare: the answer's packets after its OK (parameter definitions, column definitions, their EOFs). */
+  prep?: { id: number; params: number; cols: number; total: number; seen: number; columns: MyColumn[] };
+  /** Sequence id of the next packet sent to the client. */
+  outSeq: number;
+  approvalId?: string;
+}
+
+
+/** What the answer side needs of its session. */
+export interface ResultsHost {
+  readonly gov: EngineGovernor;
+  identity(): Identity;
+  readonly stmts: Map<number, Stmt>;
+  database(): string;
+  caps(): number;
+  inflight(): Inflight | undefined;
+  /** The command's answer is complete (status: the server status flags of its last OK/EOF). */
+  finish(f: Inflight, status?: number): void;
+  /** Write to the client (after the audit of what it answers is written). */
+  write(b: Buffer): void;
+}
+
+/**
+ * The answer side of a MySQL session: each upstream packet is matched to the command in flight (result sets,
+ * prepared-statement answers, OK/ERR), rows are masked under the command's plan, errors scrubbed, and the packets
+ * for the client are renumbered and written once per upstream chunk.
+ */
+export class MyResults {
+  constructor(private readonly host: ResultsHost) {}
+
+  /** Packets for the client from one upstream chunk, written at once (one copy, one write). */
+  private pendingOut: Buffer[] = [];
+
+  private out(f: Inflight, payload: Buffer): void {
+    if (payload.length < MAX_PAYLOAD) {
+      const h = Buffer.allocUnsafe(4);
+      writeHeader(h, 0, payload.length, f.outSeq);
+      f.outSeq = (f.outSeq + 1) & 0xff;
+      this.pendingOut.push(h, payload);
+    } else {
+      const x = frame(f.outSeq, payload);
+      f.outSeq = x.next;
+      this.pendingOut.push(x.bytes);
+    }
+  }
+
+  /** Drop what is not yet written (the session is ending). */
+  discard(): void {
+    this.pendingOut = [];
+  }
+
+  flushOut(): void {
+    if (!this.pendingOut.length) return;
+    const chunks = this.pendingOut;
+    this.pendingOut = [];
+    this.host.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+  }
+
+  onUpstreamPacket(p: Buffer): void {
+    const f = this.host.inflight();
+    if (!f) return; // nothing asked (should not happen): drop
+    const head = p[0];
+    const deprecateEof = (this.host.caps() & CAP.DEPRECATE_EOF) !== 0;
+    switch (f.k) {
+      case 'simple':
+      case 'statistics':
+        this.out(f, p);
+        return this.host.finish(f, head === 0x00 ? parseOk(p).status : undefined);
+      case 'fieldlist':
+        this.out(f, p);
+        if (head === 0xfe || head === 0xff) this.host.finish(f);
+        return;
+      case 'prepare':
+        return this.onPrepareAnswer(f, p, deprecateEof);
+      default:
+        return this.onResultPacket(f, p, deprecateEof);
+    }
+  }
+
+  private onPrepareAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {
+    this.out(f, p);
+    if (!f.prep) {
+      if (p[0] === 0xff) {
+        f.error = parseErr(p);
+        return this.host.finish(f);
+      }
+      const r = new MyReader(p, 1);
+      const id = r.int4();
+      const cols = r.int2();
+      const params = r.int2();
+      // Each non-empty section: its definitions, then an EOF unless DEPRECATE_EOF.
+      const section = (n: number) => (n ? n + (deprecateEof ? 0 : 1) : 0);
+      f.prep = { id, params, cols, total: section(params) + section(cols), seen: 0, columns: [] };
+    } else {
+      // Column definitions come after the parameter section.
+      const paramSection = f.prep.total - (f.prep.cols ? f.prep.cols + (deprecateEof ? 0 : 1) : 0);
+      if (f.prep.seen >= paramSection && f.prep.columns.length < f.prep.cols) f.prep.columns.push(parseColumn(p));
+      f.prep.seen++;
+    }
+    if (f.prep.seen === f.prep.total) {
+      this.host.stmts.set(f.prep.id, { sql: f.sql!, verdict: f.verdict!, params: f.prep.params, columns: f.prep.columns });
+      this.host.finish(f);
+    }
+  }
+
+  /** The last statement touched a column masked for this identity: its warnings (SHOW WARNINGS) can echo values. */
+  private lastTainted = false;
+
+  planFor(columns: MyColumn[], analysis: Analysis | undefined): MaskPlan | undefined {
+    const diagnostics = analysis?.statements.some((s) => /^SHOW (WARNINGS|ERRORS)/.test(s.command)) ?? false;
+    return this.host.gov.maskPlan(this.host.identity(), analysis, myFields(columns), this.host.database(), { taintAll: diagnostics && this.lastTainted });
+  }
+
+  /**
+   * An upstream error for an identity whose results are masked: its message can echo values
+   * (`Truncated incorrect DOUBLE value: '...'`); scrubbed like PostgreSQL error texts, with single-quoted values
+   * hidden as well when the statement touches a masked column.
+   */
+  private scrubErr(f: Inflight, p: Buffer): Buffer {
+    if (this.host.gov.maskingExempt(this.host.identity())) return p;
+    const tainted = !!this.host.gov.taint(this.host.identity(), f.verdict?.analysis, this.host.database());
+    const e = parseErr(p);
+    let message = scrubText(e.message, 'message', { tainted, detectors: this.host.gov.scansText(this.host.identity()) });
+    if (tainted) message = message.replace(/'[^']*'/g, "'****'");
+    return message === e.message ? p : errPacket(e.code, e.sqlState, message);
+  }
+
+  private onResultPacket(f: Inflight, p: Buffer, deprecateEof: boolean): void {
+    const head = p[0];
+    switch (f.state) {
+      case 'first': {
+        const diagnostics = f.verdict?.analysis?.statements.some((s) => /^SHOW (WARNINGS|ERRORS)/.test(s.command));
+        if (!diagnostics && f.verdict?.analysis) this.lastTainted = !!this.host.gov.taint(this.host.identity(), f.verdict.analysis, this.host.database());
+        if (head === 0x00 || head === 0xff) {
+          this.out(f, head === 0xff ? this.scrubErr(f, p) : p);
+          if (head === 0xff) {
+            f.error = parseErr(p);
+            return this.host.finish(f);
+          }
+          const ok = parseOk(p);
+          f.rows += ok.affected;
+          if (ok.status & STATUS.MORE_RESULTS_EXISTS) return;
+          return this.host.finish(f, ok.status);
+        }
+        if (head === 0xfb) {
+          // LOAD DATA LOCAL is not offered to the upstream; refuse defensively.
+          this.out(f, errPacket(1148, '42000', 'LOAD DATA LOCAL is not allowed through Sluice'));
+          return this.host.finish(f);
+        }
+        const n = new MyReader(p).lenenc() ?? 0;
+        f.colsLeft = n;
+        f.columns = [];
+        f.state = 'cols';
+        this.out(f, p);
+        return;
+      }
+      case 'cols':
+        f.columns.push(parseColumn(p));
+        this.out(f, p);
+        if (--f.colsLeft === 0) {
+          f.plan = this.planFor(f.columns, f.verdict?.analysis);
+          f.state = deprecateEof ? 'rows' : 'eof1';
+        }
+        return;
+      case 'eof1':
+        this.out(f, p);
+        f.state = 'rows';
+        // A cursor was opened (COM_STMT_EXECUTE with a cursor): rows come with COM_STMT_FETCH.
+        if (head === 0xfe && p.length >= 5 && p.readUInt16LE(3) & 0x0040) this.host.finish(f, p.readUInt16LE(3));
+        return;
+      case 'rows': {
+        if (head === 0xff) {
+          this.out(f, p);
+          f.error = parseErr(p);
+          return this.host.finish(f);
+        }
+        if (head === 0xfe && p.length < (deprecateEof ? 0xffffff : 9)) {
+          this.out(f, p);
+          const status = deprecateEof ? parseOk(p).status : p.length >= 5 ? p.readUInt16LE(3) : 0;
+          if (status & STATUS.MORE_RESULTS_EXISTS) {
+            f.state = 'first';
+            return;
+          }
+          return this.host.finish(f, status);
+        }
+        f.rows++;
+        const masked = f.plan ? (f.binary ? maskBinaryRow : maskTextRow)(p, f.columns, f.plan, () => (f.masked ??= new Map())) : undefined;
+        this.out(f, masked ?? p);
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,350 @@
+import type { EngineGovernor, Verdict } from '../../governor.js';
+import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
+import type { Identity } from '../../identity/identity.js';
+import type { Field, MaskCounts, MaskPlan } from '../../masking/values.js';
+import type { StatementAudit } from '../common/audit.js';
+import type { SessionInfo } from '../common/registry.js';
+import { pick } from './frontend.js';
+import * as m from './messages.js';
+import { maskCopyLine, maskDataRow, maskNotification, parseRowDescription, scrubNotice } from './rows.js';
+
+/** What the gateway expects back from the upstream for each message it forwarded, in order. */
+export type Item =
+  | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; source?: MaskSource }
+  /** An Execute refused after its approval was denied: answered by the error of an injected failing Parse. */
+  | { k: 'denied'; verdict: Verdict }
+  | { k: 'parse'; verdict: Verdict }
+  | { k: 'bind' }
+  | { k: 'describe'; stmt?: Prepared; portal?: Portal; internal?: boolean }
+  | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; approvalId?: string }
+  | { k: 'close' }
+  | { k: 'sync'; epoch: number }
+  | { k: 'fastpath'; sql: string; verdict: Verdict; t0: number; error?: Record<string, string> };
+type Query = Extract<Item, { k: 'query' }>;
+type Execute = Extract<Item, { k: 'execute' }>;
+
+/** What a result's rows come from, for masking, when the statement producing them is not the one sent (cursors). */
+export interface MaskSource {
+  analysis?: Analysis;
+  /** Rows of a cursor Sluice did not see declared (opened by a function): every computed column is masked. */
+  taintAll?: boolean;
+}
+
+export interface Prepared {
+  name: string;
+  sql: string;
+  analysis?: Analysis;
+  rule: string;
+  /** Result columns from a Describe of the statement (formats not yet known). */
+  fields?: Field[];
+  /** The policy holds its executions for approval (per execution: the approval binds the parameters). */
+  hold?: Verdict;
+  /** Parameter type OIDs the Parse declared (0 = inferred), kept for held statements: part of what is approved. */
+  paramTypes?: number[];
+}
+
+export interface Portal {
+  stmt?: Prepared;
+  /** Sync/Query count when it was bound: it ends with the transaction that contains it. */
+  epoch: number;
+  /** Result format codes from Bind: none = all text, one = for all columns, else per column. */
+  formats: number[];
+  /** Result columns from a Describe of the portal (formats known). */
+  fields?: Field[];
+  /** The portal is a SQL cursor Sluice did not see declared. */
+  taintAll?: boolean;
+  /** Bind parameters, kept only for statements held for approval (text, or \\x hex when sent in binary). */
+  params?: (string | null)[];
+  binaryParams?: boolean;
+  /** Each parameter's format (0 text, 1 binary), kept for held statements when any is binary. */
+  paramFormats?: number[];
+}
+
+/** One statement on its own, as an analysis (a SQL-level prepared statement or a cursor's query). */
+const asAnalysis = (s: StatementInfo): Analysis => ({ ok: true, statements: [s], classes: [s.class], tables: s.tables.map((t) => t.name), destructive: s.destructive, flags: s.flags, fingerprint: '' });
+
+const rowsOf = (tag: string) => {
+  const n = Number(tag.slice(tag.lastIndexOf(' ') + 1));
+  return Number.isFinite(n) ? n : 0;
+};
+
+/** What the pipeline needs of its session. */
+export interface PipelineHost {
+  readonly gov: EngineGovernor;
+  readonly identity: Identity;
+  readonly info: SessionInfo;
+  readonly audit: StatementAudit;
+  database(): string;
+  /** A ParameterStatus: false when the session cannot go on under it (it has been ended). */
+  parameterStatus(name: string, value: string): boolean;
+  /** The upstream sent FATAL: its close is not reported a second time. */
+  upstreamFatal(message: string): void;
+}
+
+/**
+ * The PostgreSQL session's statement state (prepared statements, portals, SQL-level prepared statements and
+ * cursors) and the pipeline of answers expected from the upstream: each backend message is matched to the request
+ * it answers, masked under that request's plan, and completes its audit record.
+ */
+export class PgPipeline {
+  items: Item[] = [];
+  readonly statements = new Map<string, Prepared>();
+  readonly portals = new Map<string, Portal>();
+  /** Counts Sync and Query messages sent upstream (see Portal.epoch). */
+  epoch = 0;
+  readonly sqlPrepared = new Map<string, StatementInfo>();
+  /** SQL cursors declared in this session: what FETCH (or a protocol Execute of the cursor) returns. */
+  readonly cursors = new Map<string, StatementInfo>();
+  /** The epoch of the last Query/Sync answered by ReadyForQuery. */
+  answered = 0;
+
+  constructor(private readonly host: PipelineHost) {}
+
+  private get gov(): EngineGovernor {
+    return this.host.gov;
+  }
+  private get identity(): Identity {
+    return this.host.identity;
+  }
+
+  /** Returns undefined to relay the message as is, a Buffer to send instead, or null to drop it. */
+  onMessage(type: number, b: Buffer, start: number, end: number): Buffer | null | undefined {
+    const head = this.items[0];
+    switch (type) {
+      case 0x44 /* D DataRow */:
+        if (head?.k === 'execute') head.fetched++;
+        if ((head?.k !== 'execute' && head?.k !== 'query') || !head.plan) return undefined;
+        return maskDataRow(b, start, end, head.plan, (head.masked ??= new Map()));
+      case 0x43 /* C CommandComplete */:
+        return this.commandComplete(head, rowsOf(pick(b, start, end).cstring()));
+      case 0x5a /* Z ReadyForQuery */:
+        return this.readyForQuery(String.fromCharCode(b[start + 5]!));
+      case 0x45 /* E ErrorResponse */:
+        return this.error(head, b, start, end);
+      case 0x4e /* N NoticeResponse */:
+        return this.scrub(b, start, end, head);
+      case 0x41 /* A NotificationResponse */:
+        // Payloads can carry any session's data: scanned like result text for identities whose results are masked.
+        return this.gov.scansText(this.identity) ? maskNotification(b, start, end) : undefined;
+      case 0x6e /* n NoData */:
+      case 0x31 /* 1 ParseComplete */:
+      case 0x32 /* 2 BindComplete */:
+      case 0x33 /* 3 CloseComplete */:
+      case 0x49 /* I EmptyQuery */:
+      case 0x73 /* s PortalSuspended */:
+        return this.completion(head, type);
+      case 0x48 /* H CopyOutResponse */:
+        // Text-format COPY rows are scanned line by line by the detectors. Binary COPY, and COPY that would carry a
+        // ruled column or values computed from personal data, were refused at decision time.
+        if (head?.k === 'query' || head?.k === 'execute') head.copyScan = b[start + 5] === 0 && this.gov.scansText(this.identity);
+        return undefined;
+      case 0x64 /* d CopyData */:
+        if ((head?.k !== 'query' && head?.k !== 'execute') || !head.copyScan) return undefined;
+        return maskCopyLine(b, start, end, (head.masked ??= new Map()));
+      case 0x54 /* T RowDescription */:
+        return this.rowDescription(head, b, start, end);
+      case 0x53 /* S ParameterStatus */: {
+        const r = pick(b, start, end);
+        return this.host.parameterStatus(r.cstring(), r.cstring()) ? undefined : null;
+      }
+      default:
+        // t ParameterDescription, G/W/c COPY: pass through.
+        return undefined;
+    }
+  }
+
+  private commandComplete(head: Item | undefined, rows: number): undefined {
+    if (head?.k === 'query') head.rows += rows;
+    else if (head?.k === 'execute') {
+      head.rows += rows;
+      this.items.shift();
+      this.auditExecute(head);
+    }
+    return undefined;
+  }
+
+  private readyForQuery(status: string): undefined {
+    this.host.info.txStatus = status;
+    // Everything up to and including the query/sync this answers is complete.
+    while (this.items.length) {
+      const it = this.items.shift()!;
+      if (it.k === 'query' || it.k === 'sync') {
+        this.answered = it.epoch;
+        if (it.k === 'query' && it.verdict.decision.action === 'allow') this.auditQuery(it);
+        // Outside a transaction every portal bound up to here is gone upstream: forget them too.
+        if (status === 'I') for (const [name, p] of this.portals) if (p.epoch <= it.epoch) this.portals.delete(name);
+        break;
+      }
+      if (it.k === 'fastpath') {
+        if (!it.verdict.error) this.host.audit.ran({ sql: it.sql, protocol: 'fastpath', analysis: it.verdict.analysis, rule: it.verdict.decision.rule, t0: it.t0, error: it.error });
+        break;
+      }
+    }
+    this.host.info.currentSql = undefined;
+    return undefined;
+  }
+
+  private error(head: Item | undefined, b: Buffer, start: number, end: number): Buffer | undefined {
+    const fields = m.parseErrorFields(b, start, end);
+    const severity = fields.V ?? fields.severity;
+    if (severity === 'FATAL' || severity === 'PANIC') this.host.upstreamFatal(fields.message ?? fields.code ?? 'FATAL');
+    // No pending request (asynchronous, e.g. the server shutting down) or an error raised by Sync itself
+    // (a deferred constraint at implicit commit): pass it through; ReadyForQuery follows.
+    if (!head || head.k === 'sync') return this.scrub(b, start, end, head);
+    const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' || head.k === 'denied' ? head.verdict.error : undefined;
+    if (head.k === 'query' || head.k === 'fastpath') {
+      if (!denied) head.error = fields;
+      return denied ? m.errorResponse({ severity: 'ERROR', ...denied }) : this.scrub(b, start, end, head);
+    }
+    // Extended protocol: this message failed; the upstream now skips everything until Sync.
+    const failed = this.items.shift()!;
+    if (failed.k === 'execute') this.auditExecute(failed, fields);
+    // The server now discards every message until Sync, simple Queries and fast-path calls included: they get no
+    // answer, so their slots go too (and cannot have changed settings).
+    while (this.items.length && this.items[0]!.k !== 'sync') {
+      const skipped = this.items.shift()!;
+      if (skipped.k !== 'query') continue;
+      this.answered = Math.max(this.answered, skipped.epoch);
+      if (skipped.verdict.decision.action === 'allow') this.auditQuery(skipped, { message: 'not run: the server skipped it after an earlier error, until Sync' });
+    }
+    return denied ? m.errorResponse({ severity: 'ERROR', ...denied }) : this.scrub(b, start, end, failed);
+  }
+
+  /** NoData, ParseComplete, BindComplete, CloseComplete, EmptyQuery, PortalSuspended. */
+  private completion(head: Item | undefined, type: number): null | undefined {
+    if (!head || head.k === 'query' || head.k === 'sync' || head.k === 'fastpath') return undefined;
+    this.items.shift();
+    if (head.k === 'describe' && head.internal) return null; // NoData for our own Describe
+    if (head.k === 'execute') {
+      if (type === 0x73) head.rows = head.fetched;
+      this.auditExecute(head);
+    }
+    return undefined;
+  }
+
+  private rowDescription(head: Item | undefined, b: Buffer, start: number, end: number): null | undefined {
+    if (head?.k === 'query') {
+      head.plan = this.gov.maskPlan(this.identity, head.source?.analysis ?? head.verdict.analysis, parseRowDescription(b, start, end), this.host.database(), { taintAll: head.source?.taintAll });
+      return undefined;
+    }
+    if (head?.k !== 'describe') return undefined;
+    this.items.shift();
+    const fields = parseRowDescription(b, start, end);
+    if (head.stmt) head.stmt.fields = fields;
+    if (head.portal) head.portal.fields = fields;
+    // Pipelined clients send Execute before this answer arrives: re-plan the executions already queued.
+    for (const it of this.items) {
+      if (it.k !== 'execute' || !it.portal) continue;
+      if ((head.portal && it.portal === head.portal) || (head.stmt && it.portal.stmt === head.stmt)) it.plan = this.portalPlan(it.portal);
+    }
+    return head.internal ? null : undefined; // the client did not ask for it
+  }
+
+  /** The masking plan for executing a portal, from its Describe or its statement's Describe plus Bind's formats. */
+  portalPlan(p: Portal | undefined): MaskPlan | undefined {
+    if (!p) return undefined;
+    let fields = p.fields;
+    if (!fields && p.stmt?.fields) {
+      const f = p.formats;
+      fields = p.stmt.fields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
+    }
+    if (!fields) {
+      // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
+      if (p.formats.some((x) => x !== 0)) return undefined;
+      return this.gov.masks(this.identity, p.stmt?.analysis) ? { columns: [], key: this.gov.maskKey, scanUnknown: true } : undefined;
+    }
+    return this.gov.maskPlan(this.identity, p.stmt?.analysis, fields, this.host.database(), { taintAll: p.taintAll });
+  }
+
+  /**
+   * Error and notice texts can echo values (`invalid input syntax for type integer: "123-45-6789"`, a unique
+   * violation's DETAIL, a RAISE in a function). For identities whose results are masked, detector hits are masked
+   * in every text field; when the statement touches a column masked for them, quoted values are hidden and DETAIL
+   * and CONTEXT are replaced. Returns the rewritten message, or undefined to pass it as is.
+   */
+  private scrub(b: Buffer, start: number, end: number, head: Item | undefined): Buffer | undefined {
+    if (this.gov.maskingExempt(this.identity)) return undefined;
+    const analysis = head?.k === 'query' ? (head.source?.analysis ?? head.verdict.analysis) : head?.k === 'execute' ? head.stmt?.analysis : head?.k === 'fastpath' ? head.verdict.analysis : undefined;
+    const tainted = (head?.k === 'query' && !!head.source?.taintAll) || (head?.k === 'execute' && !!head.portal?.taintAll) || !!this.gov.taint(this.identity, analysis, this.host.database());
+    const detectors = this.gov.scansText(this.identity);
+    if (!tainted && !detectors) return undefined;
+    return scrubNotice(b, start, end, { tainted, detectors });
+  }
+
+  // ---------------------------------------------------------------- SQL-level prepared statements and cursors
+
+  /** A protocol Bind of a statement prepared with SQL PREPARE: executed as what that PREPARE was judged to be. */
+  sqlPreparedStatement(name: string): Prepared | undefined {
+    const s = this.sqlPrepared.get(name);
+    return s ? { name, sql: `EXECUTE ${name}`, analysis: asAnalysis(s), rule: 'sql-prepare' } : undefined;
+  }
+
+  /** A protocol Execute of a portal never bound through Sluice: a SQL cursor (its query, if Sluice saw it declared). */
+  cursorPortal(name: string): Portal {
+    const c = this.cursors.get(name);
+    return c ? { formats: [], epoch: this.epoch + 1, stmt: { name, sql: `FETCH FROM ${name}`, analysis: asAnalysis(c), rule: 'cursor' } } : { formats: [], epoch: this.epoch + 1, taintAll: true };
+  }
+
+  /** For a message that FETCHes from cursors: what the rows come from (the cursors' queries), for masking. */
+  cursorSource(a: Analysis | undefined): MaskSource | undefined {
+    if (!a?.statements.some((s) => s.cursor?.op === 'fetch')) return undefined;
+    const statements: StatementInfo[] = [];
+    let taintAll = false;
+    for (const s of a.statements) {
+      if (s.cursor?.op !== 'fetch') statements.push(s);
+      else {
+        const c = this.cursors.get(s.cursor.name ?? '');
+        if (c) statements.push(c);
+        else taintAll = true;
+      }
+    }
+    return { analysis: { ...a, statements, tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))] }, taintAll };
+  }
+
+  /**
+   * A refused `PREPARE name AS ...` is remembered (unless the name is taken) so that `EXECUTE name` is refused for
+   * what it would run rather than as unknown. The server never saw it: were EXECUTE allowed, it would fail there.
+   */
+  trackRefusedPrepare(v: Verdict): void {
+    for (const s of v.analysis?.statements ?? []) if (s.prepares !== undefined && !this.sqlPrepared.has(s.prepares)) this.sqlPrepared.set(s.prepares, s);
+  }
+
+  /** Keep SQL-level PREPARE/EXECUTE/DEALLOCATE, cursors and DISCARD in step with the upstream. */
+  trackSqlPrepared(v: Verdict): void {
+    for (const s of v.analysis?.statements ?? []) {
+      if (s.prepares !== undefined) this.sqlPrepared.set(s.prepares, s);
+      if (s.cursor?.op === 'declare' && s.cursor.name) this.cursors.set(s.cursor.name, s);
+      if (s.cursor?.op === 'close') {
+        if (s.cursor.name) this.cursors.delete(s.cursor.name);
+        else this.cursors.clear();
+      }
+      if (s.deallocates === '') this.sqlPrepared.clear();
+      else if (s.deallocates !== undefined) this.sqlPrepared.delete(s.deallocates);
+      if (s.command === 'DISCARD') {
+        this.sqlPrepared.clear();
+        this.cursors.clear();
+        this.statements.clear();
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- audit
+
+  auditQuery(it: Query, err?: Record<string, string>): void {
+    const v = it.verdict;
+    this.host.audit.ran({ sql: it.sql, protocol: 'simple', analysis: v.analysis, rule: v.decision.rule, masked: it.masked, rows: it.rows, t0: it.t0, error: err ?? it.error, approvalId: v.approvalId });
+  }
+
+  auditExecute(it: Execute, err?: Record<string, string>): void {
+    this.host.audit.ran({ sql: it.stmt?.sql, protocol: 'extended', name: it.stmt?.name, analysis: it.stmt?.analysis, rule: it.stmt?.rule, masked: it.masked, rows: it.rows, t0: it.t0, error: err, approvalId: it.approvalId });
+  }
+
+  /** The session ended: what was sent and not answered is audited as not completed. */
+  auditUnfinished(reason: string): void {
+    for (const it of this.items) {
+      if (it.k === 'query' && it.verdict.decision.action === 'allow') this.auditQuery(it, { message: `not completed: ${reason}` });
+      if (it.k === 'execute') this.auditExecute(it, { message: `not completed: ${reason}` });
+    }
+    this.items = [];
+  }
+}
