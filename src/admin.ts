@@ -7,6 +7,7 @@ import { AuthError, type Identity } from './identity/identity.js';
 import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
 import { kyselyLiveSessions, type SessionView } from './store/livesessions.js';
 import { kyselyApprovalStore, type Approval, type ApprovalFilter, type ApprovalStore } from './approvals/store.js';
+import { collectEvidence, type EvidenceInputs } from './compliance/collect.js';
 
 /** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
 export interface AdminOps {
@@ -29,6 +30,8 @@ export interface AdminOps {
   sessionsPublish(gateway: string, sessions: SessionView[]): Promise<{ id: string; by: string }[]>;
   sessionsList(freshS: number): Promise<SessionView[]>;
   sessionsTerminate(id: string, by: string): Promise<boolean>;
+  /** What an evidence pack for [from, to] (ISO times) is computed from (see compliance/collect.ts). */
+  evidenceInputs(from: string, to: string): Promise<EvidenceInputs>;
 }
 
 /** An ApprovalStore reached through AdminOps (a cluster worker whose primary owns the embedded store). */
@@ -75,6 +78,10 @@ export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
       return r;
     },
     keysList: () => listKeys(db),
+    async evidenceInputs(from, to) {
+      await audit.flush();
+      return collectEvidence(db, new Date(from), new Date(to), 'sluice evidence export');
+    },
     async keysRevoke(id) {
       const ok = await revokeKey(db, id);
       if (ok) {
@@ -184,6 +191,7 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     sessionsPublish: (g, v) => call('sessionsPublish', g, v),
     sessionsList: (f) => call('sessionsList', f),
     sessionsTerminate: (id, by) => call('sessionsTerminate', id, by),
+    evidenceInputs: (from, to) => call('evidenceInputs', from, to),
     close: () => sock?.end(),
   };
 }

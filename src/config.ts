@@ -6,6 +6,9 @@ import type { SpoolOptions } from './audit/spool.js';
 import { IDENTITY_KINDS } from './identity/identity.js';
 import { THROTTLE_SCHEMA, type ThrottleConfig } from './identity/throttle.js';
 import type { ApiConfig } from './api/server.js';
+import type { ComplianceConfig } from './compliance/service.js';
+import { CHECKPOINT_SCHEMA } from './compliance/checkpoints.js';
+import { STREAM_SCHEMA } from './audit/streams/index.js';
 
 export interface SluiceConfig {
   listen: { host: string; port: number };
@@ -27,7 +30,7 @@ export interface SluiceConfig {
   /** Gateway processes sharing the listening port (node:cluster). */
   workers: number;
   /** The local audit spool (see audit/spool.ts); spool_dir defaults to beside the store. */
-  audit: { spool_dir?: string; fsync: 'always' | string | number; spool_max_bytes: number };
+  audit: { spool_dir?: string; fsync: 'always' | string | number; spool_max_bytes: number } & ComplianceConfig;
   /** Unix socket through which the CLI reaches a running gateway (default: next to the embedded store). */
   admin_socket?: string;
   /** HTTP API (health, metrics, audit, sessions); off unless configured. */
@@ -198,6 +201,8 @@ const CONFIG_SCHEMA = {
         spool_dir: { type: 'string', minLength: 1 },
         fsync: { anyOf: [{ const: 'always' }, { type: 'integer', minimum: 1, maximum: 60000 }, { type: 'string', pattern: '^[0-9]+(ms|s)$' }], default: '1s' },
         spool_max_bytes: { type: 'integer', minimum: 1048576, default: 1024 * 1024 * 1024 },
+        checkpoints: CHECKPOINT_SCHEMA,
+        streams: { type: 'array', items: STREAM_SCHEMA },
       },
     },
     admin_socket: { type: 'string' },

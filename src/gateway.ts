@@ -31,6 +31,7 @@ import type pg from 'pg';
 import { MyClient, myQuote } from './protocol/mysql/client.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
+import { startCompliance, type Compliance } from './compliance/service.js';
 import { log } from './util/log.js';
 import { ConnectionGate } from './protocol/common/gate.js';
 import { errorResponse as pgError } from './protocol/postgres/messages.js';
@@ -48,6 +49,8 @@ export interface Gateway {
   approvals: Approvals;
   /** The store, when this process owns it (not in a worker that reaches it through the primary). */
   store: Store;
+  /** Checkpoints, policy versions, streams (when this process owns the store). */
+  compliance?: Compliance;
   reloadPolicy(): Policy;
   close(): Promise<void>;
 }
@@ -254,6 +257,8 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!), functions: functionCatalog(targets) });
   governor.setPolicy(policy);
   governor.throttle = new AuthThrottle(cfg.identity.throttle);
+  // Signed checkpoints, policy versions and audit streams run where the store is (see compliance/service.ts).
+  const compliance = store ? await startCompliance(cfg, { db: store.db, audit, policy: () => governor!.currentPolicy, record: (e) => governor!.record(e), onNotice: (m) => log.warn(m) }) : undefined;
   const engine: PgEngineConfig = {
     upstream,
     databases: cfg.upstream.databases ?? [],
@@ -335,7 +340,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       return (await live.requestTerminate(id, by)) ? ('requested' as const) : ('not_found' as const);
     },
   };
-  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, sessions, metrics: governor.metrics, approvals, mcp }) : undefined;
+  const api = cfg.api ? await startApi(cfg.api, { governor, ops, registry, sessions, metrics: governor.metrics, approvals, mcp, compliance }) : undefined;
   if (api) log.info(`api listening on http://${cfg.api!.listen.host}:${api.port}`);
   if (api && !ac.public_url) approvals.publicUrl = `http://${cfg.api!.listen.host}:${api.port}`;
   let closed = false;
@@ -348,6 +353,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     registry,
     approvals,
     store: store as Store,
+    compliance,
     reloadPolicy() {
       const p = loadPolicy(cfg.policy);
       governor.setPolicy(p);
@@ -368,6 +374,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       clearInterval(publisher);
       await live.publish(gatewayId, []).catch(() => {});
       await approvals.close();
+      await compliance?.close().catch((e) => log.error(`compliance: ${(e as Error).message}`));
       if (sockPath) fs.rmSync(sockPath, { force: true });
       await audit.close().catch((e) => log.error(e.message));
       if (store && !opts.store) await store.close();

@@ -16,6 +16,8 @@ import type { McpTools } from '../mcp/tools.js';
 import type { SessionView } from '../store/livesessions.js';
 import { handleMcpRequest } from '../mcp/server.js';
 import { cookieSession, mountWeb, sealerFor, type WebConfig } from './web.js';
+import { complianceApi } from './compliance.js';
+import type { Compliance } from '../compliance/service.js';
 
 export type Role = 'admin' | 'auditor' | 'approver' | 'user';
 
@@ -37,6 +39,8 @@ export interface ApiDeps {
   approvals?: Approvals;
   /** MCP over streamable HTTP at /mcp (same bearer credentials as everything else). */
   mcp?: McpTools;
+  /** Evidence packs, checkpoints, streams and access reviews (api/compliance.ts). */
+  compliance?: Compliance;
 }
 
 type Env = { Variables: { identity: Identity; roles: Set<Role>; csrf?: string } };
@@ -350,6 +354,7 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     if (r === 'not_found') return problem(c, 404, 'no such live session');
     return c.json({ [r]: c.req.param('id') }, r === 'terminated' ? 200 : 202);
   });
+  if (d.compliance) app.route('/', complianceApi(d.compliance));
   mountWeb(app, cfg.web, d.governor, sealer);
   return app;
 }

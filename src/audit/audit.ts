@@ -4,7 +4,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { Spool, type SpoolOptions } from './spool.js';
 
-export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login' | 'audit_refused';
+export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login' | 'audit_refused' | 'access_review';
 
 /** One audit record. Only defined fields are serialized. */
 export interface AuditEvent {
@@ -202,6 +202,10 @@ export class AuditLog {
 
   get healthy(): boolean {
     return this.spool.ok;
+  }
+  /** The last event appended to this chain (what a signed checkpoint covers); seq 0 before the first. */
+  get head(): { chain_id: string; seq: number; hash: string } {
+    return { chain_id: this.chainId, seq: this.seq, hash: this.prev };
   }
   /** Every event not yet in the store: buffered, spooled, in flight. */
   get backlog(): number {

@@ -45,6 +45,9 @@ usage: sluice <command> [options]
          or Sluice key; --api URL or $SLUICE_API, default from the config's api.listen)
   mcp [--api URL] [--token T] an MCP server on stdio for AI agents, acting as the token's identity through the
                               gateway (tools: list_databases, describe_schema, query, wait_for_approval, explain)
+  evidence export --from DATE --to DATE -o FILE.zip   a SOC 2 evidence pack (see README, Compliance)
+  evidence verify FILE.zip [--key PUBLIC.pem]         check a pack offline; exit 1 if it does not verify
+  evidence keygen -o KEY.pem  an Ed25519 key for audit.checkpoints
   policy check [FILE]         validate a policy file (default: the config's)
   policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
                               show what the policy decides for a statement
@@ -311,6 +314,8 @@ export async function main(argv: string[]): Promise<number> {
       const { runStdioMcp } = await import('../mcp/stdio.js');
       return runStdioMcp(base, token);
     }
+    case 'evidence':
+      return (await import('./evidence.js')).runEvidence(sub, rest, (v) => configPath(v));
     case 'policy': {
       const { values, positionals } = opts(rest, { sql: { type: 'string' }, subject: { type: 'string' }, groups: { type: 'string' }, kind: { type: 'string' }, database: { type: 'string' } });
       const file = positionals[0] ?? loadConfig(configPath(values.config as string | undefined), { secrets: false }).policy;

@@ -93,6 +93,69 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0005_compliance': {
+    async up(db: Kysely<any>) {
+      // Signed heads of audit chains (src/compliance/checkpoints.ts): an evidence pack proves with them, offline,
+      // that no event up to a checkpoint was removed or rewritten.
+      await db.schema
+        .createTable('audit_checkpoints')
+        .addColumn('chain_id', 'text', (c) => c.notNull())
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('signed_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('key_id', 'text', (c) => c.notNull())
+        .addColumn('public_key', 'text', (c) => c.notNull())
+        .addColumn('signature', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('audit_checkpoints_pk', ['chain_id', 'seq'])
+        .execute();
+      await db.schema.createIndex('audit_checkpoints_signed').on('audit_checkpoints').column('signed_at').execute();
+      // Every policy a gateway put in force: its canonical text, hash, who loaded it and when.
+      await db.schema
+        .createTable('policy_versions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('loaded_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('loaded_by', 'text', (c) => c.notNull())
+        .addColumn('text', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('policy_versions_loaded').on('policy_versions').column('loaded_at').execute();
+      // Audit streams: the last event of each chain delivered to each sink, and which gateway delivers to a sink.
+      await db.schema
+        .createTable('stream_checkpoints')
+        .addColumn('sink', 'text', (c) => c.notNull())
+        .addColumn('chain_id', 'text', (c) => c.notNull())
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'timestamptz', (c) => c.notNull())
+        .addPrimaryKeyConstraint('stream_checkpoints_pk', ['sink', 'chain_id'])
+        .execute();
+      await db.schema
+        .createTable('stream_leases')
+        .addColumn('sink', 'text', (c) => c.primaryKey())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('lease_until', 'timestamptz', (c) => c.notNull())
+        .execute();
+      // Access reviews: a snapshot of who had access, and each reviewer's decision on each item.
+      await db.schema
+        .createTable('access_reviews')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('created_at', 'timestamptz', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('closed_at', 'timestamptz')
+        .addColumn('items', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('access_review_decisions')
+        .addColumn('review_id', 'text', (c) => c.notNull())
+        .addColumn('item_id', 'text', (c) => c.notNull())
+        .addColumn('decision', 'text', (c) => c.notNull())
+        .addColumn('reviewer', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text')
+        .addColumn('decided_at', 'timestamptz', (c) => c.notNull())
+        .addPrimaryKeyConstraint('access_review_decisions_pk', ['review_id', 'item_id'])
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

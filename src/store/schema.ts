@@ -61,8 +61,57 @@ export interface LiveSessionsTable {
   info: string;
 }
 
+export interface AuditCheckpointsTable {
+  chain_id: string;
+  seq: ColumnType<string | number, number, number>;
+  hash: string;
+  signed_at: Date;
+  key_id: string;
+  public_key: string;
+  signature: string;
+}
+
+export interface PolicyVersionsTable {
+  id: string;
+  hash: string;
+  loaded_at: Date;
+  loaded_by: string;
+  text: string;
+}
+
+export interface StreamCheckpointsTable {
+  sink: string;
+  chain_id: string;
+  seq: ColumnType<string | number, number, number>;
+  updated_at: Date;
+}
+
+export interface AccessReviewsTable {
+  id: string;
+  created_at: Date;
+  created_by: string;
+  status: string;
+  closed_at: Date | null;
+  items: string;
+}
+
+export interface AccessReviewDecisionsTable {
+  review_id: string;
+  item_id: string;
+  decision: string;
+  reviewer: string;
+  reason: string | null;
+  decided_at: Date;
+}
+
 export interface Database {
   audit_events: AuditEventsTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  policy_versions: PolicyVersionsTable;
+  stream_checkpoints: StreamCheckpointsTable;
+  stream_leases: { sink: string; owner: string; lease_until: Date };
+  access_reviews: AccessReviewsTable;
+  access_review_decisions: AccessReviewDecisionsTable;
   audit_heads: AuditHeadsTable;
   live_sessions: LiveSessionsTable;
   approvals: ApprovalsTable;
