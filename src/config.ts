@@ -22,6 +22,8 @@ export interface SluiceConfig {
     sslmode?: 'disable' | 'prefer' | 'require';
     connect_timeout_s?: number;
     databases?: string[];
+    /** Server connections kept for reuse per database and startup parameters (size 0: none). */
+    pool: { size: number; idle_timeout_s: number; max_lifetime_s: number };
   };
   identity: { oidc?: OidcIssuerConfig[]; keys?: boolean; throttle: ThrottleConfig };
   policy: string;
@@ -65,7 +67,7 @@ export interface ApprovalsConfig {
 }
 
 /** Where an engine connects, with the gateway's own credentials. */
-const upstreamSchema = (defaultPort: number) =>
+const upstreamSchema = (defaultPort: number, extra: Record<string, unknown> = {}) =>
   ({
     type: 'object',
     additionalProperties: false,
@@ -80,8 +82,21 @@ const upstreamSchema = (defaultPort: number) =>
       /** Connecting, TLS negotiation (any sslmode) and logging in to the upstream must finish within this. */
       connect_timeout_s: { type: 'number', exclusiveMinimum: 0, maximum: 600, default: 10 },
       databases: { type: 'array', items: { type: 'string', minLength: 1 } },
+      ...extra,
     },
   }) as const;
+
+/** The gateway's own server connections, reused across client sessions (PostgreSQL; see protocol/postgres/pool.ts). */
+const POOL_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  default: {},
+  properties: {
+    size: { type: 'integer', minimum: 0, maximum: 10_000, default: 20 },
+    idle_timeout_s: { type: 'number', exclusiveMinimum: 0, default: 60 },
+    max_lifetime_s: { type: 'number', exclusiveMinimum: 0, default: 3600 },
+  },
+} as const;
 
 const CONFIG_SCHEMA = {
   type: 'object',
@@ -100,7 +115,7 @@ const CONFIG_SCHEMA = {
       default: {},
       properties: { mode: { enum: ['disable', 'allow', 'require'], default: 'allow' }, cert_file: { type: 'string' }, key_file: { type: 'string' } },
     },
-    upstream: upstreamSchema(5432),
+    upstream: upstreamSchema(5432, { pool: POOL_SCHEMA }),
     identity: {
       type: 'object',
       additionalProperties: false,

@@ -12,6 +12,7 @@ import { verifyKey } from './identity/keys.js';
 import { AuthThrottle } from './identity/throttle.js';
 import { loadParser } from './analyze/analyze.js';
 import { PgSession, type PgEngineConfig } from './protocol/postgres/session.js';
+import { UpstreamPool } from './protocol/postgres/pool.js';
 import { SessionRegistry, type LiveSession } from './protocol/common/registry.js';
 import { adminSocketPath, spoolOptions, type SluiceConfig } from './config.js';
 import { localOps, opsApprovalStore, serveAdmin, type AdminOps } from './admin.js';
@@ -47,6 +48,8 @@ export interface Gateway {
   governor: Governor;
   registry: SessionRegistry;
   approvals: Approvals;
+  /** The PostgreSQL engine's server connection pool (none when upstream.pool.size is 0). */
+  pool?: UpstreamPool;
   /** The store, when this process owns it (not in a worker that reaches it through the primary). */
   store: Store;
   /** Checkpoints, policy versions, streams (when this process owns the store). */
@@ -82,7 +85,7 @@ export interface GatewayOptions {
 const remoteSink = (remote: Pick<AdminOps, 'auditWrite'>): AuditSink => ({ write: (json, head) => remote.auditWrite(json, head) });
 
 /** Where an engine connects, with the gateway's own credentials (the config's upstream without its database list). */
-const targetOf = (u: SluiceConfig['upstream']) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode, connectTimeoutMs: (u.connect_timeout_s ?? 10) * 1000 });
+const targetOf = (u: Omit<SluiceConfig['upstream'], 'pool'>) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode, connectTimeoutMs: (u.connect_timeout_s ?? 10) * 1000 });
 type Targets = { postgres: PgEngineConfig['upstream']; mysql?: MyUpstreamTarget };
 
 /**
@@ -259,8 +262,11 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   governor.throttle = new AuthThrottle(cfg.identity.throttle);
   // Signed checkpoints, policy versions and audit streams run where the store is (see compliance/service.ts).
   const compliance = store ? await startCompliance(cfg, { db: store.db, audit, policy: () => governor!.currentPolicy, record: (e) => governor!.record(e), onNotice: (m) => log.warn(m) }) : undefined;
+  const pc = cfg.upstream.pool;
+  const pool = pc.size > 0 ? new UpstreamPool(upstream, { size: pc.size, idleTimeoutMs: pc.idle_timeout_s * 1000, maxLifetimeMs: pc.max_lifetime_s * 1000, resetTimeoutMs: 5000 }) : undefined;
   const engine: PgEngineConfig = {
     upstream,
+    pool,
     databases: cfg.upstream.databases ?? [],
     tlsMode: cfg.tls.mode,
     secureContext: await secureContext(cfg),
@@ -352,6 +358,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     governor,
     registry,
     approvals,
+    pool,
     store: store as Store,
     compliance,
     reloadPolicy() {
@@ -369,6 +376,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
         mysql?.server.close();
         for (const s of registry.sessions.values()) s.terminate('the gateway is shutting down');
       });
+      pool?.close();
       admin?.close();
       api?.server.close();
       clearInterval(publisher);

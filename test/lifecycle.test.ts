@@ -2,7 +2,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, BASE_POLICY, auditEvents, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, auditEvents, type TestGateway } from './support/env.js';
+import { basePolicyRules, policyYaml } from './support/policies.js';
 
 let db: { name: string; drop: () => Promise<void> };
 beforeAll(async () => {
@@ -24,7 +25,9 @@ describe('policy reload', () => {
     try {
       expect((await c.query('SELECT count(*)::int AS n FROM t')).rows[0].n).toBe(1);
       const file = path.join(t.dir, 'policy.yaml');
-      fs.writeFileSync(file, BASE_POLICY.replace('match: { groups: [analysts], statements: [read] }', 'match: { groups: [analysts], statements: [read], tables: [nothing] }'));
+      const narrowed = basePolicyRules().map((r) => (r.name === 'analysts-read' ? { ...r, match: { ...r.match, tables: ['nothing'] } } : r));
+      expect(narrowed.some((r) => (r.match?.tables as string[] | undefined)?.includes('nothing'))).toBe(true);
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: narrowed }));
       t.gw.reloadPolicy();
       const err = await c.query('SELECT count(*) FROM t').catch((e) => e);
       expect(err.code).toBe('42501');

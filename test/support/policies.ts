@@ -32,17 +32,15 @@ export function policyYaml(o: { default?: 'allow' | 'deny'; rules: TestRule[]; m
   return YAML.stringify({ version: 1, ...(o.default ? { default: o.default } : {}), rules: o.rules, ...(o.masking ? { masking: o.masking } : {}) });
 }
 
-/** The policy of a gateway started without one: sessions, reads for analysts, read/write/ddl for app, all for dba. */
-export const BASE_POLICY = policyYaml({
-  default: 'deny',
-  rules: [
-    rules.session(),
-    rules.destructiveNeedsDba(['analysts', 'app']),
-    rules.read('analysts', 'analysts-read'),
-    { name: 'app-read-write', match: { groups: ['app'], statements: ['read', 'write', 'ddl'] }, action: 'allow' },
-    { name: 'dba', match: { groups: ['dba'], statements: ['read', 'write', 'ddl', 'admin'] }, action: 'allow' },
-  ],
-});
+/** The rules of a gateway started without a policy: sessions, reads for analysts, read/write/ddl for app, all for dba. */
+export const basePolicyRules = (): TestRule[] => [
+  rules.session(),
+  rules.destructiveNeedsDba(['analysts', 'app']),
+  rules.read('analysts', 'analysts-read'),
+  { name: 'app-read-write', match: { groups: ['app'], statements: ['read', 'write', 'ddl'] }, action: 'allow' },
+  { name: 'dba', match: { groups: ['dba'], statements: ['read', 'write', 'ddl', 'admin'] }, action: 'allow' },
+];
+export const BASE_POLICY = policyYaml({ default: 'deny', rules: basePolicyRules() });
 
 /** Analysts read and have their writes reviewed (by `approvers` when given); dba does anything. */
 export const REVIEWED_WRITES_POLICY = (approvers?: string[]): string =>

@@ -88,8 +88,8 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
   protected abstract refuseLogin(r: LoginRefusal): void;
   /** Whether this engine serves a database. */
   protected abstract serves(database: string): boolean;
-  /** Close the upstream session (cancelling anything still running there). */
-  protected abstract endUpstream(u: net.Socket): void;
+  /** Close the upstream session (cancelling anything still running there), or hand it back to a pool: true if kept. */
+  protected abstract endUpstream(u: net.Socket): boolean | void;
   /** Audit what was sent upstream and not answered before the session ended. */
   protected abstract auditUnfinished(reason: string): void;
   /** The upstream connection failed or closed. */
@@ -171,10 +171,7 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
     clearTimeout(this.expiryTimer);
     this.holdAbort?.abort();
     const u = this.upstream;
-    if (u && !u.destroyed) {
-      this.endUpstream(u);
-      setTimeout(() => u.destroy(), 2000).unref();
-    }
+    if (u && !u.destroyed && !this.endUpstream(u)) setTimeout(() => u.destroy(), 2000).unref();
     this.auditUnfinished(this.closeReason);
     if (!this.client.destroyed) this.client.end();
     setTimeout(() => this.client.destroy(), 2000).unref();

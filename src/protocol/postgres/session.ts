@@ -15,6 +15,7 @@ import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { decodeBind, decodeParse, decodeStartup, decodeTarget, pick } from './frontend.js';
 import { PgPipeline, type Item } from './pipeline.js';
+import type { UpstreamPool } from './pool.js';
 import { HOLD, relay, type Outcome } from './relay.js';
 import { approvalNotice, decideFastPath } from './calls.js';
 
@@ -34,6 +35,8 @@ export interface PgEngineConfig {
   tlsMode: 'disable' | 'allow' | 'require';
   secureContext?: tls.SecureContext;
   limits: SessionLimits;
+  /** Server connections reused across client sessions (reset in between); none: each session opens its own. */
+  pool?: UpstreamPool;
 }
 
 const DENIED_MARK = 'SLUICE_DENIED_';
@@ -53,6 +56,8 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   private secret = 0;
   private upstreamPid = 0;
   private upstreamSecret = 0;
+  /** The upstream login (kept for the pool). */
+  private upConn?: UpstreamConnection;
   /** The upstream sent FATAL (relayed to the client as is): its close is not reported a second time. */
   private upstreamFatal?: string;
   /** The outcome of a hold, for the held message when it is read again. */
@@ -90,10 +95,17 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     return this.pid;
   }
 
-  protected endUpstream(u: net.Socket): void {
+  protected endUpstream(u: net.Socket): boolean {
+    const busy = !this.pipeline || this.pipeline.items.length > 0;
+    // A session that ended between messages leaves a server connection the pool can reset and reuse.
+    if (this.cfg.pool && this.upConn && !busy && !this.upstreamFatal) {
+      this.cfg.pool.release({ ...this.params, database: this.database }, this.upConn, this.info.txStatus);
+      return true;
+    }
     // A client that vanished mid-query must not leave its statement running upstream.
-    if (this.pipeline?.items.length && this.upstreamPid) void cancelUpstream(this.cfg.upstream, this.upstreamPid, this.upstreamSecret);
+    if (busy && this.upstreamPid) void cancelUpstream(this.cfg.upstream, this.upstreamPid, this.upstreamSecret);
     u.end(m.terminate());
+    return false;
   }
 
   protected auditUnfinished(reason: string): void {
@@ -230,7 +242,8 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   }
 
   protected openUpstream(): Promise<UpstreamConnection> {
-    return connectUpstream(this.cfg.upstream, { ...this.params, database: this.database });
+    const params = { ...this.params, database: this.database };
+    return this.cfg.pool ? this.cfg.pool.acquire(params) : connectUpstream(this.cfg.upstream, params);
   }
 
   protected refuseLogin(r: LoginRefusal): void {
@@ -250,6 +263,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   }
 
   protected accepted(up: UpstreamConnection): void {
+    this.upConn = up;
     // The client sees the server's backend PID (so pg_backend_pid(), notifications and pg_terminate_backend agree)
     // with a secret only the gateway knows: a cancel must come through the gateway, which checks it.
     this.pid = up.pid;
