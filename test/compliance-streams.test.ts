@@ -226,6 +226,11 @@ describe('audit streams', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${t.gw.apiPort}/metrics/compliance`)).text();
     expect(metrics).toMatch(/^sluice_audit_stream_up\{sink="siem",kind="webhook"\} 0$/m);
     expect(Number(/^sluice_audit_stream_backlog\{sink="siem",kind="webhook"\} (\d+)$/m.exec(metrics)![1])).toBeGreaterThan(0);
+    // The same on the gateway's own /metrics and /healthz (still 200: a sink outage never stops statements).
+    expect(await (await fetch(`http://127.0.0.1:${t.gw.apiPort}/metrics`)).text()).toMatch(/^sluice_audit_stream_up\{sink="otel",kind="otlp"\} 0$/m);
+    const hz = await fetch(`http://127.0.0.1:${t.gw.apiPort}/healthz`);
+    expect(hz.status).toBe(200);
+    expect(((await hz.json()) as { streams: { name: string; status: string }[] }).streams.find((s) => s.name === 'syslog')?.status).toBe('failing');
     const status = await (await fetch(`http://127.0.0.1:${t.gw.apiPort}/api/compliance/status`, { headers: { authorization: `Bearer ${key}` } })).status;
     expect(status).toBe(403);
     for (const r of receivers) await r.start();

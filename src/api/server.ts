@@ -95,11 +95,11 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
   app.get('/healthz', (c) => {
     // 503 only while statements are refused; "degraded" (200) while the store is unreachable but the spool holds.
     const audit = d.governor.audit.health();
-    return c.json({ status: audit.status, audit }, audit.healthy ? 200 : 503);
+    return c.json({ status: audit.status, audit, ...(d.compliance?.streamer ? { streams: d.compliance.streamer.health() } : {}) }, audit.healthy ? 200 : 503);
   });
   app.get('/metrics', async (c) => {
     const approvalsPending = d.approvals ? await d.approvals.list({ status: ['pending'], limit: 1000 }).then((l) => l.length, () => undefined) : undefined;
-    return c.text(d.metrics.render({ connections: d.registry.sessions.size, audit: d.governor.audit.health(), approvalsPending }), 200, { 'content-type': 'text/plain; version=0.0.4' });
+    return c.text(d.metrics.render({ connections: d.registry.sessions.size, audit: d.governor.audit.health(), approvalsPending }) + (d.compliance?.metrics() ?? ''), 200, { 'content-type': 'text/plain; version=0.0.4' });
   });
   app.get('/api/openapi.json', (c) => c.json(OPENAPI));
 

@@ -44,7 +44,7 @@ export interface AccessReview {
 export class ReviewError extends Error {
   constructor(
     message: string,
-    readonly status: 400 | 404 | 409,
+    readonly status: 400 | 403 | 404 | 409,
   ) {
     super(message);
   }
@@ -144,6 +144,8 @@ export async function decide(db: Kysely<Database>, reviewId: string, itemId: str
   if (review.status !== 'open') throw new ReviewError('this review is closed', 409);
   const item = review.items.find((i) => i.id === itemId);
   if (!item) throw new ReviewError('no such item in this review', 404);
+  // Separation of duties: nobody confirms (or revokes) their own access, or that of an agent acting for them.
+  if (item.subject === reviewer.subject || item.acting_for === reviewer.subject) throw new ReviewError('you cannot review your own access: another reviewer decides this item', 403);
   if (review.decisions.some((d) => d.item_id === itemId)) throw new ReviewError('this item was already decided', 409);
   const inserted = await db
     .insertInto('access_review_decisions')

@@ -6,6 +6,7 @@ import { AuditPage } from './Audit';
 import { SessionsPage } from './Sessions';
 import { ApprovalsPage } from './Approvals';
 import { PolicyPage } from './Policy';
+import { CompliancePage } from './Compliance';
 import './style.css';
 
 /** The path is the route: links from NOTICEs (/approvals/apr_...) open the right page. */
@@ -44,6 +45,7 @@ function App() {
     ['/sessions', 'Live sessions', can('auditor')],
     ['/approvals', 'Approvals', true],
     ['/policy', 'Policy', true],
+    ['/compliance', 'Compliance', can('auditor')],
   ];
   const visible = tabs.filter((t) => t[2]);
   const current = visible.find((t) => path.startsWith(t[0]))?.[0] ?? (can('auditor') ? '/audit' : '/approvals');
@@ -72,6 +74,7 @@ function App() {
         {current === '/sessions' && <SessionsPage isAdmin={can('admin')} />}
         {current === '/approvals' && <ApprovalsPage me={me} focus={path.startsWith('/approvals/') ? path.slice('/approvals/'.length) : undefined} />}
         {current === '/policy' && <PolicyPage isAdmin={can('admin')} />}
+        {current === '/compliance' && <CompliancePage isAdmin={can('admin')} />}
       </main>
     </div>
   );
