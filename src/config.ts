@@ -275,18 +275,23 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
   if (!!cfg.tls.cert_file !== !!cfg.tls.key_file) {
     throw fail(['tls'], 'tls.cert_file and tls.key_file go together');
   }
-  if (cfg.upstream.password_env && opts.secrets !== false) {
-    const v = process.env[cfg.upstream.password_env];
-    if (v === undefined) {
-      throw fail(['upstream', 'password_env'], `environment variable ${cfg.upstream.password_env} (upstream.password_env) is not set`);
+  // Every secret named by an *_env key is read here, once: the rest of the gateway sees values only.
+  if (opts.secrets !== false) {
+    const fromEnv = (at: string[], name: string | undefined, required: boolean): string | undefined => {
+      if (!name) return undefined;
+      const v = process.env[name];
+      if (v === undefined && required) throw fail(at, `environment variable ${name} (${at.join('.')}) is not set`);
+      return v;
+    };
+    cfg.upstream.password = fromEnv(['upstream', 'password_env'], cfg.upstream.password_env, true) ?? cfg.upstream.password;
+    const my = cfg.mysql?.upstream;
+    if (my) my.password = fromEnv(['mysql', 'upstream', 'password_env'], my.password_env, true) ?? my.password;
+    const web = cfg.api?.web;
+    if (web?.oidc) web.oidc.client_secret = fromEnv(['api', 'web', 'oidc', 'client_secret_env'], web.oidc.client_secret_env, true) ?? web.oidc.client_secret;
+    if (cfg.api) {
+      cfg.api.web ??= {};
+      cfg.api.web.session_secret = fromEnv(['api', 'web', 'session_secret_env'], cfg.api.web.session_secret_env ?? 'SLUICE_SESSION_SECRET', !!cfg.api.web.session_secret_env);
     }
-    cfg.upstream.password = v;
-  }
-  const my = cfg.mysql?.upstream;
-  if (my?.password_env && opts.secrets !== false) {
-    const v = process.env[my.password_env];
-    if (v === undefined) throw fail(['mysql', 'upstream', 'password_env'], `environment variable ${my.password_env} (mysql.upstream.password_env) is not set`);
-    my.password = v;
   }
   const store = value.store as StoreConfig & { url_env?: string; url?: string };
   if (store.kind === 'embedded') cfg.store = { kind: 'embedded', path: resolve(store.path) };

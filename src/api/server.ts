@@ -1,7 +1,8 @@
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type Next } from 'hono';
 import { serve, type ServerType } from '@hono/node-server';
 import type { Governor } from '../governor.js';
 import type { AdminOps } from '../admin.js';
+import type { AuditFilter } from '../audit/audit.js';
 import type { SessionRegistry } from '../protocol/common/registry.js';
 import { AuthError, type Identity } from '../identity/identity.js';
 import { authFailureFields, httpSource, ThrottledError } from '../identity/throttle.js';
@@ -149,21 +150,26 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     return next();
   });
   const need = (c: Context<Env>, ...roles: Role[]) => roles.some((r) => c.get('roles').has(r));
-
-  app.get('/api/me', (c) => c.json({ identity: c.get('identity'), roles: [...c.get('roles')], ...(c.get('csrf') ? { csrf: c.get('csrf') } : {}) }));
-
-  app.get('/api/audit', async (c) => {
-    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+  /** Route middleware: the caller must hold a role (admins hold every role). */
+  const requireRole = (role: Role) => async (c: Context<Env>, next: Next) => (need(c, role) ? next() : problem(c, 403, role === 'admin' ? 'the admin role is required' : `the ${role} or admin role is required`));
+  /** The audit filters of a query string (shared by the list and the export), or the 400 answer. */
+  const auditQuery = (c: Context<Env>, defaultLimit: number): AuditFilter | Response => {
     const q = c.req.query();
     const bad = badTimes(q);
     if (bad) return problem(c, 400, bad);
-    const limit = intParam(q.limit, 100, 100_000);
+    const limit = intParam(q.limit, defaultLimit, 100_000);
     if (typeof limit === 'string') return problem(c, 400, limit);
-    const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit });
-    return c.json({ events });
+    return { subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit };
+  };
+
+  app.get('/api/me', (c) => c.json({ identity: c.get('identity'), roles: [...c.get('roles')], ...(c.get('csrf') ? { csrf: c.get('csrf') } : {}) }));
+
+  app.get('/api/audit', requireRole('auditor'), async (c) => {
+    const q = auditQuery(c, 100);
+    if (q instanceof Response) return q;
+    return c.json({ events: await d.ops.auditList(q) });
   });
-  app.get('/api/audit/verify', async (c) => {
-    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+  app.get('/api/audit/verify', requireRole('auditor'), async (c) => {
     const chains = await d.ops.auditVerify();
     return c.json({ ok: chains.every((x) => x.ok), chains });
   });
@@ -174,16 +180,12 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     if (bad) return problem(c, 400, bad);
     return c.json(await d.ops.sensitiveReport({ subject, since: c.req.query('since'), until: c.req.query('until') }));
   });
-  app.get('/api/audit/export', async (c) => {
-    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
-    const q = c.req.query();
-    const format = q.format ?? 'jsonl';
+  app.get('/api/audit/export', requireRole('auditor'), async (c) => {
+    const format = c.req.query('format') ?? 'jsonl';
     if (format !== 'jsonl' && format !== 'csv') return problem(c, 400, 'format must be jsonl or csv');
-    const bad = badTimes(q);
-    if (bad) return problem(c, 400, bad);
-    const limit = intParam(q.limit, 10_000, 100_000);
-    if (typeof limit === 'string') return problem(c, 400, limit);
-    const events = await d.ops.auditList({ subject: q.subject, kind: q.kind, type: q.type, decision: q.decision, database: q.database, table: q.table, session: q.session, since: q.since as never, until: q.until as never, limit });
+    const q = auditQuery(c, 10_000);
+    if (q instanceof Response) return q;
+    const events = await d.ops.auditList(q);
     if (format === 'jsonl') return c.body(events.map((e) => JSON.stringify(e)).join('\n') + (events.length ? '\n' : ''), 200, { 'content-type': 'application/x-ndjson', 'content-disposition': 'attachment; filename="sluice-audit.jsonl"' });
     const cols = ['ts', 'type', 'subject', 'identity_kind', 'acting_for', 'database', 'client_addr', 'decision', 'rule', 'sql', 'tables', 'rows', 'duration_ms', 'masked', 'error', 'chain_id', 'seq', 'hash'] as const;
     const cell = (v: unknown) => {
@@ -344,15 +346,14 @@ export function buildApi(cfg: ApiConfig, d: ApiDeps): Hono<Env> {
     }),
   );
 
-  app.get('/api/sessions', async (c) => {
-    if (!need(c, 'auditor')) return problem(c, 403, 'the auditor or admin role is required');
+  app.get('/api/sessions', requireRole('auditor'), async (c) => {
     return c.json({ sessions: await d.sessions.list() });
   });
-  app.delete('/api/sessions/:id', async (c) => {
-    if (!need(c, 'admin')) return problem(c, 403, 'the admin role is required');
-    const r = await d.sessions.terminate(c.req.param('id'), c.get('identity').subject);
+  app.delete('/api/sessions/:id', requireRole('admin'), async (c) => {
+    const id = c.req.param('id')!;
+    const r = await d.sessions.terminate(id, c.get('identity').subject);
     if (r === 'not_found') return problem(c, 404, 'no such live session');
-    return c.json({ [r]: c.req.param('id') }, r === 'terminated' ? 200 : 202);
+    return c.json({ [r]: id }, r === 'terminated' ? 200 : 202);
   });
   if (d.compliance) app.route('/', complianceApi(d.compliance));
   mountWeb(app, cfg.web, d.governor, sealer);

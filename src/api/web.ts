@@ -24,6 +24,8 @@ export interface WebConfig {
   };
   /** Environment variable holding the cookie-signing secret (share it between gateways behind one address). */
   session_secret_env?: string;
+  /** The cookie-signing secret, read from session_secret_env (default SLUICE_SESSION_SECRET) by loadConfig. */
+  session_secret?: string;
   /** Longest a console session lasts (it also ends when the sign-in token would have expired). */
   session_ttl_s?: number;
 }
@@ -62,9 +64,8 @@ export class CookieSealer {
 }
 
 export function sealerFor(cfg: WebConfig | undefined): CookieSealer {
-  const env = cfg?.session_secret_env ?? 'SLUICE_SESSION_SECRET';
-  const v = process.env[env];
-  if (!v) log.warn(`web: ${env} is not set; console sign-ins last only as long as this process`);
+  const v = cfg?.session_secret;
+  if (!v) log.warn(`web: ${cfg?.session_secret_env ?? 'SLUICE_SESSION_SECRET'} is not set; console sign-ins last only as long as this process`);
   return new CookieSealer(v ? crypto.createHash('sha256').update(v).digest() : crypto.randomBytes(32));
 }
 
@@ -156,7 +157,7 @@ export function mountWeb(app: Hono<any>, cfg: WebConfig | undefined, governor: G
     let tokens: { id_token?: string; error?: string; error_description?: string };
     try {
       const d = await discover();
-      const secret = oidc.client_secret ?? (oidc.client_secret_env ? process.env[oidc.client_secret_env] : undefined);
+      const secret = oidc.client_secret;
       const r = await fetch(d.token_endpoint, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', ...(secret ? { authorization: `Basic ${Buffer.from(`${encodeURIComponent(oidc.client_id)}:${encodeURIComponent(secret)}`).toString('base64')}` } : {}) },
