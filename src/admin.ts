@@ -8,6 +8,7 @@ import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } 
 import { kyselyLiveSessions, type SessionView } from './store/livesessions.js';
 import { kyselyApprovalStore, type Approval, type ApprovalFilter, type ApprovalStore } from './approvals/store.js';
 import { collectEvidence, type EvidenceInputs } from './compliance/collect.js';
+import { saveCheckpoint, type Checkpoint } from './compliance/checkpoints.js';
 
 /** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
 export interface AdminOps {
@@ -32,6 +33,8 @@ export interface AdminOps {
   sessionsTerminate(id: string, by: string): Promise<boolean>;
   /** What an evidence pack for [from, to] (ISO times) is computed from (see compliance/collect.ts). */
   evidenceInputs(from: string, to: string): Promise<EvidenceInputs>;
+  /** A worker's signed chain checkpoint, for the store this process owns. */
+  checkpointSave(c: Checkpoint): Promise<void>;
 }
 
 /** An ApprovalStore reached through AdminOps (a cluster worker whose primary owns the embedded store). */
@@ -82,6 +85,7 @@ export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
       await audit.flush();
       return collectEvidence(db, new Date(from), new Date(to), 'sluice evidence export');
     },
+    checkpointSave: (c) => saveCheckpoint(db, c),
     async keysRevoke(id) {
       const ok = await revokeKey(db, id);
       if (ok) {
@@ -192,6 +196,7 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     sessionsList: (f) => call('sessionsList', f),
     sessionsTerminate: (id, by) => call('sessionsTerminate', id, by),
     evidenceInputs: (from, to) => call('evidenceInputs', from, to),
+    checkpointSave: (c) => call('checkpointSave', c),
     close: () => sock?.end(),
   };
 }

@@ -32,7 +32,7 @@ import type pg from 'pg';
 import { MyClient, myQuote } from './protocol/mysql/client.js';
 import { kyselyLiveSessions, type LiveSessionStore, type SessionView } from './store/livesessions.js';
 import { startApi } from './api/server.js';
-import { startCompliance, type Compliance } from './compliance/service.js';
+import { startCheckpointer, startCompliance, type Compliance } from './compliance/service.js';
 import { log } from './util/log.js';
 import { ConnectionGate } from './protocol/common/gate.js';
 import { errorResponse as pgError } from './protocol/postgres/messages.js';
@@ -262,6 +262,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   governor.throttle = new AuthThrottle(cfg.identity.throttle);
   // Signed checkpoints, policy versions and audit streams run where the store is (see compliance/service.ts).
   const compliance = store ? await startCompliance(cfg, { db: store.db, audit, policy: () => governor!.currentPolicy, record: (e) => governor!.record(e), onNotice: (m) => log.warn(m) }) : undefined;
+  const workerSigner = opts.remote ? startCheckpointer(cfg, audit, (c) => opts.remote!.checkpointSave(c)) : undefined;
   const pc = cfg.upstream.pool;
   const pool = pc.size > 0 ? new UpstreamPool(upstream, { size: pc.size, idleTimeoutMs: pc.idle_timeout_s * 1000, maxLifetimeMs: pc.max_lifetime_s * 1000, resetTimeoutMs: 5000 }) : undefined;
   const engine: PgEngineConfig = {
@@ -383,6 +384,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
       await live.publish(gatewayId, []).catch(() => {});
       await approvals.close();
       await compliance?.close().catch((e) => log.error(`compliance: ${(e as Error).message}`));
+      await workerSigner?.checkpointer.close();
       if (sockPath) fs.rmSync(sockPath, { force: true });
       await audit.close().catch((e) => log.error(e.message));
       if (store && !opts.store) await store.close();

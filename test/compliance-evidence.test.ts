@@ -8,6 +8,9 @@ import { startTestGateway, freshDatabase, tmpDir, run, admin, type TestGateway }
 import { generateKeyPem } from '../src/compliance/checkpoints.js';
 import { verifyPack } from '../src/compliance/pack.js';
 import { linkHash } from '../src/audit/audit.js';
+import { startGateway } from '../src/gateway.js';
+import { loadConfig } from '../src/config.js';
+import { localOps } from '../src/admin.js';
 import type { Evidence } from '../src/compliance/evidence.js';
 import { chromium } from 'playwright-core';
 
@@ -128,6 +131,23 @@ describe('signed checkpoints', () => {
     const ev = await t.gw.store.db.selectFrom('audit_events').select('hash').where('chain_id', '=', last.chain_id).where('seq', '=', Number(last.seq)).executeTakeFirstOrThrow();
     expect(last.hash).toBe(ev.hash);
     expect(last.public_key.trim()).toBe(pub.trim());
+  });
+
+  it('sign a cluster worker chain through the process that owns the store', async () => {
+    const worker = await startGateway(loadConfig(t.configFile), { remote: localOps(t.gw.store.db, t.gw.governor.audit), admin: false });
+    const chain = worker.governor.audit.chainId;
+    try {
+      const c = new pg.Client({ ...t.conn(dana, db.name), port: worker.port });
+      await c.connect();
+      await c.query('SELECT 1');
+      await c.end();
+    } finally {
+      await worker.close();
+    }
+    const cps = await t.gw.store.db.selectFrom('audit_checkpoints').select(['seq', 'hash']).where('chain_id', '=', chain).orderBy('seq', 'desc').execute();
+    expect(cps.length).toBeGreaterThan(0);
+    const head = await t.gw.store.db.selectFrom('audit_events').select(['seq', 'hash']).where('chain_id', '=', chain).orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow();
+    expect([Number(cps[0]!.seq), cps[0]!.hash]).toEqual([Number(head.seq), head.hash]);
   });
 });
 

@@ -68,6 +68,19 @@ export class Compliance {
 }
 
 /**
+ * Sign this process's chain head as `audit.checkpoints` asks (undefined when not configured). Cluster workers that
+ * reach the store through the primary pass a `save` that sends each checkpoint there.
+ */
+export function startCheckpointer(cfg: { audit: ComplianceConfig; dir: string }, audit: AuditLog, save: (c: Checkpoint) => Promise<void>): { checkpointer: Checkpointer; keyId: string; publicKeyPem: string; intervalS: number } | undefined {
+  const cp = cfg.audit.checkpoints;
+  if (!cp) return undefined;
+  const k = loadSigningKey(cp, cfg.dir);
+  const checkpointer = new Checkpointer(k, () => audit.head, save, cp.interval_s * 1000);
+  checkpointer.start();
+  return { checkpointer, keyId: k.keyId, publicKeyPem: k.publicKeyPem, intervalS: cp.interval_s };
+}
+
+/**
  * Start what the config asks for, in the process that owns the store. Checkpoints sign this process's own chain;
  * streams deliver every chain in the store (one gateway per sink at a time).
  */
@@ -75,15 +88,7 @@ export async function startCompliance(cfg: { audit: ComplianceConfig; dir: strin
   const policies = new PolicyRecorder(d.db, d.policy);
   await policies.check();
   policies.start();
-  let checkpointer: Checkpointer | undefined;
-  let key: { keyId: string; publicKeyPem: string; intervalS: number } | undefined;
-  const cp = cfg.audit.checkpoints;
-  if (cp) {
-    const k = loadSigningKey(cp, cfg.dir);
-    key = { keyId: k.keyId, publicKeyPem: k.publicKeyPem, intervalS: cp.interval_s };
-    checkpointer = new Checkpointer(k, () => d.audit.head, (c) => saveCheckpoint(d.db, c), cp.interval_s * 1000);
-    checkpointer.start();
-  }
+  const signer = startCheckpointer(cfg, d.audit, (c) => saveCheckpoint(d.db, c));
   let streamer: AuditStreamer | undefined;
   const streams = (cfg.audit.streams ?? []).map((s) => resolveStream(s, cfg.dir));
   const names = streams.map((s) => s.name);
@@ -94,5 +99,5 @@ export async function startCompliance(cfg: { audit: ComplianceConfig; dir: strin
     streamer = new AuditStreamer(kyselyStreamStore(d.db), streams.map((s) => ({ cfg: s, sink: createSink(s) })), owner, d.onNotice);
     streamer.start();
   }
-  return new Compliance(d.db, d.audit, d.record, checkpointer, streamer, policies, key);
+  return new Compliance(d.db, d.audit, d.record, signer?.checkpointer, streamer, policies, signer);
 }
