@@ -44,6 +44,10 @@ export interface SluiceConfig {
     upstream: { host: string; port: number; user: string; password?: string; password_env?: string; sslmode?: 'disable' | 'prefer' | 'require'; connect_timeout_s?: number; databases?: string[] };
     max_packet_bytes: number;
   };
+  /** How `sluice login` signs people in (OIDC client settings of the CLI); see cli/login.ts. */
+  login?: LoginConfig;
+  /** Where `sluice connect/psql/mysql` reach the gateway (default: this config's listeners). */
+  connect?: ConnectConfig;
   /** Directory of the config file; relative paths are resolved against it. */
   dir: string;
   file?: string;
@@ -65,6 +69,46 @@ export interface ApprovalsConfig {
   /** How often each gateway process reads decisions made elsewhere. */
   poll_ms: number;
 }
+
+export interface LoginConfig {
+  issuer: string;
+  /** The CLI's client registration at the issuer: public (no secret), authorization code + PKCE and/or device flow. */
+  client_id: string;
+  scopes: string;
+  /** Resource indicator (RFC 8707) for issuers that mint audience-bound access tokens. */
+  resource?: string;
+}
+
+export interface ConnectConfig {
+  host?: string;
+  port?: number;
+  mysql_port?: number;
+  /** CA certificate(s) to verify the gateway's TLS certificate (verify-full); without it TLS is used unverified. */
+  ca_file?: string;
+}
+
+const LOGIN_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['issuer'],
+  properties: {
+    issuer: { type: 'string', pattern: '^https?://' },
+    client_id: { type: 'string', minLength: 1, default: 'sluice-cli' },
+    scopes: { type: 'string', minLength: 1, default: 'openid profile email offline_access' },
+    resource: { type: 'string', minLength: 1 },
+  },
+} as const;
+
+const CONNECT_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    host: { type: 'string', minLength: 1 },
+    port: { type: 'integer', minimum: 1, maximum: 65535 },
+    mysql_port: { type: 'integer', minimum: 1, maximum: 65535 },
+    ca_file: { type: 'string', minLength: 1 },
+  },
+} as const;
 
 /** Where an engine connects, with the gateway's own credentials. */
 const upstreamSchema = (defaultPort: number, extra: Record<string, unknown> = {}) =>
@@ -221,6 +265,8 @@ const CONFIG_SCHEMA = {
       },
     },
     admin_socket: { type: 'string' },
+    login: LOGIN_SCHEMA,
+    connect: CONNECT_SCHEMA,
     api: {
       type: 'object',
       additionalProperties: false,
@@ -303,6 +349,7 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
     cfg.store = { kind: 'postgres', url, pool_size: store.pool_size };
   }
   if (cfg.admin_socket) cfg.admin_socket = resolve(cfg.admin_socket);
+  if (cfg.connect?.ca_file) cfg.connect.ca_file = resolve(cfg.connect.ca_file);
   if (cfg.audit.spool_dir) cfg.audit.spool_dir = resolve(cfg.audit.spool_dir);
   return cfg;
 }
@@ -324,4 +371,28 @@ export function spoolOptions(cfg: SluiceConfig, recover: boolean): SpoolOptions 
   const f = cfg.audit.fsync;
   const fsync = f === 'always' ? 'always' : typeof f === 'number' ? f : f.endsWith('ms') ? Number(f.slice(0, -2)) : Number(f.slice(0, -1)) * 1000;
   return { dir, fsync, maxBytes: cfg.audit.spool_max_bytes, recover };
+}
+
+/** The client side of a config: a gateway's full config, or a file with only `login:`, `connect:` and `api:`. */
+export interface ClientConfig {
+  login?: LoginConfig;
+  connect: ConnectConfig;
+  api?: string;
+  file: string;
+}
+
+const CLIENT_SCHEMA = { type: 'object', properties: { login: LOGIN_SCHEMA, connect: CONNECT_SCHEMA } } as const;
+
+/** Read what `sluice login/connect` need from a config file, gateway config or not (other sections are not checked). */
+export function loadClientConfig(file: string): ClientConfig {
+  const { value } = readYamlWithSchema<{ login?: LoginConfig; connect?: ConnectConfig; listen?: { host?: string; port?: number }; mysql?: { listen?: { host?: string; port?: number } }; api?: { listen?: { host?: string; port?: number } } }>(file, CLIENT_SCHEMA);
+  const dir = path.dirname(path.resolve(file));
+  const local = (h?: string) => (!h || h === '0.0.0.0' || h === '::' ? '127.0.0.1' : h);
+  const c: ConnectConfig = { ...value.connect };
+  c.host ??= value.listen ? local(value.listen.host) : undefined;
+  c.port ??= value.listen?.port || (value.listen ? 6432 : undefined);
+  c.mysql_port ??= value.mysql ? value.mysql.listen?.port || 3307 : undefined;
+  if (c.ca_file) c.ca_file = path.resolve(dir, c.ca_file);
+  const api = value.api?.listen ? `http://${local(value.api.listen.host)}:${value.api.listen.port ?? 8080}` : undefined;
+  return { login: value.login, connect: c, api, file };
 }

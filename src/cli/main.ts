@@ -49,6 +49,21 @@ usage: sluice <command> [options]
          or Sluice key; --api URL or $SLUICE_API, default from the config's api.listen)
   mcp [--api URL] [--token T] an MCP server on stdio for AI agents, acting as the token's identity through the
                               gateway (tools: list_databases, describe_schema, query, wait_for_approval, explain)
+  login [--issuer URL] [--client-id ID] [--device | --browser] [--no-open]
+                              sign in with your identity provider (browser with PKCE when there is one,
+                              else the device flow); tokens are cached in ~/.config/sluice (0600) and
+                              refreshed silently
+  logout [--issuer URL | --all]   forget (and revoke) your cached tokens
+  whoami [--json]             who your cached token says you are, and until when
+  connect DB [--port N] [--engine postgres|mysql] [--gateway HOST:PORT] [--ca FILE]
+                              a local listener on 127.0.0.1 that any client uses without a password; it
+                              relays to the gateway over TLS with your fresh token
+  psql DB [-- psql args]      run psql against the gateway with your token (PGPASSWORD, sslmode)
+  mysql DB [-- mysql args]    run the mysql client with your token (MYSQL_PWD, cleartext plugin over TLS)
+  env DB [--engine E]         export lines for scripts: eval "$(sluice env shop)"
+  evidence export --from DATE --to DATE -o FILE.zip   a SOC 2 evidence pack (see README, Compliance)
+  evidence verify FILE.zip [--key PUBLIC.pem]         check a pack offline; exit 1 if it does not verify
+  evidence keygen -o KEY.pem  an Ed25519 key for audit.checkpoints
   policy check [FILE]         validate a policy file (default: the config's)
   policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
                               show what the policy decides for a statement; exit 0 allow, 1 deny,
@@ -328,6 +343,17 @@ export async function main(argv: string[]): Promise<number> {
         return POLICY_TEST_EXIT[d.action];
       }
       throw new UsageError('usage: sluice policy check|test');
+    }
+    case 'login':
+    case 'logout':
+    case 'whoami':
+    case 'connect':
+    case 'psql':
+    case 'mysql':
+    case 'env': {
+      const { CLIENT_OPTIONS, runClientCommand } = await import('./client.js');
+      const { values, positionals } = opts(argv.slice(1), CLIENT_OPTIONS[cmd]);
+      return runClientCommand(cmd, values, positionals);
     }
     default:
       throw new UsageError(`unknown command "${cmd}"\n\n${HELP}`);

@@ -21,29 +21,48 @@ export interface WebClient {
   accounts: Record<string, Record<string, unknown>>;
 }
 
-export async function startIdp(clients: Record<string, Record<string, unknown>>, opts: { ttl?: number; web?: WebClient } = {}): Promise<TestIdp> {
+/**
+ * A command-line client (`sluice login`): public, native (loopback redirect on any port, RFC 8252), authorization
+ * code + PKCE, device flow and refresh tokens. Its access tokens carry the account's claims (groups, email, ...).
+ */
+export interface CliClient {
+  client_id: string;
+  accounts: Record<string, Record<string, unknown>>;
+  /** Lifetime of refresh tokens (default 1 day). */
+  refreshTtl?: number;
+}
+
+export async function startIdp(clients: Record<string, Record<string, unknown>>, opts: { ttl?: number; web?: WebClient; cli?: CliClient } = {}): Promise<TestIdp> {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
   const jwk = { ...(await jose.exportJWK(privateKey)), kid: 'test-key', alg: 'RS256', use: 'sig' };
+  const accounts: Record<string, Record<string, unknown>> = { ...opts.web?.accounts, ...opts.cli?.accounts };
+  const pick = (o: Record<string, unknown>, keys: string[]) => Object.fromEntries(keys.filter((k) => k in o).map((k) => [k, o[k]]));
   const provider = new Provider(issuer, {
     clients: [
       ...Object.keys(clients).map((id) => ({ client_id: id, client_secret: `${id}-secret`, grant_types: ['client_credentials'], redirect_uris: [], response_types: [] })),
       // A browser sign-in client: authorization code + PKCE, public (no secret).
       ...(opts.web ? [{ client_id: opts.web.client_id, token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'], redirect_uris: opts.web.redirect_uris }] : []),
+      ...(opts.cli
+        ? [{ client_id: opts.cli.client_id, application_type: 'native', token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'], response_types: ['code'], redirect_uris: ['http://127.0.0.1/callback'] }]
+        : []),
     ],
     jwks: { keys: [jwk as any] },
-    ...(opts.web
+    ...(opts.web || opts.cli
       ? {
-          findAccount: (_ctx: unknown, id: string) => (opts.web!.accounts[id] ? { accountId: id, claims: () => ({ sub: id, ...opts.web!.accounts[id] }) } : undefined),
+          findAccount: (_ctx: unknown, id: string) => (accounts[id] ? { accountId: id, claims: () => ({ sub: id, ...accounts[id] }) } : undefined),
           claims: { openid: ['sub'], profile: ['name'], email: ['email'], groups: ['groups'] },
-          scopes: ['openid', 'profile', 'email', 'groups', 'db'],
+          scopes: ['openid', 'profile', 'email', 'groups', 'db', 'offline_access'],
+          ttl: { RefreshToken: opts.cli?.refreshTtl ?? 86400, DeviceCode: 600, Interaction: 600, Session: 3600, Grant: 86400 },
           conformIdTokenClaims: false,
           pkce: { required: () => true },
         }
       : {}),
     features: {
-      devInteractions: { enabled: !!opts.web },
+      devInteractions: { enabled: !!(opts.web || opts.cli) },
+      deviceFlow: { enabled: !!opts.cli },
+      revocation: { enabled: !!opts.cli },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -52,7 +71,8 @@ export async function startIdp(clients: Record<string, Record<string, unknown>>,
         getResourceServerInfo: () => ({ scope: 'db', audience: 'sluice', accessTokenFormat: 'jwt', accessTokenTTL: opts.ttl ?? 600, jwt: { sign: { alg: 'RS256' } } }),
       },
     },
-    extraTokenClaims: (_ctx: unknown, token: { clientId?: string }) => clients[token.clientId ?? ''] ?? {},
+    // Client-credentials tokens carry their client's claims; a person's tokens (sluice login) their account's.
+    extraTokenClaims: (_ctx: unknown, token: { clientId?: string; accountId?: string }) => (token.accountId && token.clientId === opts.cli?.client_id ? pick(accounts[token.accountId] ?? {}, ['groups', 'email', 'name']) : (clients[token.clientId ?? ''] ?? {})),
   } as any);
   const server = http.createServer(provider.callback());
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
