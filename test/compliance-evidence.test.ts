@@ -7,6 +7,8 @@ import { unzipSync, zipSync, strFromU8, strToU8 } from 'fflate';
 import { startTestGateway, freshDatabase, tmpDir, run, admin, type TestGateway } from './support/env.js';
 import { generateKeyPem } from '../src/compliance/checkpoints.js';
 import { verifyPack } from '../src/compliance/pack.js';
+import { buildEvidence } from '../src/compliance/evidence.js';
+import type { EvidenceInputs, RawEvent } from '../src/compliance/collect.js';
 import { linkHash } from '../src/audit/audit.js';
 import { startGateway } from '../src/gateway.js';
 import { loadConfig } from '../src/config.js';
@@ -303,5 +305,29 @@ describe('evidence pack', () => {
     expect(v.problems.join('\n')).toMatch(/were removed/);
     // Put them back (the rest of the suite's gateway keeps appending to this chain).
     for (const row of gone.rows) await admin((c) => c.query('INSERT INTO audit_events SELECT * FROM json_populate_record(NULL::audit_events, $1)', [JSON.stringify(row)]), t.storeDb);
+  });
+});
+
+describe('anomalies from detector masking (zero-config)', () => {
+  const ev = (seq: number, e: Record<string, unknown>): RawEvent => {
+    const payload = JSON.stringify({ type: 'statement', decision: 'allow', rows: 2, ts: `2026-11-27T10:00:0${seq}.000Z`, ...e });
+    return { chain_id: 'c', seq, ts: `2026-11-27T10:00:0${seq}.000Z`, payload, prev_hash: '', hash: '' };
+  };
+  const inputs = (prior: string[]): EvidenceInputs => ({
+    period: { from: '2026-11-27T00:00:00.000Z', to: '2026-11-27T23:59:59.999Z' }, generated_at: '2026-11-27T12:00:00.000Z', generator: 'test', checkpoints: [], keys: [], approvals: [], reviews: [], prior_sensitive: prior,
+    policy_versions: [],
+    events: [
+      ev(1, { subject: 'alice', columns: ['full_name', 'email', 'card_number'], masked: { email: 2, card: 2 } }),
+      ev(2, { subject: 'dana', columns: ['full_name', 'email'], masking_exempt: true }),
+      ev(3, { subject: 'alice', columns: ['email'], masked: { email: 1 } }),
+    ],
+  });
+  it('flag the first read of each column a detector masked, by whoever reads it, once', () => {
+    const a = buildEvidence(inputs([])).cc7_2_monitoring.anomalies.map((x) => `${x.subject}: ${x.detail}`);
+    expect(a).toEqual(['alice: first read of email (masked)', 'alice: first read of card_number (masked)', 'dana: first read of email (cleartext, exempt from masking)']);
+  });
+  it('do not flag what the identity read before the period', () => {
+    const a = buildEvidence(inputs(['alice email', 'dana email'])).cc7_2_monitoring.anomalies.map((x) => `${x.subject}: ${x.detail}`);
+    expect(a).toEqual(['alice: first read of card_number (masked)']);
   });
 });

@@ -133,10 +133,17 @@ function bursts(events: AuditEvent[], keyOf: (e: AuditEvent) => string | undefin
   return out;
 }
 
-/** Columns that are sensitive: masked by a rule of any policy version of the period, or named by a masked-value count. */
+/** Columns that are sensitive: masked by a rule of any policy version, named by a masked-value count, or named like a detector that masked values. */
 function sensitiveColumns(inputs: EvidenceInputs, events: AuditEvent[]): Set<string> {
   const s = new Set(inputs.policy_versions.flatMap((v) => maskedColumns(v.text)));
-  for (const e of events) for (const k of Object.keys(e.masked ?? {})) if (k.includes('.')) s.add(k.slice(k.lastIndexOf('.') + 1).toLowerCase());
+  const last = (c: string) => c.slice(c.lastIndexOf('.') + 1).toLowerCase();
+  for (const e of events) {
+    for (const k of Object.keys(e.masked ?? {})) {
+      if (k.includes('.')) s.add(last(k));
+      // A detector's hits (email, card, ...) come from the statement's columns named like it (card → card_number).
+      else for (const c of e.columns ?? []) if (last(c).includes(k.toLowerCase())) s.add(last(c));
+    }
+  }
   return s;
 }
 

@@ -35,6 +35,7 @@ export class Compliance {
 
   /** The inputs of an evidence pack for [from, to], once every event appended so far is in the store. */
   async evidenceInputs(from: Date, to: Date): Promise<EvidenceInputs> {
+    await this.policies?.check();
     await this.checkpointer?.tick();
     await this.audit.flush();
     return collectEvidence(this.db, from, to, `sluice gateway on ${os.hostname()}`);
