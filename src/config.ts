@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { readYamlWithSchema } from './util/yamlfile.js';
 import type { OidcIssuerConfig } from './identity/oidc.js';
+import { AWS_SCHEMA, type AwsAuthConfig } from './identity/aws.js';
 import type { StoreConfig } from './store/db.js';
 import type { SpoolOptions } from './audit/spool.js';
 import { IDENTITY_KINDS } from './identity/identity.js';
@@ -25,7 +26,7 @@ export interface SluiceConfig {
     /** Server connections kept for reuse per database and startup parameters (size 0: none). */
     pool: { size: number; idle_timeout_s: number; max_lifetime_s: number };
   };
-  identity: { oidc?: OidcIssuerConfig[]; keys?: boolean; throttle: ThrottleConfig };
+  identity: { oidc?: OidcIssuerConfig[]; keys?: boolean; throttle: ThrottleConfig; aws?: AwsAuthConfig };
   policy: string;
   store: StoreConfig;
   limits: { max_message_bytes: number; auth_timeout_s: number; max_connections: number; max_unauthenticated: number; max_unauthenticated_per_source: number; max_prepared: number };
@@ -167,6 +168,7 @@ const CONFIG_SCHEMA = {
       properties: {
         keys: { type: 'boolean', default: true },
         throttle: THROTTLE_SCHEMA,
+        aws: AWS_SCHEMA,
         oidc: {
           type: 'array',
           items: {

@@ -8,6 +8,7 @@ import { AuditLog, storeSink, type AuditSink } from './audit/audit.js';
 import { Governor } from './governor.js';
 import { loadPolicy, type Policy } from './policy/policy.js';
 import { OidcVerifier } from './identity/oidc.js';
+import { AwsVerifier } from './identity/aws.js';
 import { verifyKey } from './identity/keys.js';
 import { AuthThrottle } from './identity/throttle.js';
 import { loadParser } from './analyze/analyze.js';
@@ -239,6 +240,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   const sink = opts.remote ? remoteSink(opts.remote) : storeSink(store!.db);
   const audit = new AuditLog(sink, { spool: spoolOptions(cfg, true), onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`), onNotice: (m) => log.warn(`audit: ${m}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
+  const aws = cfg.identity.aws ? new AwsVerifier(cfg.identity.aws) : undefined;
   const keyCheck = opts.remote ? (k: string) => opts.remote!.verifyKey(k) : (k: string) => verifyKey(store!.db, k);
   const targets: Targets = { postgres: targetOf(cfg.upstream), mysql: cfg.mysql ? targetOf(cfg.mysql.upstream) : undefined };
   const upstream = targets.postgres;
@@ -257,7 +259,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     preview: ac.preview.enabled ? previewFor(cfg, targets, () => governor!) : undefined,
   });
   await approvals.start();
-  governor = new Governor({ policy, audit, oidc, verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!), functions: functionCatalog(targets) });
+  governor = new Governor({ policy, audit, oidc, verifyAws: aws && ((p: string) => aws.verify(p)), verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!), functions: functionCatalog(targets) });
   governor.setPolicy(policy);
   governor.throttle = new AuthThrottle(cfg.identity.throttle);
   // Signed checkpoints, policy versions and audit streams run where the store is (see compliance/service.ts).

@@ -1,3 +1,4 @@
+import { AWS_PREFIX } from './identity/aws.js';
 import { AnalysisCache, type Analysis, type AnalysisFailure, type StatementInfo } from './analyze/analyze.js';
 import { analyzeMysql } from './analyze/mysql.js';
 import { evaluate, type Decision, type Policy } from './policy/policy.js';
@@ -48,6 +49,8 @@ export interface GovernorOptions {
   recorder?: Recorder;
   oidc?: OidcVerifier;
   verifyKey?: (key: string) => Promise<Identity>;
+  /** AWS IAM identities: `aws:` + a signed sts:GetCallerIdentity request (identity/aws.ts). */
+  verifyAws?: (password: string) => Promise<Identity>;
   cache?: AnalysisCache;
   approvals?: Approvals;
   /** Views per database (PostgreSQL and MySQL), so masking follows view columns to their tables. */
@@ -68,6 +71,7 @@ export class Governor {
   readonly mysqlCache = new AnalysisCache(20_000, analyzeMysql, (s) => s);
   private readonly oidc?: OidcVerifier;
   private readonly verifyKey?: (key: string) => Promise<Identity>;
+  private readonly verifyAws?: (password: string) => Promise<Identity>;
   readonly approvals?: Approvals;
   readonly views: { postgres?: ViewCatalog; mysql?: ViewCatalog };
   readonly functions?: FunctionCatalog;
@@ -87,6 +91,7 @@ export class Governor {
     });
     this.oidc = o.oidc;
     this.verifyKey = o.verifyKey;
+    this.verifyAws = o.verifyAws;
     this.cache = o.cache ?? new AnalysisCache();
   }
 
@@ -146,6 +151,10 @@ export class Governor {
     if (looksLikeKey(secret)) {
       if (!this.verifyKey) throw new AuthError('Sluice keys are not enabled on this gateway');
       return this.verifyKey(secret);
+    }
+    if (secret.startsWith(AWS_PREFIX)) {
+      if (!this.verifyAws) throw new AuthError('AWS IAM sign-in is not enabled on this gateway (identity.aws)');
+      return this.verifyAws(secret);
     }
     if (looksLikeJwt(secret)) {
       if (!this.oidc) throw new AuthError('no OIDC issuer is configured on this gateway');

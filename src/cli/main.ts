@@ -64,6 +64,10 @@ usage: sluice <command> [options]
   evidence export --from DATE --to DATE -o FILE.zip   a SOC 2 evidence pack (see README, Compliance)
   evidence verify FILE.zip [--key PUBLIC.pem]         check a pack offline; exit 1 if it does not verify
   evidence keygen -o KEY.pem  an Ed25519 key for audit.checkpoints
+  token aws [--sts-endpoint URL] [--region R] [--server-id ID]
+                              print a password for a gateway with identity.aws: an sts:GetCallerIdentity
+                              request signed with your AWS credentials (standard chain); e.g.
+                              PGPASSWORD=$(sluice token aws --server-id sluice-prod) psql ...
   policy check [FILE]         validate a policy file (default: the config's)
   policy test --sql SQL [--subject S] [--groups a,b] [--kind K] [--database D]
                               show what the policy decides for a statement; exit 0 allow, 1 deny,
@@ -354,6 +358,11 @@ export async function main(argv: string[]): Promise<number> {
       const { CLIENT_OPTIONS, runClientCommand } = await import('./client.js');
       const { values, positionals } = opts(argv.slice(1), CLIENT_OPTIONS[cmd]);
       return runClientCommand(cmd, values, positionals);
+    }
+    case 'token': {
+      const { values } = opts(rest, { 'sts-endpoint': { type: 'string' }, region: { type: 'string' }, 'server-id': { type: 'string' } });
+      if (sub !== 'aws') throw new UsageError('usage: sluice token aws [--sts-endpoint URL] [--region R] [--server-id ID]');
+      return (await import('./awstoken.js')).runTokenAws(values);
     }
     default:
       throw new UsageError(`unknown command "${cmd}"\n\n${HELP}`);

@@ -17,7 +17,7 @@ export interface Identity {
    */
   delegation?: string[];
   issuer?: string;
-  method: 'oidc' | 'key';
+  method: 'oidc' | 'key' | 'aws';
   /** Key id for key logins. */
   keyId?: string;
   /** Epoch seconds when the credential stops being valid, if it expires. */
