@@ -1,9 +1,9 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
 import { unzipSync, strFromU8 } from 'fflate';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { queryAs } from './support/query.js';
 import { startTestGateway, freshDatabase, auditEvents, tmpDir, type TestGateway } from './support/env.js';
 import { generateKeyPem } from '../src/compliance/checkpoints.js';
 import { verifyPack } from '../src/compliance/pack.js';
@@ -21,12 +21,7 @@ let base: string;
 let keys: Record<'dana' | 'alice' | 'oldci' | 'sec', string>;
 const keyId = (k: string) => k.split('_')[1]!;
 
-async function connect(key: string) {
-  const c = new pg.Client(t.conn(key, db.name));
-  await c.connect();
-  await c.query('SELECT 1');
-  await c.end();
-}
+const connect = (key: string) => queryAs(t, key, db.name, 'SELECT 1');
 
 const call = async (key: string, method: string, p: string, body?: unknown) => {
   const r = await fetch(`${base}${p}`, { method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import pg from 'pg';
 import { unzipSync, zipSync, strFromU8, strToU8 } from 'fflate';
+import { queryAs } from './support/query.js';
 import { startTestGateway, freshDatabase, tmpDir, run, admin, type TestGateway } from './support/env.js';
 import { generateKeyPem } from '../src/compliance/checkpoints.js';
 import { verifyPack } from '../src/compliance/pack.js';
@@ -55,15 +56,7 @@ let alice: string;
 let dana: string;
 let danaKeyId: string;
 
-async function q(key: string, sql: string) {
-  const c = new pg.Client(t.conn(key, db.name));
-  await c.connect();
-  try {
-    return await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+const q = (key: string, sql: string) => queryAs(t, key, db.name, sql);
 
 /** The period of the test: today, as dates (the CLI's and the API's usual form). */
 const today = () => new Date().toISOString().slice(0, 10);

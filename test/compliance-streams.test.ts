@@ -5,8 +5,8 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
-import pg from 'pg';
 import { generate } from 'selfsigned';
+import { queryAs } from './support/query.js';
 import { startTestGateway, freshDatabase, tmpDir, type TestGateway } from './support/env.js';
 import { freePort } from '../src/util/net.js';
 import { webhookSignature } from '../src/audit/streams/webhook.js';
@@ -122,15 +122,7 @@ const otlpBodies: unknown[] = [];
 const badSignatures: string[] = [];
 const syslogMessages: string[] = [];
 
-async function statement(sql: string) {
-  const c = new pg.Client(t.conn(key, db.name));
-  await c.connect();
-  try {
-    return await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
+const statement = (sql: string) => queryAs(t, key, db.name, sql);
 
 /** Every event in the store, as "chain seq". */
 async function stored(): Promise<string[]> {
