@@ -8,7 +8,7 @@ import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } 
 import { kyselyLiveSessions, type SessionView } from './store/livesessions.js';
 import { kyselyApprovalStore, type Approval, type ApprovalFilter, type ApprovalStore } from './approvals/store.js';
 import { collectEvidence, type EvidenceInputs } from './compliance/collect.js';
-import { saveCheckpoint, type Checkpoint } from './compliance/checkpoints.js';
+import { saveCheckpoint, signNow, type Checkpoint } from './compliance/checkpoints.js';
 
 /** Operations the CLI performs; served in-process, or over the admin socket by a running gateway. */
 export interface AdminOps {
@@ -82,6 +82,7 @@ export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
     },
     keysList: () => listKeys(db),
     async evidenceInputs(from, to) {
+      await signNow(audit);
       await audit.flush();
       return collectEvidence(db, new Date(from), new Date(to), 'sluice evidence export');
     },

@@ -324,3 +324,30 @@ describe('anomalies from detector masking (zero-config)', () => {
     expect(a).toEqual(['alice: first read of card_number (masked)']);
   });
 });
+
+describe('evidence through a running gateway on the embedded store', () => {
+  it('keygen makes a key; export goes through the admin socket; the pack verifies with the public key', async () => {
+    const kdir = tmpDir('keygen');
+    const k = await cli('evidence', 'keygen', '-o', path.join(kdir, 'audit-key.pem'));
+    expect(k.code).toBe(0);
+    expect(k.stdout).toMatch(/key id [0-9a-f]{16}/);
+    expect(fs.statSync(path.join(kdir, 'audit-key.pem')).mode & 0o777).toBe(0o600);
+    expect((await cli('evidence', 'keygen', '-o', path.join(kdir, 'audit-key.pem'))).code).toBe(2);
+    const e = await startTestGateway({ embedded: true, config: `audit: { checkpoints: { key_file: ${path.join(kdir, 'audit-key.pem')}, interval_s: 60 } }` });
+    try {
+      const key = await e.key('service', ['app'], { name: 'etl' });
+      await queryAs(e, key, 'postgres', 'SELECT 1');
+      const out = path.join(kdir, 'pack.zip');
+      const r = await cli('evidence', 'export', '-c', e.configFile, '--from', today(), '--to', today(), '-o', out);
+      expect(r.code).toBe(0);
+      const v = await cli('evidence', 'verify', out, '--key', path.join(kdir, 'audit-key.pub.pem'));
+      expect(v.stdout).toContain('evidence verify: OK');
+      expect(v.stdout).not.toContain('warning');
+      const ev = JSON.parse(strFromU8(unzipSync(fs.readFileSync(out))['evidence.json']!)) as Evidence;
+      expect(ev.cc6_1_logical_access.identities.map((i) => i.subject)).toContain('service:etl');
+    } finally {
+      await e.stop();
+      fs.rmSync(kdir, { recursive: true, force: true });
+    }
+  });
+});

@@ -143,6 +143,14 @@ export async function latestCheckpoints(db: Kysely<Database>, limit = 50): Promi
   return out;
 }
 
+/** The checkpointer of each audit log in this process, so an export can have the head signed first. */
+const signers = new WeakMap<object, Checkpointer>();
+
+/** Sign the chain head of `audit` now, if a checkpointer signs it (exports call this so the period is covered). */
+export async function signNow(audit: object): Promise<void> {
+  await signers.get(audit)?.tick();
+}
+
 /**
  * Signs this gateway's own chain head every interval when it moved (and once more at shutdown). It signs the head
  * the gateway computed itself, in memory, not what the store says: rewriting the store cannot change what was signed.
@@ -161,7 +169,9 @@ export class Checkpointer {
     private readonly intervalMs: number,
   ) {}
 
-  start(): void {
+  /** Start signing; `owner` (the audit log) lets signNow() find this checkpointer. */
+  start(owner?: object): void {
+    if (owner) signers.set(owner, this);
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
   }

@@ -77,7 +77,7 @@ export function startCheckpointer(cfg: { audit: ComplianceConfig; dir: string },
   if (!cp) return undefined;
   const k = loadSigningKey(cp, cfg.dir);
   const checkpointer = new Checkpointer(k, () => audit.head, save, cp.interval_s * 1000);
-  checkpointer.start();
+  checkpointer.start(audit);
   return { checkpointer, keyId: k.keyId, publicKeyPem: k.publicKeyPem, intervalS: cp.interval_s };
 }
 
