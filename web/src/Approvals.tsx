@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useState } from 'react';
+import { plural } from './format';
 import { api, type Approval, type Me } from './api';
 
 const STATUS_CLASS: Record<Approval['status'], string> = { pending: 'warn', approved: 'ok', executed: 'ok', denied: 'bad', expired: 'muted', revoked: 'bad' };
@@ -10,7 +11,7 @@ function Preview({ p }: { p: NonNullable<Approval['preview']> }) {
     return (
       <div data-testid="preview">
         <strong>Touches:</strong>
-        <ul>{p.objects?.map((o, i) => <li key={i}>{o.command} {o.name}{o.rows !== undefined ? ` — ${o.rows} rows` : ''}</li>)}</ul>
+        <ul>{p.objects?.map((o, i) => <li key={i}>{o.command} {o.name}{o.rows !== undefined ? ` — ${plural(o.rows, 'row')}` : ''}</li>)}</ul>
       </div>
     );
   return <p className="muted" data-testid="preview">{p.note ?? 'no preview'}</p>;
@@ -73,7 +74,7 @@ function Card({ a, me, focused }: { a: Approval; me: Me; focused: boolean }) {
         {a.votes.length ? ' · ' : ''}
         {a.votes.map((v) => `${v.action === 'approve' ? '✔' : '✘'} ${v.by}${v.reason ? ` (“${v.reason}”)` : ''}`).join(', ')}
         {a.status === 'pending' && ` · expires ${new Date(a.expires_at).toLocaleTimeString()}`}
-        {a.outcome && ` · ran: ${a.outcome.error ? `error ${a.outcome.error}` : `${a.outcome.rows} rows`}`}
+        {a.outcome && ` · ran: ${a.outcome.error ? `error ${a.outcome.error}` : plural(a.outcome.rows ?? 0, 'row')}`}
       </p>
       {a.status === 'pending' && (approver || own) && (
         <div className="decide">
@@ -148,7 +149,10 @@ export function ApprovalsPage({ me, focus }: { me: Me; focus?: string }) {
     es.onerror = () => setLive(false);
     return () => es.close();
   }, [merge, focus]);
-  const list = [...items.values()].filter((a) => show === 'all' || seenPending.has(a.id) || a.id === focus).sort((x, y) => (x.id === focus ? -1 : y.id === focus ? 1 : y.created_at.localeCompare(x.created_at)));
+  const order = (x: Approval, y: Approval) => (x.id === focus ? -1 : y.id === focus ? 1 : y.created_at.localeCompare(x.created_at));
+  // The pending view lists what awaits a decision; requests decided while on screen move below it, with their outcome.
+  const list = [...items.values()].filter((a) => show === 'all' || a.status === 'pending' || a.id === focus).sort(order);
+  const decided = show === 'pending' ? [...items.values()].filter((a) => a.status !== 'pending' && a.id !== focus && seenPending.has(a.id)).sort(order) : [];
   const pending = [...items.values()].filter((a) => a.status === 'pending').length;
   return (
     <section>
@@ -164,6 +168,12 @@ export function ApprovalsPage({ me, focus }: { me: Me; focus?: string }) {
       {error && <p className="error">{error}</p>}
       {list.length === 0 && <p className="muted">Nothing awaiting a decision.</p>}
       {list.map((a) => <Card key={a.id} a={a} me={me} focused={a.id === focus} />)}
+      {decided.length > 0 && (
+        <div data-testid="decided">
+          <h3 className="muted">Decided while you were here</h3>
+          {decided.map((a) => <Card key={a.id} a={a} me={me} focused={false} />)}
+        </div>
+      )}
     </section>
   );
 }

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useState } from 'react';
 import { api, type AuditEvent } from './api';
+import { MaskedMark } from './format';
 
 const FILTERS = ['subject', 'kind', 'decision', 'type', 'database', 'table', 'since', 'until'] as const;
 type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
@@ -94,7 +95,8 @@ export function AuditPage() {
         <button type="submit">Filter</button>
       </form>
       {error && <p className="error">{error}</p>}
-      <div className="split">
+      <div className={selected ? 'split open' : 'split'}>
+        <div className="tablewrap">
         <table className="events" data-testid="audit-table">
           <thead>
             <tr>
@@ -111,18 +113,19 @@ export function AuditPage() {
             {events.map((e) => (
               <tr key={`${e.chain_id}:${e.seq}`} onClick={() => setSelected(e)} className={selected === e ? 'selected' : ''}>
                 <td className="nowrap">{new Date(e.ts).toLocaleTimeString()}</td>
-                <td>{e.type}</td>
+                <td className="nowrap">{e.type}</td>
                 <td>
                   {who(e)} <span className="muted">{e.identity_kind}</span>
                 </td>
                 <td>{e.database}</td>
                 <td>{e.decision && <span className={`badge ${e.decision === 'allow' ? 'ok' : 'bad'}`}>{e.decision}</span>} {e.rule && <span className="muted">{e.rule}</span>}</td>
                 <td className="sql">{e.sql ?? e.reason ?? (e.details?.event as string | undefined) ?? ''}</td>
-                <td>{e.rows ?? ''}{e.masked ? ' 🛡' : ''}</td>
+                <td className="nowrap">{e.rows ?? ''} {e.masked && <MaskedMark masked={e.masked} />}</td>
               </tr>
             ))}
           </tbody>
         </table>
+        </div>
         {selected && (
           <aside className="detail" data-testid="audit-detail">
             <button className="link close" onClick={() => setSelected(undefined)}>close</button>
