@@ -39,7 +39,7 @@ export function formatEvent(e: StoredEvent): string {
 }
 
 /** The audit event types `audit list --type` accepts (AuditEventType in audit/audit.ts). */
-export const AUDIT_EVENT_TYPES = ['session_start', 'session_end', 'auth_failure', 'statement', 'key_created', 'key_revoked', 'policy_loaded', 'protocol_error', 'approval', 'tool_call', 'console_login', 'audit_refused'] as const;
+export const AUDIT_EVENT_TYPES = ['session_start', 'session_end', 'auth_failure', 'statement', 'key_created', 'key_revoked', 'policy_loaded', 'protocol_error', 'approval', 'tool_call', 'console_login', 'audit_refused', 'access_review'] as const;
 
 /** The approval states `approvals list --status` accepts (ApprovalStatus in approvals/store.ts). */
 export const APPROVAL_STATUSES = ['pending', 'approved', 'denied', 'expired', 'executed', 'revoked'] as const;
