@@ -11,10 +11,13 @@ import { startIdp, type TestIdp } from './support/oidc.js';
 import { FormBrowser } from './support/browser.js';
 import { TokenCache, userConfigDir } from '../src/identity/tokencache.js';
 import { deviceLogin, discover, freshToken, pkceLogin } from '../src/cli/login.js';
+import { generate } from 'selfsigned';
 
 const CLI = path.resolve('bin/sluice.js');
 const SCOPES = 'openid email groups offline_access db';
 const ACCOUNTS = { alice: { email: 'alice@example.com', name: 'Alice Analyst', groups: ['analysts'] }, dana: { email: 'dana@example.com', groups: ['dba'] } };
+
+const oidc = (issuer: string, extra = '') => `identity:\n  oidc:\n    - { issuer: ${issuer}, audience: sluice, groups_claim: groups, kind: human${extra} }\n`;
 
 let idp: TestIdp;
 let shortIdp: TestIdp;
@@ -33,7 +36,6 @@ beforeAll(async () => {
   const r = await mysql.createConnection({ ...MY, multipleStatements: true });
   await r.query(`CREATE DATABASE ${myDb}; CREATE TABLE ${myDb}.t (id int); INSERT INTO ${myDb}.t VALUES (1), (2);`);
   await r.end();
-  const oidc = (issuer: string, extra = '') => `identity:\n  oidc:\n    - { issuer: ${issuer}, audience: sluice, groups_claim: groups, kind: human${extra} }\n`;
   t = await startTestGateway({ config: `${oidc(idp.issuer)}${mysqlEngine()}\n` });
   short = await startTestGateway({ config: oidc(shortIdp.issuer, ', clock_tolerance_s: 0') });
 }, 120_000);
@@ -269,4 +271,60 @@ describe('sluice connect, psql and env', () => {
       await exited(child);
     }
   }, 60_000);
+});
+
+describe('verify-full: --ca checks the gateway certificate on both legs', () => {
+  let v: TestGateway;
+  let good: string;
+  let wrong: string;
+  let m: ReturnType<typeof machine>;
+  beforeAll(async () => {
+    const dir = tmpDir('login-ca');
+    const san = { name: 'subjectAltName' as const, altNames: [{ type: 7 as const, ip: '127.0.0.1' }] };
+    const cert = await generate([{ name: 'commonName', value: 'sluice-test-gateway' }], { keySize: 2048, algorithm: 'sha256', extensions: [san] });
+    const other = await generate([{ name: 'commonName', value: 'someone-else' }], { keySize: 2048, algorithm: 'sha256', extensions: [san] });
+    fs.writeFileSync(path.join(dir, 'cert.pem'), cert.cert);
+    fs.writeFileSync(path.join(dir, 'key.pem'), cert.private);
+    good = path.join(dir, 'cert.pem');
+    wrong = path.join(dir, 'other.pem');
+    fs.writeFileSync(wrong, other.cert);
+    v = await startTestGateway({ tls: `{ mode: require, cert_file: ${good}, key_file: ${path.join(dir, 'key.pem')} }`, config: `${oidc(idp.issuer)}${mysqlEngine()}\n` });
+    m = machine();
+    expect((await deviceLoginCli(m, idp.issuer, 'alice')).code).toBe(0);
+  }, 120_000);
+  afterAll(async () => {
+    await v?.stop();
+  });
+
+  it('PostgreSQL: the right CA connects; a certificate from another CA is refused before the token is sent', async () => {
+    for (const [ca, ok] of [[good, true], [wrong, false]] as const) {
+      const child = m.spawn('connect', db.name, '--port', '0', '--gateway', `127.0.0.1:${v.port}`, '--ca', ca);
+      try {
+        const port = Number((await stderrMatch(child, /on 127\.0\.0\.1:(\d+)/))[1]);
+        const r = await run('psql', ['-X', '-At', `host=127.0.0.1 port=${port} dbname=x user=x`, '-c', 'SELECT count(*) FROM t'], { env: { PGPASSWORD: '' } });
+        if (ok) expect(r.stdout.trim()).toBe('3');
+        else expect(r.stderr).toMatch(/TLS with the gateway at 127\.0\.0\.1:\d+ failed: .*(self-signed|unable to verify|certificate)/i);
+      } finally {
+        child.kill('SIGINT');
+        await exited(child);
+      }
+    }
+  });
+
+  it('MySQL: the right CA connects; another CA stops connect at its first login', async () => {
+    const child = m.spawn('connect', myDb, '--engine', 'mysql', '--port', '0', '--gateway', `127.0.0.1:${v.gw.mysqlPort}`, '--ca', good);
+    try {
+      const port = Number((await stderrMatch(child, /on 127\.0\.0\.1:(\d+)/))[1]);
+      const c = await mysql.createConnection({ host: '127.0.0.1', port, user: 'app' });
+      const [rows] = await c.query('SELECT COUNT(*) AS n FROM t');
+      expect(rows).toEqual([{ n: 2 }]);
+      await c.end();
+    } finally {
+      child.kill('SIGINT');
+      await exited(child);
+    }
+    const refused = await m.cli('connect', myDb, '--engine', 'mysql', '--port', '0', '--gateway', `127.0.0.1:${v.gw.mysqlPort}`, '--ca', wrong);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/self-signed|unable to verify|certificate/i);
+  });
 });

@@ -128,8 +128,6 @@ async function connect(values: Values, positionals: string[]): Promise<number> {
   const issuer = values.issuer as string | undefined;
   await freshToken(cacheOf(), issuer); // fail now, not at the first client, when not logged in
   if (!gateway.ca) say(`note: the gateway's TLS certificate is not verified (pass --ca FILE or set connect.ca_file for verify-full)`);
-  // The MySQL leg logs in through the engine's upstream client, which does not take a CA yet: say so, never pretend.
-  else if (engine === 'mysql') say(`note: --ca is not applied to the MySQL engine yet: its TLS certificate is not verified`);
   const start = engine === 'mysql' ? startMyConnect : startPgConnect;
   const l = await start({ database, port, gateway, token: tokenSource(issuer), onError: (e) => say(`sluice connect: ${e.message}`) });
   const client = engine === 'mysql' ? `mysql -h 127.0.0.1 -P ${l.port} --ssl-mode=DISABLED ${database}` : `psql "host=127.0.0.1 port=${l.port} dbname=${database}"`;

@@ -42,7 +42,8 @@ export function pgGatewaySocket(g: GatewayAddress): Promise<tls.TLSSocket> {
         raw.destroy();
         return reject(new Error(`the gateway at ${g.host}:${g.port} does not offer TLS; the token is not sent in clear text`));
       }
-      const s = tls.connect({ socket: raw, ca: g.ca, rejectUnauthorized: !!g.ca, servername: net.isIP(g.host) ? undefined : g.host });
+      // host: the name (or address) the certificate must be issued for, with a CA (verify-full).
+      const s = tls.connect({ socket: raw, host: g.host, ca: g.ca, rejectUnauthorized: !!g.ca, servername: net.isIP(g.host) ? undefined : g.host });
       s.once('secureConnect', () => {
         clearTimeout(timer);
         resolve(s);
@@ -285,7 +286,7 @@ async function serveMy(client: net.Socket, database: string, g: GatewayAddress, 
 async function myGatewayLogin(g: GatewayAddress, who: { user: string; password: string }, o: Parameters<typeof connectMyUpstream>[1], attempts = 3): Promise<MyUpstream> {
   for (let i = 1; ; i++) {
     try {
-      return await connectMyUpstream({ host: g.host, port: g.port, user: who.user, password: who.password, sslmode: 'require', connectTimeoutMs: 4000 }, o);
+      return await connectMyUpstream({ host: g.host, port: g.port, user: who.user, password: who.password, sslmode: 'require', connectTimeoutMs: 4000, ca: g.ca }, o);
     } catch (e) {
       if (i >= attempts || !/timed out/.test((e as Error).message)) throw e;
     }

@@ -11,6 +11,8 @@ export interface MyUpstreamTarget {
   /** disable: plain TCP; prefer: TLS when offered; require: TLS or fail. */
   sslmode?: 'disable' | 'prefer' | 'require';
   connectTimeoutMs?: number;
+  /** CA certificate(s): with them the server's certificate and name are verified (otherwise TLS is unverified). */
+  ca?: Buffer;
 }
 
 export class MyUpstreamError extends Error {
@@ -147,7 +149,7 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
         send(Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([o.charset]), Buffer.alloc(23)]));
         socket.removeListener('data', onData);
         const plain = socket;
-        socket = tls.connect({ socket: plain, rejectUnauthorized: false, servername: net.isIP(t.host) ? undefined : t.host });
+        socket = tls.connect({ socket: plain, host: t.host, ca: t.ca, rejectUnauthorized: !!t.ca, servername: net.isIP(t.host) ? undefined : t.host });
         socket.once('secureConnect', () => {
           secure = true;
           framer = new MyFramer(1 << 24);
