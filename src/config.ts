@@ -336,6 +336,9 @@ export function loadConfig(file: string, opts: { secrets?: boolean } = {}): Slui
     if (my) my.password = fromEnv(['mysql', 'upstream', 'password_env'], my.password_env, true) ?? my.password;
     const web = cfg.api?.web;
     if (web?.oidc) web.oidc.client_secret = fromEnv(['api', 'web', 'oidc', 'client_secret_env'], web.oidc.client_secret_env, true) ?? web.oidc.client_secret;
+    const cp = cfg.audit.checkpoints;
+    if (cp?.key_env) cp.key_pem = fromEnv(['audit', 'checkpoints', 'key_env'], cp.key_env, true);
+    for (const [i, s] of (cfg.audit.streams ?? []).entries()) if (s.secret_env) s.secret = fromEnv(['audit', 'streams', String(i), 'secret_env'], s.secret_env, true);
     if (cfg.api) {
       cfg.api.web ??= {};
       cfg.api.web.session_secret = fromEnv(['api', 'web', 'session_secret_env'], cfg.api.web.session_secret_env ?? 'SLUICE_SESSION_SECRET', !!cfg.api.web.session_secret_env);

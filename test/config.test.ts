@@ -49,6 +49,19 @@ api: { listen: { port: 0 }, web: { session_secret_env: T_COOKIE, oidc: { issuer:
     expect(() => loadConfig(write('upstream: { host: 127.0.0.1, user: postgres }\napi: { listen: { port: 0 }, web: { session_secret_env: T_NOT_SET_2 } }\n'))).toThrow(/T_NOT_SET_2 \(api\.web\.session_secret_env\) is not set/);
   });
 
+  it('resolves the checkpoint signing key and webhook stream secrets too', () => {
+    env('T_CP_KEY', '-----BEGIN PRIVATE KEY-----\nnot checked here\n-----END PRIVATE KEY-----\n');
+    env('T_HOOK', 'hmac-secret');
+    const cfg = loadConfig(
+      write(`upstream: { host: 127.0.0.1, user: postgres }
+audit: { checkpoints: { key_env: T_CP_KEY }, streams: [ { name: siem, kind: webhook, url: "https://127.0.0.1:9/x", secret_env: T_HOOK } ] }
+`),
+    );
+    expect(cfg.audit.checkpoints!.key_pem).toContain('BEGIN PRIVATE KEY');
+    expect(cfg.audit.streams![0]!.secret).toBe('hmac-secret');
+    expect(() => loadConfig(write('upstream: { host: 127.0.0.1, user: postgres }\naudit: { streams: [ { name: s, kind: webhook, url: "https://127.0.0.1:9/x", secret_env: T_NOT_SET_3 } ] }\n'))).toThrow(/T_NOT_SET_3 \(audit\.streams\.0\.secret_env\) is not set/);
+  });
+
   it('with secrets: false nothing is read (the CLI reading a config it does not start)', () => {
     env('T_UP_PW2', 'x');
     const cfg = loadConfig(write('upstream: { host: 127.0.0.1, user: postgres, password_env: T_UP_PW2 }\n'), { secrets: false });

@@ -10,6 +10,8 @@ export interface CheckpointConfig {
   key_file?: string;
   /** Environment variable holding that PEM text. */
   key_env?: string;
+  /** The PEM text of key_env, read by loadConfig. */
+  key_pem?: string;
   interval_s: number;
 }
 
@@ -56,7 +58,7 @@ export function loadSigningKey(cfg: CheckpointConfig, dir: string): SigningKey {
     return signingKeyFromPem(fs.readFileSync(file, 'utf8'), `audit.checkpoints.key_file ${file}`);
   }
   if (cfg.key_env) {
-    const v = process.env[cfg.key_env];
+    const v = cfg.key_pem;
     if (!v) throw new Error(`audit.checkpoints.key_env: environment variable ${cfg.key_env} is not set`);
     return signingKeyFromPem(v, `audit.checkpoints.key_env ${cfg.key_env}`);
   }

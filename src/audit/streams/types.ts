@@ -10,6 +10,8 @@ export interface StreamConfig {
   headers?: Record<string, string>;
   /** webhook: environment variable holding the HMAC-SHA256 secret (x-sluice-signature). */
   secret_env?: string;
+  /** The secret of secret_env, read by loadConfig. */
+  secret?: string;
   /** webhook, syslog with tls: PEM file of the CA to trust (a private or self-signed one). */
   ca_file?: string;
   /** syslog: the receiver (RFC 5424 over TCP, octet-counted; RFC 5425 with tls). */

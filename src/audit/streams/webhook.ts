@@ -16,7 +16,7 @@ export const webhookSignature = (secret: string, timestamp: string, body: string
  */
 export function webhookSink(cfg: StreamConfig): StreamSink {
   const url = new URL(cfg.url!);
-  const secret = cfg.secret_env ? process.env[cfg.secret_env] : undefined;
+  const secret = cfg.secret;
   if (cfg.secret_env && !secret) throw new Error(`audit stream ${cfg.name}: environment variable ${cfg.secret_env} (secret_env) is not set`);
   const ca = cfg.ca_file ? fs.readFileSync(cfg.ca_file) : undefined;
   const agent = url.protocol === 'https:' ? new https.Agent({ keepAlive: true, ca }) : new http.Agent({ keepAlive: true });
