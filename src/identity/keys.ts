@@ -82,6 +82,10 @@ async function delegationOf(db: Kysely<Database>, first: string): Promise<string
 }
 
 /** Verify a presented key. Errors say what is wrong without revealing whether a key id exists. */
+/** When this process last recorded each key's use (see verifyKey). */
+const lastUsedWritten = new Map<string, number>();
+const LAST_USED_EVERY_MS = 60_000;
+
 export async function verifyKey(db: Kysely<Database>, presented: string): Promise<Identity> {
   const m = KEY_RE.exec(presented);
   if (!m) throw new AuthError('malformed Sluice key');
@@ -92,8 +96,14 @@ export async function verifyKey(db: Kysely<Database>, presented: string): Promis
   if (!row || !crypto.timingSafeEqual(expected, actual)) throw new AuthError('unknown or invalid Sluice key');
   if (row.revoked_at) throw new AuthError(`Sluice key ${id} was revoked at ${iso(row.revoked_at)}`);
   if (row.expires_at && new Date(row.expires_at).getTime() <= Date.now()) throw new AuthError(`Sluice key ${id} expired at ${iso(row.expires_at)}`);
-  // Best effort: a failed "last used" update must not fail the login.
-  db.updateTable('api_keys').set({ last_used_at: new Date() }).where('id', '=', id!).execute().catch(() => {});
+  // Best effort: a failed "last used" update must not fail the login. Written at most once a minute per key, so
+  // connection churn does not turn every login into a store write.
+  const now = Date.now();
+  if ((lastUsedWritten.get(id!) ?? 0) < now - LAST_USED_EVERY_MS) {
+    lastUsedWritten.set(id!, now);
+    if (lastUsedWritten.size > 100_000) lastUsedWritten.clear();
+    db.updateTable('api_keys').set({ last_used_at: new Date(now) }).where('id', '=', id!).execute().catch(() => lastUsedWritten.delete(id!));
+  }
   return {
     subject: row.subject,
     kind: row.kind as IdentityKind,
