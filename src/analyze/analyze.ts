@@ -18,6 +18,8 @@ export const FLAGS = [
   'privileged-setting',
   /** PREPARE TRANSACTION / COMMIT PREPARED / ROLLBACK PREPARED: a transaction that outlives the session. */
   'two-phase',
+  /** Creates a stored program (MySQL procedure, function, trigger, event): code that runs later. */
+  'stored-program-body',
 ] as const;
 export type Flag = (typeof FLAGS)[number];
 

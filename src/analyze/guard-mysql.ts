@@ -175,12 +175,15 @@ function stripLeadingComments(sql: string): string {
   let s = sql;
   for (;;) {
     const t = s.replace(/^\s+/, '');
-    if (t.startsWith('/*') && !/^\/\*(!|M!)/.test(t)) s = t.slice(t.indexOf('*/') < 0 ? t.length : t.indexOf('*/') + 2);
+    if (t.startsWith('/*') && (!/^\/\*(!|M!)/.test(t) || NEVER_RUN.test(t))) s = t.slice(t.indexOf('*/') < 0 ? t.length : t.indexOf('*/') + 2);
     else if (/^(#|--\s)/.test(t)) s = t.slice(t.indexOf('\n') < 0 ? t.length : t.indexOf('\n') + 1);
     else if (/^\/\*(M!|!)\d*/.test(t)) s = t.replace(/^\/\*(M!|!)\d*/, '');
     else return t;
   }
 }
+
+/** An executable comment no server runs (version 999999). */
+export const NEVER_RUN = /^\/\*M?!999999/;
 
 /**
  * The text as the parser should read it: MariaDB executable comments (`/*M! ... *\/`, `/*M!100100 ... *\/`), which
@@ -190,7 +193,7 @@ function stripLeadingComments(sql: string): string {
  * state Sluice keeps sessions in: backslash escapes, `"` strings).
  */
 export function forParser(sql: string): string {
-  if (!/\/\*M!|VALUE\s+FOR/i.test(sql)) return sql;
+  if (!/\/\*M!|\/\*!999999|VALUE\s+FOR/i.test(sql)) return sql;
   let out = '';
   let i = 0;
   const n = sql.length;
@@ -217,13 +220,16 @@ export function forParser(sql: string): string {
       continue;
     }
     if (ch === '/' && sql[i + 1] === '*') {
-      const m = /^\/\*M!(\d*)/.exec(sql.slice(i, i + 12));
+      // Version 999999 is above any server's: MariaDB never runs it (mariadb-dump's `/*M!999999\- enable the sandbox
+      // mode *\/` line); every lower version is read as run (over-reading is judged, never hidden).
+      const never = NEVER_RUN.test(sql.slice(i, i + 11));
+      const m = never ? null : /^\/\*M!(\d*)/.exec(sql.slice(i, i + 12));
       if (m) {
         out += '/*!' + ' '.repeat(m[0].length - 3);
         i += m[0].length;
         continue;
       }
-      if (sql[i + 2] === '!') {
+      if (sql[i + 2] === '!' && !never) {
         // Executable: its content is SQL, read on.
         out += '/*!';
         i += 3;
@@ -231,7 +237,7 @@ export function forParser(sql: string): string {
       }
       const j = sql.indexOf('*/', i + 2);
       const end = j < 0 ? n : j + 2;
-      out += sql.slice(i, end);
+      out += never ? sql.slice(i, end).replace('!', ' ') : sql.slice(i, end);
       i = end;
       continue;
     }

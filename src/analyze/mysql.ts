@@ -1,6 +1,8 @@
 import { init as initParser, parse } from '@guanmingchiu/sqlparser-ts';
 import crypto from 'node:crypto';
 import type { Analysis, AnalysisResult, Flag, StatementClass, StatementInfo, TableRef } from './analyze.js';
+import { withoutMariadbClauses } from './mysql-clauses.js';
+import { programKind, recogniseMysql, recogniseProgram } from './mysql-programs.js';
 import { forParser, functionEffect, lexingRefusal, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
 
 /**
@@ -426,9 +428,18 @@ export function analyzeMysql(sql: string): AnalysisResult {
 function analyze(sql: string, depth: number): AnalysisResult {
   let ast: Node[];
   const text = forParser(sql);
+  // Stored programs are read by Sluice's own recogniser (bodies included), never by the parser alone.
+  const program = depth > 4 ? undefined : programKind(text);
+  if (program) {
+    const p = recogniseProgram(text, (s) => analyze(s, depth + 1));
+    return p ? finish(p) : { ok: false, error: `syntax error: Sluice could not read this CREATE ${program} exactly (its header, or its body's block structure)` };
+  }
   try {
     ast = parse(text, 'mysql') as Node[];
   } catch (e) {
+    // Forms the parser lacks, read by exact recognisers (judged like any statement); never past a nesting limit.
+    const known = depth > 4 ? undefined : (withoutMariadbClauses(text, (s) => analyze(s, depth + 1)) ?? recogniseMysql(text, (s) => analyze(s, depth + 1)));
+    if (known) return finish(known);
     const why = unsupported(sql);
     // Deliberately not relayed: a refusal that says so, not a syntax error.
     if (why) return { ok: false, error: `not supported by Sluice: ${why}` };
@@ -439,7 +450,10 @@ function analyze(sql: string, depth: number): AnalysisResult {
     return { ok: false, error: `syntax error: ${msg}`, ...(position ? { position } : {}) };
   }
   const starts = lineStarts(text);
-  const statements = ast.flatMap((s) => analyzeStatement(s, text, starts, depth));
+  return finish(ast.flatMap((s) => analyzeStatement(s, text, starts, depth)));
+}
+
+function finish(statements: StatementInfo[]): Analysis {
   const flags = new Set<Flag>(statements.flatMap((s) => s.flags));
   if (statements.length > 1) flags.add('multi-statement');
   const a: Analysis = {
