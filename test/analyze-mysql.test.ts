@@ -120,6 +120,7 @@ describe('MySQL recognisers for what the parser cannot read (mariadb-dump and it
     expect(one('CREATE SEQUENCE `order_seq` start with 100 minvalue 1 maxvalue 9223372036854775806 increment by 1 cache 1000 nocycle ENGINE=InnoDB')).toMatchObject({ command: 'CREATE SEQUENCE', class: 'ddl', tables: [{ name: 'order_seq', access: 'ddl' }] });
     expect(one('DO SETVAL(`order_seq`, 1100, 0)')).toMatchObject({ command: 'DO', class: 'write', flags: ['volatile-function'] });
     expect(one('SHOW CREATE SEQUENCE `order_seq`')).toMatchObject({ class: 'read', tables: [{ name: 'order_seq', access: 'read' }] });
+    expect(one('SHOW CREATE DATABASE IF NOT EXISTS `shop`')).toMatchObject({ class: 'read', tables: [{ name: 'shop.*', access: 'read' }] });
     expect(one("SHOW FUNCTION STATUS WHERE Db = 'shop'")).toMatchObject({ command: 'SHOW FUNCTION STATUS', class: 'read', flags: ['sensitive-catalog'] });
     expect(one('/*!40000 ALTER TABLE `customers` DISABLE KEYS */')).toMatchObject({ class: 'ddl', tables: [{ name: 'customers', access: 'ddl' }] });
     expect(one('START TRANSACTION /*!40100 WITH CONSISTENT SNAPSHOT */').class).toBe('transaction');

@@ -110,6 +110,16 @@ describe('mariadb-dump / mariadb restore through Sluice', () => {
     expect(restored).toEqual(await dumpDirect(directDb));
   }, 180_000);
 
+  it('mariadb-dump --databases (SHOW CREATE DATABASE, USE) through the gateway as directly', async () => {
+    const src = await fresh('sluice_mydump_dbs');
+    expect((await root(src, SOURCE)).stderr).toBe('');
+    const via = await run('mariadb-dump', [...gw(dba), ...DUMP, '--databases', src]);
+    expect(via.stderr).toBe('');
+    const directDump = await run('mariadb-dump', [...direct, ...DUMP, '--databases', src]);
+    expect(directDump.stdout).toContain(`CREATE DATABASE /*!32312 IF NOT EXISTS*/ \`${src}\``);
+    expect(body(via.stdout)).toEqual(body(directDump.stdout));
+  }, 60_000);
+
   it('sequences, system-versioned queries and table maintenance work through the gateway', async () => {
     const db = await fresh('sluice_mydump_q');
     expect((await root(db, SOURCE)).stderr).toBe('');

@@ -430,8 +430,13 @@ const showRoutineStatus: Recogniser = (c, an) => {
   return [s];
 };
 
-/** SHOW CREATE SEQUENCE name. */
+/** SHOW CREATE SEQUENCE name; SHOW CREATE {DATABASE|SCHEMA} [IF NOT EXISTS] db (mariadb-dump --databases). */
 const showCreateSequence: Recogniser = (c) => {
+  if (c.eat('SHOW', 'CREATE', 'DATABASE') || c.eat('SHOW', 'CREATE', 'SCHEMA')) {
+    c.eat('IF', 'NOT', 'EXISTS');
+    const db = c.ident();
+    return db ? [info('SHOW CREATE DATABASE', 'read', [{ name: `${db}.*`, access: 'read' }])] : undefined;
+  }
   if (!c.eat('SHOW', 'CREATE', 'SEQUENCE')) return undefined;
   const name = c.name();
   return name ? [info('SHOW CREATE SEQUENCE', 'read', [{ name, access: 'read' }])] : undefined;
