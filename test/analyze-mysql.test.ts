@@ -67,26 +67,28 @@ describe('MySQL recognisers for what the parser cannot read (mariadb-dump and it
   };
   it('stored programs are DDL flagged stored-program-body, with what their bodies do', () => {
     const proc = one("CREATE DEFINER=`root`@`127.0.0.1` PROCEDURE `add_order`(IN c int)\nBEGIN\n  DECLARE n int DEFAULT 0;\n  INSERT INTO orders VALUES (NEXT VALUE FOR order_seq, c);\n  SELECT count(*) INTO n FROM orders WHERE customer_id = c;\n  IF n > 10 THEN\n    UPDATE customers SET note = 'many' WHERE id = c;\n  END IF;\nEND");
-    expect(proc).toMatchObject({ command: 'CREATE PROCEDURE', class: 'ddl', tables: [{ name: 'orders', access: 'write' }, { name: 'customers', access: 'write' }] });
+    expect(proc).toMatchObject({ command: 'CREATE PROCEDURE', class: 'ddl', tables: [{ name: 'add_order', access: 'ddl' }, { name: 'orders', access: 'write' }, { name: 'customers', access: 'write' }] });
     expect(proc.flags).toEqual(expect.arrayContaining(['stored-program-body', 'volatile-function']));
     expect(proc.refuse).toBeUndefined();
     const fn = one('CREATE FUNCTION order_total(c int) RETURNS decimal(10,2) READS SQL DATA BEGIN RETURN (SELECT SUM(amount) FROM orders WHERE customer_id = c); END');
-    expect(fn).toMatchObject({ command: 'CREATE FUNCTION', class: 'ddl', tables: [{ name: 'orders', access: 'read' }], flags: ['stored-program-body'] });
+    expect(fn).toMatchObject({ command: 'CREATE FUNCTION', class: 'ddl', tables: [{ name: 'order_total', access: 'ddl' }, { name: 'orders', access: 'read' }], flags: ['stored-program-body'] });
     // mariadb-dump's wrapping: each part in a versioned executable comment the server runs.
     const trg = one('/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`127.0.0.1`*/ /*!50003 TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW\nBEGIN\n  SET NEW.updated_at = NOW();\nEND \n*/');
-    expect(trg).toMatchObject({ command: 'CREATE TRIGGER', class: 'ddl', tables: [{ name: 'orders', access: 'ddl' }], flags: ['stored-program-body'] });
+    expect(trg).toMatchObject({ command: 'CREATE TRIGGER', class: 'ddl', tables: [{ name: 'orders_touch', access: 'ddl' }, { name: 'orders', access: 'ddl' }], flags: ['stored-program-body'] });
     const ev = one("/*!50106 CREATE*/ /*!50117 DEFINER=`root`@`127.0.0.1`*/ /*!50106 EVENT `purge_old` ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' ON COMPLETION PRESERVE DISABLE DO DELETE FROM orders WHERE created < '2000-01-01' */");
-    expect(ev).toMatchObject({ command: 'CREATE EVENT', class: 'ddl', tables: [{ name: 'orders', access: 'write' }] });
+    expect(ev).toMatchObject({ command: 'CREATE EVENT', class: 'ddl', tables: [{ name: 'purge_old', access: 'ddl' }, { name: 'orders', access: 'write' }] });
     const loops = one('CREATE PROCEDURE p() BEGIN DECLARE done INT DEFAULT 0; DECLARE c CURSOR FOR SELECT id FROM secrets; DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1; OPEN c; l: LOOP FETCH c INTO done; IF done THEN LEAVE l; END IF; END LOOP; CLOSE c; WHILE done < 3 DO SET done = done + 1; END WHILE; REPEAT SET done = done - 1; UNTIL done = 0 END REPEAT; CASE done WHEN 0 THEN SELECT 0; ELSE DELETE FROM logs; END CASE; END');
-    expect(loops.tables).toEqual([{ name: 'secrets', access: 'read' }, { name: 'logs', access: 'write' }]);
+    expect(loops.tables).toEqual([{ name: 'p', access: 'ddl' }, { name: 'secrets', access: 'read' }, { name: 'logs', access: 'write' }]);
     expect(loops.destructive).toEqual(['DELETE without WHERE (in the stored program)']);
   });
   it('a trigger whose body drops a table is DDL on both tables and destructive; dynamic SQL in a body is flagged', () => {
     const t = one('CREATE TRIGGER tr AFTER INSERT ON orders FOR EACH ROW DROP TABLE customers');
-    expect(t).toMatchObject({ class: 'ddl', tables: [{ name: 'orders', access: 'ddl' }, { name: 'customers', access: 'ddl' }], destructive: ['DROP TABLE (in the stored program)'] });
+    expect(t).toMatchObject({ class: 'ddl', tables: [{ name: 'tr', access: 'ddl' }, { name: 'orders', access: 'ddl' }, { name: 'customers', access: 'ddl' }], destructive: ['DROP TABLE (in the stored program)'] });
     const d = one("CREATE PROCEDURE p() BEGIN SET @q = 'DROP TABLE t'; PREPARE st FROM @q; EXECUTE st; END");
     expect(d.flags).toEqual(expect.arrayContaining(['stored-program-body', 'dynamic-sql']));
     expect(one('CREATE PROCEDURE p() BEGIN GRANT ALL ON *.* TO bob; END').class).toBe('admin');
+    // Names in other databases are there for the served-database check: the program's own and those in its body.
+    expect(one('CREATE PROCEDURE other.p() BEGIN DELETE FROM vault.t WHERE id = 1; END').tables.map((t) => t.name)).toEqual(['other.p', 'vault.t']);
   });
   it('refuses near misses: a second statement after the body, bodies it cannot read, effects in schedules and partitions', () => {
     for (const sql of [
@@ -126,7 +128,7 @@ describe('MySQL recognisers for what the parser cannot read (mariadb-dump and it
     expect(one('START TRANSACTION /*!40100 WITH CONSISTENT SNAPSHOT */').class).toBe('transaction');
     expect(one('OPTIMIZE TABLE a, b')).toMatchObject({ class: 'ddl', tables: [{ name: 'a', access: 'ddl' }, { name: 'b', access: 'ddl' }] });
     expect(one('CHECK TABLE a FOR UPGRADE')).toMatchObject({ class: 'read', tables: [{ name: 'a', access: 'read' }] });
-    expect(one('/*!50106 DROP EVENT IF EXISTS `purge_old` */')).toMatchObject({ class: 'ddl', destructive: ['DROP EVENT'] });
+    expect(one('/*!50106 DROP EVENT IF EXISTS `purge_old` */')).toMatchObject({ class: 'ddl', tables: [{ name: 'purge_old', access: 'ddl' }], destructive: ['DROP EVENT'] });
     // The dump's first line: version 999999 is never run by the server, so it is a comment.
     expect(one('/*M!999999 enable the sandbox mode */ \n/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */').command).toBe('SET');
     expect(A('SELECT 1 /*M!999999 ; DROP TABLE t */').statements).toHaveLength(1);

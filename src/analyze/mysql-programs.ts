@@ -303,7 +303,8 @@ const createProgram: Recogniser = (c, an) => {
   c.eat('IF', 'NOT', 'EXISTS');
   const name = c.name();
   if (!name) return undefined;
-  const s = info(`CREATE ${kind}`, 'ddl', []);
+  // The program's own name is an object it creates (a `db.` prefix is checked against the served databases).
+  const s = info(`CREATE ${kind}`, 'ddl', [{ name, access: 'ddl' }]);
   if (kind === 'PROCEDURE' || kind === 'FUNCTION') {
     if (!c.group()) return undefined;
     if (kind === 'FUNCTION') {
@@ -391,8 +392,9 @@ const createSequence: Recogniser = (c) => {
 const dropEvent: Recogniser = (c) => {
   if (!c.eat('DROP', 'EVENT')) return undefined;
   c.eat('IF', 'EXISTS');
-  if (!c.name()) return undefined;
-  return [info('DROP EVENT', 'ddl', [], { destructive: ['DROP EVENT'] })];
+  const name = c.name();
+  if (!name) return undefined;
+  return [info('DROP EVENT', 'ddl', [{ name, access: 'ddl' }], { destructive: ['DROP EVENT'] })];
 };
 
 /** ALTER TABLE t DISABLE|ENABLE KEYS (mariadb-dump around each table's rows). */
