@@ -114,7 +114,7 @@ class Body {
     const text = this.c.text(a, b);
     const r = this.an(expr ? `SELECT ${text}` : text);
     if (!r.ok) {
-      if (/PREPARE|EXECUTE/.test(r.error)) this.pieces.push(info('PREPARE', 'session', [], { flags: ['dynamic-sql'] }));
+      if (/^not supported by Sluice: SQL-level (PREPARE|EXECUTE)/.test(r.error)) this.pieces.push(info('PREPARE', 'session', [], { flags: ['dynamic-sql'] }));
       else this.notes.push(`not analysed: ${text.replace(/\s+/g, ' ').slice(0, 80)}`);
       return;
     }
