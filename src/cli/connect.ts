@@ -240,7 +240,7 @@ async function serveMy(client: net.Socket, database: string, g: GatewayAddress, 
     seq = f.next;
     client.write(f.bytes);
   };
-  send(handshakePacket({ serverVersion: hello.serverVersion, connectionId: connId, scramble, caps, charset: hello.charset, mariadbExt: false, plugin: 'mysql_native_password' }));
+  send(handshakePacket({ serverVersion: hello.serverVersion, connectionId: connId, scramble, caps, charset: hello.charset, extCaps: 0, plugin: 'mysql_native_password' }));
   const response = await new Promise<Buffer>((resolve, reject) => {
     const framer = new MyFramer(1 << 20);
     const onData = (d: Buffer) => {

@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import crypto from 'node:crypto';
 import type { Governor, EngineGovernor, HoldRequest, Verdict } from '../../governor.js';
@@ -113,15 +114,18 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
     s.on('drain', () => this.upstream?.resume());
   }
 
-  /** Switch the client connection to TLS (after the engine's SSL request). */
-  protected upgradeTls(secureContext: tls.SecureContext | undefined): void {
+  /**
+   * Switch the client connection to TLS (after the engine's SSL request). `early`: bytes already read after the
+   * request, which belong to the TLS handshake (a MySQL client may send its ClientHello in the same segment).
+   */
+  protected upgradeTls(secureContext: tls.SecureContext | undefined, early?: Buffer): void {
     const raw = this.client;
     raw.removeAllListeners('data');
     raw.removeAllListeners('error');
     raw.removeAllListeners('close');
     raw.removeAllListeners('drain');
     raw.on('error', () => this.close('client connection error'));
-    const s = new tls.TLSSocket(raw, { isServer: true, secureContext });
+    const s = new tls.TLSSocket(early?.length ? withEarlyBytes(raw, early) : raw, { isServer: true, secureContext });
     this.client = s;
     this.info.tls = true;
     this.tlsStarted();
@@ -304,4 +308,27 @@ export function expiryTimer(identity: Identity | undefined, onExpire: () => void
   const t = setTimeout(onExpire, Math.max(ms, 0));
   t.unref();
   return t;
+}
+
+/**
+ * A stream over a socket that first yields bytes already read from it. TLS over a net.Socket reads the socket's
+ * handle directly, so bytes the gateway has already taken off the socket would never reach it.
+ */
+function withEarlyBytes(raw: net.Socket, early: Buffer): net.Socket {
+  const d = new Duplex({
+    read: () => void raw.resume(),
+    write: (chunk: Buffer, _enc, cb) => void raw.write(chunk, cb),
+    final: (cb) => void raw.end(cb),
+    destroy: (err, cb) => {
+      raw.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(early);
+  raw.on('data', (b: Buffer) => {
+    if (!d.push(b)) raw.pause();
+  });
+  raw.on('end', () => d.push(null));
+  raw.on('close', () => d.destroy());
+  return d as unknown as net.Socket;
 }

@@ -1,4 +1,4 @@
-import { CAP, MARIADB_CLIENT_PROGRESS, MyProtocolError, MyReader, STATUS, int2, int4 } from './packets.js';
+import { CAP, MyProtocolError, MyReader, STATUS, int2, int4 } from './packets.js';
 
 /** The server side of the MySQL connection phase: the gateway's handshake and the client's response. */
 
@@ -9,15 +9,15 @@ export interface HandshakeOffer {
   scramble: Buffer;
   caps: number;
   charset: number;
-  /** Offer MariaDB extended capabilities (progress reports) in the reserved bytes. */
-  mariadbExt: boolean;
+  /** MariaDB extended capabilities offered in the reserved bytes (only to MariaDB clients: 0 otherwise). */
+  extCaps: number;
   plugin: string;
 }
 
 /** Protocol::HandshakeV10. */
 export function handshakePacket(o: HandshakeOffer): Buffer {
   const reserved = Buffer.alloc(10);
-  if (o.mariadbExt) reserved.writeUInt32LE(MARIADB_CLIENT_PROGRESS, 6);
+  reserved.writeUInt32LE(o.extCaps >>> 0, 6);
   return Buffer.concat([
     Buffer.from([10]),
     Buffer.from(`${o.serverVersion}\0`, 'utf8'),

@@ -38,6 +38,8 @@ export const CAP = {
 
 /** MariaDB extended capability (sent in reserved handshake bytes when CLIENT_MYSQL is not set). */
 export const MARIADB_CLIENT_PROGRESS = 1;
+/** MariaDB extended capability: column definitions carry extended type information (json, geometry subtypes). */
+export const MARIADB_CLIENT_EXTENDED_METADATA = 1 << 3;
 
 export const STATUS = { IN_TRANS: 0x0001, AUTOCOMMIT: 0x0002, MORE_RESULTS_EXISTS: 0x0008 } as const;
 
@@ -84,6 +86,16 @@ export class MyFramer {
 
   get pending(): number {
     return this.partsLen;
+  }
+
+  /** Everything buffered and not walked, as raw bytes (the stream changes hands, e.g. to TLS). */
+  takeRest(): Buffer {
+    const rest = Buffer.concat(this.parts, this.partsLen);
+    this.parts = [];
+    this.partsLen = 0;
+    this.scanOff = 0;
+    this.ready = false;
+    return rest;
   }
 
   append(chunk: Buffer): void {
@@ -341,7 +353,8 @@ export interface MyColumn {
   decimals: number;
 }
 
-export function parseColumn(p: Buffer): MyColumn {
+/** A column definition; `extended`: MARIADB_CLIENT_EXTENDED_METADATA was negotiated (type info after org_name). */
+export function parseColumn(p: Buffer, extended = false): MyColumn {
   const r = new MyReader(p);
   r.lenencString(); // catalog
   const schema = r.lenencString();
@@ -349,6 +362,7 @@ export function parseColumn(p: Buffer): MyColumn {
   const orgTable = r.lenencString();
   const name = r.lenencString();
   const orgName = r.lenencString();
+  if (extended) r.lenencBytes(); // extended type information
   r.lenenc(); // length of fixed fields (0x0c)
   const charset = r.int2();
   const length = r.int4();

@@ -43,6 +43,8 @@ export interface ResultsHost {
   readonly stmts: Map<number, Stmt>;
   database(): string;
   caps(): number;
+  /** Column definitions carry MariaDB's extended type information. */
+  extendedMetadata(): boolean;
   inflight(): Inflight | undefined;
   /** The command's answer is complete (status: the server status flags of its last OK/EOF). */
   finish(f: Inflight, status?: number): void;
@@ -124,7 +126,7 @@ export class MyResults {
     } else {
       // Column definitions come after the parameter section.
       const paramSection = f.prep.total - (f.prep.cols ? f.prep.cols + (deprecateEof ? 0 : 1) : 0);
-      if (f.prep.seen >= paramSection && f.prep.columns.length < f.prep.cols) f.prep.columns.push(parseColumn(p));
+      if (f.prep.seen >= paramSection && f.prep.columns.length < f.prep.cols) f.prep.columns.push(parseColumn(p, this.host.extendedMetadata()));
       f.prep.seen++;
     }
     if (f.prep.seen === f.prep.total) {
@@ -185,7 +187,7 @@ export class MyResults {
         return;
       }
       case 'cols':
-        f.columns.push(parseColumn(p));
+        f.columns.push(parseColumn(p, this.host.extendedMetadata()));
         this.out(f, p);
         if (--f.colsLeft === 0) {
           f.plan = this.planFor(f.columns, f.verdict?.analysis);

@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import type { Governor, Verdict } from '../../governor.js';
 import type { Identity } from '../../identity/identity.js';
 import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
-import { CAP, COM, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul } from './packets.js';
+import { CAP, COM, MARIADB_CLIENT_EXTENDED_METADATA, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul } from './packets.js';
 import { connectMyUpstream, type MyUpstream, type MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 import { MyClient } from './client.js';
 import type { Approval } from '../../approvals/store.js';
@@ -51,6 +51,7 @@ export class MySession extends EngineSession<MyUpstream> {
     stmts: this.stmts,
     database: () => this.database,
     caps: () => this.caps,
+    extendedMetadata: () => this.extendedMetadata,
     inflight: () => this.inflight,
     finish: (f, status) => this.finish(f, status),
     write: (b) => !this.client.destroyed && this.auditWritten() && this.writeClient(b),
@@ -60,6 +61,10 @@ export class MySession extends EngineSession<MyUpstream> {
   /** The handshake offered MariaDB extended capabilities, and the client asked for progress reports. */
   private mariadbExt = false;
   private progress = false;
+  /** The client asked for TLS in the read being walked. */
+  private tlsRequested = false;
+  /** Column definitions carry MariaDB's extended type information (negotiated on both legs). */
+  private extendedMetadata = false;
 
   constructor(socket: net.Socket, governor: Governor, private readonly cfg: MyEngineConfig, registry: SessionRegistry) {
     super(socket, governor, 'mysql', registry, cfg.limits.authTimeoutMs);
@@ -139,8 +144,10 @@ export class MySession extends EngineSession<MyUpstream> {
     // A MariaDB upstream does not set CLIENT_MYSQL: MariaDB clients then read extended capabilities from the
     // reserved bytes. The gateway offers one: progress reports, which carry the "awaiting approval" message.
     this.mariadbExt = (caps & CAP.LONG_PASSWORD) === 0;
+    // Offered: progress reports (the gateway's own) and extended column metadata when the upstream has it.
+    const extCaps = this.mariadbExt ? MARIADB_CLIENT_PROGRESS | (this.cfg.hello.extCaps & MARIADB_CLIENT_EXTENDED_METADATA) : 0;
     this.seq = 0;
-    this.send(handshakePacket({ serverVersion: this.cfg.hello.serverVersion, connectionId: this.connId, scramble: this.scramble, caps, charset: this.charset, mariadbExt: this.mariadbExt, plugin: CLEAR }));
+    this.send(handshakePacket({ serverVersion: this.cfg.hello.serverVersion, connectionId: this.connId, scramble: this.scramble, caps, charset: this.charset, extCaps, plugin: CLEAR }));
     this.phase = 'auth';
   }
 
@@ -149,6 +156,10 @@ export class MySession extends EngineSession<MyUpstream> {
       if (this.closed) return;
       if (this.phase === 'connecting' || this.holding) return this.clientFramer.append(d);
       this.clientFramer.push(d, (seq, p) => this.onClientPacket(seq, p));
+      if (this.tlsRequested) {
+        this.tlsRequested = false;
+        this.upgradeTls(this.cfg.secureContext, this.clientFramer.takeRest());
+      }
     } catch (e) {
       this.onFailure(e);
     }
@@ -186,10 +197,13 @@ export class MySession extends EngineSession<MyUpstream> {
 
   private onHandshakeResponse(p: Buffer): 'stop' | void {
     const h = parseHandshakeResponse(p);
-    this.progress = this.mariadbExt && !(h.caps & CAP.LONG_PASSWORD) && (h.extCaps & MARIADB_CLIENT_PROGRESS) !== 0;
+    const mariadbClient = this.mariadbExt && !(h.caps & CAP.LONG_PASSWORD);
+    this.progress = mariadbClient && (h.extCaps & MARIADB_CLIENT_PROGRESS) !== 0;
+    this.extendedMetadata = mariadbClient && (h.extCaps & this.cfg.hello.extCaps & MARIADB_CLIENT_EXTENDED_METADATA) !== 0;
     if (h.sslRequest) {
       if (!this.cfg.secureContext || this.cfg.tlsMode === 'disable') throw new MyProtocolError('TLS was requested but is not enabled on this gateway');
-      this.upgradeTls(this.cfg.secureContext);
+      // TLS starts once this read is walked: what follows the request in it is the client's TLS handshake.
+      this.tlsRequested = true;
       return 'stop';
     }
     if (this.cfg.tlsMode === 'require' && !this.info.tls) {
@@ -230,7 +244,7 @@ export class MySession extends EngineSession<MyUpstream> {
   }
 
   protected openUpstream(identity: Identity): Promise<MyUpstream> {
-    return connectMyUpstream(this.cfg.upstream, { caps: this.caps, charset: this.charset, database: this.database || undefined, attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) } });
+    return connectMyUpstream(this.cfg.upstream, { caps: this.caps, charset: this.charset, extCaps: this.extendedMetadata ? MARIADB_CLIENT_EXTENDED_METADATA : 0, database: this.database || undefined, attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) } });
   }
 
   protected refuseLogin(r: LoginRefusal): void {

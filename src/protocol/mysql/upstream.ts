@@ -34,6 +34,8 @@ export interface UpstreamHello {
   status: number;
   scramble: Buffer;
   plugin: string;
+  /** MariaDB extended capabilities (0 from MySQL). */
+  extCaps: number;
 }
 
 export interface MyUpstream {
@@ -59,14 +61,16 @@ function parseHello(p: Buffer): UpstreamHello {
   const status = r.left ? r.int2() : 0;
   if (r.left) caps |= r.int2() << 16;
   const authLen = r.left ? r.int1() : 0;
-  if (r.left >= 10) r.bytes(10);
+  // MariaDB (CLIENT_MYSQL not set) puts its extended capabilities in the last 4 of the 10 reserved bytes.
+  const extCaps = r.left >= 10 ? (caps & CAP.LONG_PASSWORD ? 0 : r.bytes(10).readUInt32LE(6)) : 0;
+  if (r.left >= 10 && caps & CAP.LONG_PASSWORD) r.bytes(10);
   let s2: Buffer = Buffer.alloc(0);
   if (caps & CAP.SECURE_CONNECTION) {
     const n = Math.max(13, authLen - 8);
     s2 = withoutNul(r.bytes(Math.min(n, r.left)));
   }
   const plugin = caps & CAP.PLUGIN_AUTH && r.left ? r.nulString() : 'mysql_native_password';
-  return { serverVersion, connectionId, caps: caps >>> 0, charset, status, scramble: Buffer.concat([s1, s2]), plugin };
+  return { serverVersion, connectionId, caps: caps >>> 0, charset, status, scramble: Buffer.concat([s1, s2]), plugin, extCaps };
 }
 
 const sha1 = (...b: Buffer[]) => b.reduce((h, x) => h.update(x), crypto.createHash('sha1')).digest();
@@ -95,7 +99,7 @@ export function authResponse(plugin: string, password: string, scramble: Buffer,
  * Connect and log in to the upstream MySQL/MariaDB with the gateway's own credentials. `clientCaps` are the
  * capabilities the gateway's client negotiated, so packets can be relayed between the two unchanged.
  */
-export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charset: number; database?: string; attrs?: Record<string, string> }): Promise<MyUpstream> {
+export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charset: number; database?: string; attrs?: Record<string, string>; extCaps?: number }): Promise<MyUpstream> {
   return new Promise((resolve, reject) => {
     // A host starting with '/' is the server's unix socket file (e.g. /run/mysqld/mysqld.sock).
     const local = t.host.startsWith('/');
@@ -116,6 +120,12 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
     let plugin = '';
     let scramble: Buffer = Buffer.alloc(0);
     let secure = false;
+    // The 23 filler bytes of the handshake response; MariaDB reads extended capabilities from the last 4.
+    const filler = () => {
+      const b = Buffer.alloc(23);
+      if (hello && !(hello.caps & CAP.LONG_PASSWORD)) b.writeUInt32LE((o.extCaps ?? 0) & hello.extCaps, 19);
+      return b;
+    };
     const send = (payload: Buffer) => {
       const f = frame(seq, payload);
       seq = f.next;
@@ -146,7 +156,7 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
       scramble = hello.scramble;
       if (wantTls && canTls) {
         caps |= CAP.SSL;
-        send(Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([o.charset]), Buffer.alloc(23)]));
+        send(Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([o.charset]), filler()]));
         socket.removeListener('data', onData);
         const plain = socket;
         socket = tls.connect({ socket: plain, host: t.host, ca: t.ca, rejectUnauthorized: !!t.ca, servername: net.isIP(t.host) ? undefined : t.host });
@@ -163,7 +173,7 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
     };
     const login = () => {
       const resp = authResponse(plugin, t.password ?? '', scramble, secure) ?? Buffer.alloc(0);
-      const parts = [int4(caps), int4(1 << 24), Buffer.from([o.charset]), Buffer.alloc(23), Buffer.from(t.user + '\0', 'utf8')];
+      const parts = [int4(caps), int4(1 << 24), Buffer.from([o.charset]), filler(), Buffer.from(t.user + '\0', 'utf8')];
       parts.push(caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA ? lenencBuf(resp) : Buffer.concat([Buffer.from([resp.length]), resp]));
       if (caps & CAP.CONNECT_WITH_DB) parts.push(Buffer.from(`${o.database ?? ''}\0`, 'utf8'));
       parts.push(Buffer.from(`${plugin}\0`, 'utf8'));

@@ -1,0 +1,84 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import net from 'node:net';
+import tls from 'node:tls';
+import { Duplex } from 'node:stream';
+import mysql from 'mysql2/promise';
+import { startTestGateway, MY, mysqlEngine, type TestGateway } from './support/env.js';
+import { policyYaml, rules } from './support/policies.js';
+import { CAP, MyFramer, frame, int4 } from '../src/protocol/mysql/packets.js';
+
+/** MySQL wire details that clients depend on: TLS started in the same segment as the request, MariaDB metadata. */
+
+let t: TestGateway;
+let key: string;
+
+beforeAll(async () => {
+  t = await startTestGateway({ policy: policyYaml({ default: 'deny', rules: [rules.dba()] }), config: mysqlEngine() });
+  key = await t.key('human', ['dba'], { name: 'dana' });
+});
+afterAll(() => t?.stop());
+
+/** Read MySQL packets from a stream until `n` have arrived. */
+function packets(s: Duplex, n: number): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const framer = new MyFramer(1 << 24);
+    const got: Buffer[] = [];
+    const timer = setTimeout(() => reject(new Error(`only ${got.length} of ${n} packets arrived`)), 5000);
+    const onData = (d: Buffer) =>
+      framer.push(d, (_seq, p) => {
+        got.push(p);
+        if (got.length < n) return;
+        clearTimeout(timer);
+        s.off('data', onData);
+        resolve(got);
+        return 'stop';
+      });
+    s.on('data', onData);
+  });
+}
+
+describe('MySQL wire', () => {
+  it('starts TLS when the SSL request and the ClientHello arrive in one segment', async () => {
+    const raw = net.connect(t.gw.mysqlPort!, '127.0.0.1');
+    const [hello] = await packets(raw, 1);
+    expect(hello![0]).toBe(10);
+    const caps = CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH | CAP.SSL | CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA | CAP.DEPRECATE_EOF;
+    const sslRequest = frame(1, Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([45]), Buffer.alloc(23)])).bytes;
+    // A transport that sends the TLS client's first flight glued to the SSL request, in one write.
+    let first = true;
+    const glue = new Duplex({
+      read: () => void raw.resume(),
+      write: (chunk: Buffer, _e, cb) => {
+        raw.write(first ? Buffer.concat([sslRequest, chunk]) : chunk, cb);
+        first = false;
+      },
+    });
+    raw.on('data', (d: Buffer) => glue.push(d));
+    const secure = tls.connect({ socket: glue as unknown as net.Socket, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+      setTimeout(() => reject(new Error('the TLS handshake never completed (the ClientHello was lost)')), 5000);
+    });
+    const password = Buffer.from(`${key}\0`, 'utf8');
+    const response = Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([45]), Buffer.alloc(23), Buffer.from('x\0'), Buffer.from([password.length]), password, Buffer.from('mysql_clear_password\0')]);
+    secure.write(frame(2, response).bytes);
+    const [ok] = await packets(secure, 1);
+    expect(ok![0]).toBe(0x00);
+    secure.destroy();
+  });
+
+  it('offers MariaDB extended metadata, so JSON values arrive typed as they do directly', async () => {
+    const sql = "SELECT JSON_OBJECT('a', 1, 'b', JSON_ARRAY(1, 2)) AS j, 'plain' AS s";
+    const direct = await mysql.createConnection({ ...MY, database: 'mysql' });
+    const [want] = await direct.query(sql);
+    await direct.end();
+    const c = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: key, database: 'mysql', enableCleartextPlugin: true } as mysql.ConnectionOptions);
+    const [got] = await c.query(sql);
+    const [prepared] = await c.execute(sql);
+    await c.end();
+    expect(want).toEqual([{ j: { a: 1, b: [1, 2] }, s: 'plain' }]);
+    expect(got).toEqual(want);
+    expect(prepared).toEqual(want);
+  });
+});
