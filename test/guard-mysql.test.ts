@@ -46,7 +46,8 @@ const cases = (): string[][] => {
     ["SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", DESYNC_BACKSLASH],
     ["SET sql_mode = 'NO_BACKSLASH_ESCAPES'", DESYNC_BACKSLASH], ["SET @@session.sql_mode = 'ANSI_QUOTES'", DESYNC_ANSI],
     ["SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", DESYNC_ANSI], ["SET @@sql_mode = 'ANSI'"], ["SET LOCAL sql_mode = 'ORACLE'"],
-    ['SET @saved = @@sql_mode', 'SET sql_mode = @saved'], ["SET sql_mode = (SELECT 'NO_BACKSLASH_ESCAPES')"],
+    ["SET @saved = 'NO_BACKSLASH_ESCAPES'", 'SET sql_mode = @saved'], ["SET @cs = 'gbk'", '/*!40101 SET character_set_client = @cs */'],
+    ["SET @m = 'ANSI_QUOTES'", 'SET @@session.sql_mode := @m'], ['SET sql_mode = @never_set'], ["SET sql_mode = (SELECT 'NO_BACKSLASH_ESCAPES')"],
     ["SET SESSION sql_mode = 'STRICT_TRANS_TABLES', character_set_client = 'gbk'"], ['SET sql_mode = 0x4E4F5F4241434B534C4153485F45534341504553'],
     ["SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1"], ['SET sql_mode = 2097152'],
     ['SET NAMES gbk'], ["SET NAMES 'big5'"], ['SET NAMES sjis COLLATE sjis_japanese_ci'], ['SET NAMES cp932'], ['SET CHARACTER SET gbk'],
@@ -259,7 +260,9 @@ describe('benign traffic still passes', () => {
         "SET character_set_client = 'latin1'", "SET character_set_client = 'utf8mb4'", 'SET @x = 5', "SET time_zone = '+00:00'", 'SET autocommit = 1',
         "SELECT upper(v), concat(v, 'x'), length(v), NOW(), DATABASE(), COALESCE(NULL, 1), JSON_OBJECT('a', 1) FROM t LIMIT 1",
         "SELECT 'a\\'b', \"c\\\"d\", 'héllo ✓'", "EXECUTE IMMEDIATE 'SELECT 1'", 'SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()',
-        `USE ${db}`, 'SELECT 1 /*M!100100 + 1 */ AS two', "SELECT IS_FREE_LOCK('sluice_l')", 'UNLOCK TABLES', "SELECT 'it''s /*M! DROP TABLE t */', \"/*M! ; DELETE FROM orders */\"",
+        `USE ${db}`, 'SELECT 1 /*M!100100 + 1 */ AS two',
+        // How dump files put settings back: the variable is read on the session and the constant judged.
+        'SET @saved_mode = @@sql_mode', 'SET sql_mode = @saved_mode', 'SET @saved_cs = @@character_set_client', '/*!40101 SET character_set_client = @saved_cs */', "SELECT IS_FREE_LOCK('sluice_l')", 'UNLOCK TABLES', "SELECT 'it''s /*M! DROP TABLE t */', \"/*M! ; DELETE FROM orders */\"",
       ];
       for (const sql of sqls) {
         const e = await c.query(sql).then(() => undefined, (err: Error) => err.message);

@@ -16,7 +16,10 @@ export interface Stmt {
 
 export type ResultState = 'first' | 'cols' | 'eof1' | 'rows';
 export interface Inflight {
-  k: 'query' | 'execute' | 'prepare' | 'fetch' | 'simple' | 'fieldlist' | 'statistics';
+  k: 'query' | 'execute' | 'prepare' | 'fetch' | 'simple' | 'fieldlist' | 'statistics' | 'probe';
+  /** probe: the gateway's own one-value query; its answer goes to this callback, never to the client. */
+  onProbe?: (value: string | null | Error) => void;
+  probeValue?: string | null;
   sql?: string;
   verdict?: Verdict;
   t0: number;
@@ -104,9 +107,38 @@ export class MyResults {
         return;
       case 'prepare':
         return this.onPrepareAnswer(f, p, deprecateEof);
+      case 'probe':
+        return this.onProbeAnswer(f, p, deprecateEof);
       default:
         return this.onResultPacket(f, p, deprecateEof);
     }
+  }
+
+  /** The answer to a probe (a one-row, one-column text result, or an error): read, not relayed. */
+  private onProbeAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {
+    const head = p[0];
+    const done = (v: string | null | Error) => {
+      this.host.finish(f);
+      f.onProbe!(v);
+    };
+    if (f.state === 'first') {
+      if (head === 0xff) return done(new Error(parseErr(p).message));
+      if (head === 0x00) return done(new Error('the probe returned no result'));
+      f.colsLeft = new MyReader(p).lenenc() ?? 0;
+      f.state = 'cols';
+      return;
+    }
+    if (f.state === 'cols') {
+      if (--f.colsLeft === 0) f.state = deprecateEof ? 'rows' : 'eof1';
+      return;
+    }
+    if (f.state === 'eof1') {
+      f.state = 'rows';
+      return;
+    }
+    if (head === 0xff) return done(new Error(parseErr(p).message));
+    if (head === 0xfe && p.length < (deprecateEof ? 0xffffff : 9)) return done(f.probeValue === undefined ? new Error('the probe returned no row') : f.probeValue);
+    if (f.probeValue === undefined) f.probeValue = new MyReader(p).lenencBytes()?.toString('utf8') ?? null;
   }
 
   private onPrepareAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {

@@ -12,7 +12,7 @@ import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { handshakePacket, parseHandshakeResponse } from './handshake.js';
 import { MyResults, type Inflight, type Stmt } from './results.js';
-import { myError, refusal, served } from './verdicts.js';
+import { myError, refusal, savedSettingRestore, served, versionNumber, type SavedSettingRestore } from './verdicts.js';
 import { decodeParams, rememberParamTypes } from './params.js';
 
 export interface MyEngineConfig {
@@ -61,6 +61,8 @@ export class MySession extends EngineSession<MyUpstream> {
   /** The handshake offered MariaDB extended capabilities, and the client asked for progress reports. */
   private mariadbExt = false;
   private progress = false;
+  /** The upstream's version as executable comments compare with it. */
+  private readonly serverVersion: number;
   /** The client asked for TLS in the read being walked. */
   private tlsRequested = false;
   /** Column definitions carry MariaDB's extended type information (negotiated on both legs). */
@@ -69,6 +71,7 @@ export class MySession extends EngineSession<MyUpstream> {
   constructor(socket: net.Socket, governor: Governor, private readonly cfg: MyEngineConfig, registry: SessionRegistry) {
     super(socket, governor, 'mysql', registry, cfg.limits.authTimeoutMs);
     this.clientFramer = new MyFramer(cfg.limits.maxPacketBytes);
+    this.serverVersion = versionNumber(cfg.hello.serverVersion);
     do this.connId = crypto.randomBytes(4).readUInt32LE() & 0x7fffffff;
     while (this.connId === 0 || registry.lookup('mysql', this.connId));
     this.sendHandshake();
@@ -370,6 +373,8 @@ export class MySession extends EngineSession<MyUpstream> {
   private onQuery(p: Buffer, sql: string): void {
     this.info.currentSql = sql;
     if (this.killCommand(sql)) return;
+    const restore = savedSettingRestore(sql, this.serverVersion);
+    if (restore) return this.probeSavedSetting(p, sql, restore);
     const use = /^\s*USE\s+`?([^`;\s]+)`?\s*;?\s*$/i.exec(sql)?.[1];
     if (use !== undefined) return this.useDatabase(p, use, sql);
     const v = this.decide(sql);
@@ -389,6 +394,27 @@ export class MySession extends EngineSession<MyUpstream> {
     const v = this.decide(stmt.sql);
     if (v.decision.action === 'require_approval') return this.hold(p, stmt.sql, v, 'mysql-prepared', stmt);
     this.runExecute(p, stmt, v);
+  }
+
+  /**
+   * `SET <lexing setting> = @saved` (how dump files put a setting back): the statement alone cannot say what the
+   * server will be set to, so the session asks its upstream for the variable's value first (nothing else runs on
+   * the session in between) and judges the statement as the constant assignment it is. Refused like any unsafe
+   * setting when the value is one Sluice cannot parse under.
+   */
+  private probeSavedSetting(p: Buffer, sql: string, r: SavedSettingRestore): void {
+    const query = Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`SELECT @\`${r.variable.replace(/`/g, '``')}\``, 'utf8')]);
+    this.forward(query, {
+      k: 'probe',
+      onProbe: (value) => {
+        if (this.closed) return;
+        const judged = value instanceof Error || value === null ? undefined : `SET SESSION ${r.setting} = '${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+        const v = judged ? this.decide(judged) : refusal({ ok: true, statements: [], classes: [], tables: [], destructive: [], flags: [], fingerprint: '' }, 0, `${r.setting} is set from @${r.variable}, which ${value instanceof Error ? `could not be read (${value.message})` : 'is NULL'}`);
+        if (v.decision.action === 'require_approval') this.hold(p, sql, v, 'mysql');
+        else this.runQuery(p, sql, v);
+        this.continueReading();
+      },
+    });
   }
 
   /** The database a forwarded USE / COM_INIT_DB switches to once the upstream answers OK. */
@@ -493,6 +519,8 @@ export class MySession extends EngineSession<MyUpstream> {
     }
     if (f.k === 'query' || f.k === 'execute') this.auditDone(f);
     this.inflight = undefined;
+    // A probe's command goes on in its callback: nothing is answered or read before it.
+    if (f.k === 'probe') return;
     this.info.currentSql = undefined;
     // The answer goes out before anything the next command writes.
     this.results.flushOut();

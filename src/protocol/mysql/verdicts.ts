@@ -32,3 +32,35 @@ export function refusal(analysis: Analysis, statement: number, reason: string): 
     error: { code: '42501', message: `Sluice refuses this statement: ${reason}`, hint: 'The statement was not run; the session is still usable.' },
   };
 }
+
+export interface SavedSettingRestore {
+  setting: string;
+  variable: string;
+}
+
+const LEXING_SETTING = '(?<setting>sql_mode|character_set_client|character_set_connection|character_set_results|collation_connection)';
+const SAVED_RESTORE = new RegExp(
+  `^\\s*(?:/\\*!(?<version>\\d{5,6})\\s+)?SET\\s+(?:(?:SESSION|LOCAL)\\s+|@@(?:SESSION|LOCAL)\\.|@@)?${LEXING_SETTING}\\s*:?=\\s*@(?<variable>[A-Za-z0-9_$.]+|\`(?:[^\`]|\`\`)+\`)\\s*(?<close>\\*/)?\\s*;?\\s*$`,
+  'i',
+);
+
+/**
+ * A lone `SET <lexing setting> = @variable` (also inside a /*!NNNNN ... *\/ comment the server runs), as dump files
+ * put settings back: which setting, from which user variable. Anything else (other forms, more statements) is not.
+ */
+export function savedSettingRestore(sql: string, serverVersion: number): SavedSettingRestore | undefined {
+  const m = SAVED_RESTORE.exec(sql);
+  if (!m?.groups) return undefined;
+  const { version, variable, close } = m.groups;
+  // A versioned comment must be closed, and run by this server; otherwise the text is not this statement.
+  if ((version !== undefined) !== (close !== undefined)) return undefined;
+  if (version !== undefined && Number(version) > serverVersion) return undefined;
+  const name = variable!.startsWith('`') ? variable!.slice(1, -1).replace(/``/g, '`') : variable!;
+  return { setting: m.groups.setting!.toLowerCase(), variable: name };
+}
+
+/** A server version string as the number executable comments compare with (`10.11.19-MariaDB` -> 101119). */
+export function versionNumber(serverVersion: string): number {
+  const m = /(\d+)\.(\d+)\.(\d+)/.exec(serverVersion.replace(/^5\.5\.5-/, ''));
+  return m ? Number(m[1]) * 10000 + Number(m[2]) * 100 + Number(m[3]) : 0;
+}
