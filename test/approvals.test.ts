@@ -296,7 +296,9 @@ describe('approval events (SSE)', () => {
     const own = await open(alice);
     const req = await api('/api/grants', alice, 'POST', { database: db.name, role: 'read', duration: '1m', reason: 'sse test' });
     await api(`/api/approvals/${req.body.approval.id}/deny`, dana, 'POST', { reason: 'no' });
-    for (let i = 0; i < 200 && [reviewer, own].some((x) => x.events.filter((e) => e.event === 'approval').length < 2); i++) await new Promise((r) => setTimeout(r, 50));
+    // Wait for this request's two changes (other requests of this file may change meanwhile and be streamed too).
+    const mine = (x: { events: { event: string; data: any }[] }) => x.events.filter((e) => e.event === 'approval' && e.data.id === req.body.approval.id).length;
+    for (let i = 0; i < 200 && [reviewer, own].some((x) => mine(x) < 2); i++) await new Promise((r) => setTimeout(r, 50));
     const seen = reviewer.events.filter((e) => e.event === 'approval' && e.data.id === req.body.approval.id).map((e) => e.data.status);
     expect(seen).toEqual(['pending', 'denied']);
     // The requester follows her own request; another analyst (no approver role) sees nothing of it.
