@@ -10,10 +10,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
-import { freePort, startGateway } from './lib.mjs';
+import { cliFor, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: o } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
@@ -26,11 +24,9 @@ const { values: o } = parseArgs({
     'no-pgbouncer': { type: 'boolean', default: false },
   },
 });
-const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
 const DB = 'sluice_bench';
 const out = path.join(root, 'bench', 'out');
 fs.mkdirSync(out, { recursive: true });
-const psql = (db, sql) => execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', PG.host, '-p', PG.port, '-U', PG.user, '-d', db, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
 
 console.error('preparing databases ...');
 psql('postgres', `DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
@@ -42,13 +38,7 @@ psql(DB, `CREATE TABLE bench_wide AS SELECT g AS id, md5(g::text) AS a, 'Custome
   CREATE TABLE bench_pii AS SELECT g AS id, md5(g::text) || '@example.com' AS email, 'Customer ' || md5((g*7)::text) AS name, '+1 555 ' || lpad((g * 7919 % 10000000)::text, 7, '0') AS phone, repeat(md5(g::text), 2) AS notes, md5((g*3)::text) AS d FROM generate_series(1, 1000) g;`);
 
 // ------------------------------------------------------------------ Sluice
-let storeLine = `store: { kind: embedded, path: ${path.join(out, 'store')} }`;
-fs.rmSync(path.join(out, 'store'), { recursive: true, force: true });
-if (o.store === 'postgres') {
-  psql('postgres', 'DROP DATABASE IF EXISTS sluice_bench_store WITH (FORCE)');
-  psql('postgres', 'CREATE DATABASE sluice_bench_store');
-  storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_store" }`;
-}
+const store = storeLine(o.store, out, 'sluice_bench_store');
 const sluicePort = await freePort();
 fs.copyFileSync(path.join(root, 'examples', 'policy.yaml'), path.join(out, 'policy.yaml'));
 const cfgFile = path.join(out, 'compare.yaml');
@@ -56,11 +46,11 @@ fs.writeFileSync(cfgFile, `listen: { host: 127.0.0.1, port: ${sluicePort} }
 tls: { mode: allow }
 upstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
 policy: policy.yaml
-${storeLine}
+${store}
 workers: ${o.workers}
 `);
-const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'), ...a, '-c', cfgFile], { encoding: 'utf8' });
-const key = JSON.parse(cli('keys', 'create', '--name', 'bench', '--kind', 'service', '--groups', 'app', '--json')).key;
+const { cli, key: newKey } = cliFor(cfgFile);
+const key = newKey('bench');
 console.error(`starting Sluice (${o.workers} process(es), ${o.store} store, examples/policy.yaml) ...`);
 const gw = await startGateway(root, cfgFile, sluicePort);
 const sluicePids = () => execFileSync('pgrep', ['-f', `sluice.js start -c ${cfgFile}`], { encoding: 'utf8' }).trim().split('\n').map(Number);

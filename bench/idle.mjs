@@ -7,32 +7,26 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { freePort, startGateway } from './lib.mjs';
+import { cliFor, freePort, PG, root, startGateway, storeLine } from './lib.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: o } = parseArgs({ options: { sessions: { type: 'string', default: '80' } } });
 const N = Number(o.sessions);
-const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
 const out = path.join(root, 'bench', 'out', 'idle');
 fs.rmSync(out, { recursive: true, force: true });
 fs.mkdirSync(out, { recursive: true });
 fs.copyFileSync(path.join(root, 'examples', 'policy.yaml'), path.join(out, 'policy.yaml'));
-const psql = (sql) => execFileSync('psql', ['-X', '-q', '-h', PG.host, '-p', PG.port, '-U', PG.user, '-d', 'postgres', '-c', sql], { stdio: 'ignore' });
-psql('DROP DATABASE IF EXISTS sluice_idle_store WITH (FORCE)');
-psql('CREATE DATABASE sluice_idle_store');
+const store = storeLine('postgres', out, 'sluice_idle_store');
 const port = await freePort();
 const cfgFile = path.join(out, 'sluice.yaml');
 fs.writeFileSync(cfgFile, `listen: { host: 127.0.0.1, port: ${port} }
 tls: { mode: allow }
 upstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable, pool: { size: 0 } }
 policy: policy.yaml
-store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_idle_store" }
+${store}
 limits: { max_connections: ${N + 10} }
 `);
-const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'), ...a, '-c', cfgFile], { encoding: 'utf8' });
-const key = JSON.parse(cli('keys', 'create', '--name', 'idle', '--kind', 'service', '--groups', 'app', '--json')).key;
+const key = cliFor(cfgFile).key('idle');
 const gw = await startGateway(root, cfgFile, port);
 const pid = Number(execFileSync('pgrep', ['-f', `sluice.js start -c ${cfgFile}`], { encoding: 'utf8' }).trim().split('\n')[0]);
 const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
@@ -40,19 +34,23 @@ const settle = () => new Promise((r) => setTimeout(r, 2000));
 
 const clients = [];
 try {
-  // Warm up (parser, policy, catalogs) with one session, then measure.
-  const warm = new pg.Client({ host: '127.0.0.1', port, user: 'idle', password: key, database: 'postgres' });
-  await warm.connect();
-  await warm.query('SELECT 1');
-  await warm.end();
+  // Warm up (parser, policy, catalogs, JIT, the heap's working size): open and close as many sessions as will be
+  // measured, twice, then measure.
+  const openAll = async () => {
+    for (let i = 0; i < N; i++) {
+      const c = new pg.Client({ host: '127.0.0.1', port, user: 'idle', password: key, database: 'postgres' });
+      await c.connect();
+      await c.query('SELECT 1');
+      clients.push(c);
+    }
+  };
+  for (let round = 0; round < 2; round++) {
+    await openAll();
+    for (const c of clients.splice(0)) await c.end();
+  }
   await settle();
   const before = rss();
-  for (let i = 0; i < N; i++) {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'idle', password: key, database: 'postgres' });
-    await c.connect();
-    await c.query('SELECT 1');
-    clients.push(c);
-  }
+  await openAll();
   await settle();
   const open = rss();
   for (const c of clients.splice(0)) await c.end();

@@ -1,5 +1,7 @@
 // Shared by the benchmark scripts: free ports and a gateway process started from a config file.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -39,4 +41,28 @@ export async function startGateway(root, cfgFile, port) {
       await new Promise((r) => gw.once('exit', r));
     },
   };
+}
+
+/** The repository's root, the local PostgreSQL the benchmarks use, and psql against it. */
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
+export const psql = (db, sql) => execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', PG.host, '-p', PG.port, '-U', PG.user, '-d', db, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
+
+/**
+ * The gateway's `store:` config line: an embedded store under `out`, or a fresh PostgreSQL database `pgName` on
+ * the local server (dropped and created).
+ */
+export function storeLine(kind, out, pgName) {
+  fs.rmSync(path.join(out, 'store'), { recursive: true, force: true });
+  if (kind !== 'postgres') return `store: { kind: embedded, path: ${path.join(out, 'store')} }`;
+  psql('postgres', `DROP DATABASE IF EXISTS ${pgName} WITH (FORCE)`);
+  psql('postgres', `CREATE DATABASE ${pgName}`);
+  return `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/${pgName}" }`;
+}
+
+/** Run the CLI against a config file; `key(...)` creates a Sluice key and returns it. */
+export function cliFor(cfgFile) {
+  const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'), ...a, '-c', cfgFile], { encoding: 'utf8' });
+  const key = (name, groups = 'app') => JSON.parse(cli('keys', 'create', '--name', name, '--kind', 'service', '--groups', groups, '--json')).key;
+  return { cli, key };
 }

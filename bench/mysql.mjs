@@ -2,13 +2,11 @@
 // mariadb-slap through the Sluice MySQL engine vs directly against the same MariaDB, in one run; prints ratios.
 // usage: node bench/mysql.mjs [--queries 40000] [--clients 8] [--workers 1] [--store postgres|embedded]
 import { execFileSync } from 'node:child_process';
-import { freePort, startGateway } from './lib.mjs';
+import { cliFor, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: o } = parseArgs({
   options: {
     queries: { type: 'string', default: '40000' },
@@ -20,11 +18,9 @@ const { values: o } = parseArgs({
   },
 });
 const MY = { host: process.env.MYHOST ?? '127.0.0.1', port: process.env.MYPORT ?? '3306', user: process.env.MYUSER ?? 'root' };
-const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
 const out = path.join(root, 'bench', 'out-mysql');
 fs.mkdirSync(out, { recursive: true });
 const my = (sql) => execFileSync('mariadb', ['-h', MY.host, '-P', MY.port, '-u', MY.user, '-e', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
-const psql = (sql) => execFileSync('psql', ['-X', '-q', '-h', PG.host, '-p', PG.port, '-U', PG.user, '-d', 'postgres', '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
 
 console.error('preparing the database ...');
 my(`DROP DATABASE IF EXISTS sluice_bench_my; CREATE DATABASE sluice_bench_my; USE sluice_bench_my;
@@ -32,13 +28,7 @@ my(`DROP DATABASE IF EXISTS sluice_bench_my; CREATE DATABASE sluice_bench_my; US
   INSERT INTO accounts SELECT seq, CONCAT('account ', seq), seq % 1000 FROM seq_1_to_10000;
   CREATE TABLE wide ENGINE=InnoDB AS SELECT seq AS id, CONCAT(MD5(seq), '@example.com') AS email, CONCAT('Customer ', MD5(seq * 7)) AS name,
     CONCAT('+1555', LPAD(seq * 7919 % 10000000, 7, '0')) AS phone, REPEAT(MD5(seq), 2) AS notes, MD5(seq * 3) AS token FROM seq_1_to_1000;`);
-let storeLine = `store: { kind: embedded, path: ${path.join(out, 'store')} }`;
-fs.rmSync(path.join(out, 'store'), { recursive: true, force: true });
-if (o.store === 'postgres') {
-  psql('DROP DATABASE IF EXISTS sluice_bench_my_store WITH (FORCE)');
-  psql('CREATE DATABASE sluice_bench_my_store');
-  storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_my_store" }`;
-}
+const store = storeLine(o.store, out, 'sluice_bench_my_store');
 const pgPort = await freePort();
 const myPort = await freePort();
 const policyText = fs.readFileSync(path.join(root, 'examples', 'policy.yaml'), 'utf8');
@@ -50,11 +40,11 @@ tls: { mode: allow }
 upstream: { host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
 mysql: { listen: { host: 127.0.0.1, port: ${myPort} }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: disable } }
 policy: policy.yaml
-${storeLine}
+${store}
 workers: ${o.workers}
 `);
-const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'), ...a, '-c', cfgFile], { encoding: 'utf8' });
-const key = JSON.parse(cli('keys', 'create', '--name', 'bench', '--kind', 'service', '--groups', 'app', '--json')).key;
+const { cli, key: newKey } = cliFor(cfgFile);
+const key = newKey('bench');
 
 console.error('starting gateway ...');
 const gw = await startGateway(root, cfgFile, myPort);

@@ -2,13 +2,11 @@
 // pgbench through the Sluice gateway vs directly against the same PostgreSQL, in one run; prints ratios.
 // usage: node bench/pgbench.mjs [--duration 15] [--workers 2] [--store postgres|embedded] [--clients 8] [--scale 10]
 import { execFileSync } from 'node:child_process';
-import { freePort, startGateway } from './lib.mjs';
+import { cliFor, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values: o } = parseArgs({
   options: {
     duration: { type: 'string', default: '15' },
@@ -21,10 +19,8 @@ const { values: o } = parseArgs({
     'upstream-socket': { type: 'string' },
   },
 });
-const PG = { host: process.env.PGHOST ?? '127.0.0.1', port: process.env.PGPORT ?? '5432', user: process.env.PGUSER ?? 'postgres' };
 const out = path.join(root, 'bench', 'out');
 fs.mkdirSync(out, { recursive: true });
-const psql = (db, sql) => execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', PG.host, '-p', PG.port, '-U', PG.user, '-d', db, '-c', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
 
 console.error('preparing databases ...');
 psql('postgres', 'DROP DATABASE IF EXISTS sluice_bench WITH (FORCE)');
@@ -32,13 +28,7 @@ psql('postgres', 'CREATE DATABASE sluice_bench');
 execFileSync('pgbench', ['-i', '-q', '-s', o.scale, '-h', PG.host, '-p', PG.port, '-U', PG.user, 'sluice_bench'], { stdio: 'ignore' });
 psql('sluice_bench', `CREATE TABLE bench_wide AS SELECT g AS id, md5(g::text) || '@example.com' AS email, 'Customer ' || md5((g*7)::text) AS name,
   '+1555' || lpad((g * 7919 % 10000000)::text, 7, '0') AS phone, repeat(md5(g::text), 2) AS notes, md5((g*3)::text) AS token FROM generate_series(1, 1000) g`);
-let storeLine = `store: { kind: embedded, path: ${path.join(out, 'store')} }`;
-fs.rmSync(path.join(out, 'store'), { recursive: true, force: true });
-if (o.store === 'postgres') {
-  psql('postgres', 'DROP DATABASE IF EXISTS sluice_bench_store WITH (FORCE)');
-  psql('postgres', 'CREATE DATABASE sluice_bench_store');
-  storeLine = `store: { kind: postgres, url: "postgres://${PG.user}@${PG.host}:${PG.port}/sluice_bench_store" }`;
-}
+const store = storeLine(o.store, out, 'sluice_bench_store');
 const port = await freePort();
 const policyText = fs.readFileSync(path.join(root, 'examples', 'policy.yaml'), 'utf8');
 // --masking off: the same policy with the zero-config detectors switched off (column rules still apply).
@@ -48,11 +38,11 @@ fs.writeFileSync(cfgFile, `listen: { host: 127.0.0.1, port: ${port} }
 tls: { mode: allow }
 upstream: { host: ${o['upstream-socket'] ?? PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: disable }
 policy: policy.yaml
-${storeLine}
+${store}
 workers: ${o.workers}
 `);
-const cli = (...a) => execFileSync('node', [path.join(root, 'bin', 'sluice.js'), ...a, '-c', cfgFile], { encoding: 'utf8' });
-const key = JSON.parse(cli('keys', 'create', '--name', 'bench', '--kind', 'service', '--groups', 'app', '--json')).key;
+const { cli, key: newKey } = cliFor(cfgFile);
+const key = newKey('bench');
 
 console.error(`starting gateway (${o.workers} worker process(es), ${o.store} store) ...`);
 const gw = await startGateway(root, cfgFile, port);
