@@ -10,17 +10,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { cliFor, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
+import { cliFor, commonOptions, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
 
 const { values: o } = parseArgs({
   options: {
+    ...commonOptions,
     rounds: { type: 'string', default: '3' },
     duration: { type: 'string', default: '8' },
-    clients: { type: 'string', default: '8' },
-    workers: { type: 'string', default: '1' },
-    store: { type: 'string', default: 'postgres' },
     scale: { type: 'string', default: '10' },
-    only: { type: 'string' },
     'no-pgbouncer': { type: 'boolean', default: false },
   },
 });

@@ -66,3 +66,11 @@ export function cliFor(cfgFile) {
   const key = (name, groups = 'app') => JSON.parse(cli('keys', 'create', '--name', name, '--kind', 'service', '--groups', groups, '--json')).key;
   return { cli, key };
 }
+
+/** Options every benchmark takes (parseArgs): pgbench/slap clients, gateway processes, store kind, a scenario filter. */
+export const commonOptions = {
+  clients: { type: 'string', default: '8' },
+  workers: { type: 'string', default: '1' },
+  store: { type: 'string', default: 'postgres' },
+  only: { type: 'string' },
+};

@@ -2,19 +2,16 @@
 // mariadb-slap through the Sluice MySQL engine vs directly against the same MariaDB, in one run; prints ratios.
 // usage: node bench/mysql.mjs [--queries 40000] [--clients 8] [--workers 1] [--store postgres|embedded]
 import { execFileSync } from 'node:child_process';
-import { cliFor, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
+import { cliFor, commonOptions, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values: o } = parseArgs({
   options: {
+    ...commonOptions,
     queries: { type: 'string', default: '40000' },
-    clients: { type: 'string', default: '8' },
-    workers: { type: 'string', default: '1' },
-    store: { type: 'string', default: 'postgres' },
     masking: { type: 'string', default: 'on' },
-    only: { type: 'string' },
   },
 });
 const MY = { host: process.env.MYHOST ?? '127.0.0.1', port: process.env.MYPORT ?? '3306', user: process.env.MYUSER ?? 'root' };

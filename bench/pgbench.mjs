@@ -2,19 +2,17 @@
 // pgbench through the Sluice gateway vs directly against the same PostgreSQL, in one run; prints ratios.
 // usage: node bench/pgbench.mjs [--duration 15] [--workers 2] [--store postgres|embedded] [--clients 8] [--scale 10]
 import { execFileSync } from 'node:child_process';
-import { cliFor, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
+import { cliFor, commonOptions, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values: o } = parseArgs({
   options: {
+    ...commonOptions,
     duration: { type: 'string', default: '15' },
     workers: { type: 'string', default: '2' },
-    store: { type: 'string', default: 'postgres' },
-    clients: { type: 'string', default: '8' },
     scale: { type: 'string', default: '10' },
-    only: { type: 'string' },
     masking: { type: 'string', default: 'on' },
     'upstream-socket': { type: 'string' },
   },

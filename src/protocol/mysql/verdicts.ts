@@ -49,6 +49,7 @@ const SAVED_RESTORE = new RegExp(
  * put settings back: which setting, from which user variable. Anything else (other forms, more statements) is not.
  */
 export function savedSettingRestore(sql: string, serverVersion: number): SavedSettingRestore | undefined {
+  if (!sql.includes('@')) return undefined;
   const m = SAVED_RESTORE.exec(sql);
   if (!m?.groups) return undefined;
   const { version, variable, close } = m.groups;
