@@ -81,4 +81,38 @@ describe('MySQL wire', () => {
     expect(got).toEqual(want);
     expect(prepared).toEqual(want);
   });
+
+  it('MCP on the MySQL engine refuses tables of databases the engine does not serve, as the wire does', async () => {
+    const served = `sluice_myw_${Date.now().toString(36)}`;
+    const other = `${served}_other`;
+    const r = await mysql.createConnection({ ...MY, multipleStatements: true });
+    await r.query(`CREATE DATABASE ${served}; CREATE TABLE ${served}.t (v varchar(10)); CREATE DATABASE ${other}; CREATE TABLE ${other}.secrets (v varchar(10)); INSERT INTO ${other}.secrets VALUES ('s3cret');`);
+    const g = await startTestGateway({
+      policy: policyYaml({ default: 'deny', rules: [rules.dba()] }),
+      config: `${mysqlEngine().replace('sslmode: disable }', `sslmode: disable, databases: [${served}] }`)}
+api: { listen: { host: 127.0.0.1, port: 0 } }`,
+    });
+    try {
+      const agentKey = await g.key('agent', ['dba'], { name: 'scoped-agent' });
+      const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
+      const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+      const client = new Client({ name: 'agent', version: '1' });
+      await client.connect(new StreamableHTTPClientTransport(new URL(`http://127.0.0.1:${g.gw.apiPort}/mcp`), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } } }));
+      const call = async (args: Record<string, unknown>) => (await client.callTool({ name: 'query', arguments: { engine: 'mysql', ...args } })) as { isError?: boolean; content: { text: string }[]; structuredContent?: any };
+      expect((await call({ database: served, sql: 'SELECT count(*) AS n FROM t' })).isError).toBeFalsy();
+      const cross = await call({ database: served, sql: `SELECT v FROM ${other}.secrets` });
+      expect(cross.isError).toBe(true);
+      expect(cross.content[0]!.text).toMatch(new RegExp(`database "${other}" is not served`));
+      const use = await call({ database: served, sql: `EXECUTE IMMEDIATE 'USE ${other}'` });
+      expect(use.isError).toBe(true);
+      // Database names are case-sensitive on MariaDB: another case is another database, not served.
+      expect((await call({ database: served.toUpperCase(), sql: 'SELECT 1' })).isError).toBe(true);
+      await client.close();
+    } finally {
+      await g.stop();
+      await r.query(`DROP DATABASE ${served}; DROP DATABASE ${other};`);
+      await r.end();
+    }
+  });
 });
+

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { identityFields } from '../audit/fields.js';
 import type { Governor, Verdict } from '../governor.js';
 import { StatementAudit } from '../protocol/common/audit.js';
+import { scopeRefusal, served } from '../protocol/mysql/verdicts.js';
 import type { Identity } from '../identity/identity.js';
 import type { McpBackend, RunResult } from './backends.js';
 import { maskValue, scrubText, type Field, type MaskCounts } from '../masking/values.js';
@@ -65,8 +66,14 @@ export class McpTools {
   private backend(engine: Engine | undefined, database?: string): McpBackend {
     const b = this.o.backends.find((x) => x.engine === (engine ?? 'postgres'));
     if (!b) throw new ToolError(`engine "${engine}" is not served by this gateway (available: ${this.o.backends.map((x) => x.engine).join(', ')})`);
-    if (database !== undefined && !servedBy(b.databases, database)) throw new ToolError(`database "${database}" is not served by this gateway`, '3D000');
+    if (database !== undefined && !(b.engine === 'mysql' ? served(b.databases, database) : servedBy(b.databases, database))) throw new ToolError(`database "${database}" is not served by this gateway`, '3D000');
     return b;
+  }
+
+  /** The Governor's verdict, with what the engine itself refuses (MySQL: other databases, USE inside statements). */
+  private check(id: Identity, b: McpBackend, database: string, sql: string): Verdict {
+    const v = this.g.check(id, database, sql, undefined, b.engine);
+    return (b.engine === 'mysql' && !v.error && v.analysis && scopeRefusal(v.analysis, b.databases)) || v;
   }
 
   /** The statement audit of one call: the same builder the wire engines use. */
@@ -125,7 +132,7 @@ export class McpTools {
   async query(id: Identity, database: string, sql: string, opts: { intent?: string; maxRows?: number; engine?: Engine } = {}): Promise<QueryResult | PendingResult> {
     const b = this.backend(opts.engine, database);
     await this.g.openDatabase(b.engine, database);
-    const v = this.g.check(id, database, sql, undefined, b.engine);
+    const v = this.check(id, b, database, sql);
     const intentDetails = { tool: 'query', intent: opts.intent, engine: b.engine };
     if (v.decision.action === 'require_approval') {
       const a = await this.g.requestApproval({ identity: id, database, sql, verdict: v, sessionId: `mcp:${id.subject}`, engine: b.engine });
@@ -157,7 +164,7 @@ export class McpTools {
       return { status: 'pending_approval', approval_id: a.id, url: approvals.url(a.id), message: `still awaiting approval; call wait_for_approval again` };
     }
     const b = this.backend(a.engine ?? 'postgres');
-    const v = this.g.check(id, a.database, a.sql!, undefined, b.engine);
+    const v = this.check(id, b, a.database, a.sql!);
     if (final.status === 'approved') return this.runApproved(id, final, v, opts, b);
     const outcome = await this.g.awaitApproval({ identity: id, database: a.database, sql: a.sql!, verdict: v }, final);
     this.audit(id, b.engine, a.database).denied(a.sql, { ...outcome, analysis: v.analysis, approvalId: a.id }, 'mcp', { details: { tool: 'wait_for_approval', intent: opts.intent } });
@@ -205,7 +212,7 @@ export class McpTools {
   /** The plan PostgreSQL would use (EXPLAIN without ANALYZE: never runs the statement); the policy must not deny it. */
   async explain(id: Identity, database: string, sql: string, intent?: string, engine?: Engine): Promise<{ plan: unknown }> {
     const b = this.backend(engine, database);
-    const v = this.g.check(id, database, sql, undefined, b.engine);
+    const v = this.check(id, b, database, sql);
     const details = { tool: 'explain', intent, engine: b.engine };
     const audit = this.audit(id, b.engine, database);
     if (v.analysis && (v.analysis.statements.length !== 1 || v.analysis.statements[0]!.command.startsWith('EXPLAIN'))) {

@@ -12,7 +12,7 @@ import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { handshakePacket, parseHandshakeResponse } from './handshake.js';
 import { MyResults, type Inflight, type Stmt } from './results.js';
-import { myError, refusal, savedSettingRestore, served, versionNumber, type SavedSettingRestore } from './verdicts.js';
+import { myError, refusal, savedSettingRestore, scopeRefusal, served, versionNumber, type SavedSettingRestore } from './verdicts.js';
 import { decodeParams, rememberParamTypes } from './params.js';
 
 export interface MyEngineConfig {
@@ -288,22 +288,7 @@ export class MySession extends EngineSession<MyUpstream> {
 
   private decide(sql: string): Verdict {
     const v = this.gov.check(this.identity!, this.database, sql);
-    const a = v.analysis;
-    if (v.error || !a) return v;
-    // USE inside another statement, a prepared statement or EXECUTE IMMEDIATE would switch the upstream's database
-    // unseen: only `USE db` on its own (or the client's use command) switches, and it is judged for that database.
-    const use = a.statements.findIndex((s) => /(^|\s)USE$/.test(s.command));
-    if (use >= 0) return refusal(a, use, 'not supported by Sluice: USE as part of another statement, a prepared statement or EXECUTE IMMEDIATE; send `USE db` on its own (or use your client\'s use command)');
-    // `db.table` (and `db.fn()`) reach other databases: only the served ones.
-    for (const [i, s] of a.statements.entries()) {
-      for (const name of [...s.tables.map((t) => t.name), ...s.functions]) {
-        const dot = name.indexOf('.');
-        if (dot < 0) continue;
-        const db = name.slice(0, dot);
-        if (db.toLowerCase() !== 'information_schema' && !served(this.cfg.databases, db)) return refusal(a, i, `database "${db}" is not served by this Sluice gateway (${name})`);
-      }
-    }
-    return v;
+    return (!v.error && v.analysis && scopeRefusal(v.analysis, this.cfg.databases)) || v;
   }
 
   private onCommand(p: Buffer): void {

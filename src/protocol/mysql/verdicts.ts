@@ -65,3 +65,23 @@ export function versionNumber(serverVersion: string): number {
   const m = /(\d+)\.(\d+)\.(\d+)/.exec(serverVersion.replace(/^5\.5\.5-/, ''));
   return m ? Number(m[1]) * 10000 + Number(m[2]) * 100 + Number(m[3]) : 0;
 }
+
+/**
+ * What the MySQL engine refuses of an analysed text beyond policy (for wire sessions and MCP alike): USE inside
+ * another statement, a prepared statement or EXECUTE IMMEDIATE would switch the upstream's database unseen (only
+ * `USE db` on its own, or the client's use command, switches, judged for that database); `db.table` and `db.fn()`
+ * reach other databases, so only served ones.
+ */
+export function scopeRefusal(a: Analysis, databases: readonly string[]): Verdict | undefined {
+  const use = a.statements.findIndex((s) => /(^|\s)USE$/.test(s.command));
+  if (use >= 0) return refusal(a, use, "not supported by Sluice: USE as part of another statement, a prepared statement or EXECUTE IMMEDIATE; send `USE db` on its own (or use your client's use command)");
+  for (const [i, s] of a.statements.entries()) {
+    for (const name of [...s.tables.map((t) => t.name), ...s.functions]) {
+      const dot = name.indexOf('.');
+      if (dot < 0) continue;
+      const db = name.slice(0, dot);
+      if (db.toLowerCase() !== 'information_schema' && !served(databases, db)) return refusal(a, i, `database "${db}" is not served by this Sluice gateway (${name})`);
+    }
+  }
+  return undefined;
+}
