@@ -3,7 +3,10 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Duplex } from 'node:stream';
 import mysql from 'mysql2/promise';
-import { startTestGateway, MY, mysqlEngine, type TestGateway } from './support/env.js';
+import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { startTestGateway, MY, mysqlEngine, run, tmpDir, auditEvents, type TestGateway } from './support/env.js';
+import { freePort } from '../src/util/net.js';
 import { policyYaml, rules } from './support/policies.js';
 import { CAP, MyFramer, frame, int4 } from '../src/protocol/mysql/packets.js';
 
@@ -114,5 +117,36 @@ api: { listen: { host: 127.0.0.1, port: 0 } }`,
       await r.end();
     }
   });
+
+  it('ends a login when the server would read statements differently (its sql_mode has ANSI_QUOTES), and audits why', async () => {
+    // A MariaDB of the test's own, started with a global sql_mode Sluice cannot parse under (the shared server's
+    // global settings stay untouched).
+    const dir = tmpDir('mariadb-ansi');
+    const install = await run('mariadb-install-db', ['--no-defaults', `--datadir=${dir}/data`, '--user=root', '--auth-root-authentication-method=normal', '--skip-test-db']);
+    expect(install.code).toBe(0);
+    const port = await freePort();
+    const server = spawn('mariadbd', ['--no-defaults', `--datadir=${dir}/data`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${dir}/s.sock`, '--user=root', '--sql-mode=ANSI_QUOTES', '--skip-log-bin'], { stdio: 'ignore' });
+    try {
+      await expect.poll(async () => (await run('mariadb-admin', ['-h', '127.0.0.1', '-P', String(port), '-u', 'root', 'ping'])).code, { timeout: 20_000 }).toBe(0);
+      const g = await startTestGateway({
+        policy: policyYaml({ default: 'deny', rules: [rules.dba()] }),
+        config: `mysql: { listen: { port: 0 }, upstream: { host: 127.0.0.1, port: ${port}, user: root, sslmode: disable } }`,
+      });
+      try {
+        const k = await g.key('human', ['dba'], { name: 'ansi' });
+        const e = await mysql.createConnection({ host: '127.0.0.1', port: g.gw.mysqlPort!, user: 'x', password: k, database: 'mysql', enableCleartextPlugin: true } as mysql.ConnectionOptions).catch((x) => x);
+        expect(e).toBeInstanceOf(Error);
+        expect(e.message).toMatch(/Sluice ended the login: the server reports sql_mode = 'ANSI_QUOTES'/);
+        const ev = await auditEvents(g, { type: 'protocol_error' });
+        expect(ev.some((x) => /sql_mode = 'ANSI_QUOTES'/.test(String(x.error)))).toBe(true);
+      } finally {
+        await g.stop();
+      }
+    } finally {
+      server.kill('SIGKILL');
+      await new Promise((r) => server.once('exit', r));
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 

@@ -17,9 +17,9 @@ export interface Stmt {
 export type ResultState = 'first' | 'cols' | 'eof1' | 'rows';
 export interface Inflight {
   k: 'query' | 'execute' | 'prepare' | 'fetch' | 'simple' | 'fieldlist' | 'statistics' | 'probe';
-  /** probe: the gateway's own one-value query; its answer goes to this callback, never to the client. */
-  onProbe?: (value: string | null | Error) => void;
-  probeValue?: string | null;
+  /** probe: the gateway's own one-row query; its first row goes to this callback, never to the client. */
+  onProbe?: (row: (string | null)[] | Error) => void;
+  probeRow?: (string | null)[];
   sql?: string;
   verdict?: Verdict;
   t0: number;
@@ -114,10 +114,10 @@ export class MyResults {
     }
   }
 
-  /** The answer to a probe (a one-row, one-column text result, or an error): read, not relayed. */
+  /** The answer to a probe (a one-row text result, or an error): read, not relayed. */
   private onProbeAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {
     const head = p[0];
-    const done = (v: string | null | Error) => {
+    const done = (v: (string | null)[] | Error) => {
       this.host.finish(f);
       f.onProbe!(v);
     };
@@ -125,6 +125,7 @@ export class MyResults {
       if (head === 0xff) return done(new Error(parseErr(p).message));
       if (head === 0x00) return done(new Error('the probe returned no result'));
       f.colsLeft = new MyReader(p).lenenc() ?? 0;
+      f.columns = new Array(f.colsLeft);
       f.state = 'cols';
       return;
     }
@@ -137,8 +138,10 @@ export class MyResults {
       return;
     }
     if (head === 0xff) return done(new Error(parseErr(p).message));
-    if (head === 0xfe && p.length < (deprecateEof ? 0xffffff : 9)) return done(f.probeValue === undefined ? new Error('the probe returned no row') : f.probeValue);
-    if (f.probeValue === undefined) f.probeValue = new MyReader(p).lenencBytes()?.toString('utf8') ?? null;
+    if (head === 0xfe && p.length < (deprecateEof ? 0xffffff : 9)) return done(f.probeRow ?? new Error('the probe returned no row'));
+    if (f.probeRow) return;
+    const r = new MyReader(p);
+    f.probeRow = Array.from(f.columns, () => r.lenencBytes()?.toString('utf8') ?? null);
   }
 
   private onPrepareAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {

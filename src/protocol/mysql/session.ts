@@ -12,7 +12,7 @@ import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { handshakePacket, parseHandshakeResponse } from './handshake.js';
 import { MyResults, type Inflight, type Stmt } from './results.js';
-import { myError, refusal, savedSettingRestore, scopeRefusal, served, versionNumber, type SavedSettingRestore } from './verdicts.js';
+import { myError, refusal, savedSettingRestore, scopeRefusal, served, sessionStateRefusal, versionNumber, type SavedSettingRestore } from './verdicts.js';
 import { decodeParams, rememberParamTypes } from './params.js';
 
 export interface MyEngineConfig {
@@ -261,10 +261,28 @@ export class MySession extends EngineSession<MyUpstream> {
     this.upstreamThread = up.hello.connectionId;
   }
 
+  /**
+   * The upstream session is open: before the client is told so, the server is asked how it reads statements
+   * (sql_mode and the connection's character sets, from the server's defaults, init_connect, ...). Sluice parses
+   * only under the state it keeps sessions in; another one ends the login with a clear error (fail closed).
+   */
   protected loggedIn(): void {
     this.phase = 'ready';
-    this.send(okPacket({ status: STATUS.AUTOCOMMIT }));
-    this.continueReading();
+    const sql = 'SELECT @@session.sql_mode, @@session.character_set_client, @@session.character_set_connection, @@session.collation_connection';
+    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]), {
+      k: 'probe',
+      onProbe: (row) => {
+        if (this.closed) return;
+        const why = row instanceof Error ? `Sluice could not read the session's settings: ${row.message}` : sessionStateRefusal(row, { ignoreSpace: (this.caps & CAP.IGNORE_SPACE) !== 0 });
+        if (why) {
+          this.protocolFailure(why, '42000');
+          this.send(errPacket(1105, 'HY000', why));
+          return this.close(why);
+        }
+        this.send(okPacket({ status: STATUS.AUTOCOMMIT }));
+        this.continueReading();
+      },
+    });
   }
 
   /** Process client packets that arrived while we were busy. */
@@ -391,8 +409,9 @@ export class MySession extends EngineSession<MyUpstream> {
     const query = Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`SELECT @\`${r.variable.replace(/`/g, '``')}\``, 'utf8')]);
     this.forward(query, {
       k: 'probe',
-      onProbe: (value) => {
+      onProbe: (row) => {
         if (this.closed) return;
+        const value = row instanceof Error ? row : row[0]!;
         const judged = value instanceof Error || value === null ? undefined : `SET SESSION ${r.setting} = '${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
         const v = judged ? this.decide(judged) : refusal({ ok: true, statements: [], classes: [], tables: [], destructive: [], flags: [], fingerprint: '' }, 0, `${r.setting} is set from @${r.variable}, which ${value instanceof Error ? `could not be read (${value.message})` : 'is NULL'}`);
         if (v.decision.action === 'require_approval') this.hold(p, sql, v, 'mysql');

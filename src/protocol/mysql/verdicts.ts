@@ -2,6 +2,7 @@ import type { GovernorError, Verdict } from '../../governor.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { globToRegExp, servedBy } from '../../util/glob.js';
 import { errPacket } from './packets.js';
+import { lexingRefusal } from '../../analyze/guard-mysql.js';
 
 /** MySQL error numbers for the Governor's SQLSTATE-style codes. */
 export function myError(e: GovernorError): Buffer {
@@ -82,6 +83,22 @@ export function scopeRefusal(a: Analysis, databases: readonly string[]): Verdict
       const db = name.slice(0, dot);
       if (db.toLowerCase() !== 'information_schema' && !served(databases, db)) return refusal(a, i, `database "${db}" is not served by this Sluice gateway (${name})`);
     }
+  }
+  return undefined;
+}
+
+/**
+ * Why a session the server reports in this state cannot be relayed: the values of sql_mode, character_set_client,
+ * character_set_connection and collation_connection, in that order (as read at login). `ignoreSpace`: the client
+ * asked for CLIENT_IGNORE_SPACE, which puts IGNORE_SPACE in the session's sql_mode (the server does it at login).
+ */
+export function sessionStateRefusal(row: (string | null)[], o: { ignoreSpace: boolean }): string | undefined {
+  const names = ['sql_mode', 'character_set_client', 'character_set_connection', 'collation_connection'];
+  for (const [i, name] of names.entries()) {
+    let value = row[i] ?? '';
+    if (i === 0 && o.ignoreSpace) value = value.split(',').filter((m) => m.toUpperCase() !== 'IGNORE_SPACE').join(',');
+    const why = lexingRefusal(name, { constant: value });
+    if (why) return `Sluice ended the login: the server reports ${name} = '${value}' for this session. ${why}`;
   }
   return undefined;
 }
