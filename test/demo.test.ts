@@ -95,4 +95,21 @@ describe('the demo on embedded defaults', () => {
       expect(fs.readFileSync(`${demo.dir}/${f}`, 'utf8')).not.toContain(secret);
     }
   });
+
+  it("an evidence pack of the demo's activity exports and verifies offline against the demo's signing key", async () => {
+    const c = await connect(demo.tokens.alice);
+    await c.query('SELECT full_name, email FROM customers LIMIT 2');
+    await c.end();
+    const day = (d: number) => new Date(Date.now() + d * 86_400_000).toISOString().slice(0, 10);
+    const zip = `${demo.dir}/demo-evidence.zip`;
+    const exported = await run('node', ['bin/sluice.js', 'evidence', 'export', '--from', day(-1), '--to', day(1), '-o', zip, '-c', `${demo.dir}/sluice.yaml`]);
+    expect(exported.stderr).not.toMatch(/error/i);
+    expect(exported.code).toBe(0);
+    const verified = await run('node', ['bin/sluice.js', 'evidence', 'verify', zip, '--key', `${demo.dir}/checkpoint-key.pub.pem`]);
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    // The pack is signed by the demo's key: another key does not verify it.
+    fs.writeFileSync(`${demo.dir}/other.pub.pem`, (await import('../src/compliance/checkpoints.js')).generateKeyPem().publicPem);
+    expect((await run('node', ['bin/sluice.js', 'evidence', 'verify', zip, '--key', `${demo.dir}/other.pub.pem`])).code).not.toBe(0);
+  });
 });
+

@@ -12,6 +12,7 @@ import { startGateway, type Gateway } from '../gateway.js';
 import { createKey } from '../identity/keys.js';
 import { defaultPackages, loadEmbeddedPostgres, type EmbeddedPackages } from './embedded.js';
 import { recordDemo } from '../cli/config-discovery.js';
+import { generateKeyPem } from '../compliance/checkpoints.js';
 
 export interface Demo {
   gateway: Gateway;
@@ -113,9 +114,14 @@ identity:
       kind: human
 policy: policy.yaml
 store: { kind: embedded, path: store }
+audit: { checkpoints: { key_file: checkpoint-key.pem, interval_s: 30 } }
 api: { listen: { host: 127.0.0.1, port: ${opts.port === 0 ? 0 : (opts.port ?? 6432) + 1} }, roles: { admin: [dba] } }
 `,
   );
+  // The demo's audit chain is signed (evidence packs verify offline against checkpoint-key.pub.pem).
+  const signing = generateKeyPem();
+  fs.writeFileSync(path.join(dir, 'checkpoint-key.pem'), signing.privatePem, { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'checkpoint-key.pub.pem'), signing.publicPem);
   process.env.SLUICE_DEMO_UPSTREAM_PASSWORD = upstreamPassword;
   const gateway = await startGateway(loadConfig(cfgFile));
   const alice = await issuer.mint('alice@example.com', { email: 'alice@example.com', name: 'Alice Analyst', groups: ['analysts'] });
@@ -184,6 +190,10 @@ HTTP API (Dana is an admin; see /api/openapi.json):
 See what happened (in another terminal):
   node bin/sluice.js audit list -c ${rel}/sluice.yaml
   node bin/sluice.js audit verify -c ${rel}/sluice.yaml
+
+SOC 2 evidence for the demo's activity (an HTML report and JSON/CSV in a zip, checked offline):
+  node bin/sluice.js evidence export --from $(date -u +%F) --to $(date -u -d tomorrow +%F) -o demo-evidence.zip -c ${rel}/sluice.yaml
+  node bin/sluice.js evidence verify demo-evidence.zip --key ${rel}/checkpoint-key.pub.pem
 
 Press Ctrl-C to stop.
 `);
