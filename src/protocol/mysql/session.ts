@@ -98,9 +98,8 @@ export class MySession extends EngineSession<MyUpstream> {
   }
 
   protected endWith(kind: 'terminate' | 'expired' | 'refused', message: string): void {
-    if (kind === 'terminate') this.fatal(1927, '70100', `Connection was killed: ${message}`);
-    else if (kind === 'expired') this.fatal(1927, '70100', `Connection was killed: ${message}`);
-    else this.fatal(1105, 'HY000', message);
+    if (kind === 'refused') this.fatal(1105, 'HY000', message);
+    else this.fatal(1927, '70100', `Connection was killed: ${message}`);
   }
 
   protected loginTimedOut(): void {
@@ -413,7 +412,7 @@ export class MySession extends EngineSession<MyUpstream> {
         if (this.closed) return;
         const value = row instanceof Error ? row : row[0]!;
         const judged = value instanceof Error || value === null ? undefined : `SET SESSION ${r.setting} = '${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
-        const v = judged ? this.decide(judged) : refusal({ ok: true, statements: [], classes: [], tables: [], destructive: [], flags: [], fingerprint: '' }, 0, `${r.setting} is set from @${r.variable}, which ${value instanceof Error ? `could not be read (${value.message})` : 'is NULL'}`);
+        const v = judged ? this.decide(judged) : refusal(undefined, undefined, `${r.setting} is set from @${r.variable}, which ${value instanceof Error ? `could not be read (${value.message})` : 'is NULL'}`);
         if (v.decision.action === 'require_approval') this.hold(p, sql, v, 'mysql');
         else this.runQuery(p, sql, v);
         this.continueReading();

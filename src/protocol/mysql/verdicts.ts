@@ -26,10 +26,10 @@ export function served(globs: readonly string[], db: string): boolean {
 }
 
 /** A statement Sluice refuses whatever the policy says (the engine's own guard: databases served, USE). */
-export function refusal(analysis: Analysis, statement: number, reason: string): Verdict {
+export function refusal(analysis: Analysis | undefined, statement: number | undefined, reason: string): Verdict {
   return {
     analysis,
-    decision: { action: 'deny', rule: 'sluice-guard', reason, statement },
+    decision: { action: 'deny', rule: 'sluice-guard', reason, ...(statement !== undefined ? { statement } : {}) },
     error: { code: '42501', message: `Sluice refuses this statement: ${reason}`, hint: 'The statement was not run; the session is still usable.' },
   };
 }
