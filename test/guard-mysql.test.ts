@@ -47,7 +47,10 @@ const cases = (): string[][] => {
     ["SET sql_mode = 'NO_BACKSLASH_ESCAPES'", DESYNC_BACKSLASH], ["SET @@session.sql_mode = 'ANSI_QUOTES'", DESYNC_ANSI],
     ["SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", DESYNC_ANSI], ["SET @@sql_mode = 'ANSI'"], ["SET LOCAL sql_mode = 'ORACLE'"],
     ["SET @saved = 'NO_BACKSLASH_ESCAPES'", 'SET sql_mode = @saved'], ["SET @cs = 'gbk'", '/*!40101 SET character_set_client = @cs */'],
-    ["SET @m = 'ANSI_QUOTES'", 'SET @@session.sql_mode := @m'], ['SET sql_mode = @never_set'], ["SET sql_mode = (SELECT 'NO_BACKSLASH_ESCAPES')"],
+    ["SET @m = 'ANSI_QUOTES'", 'SET @@session.sql_mode := @m'], ['SET sql_mode = @never_set'],
+    // Saved values the server reads differently from their text: a sql_mode bit mask, a collation id, hex, SELECT INTO.
+    ['SET @a = 4', 'SET sql_mode = @a'], ['SET @cs = 28', 'SET character_set_client = @cs'],
+    ['SET @a = 0x414E53495F51554F544553', 'SET sql_mode = @a'], ["SELECT 'ANSI_QUOTES' INTO @a", 'SET sql_mode = @A'], ["SET sql_mode = (SELECT 'NO_BACKSLASH_ESCAPES')"],
     ["SET SESSION sql_mode = 'STRICT_TRANS_TABLES', character_set_client = 'gbk'"], ['SET sql_mode = 0x4E4F5F4241434B534C4153485F45534341504553'],
     ["SET STATEMENT sql_mode = 'NO_BACKSLASH_ESCAPES' FOR SELECT 1"], ['SET sql_mode = 2097152'],
     ['SET NAMES gbk'], ["SET NAMES 'big5'"], ['SET NAMES sjis COLLATE sjis_japanese_ci'], ['SET NAMES cp932'], ['SET CHARACTER SET gbk'],
