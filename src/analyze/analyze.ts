@@ -112,6 +112,8 @@ export interface AnalysisFailure {
   error: string;
   /** 1-based character position of the error, when known. */
   position?: number;
+  /** The parser found the text invalid (not one of Sluice's own limits): the server may say why in its own words. */
+  syntax?: boolean;
 }
 export type AnalysisResult = Analysis | AnalysisFailure;
 
@@ -950,7 +952,7 @@ export function analyzeUncached(sql: string): AnalysisResult {
   } catch (e) {
     if (e instanceof RangeError) return { ok: false, error: 'statement is nested too deeply for Sluice to analyze' };
     const details = (e as { sqlDetails?: { cursorPosition?: number } }).sqlDetails;
-    return { ok: false, error: (e as Error).message, position: details?.cursorPosition !== undefined ? details.cursorPosition + 1 : undefined };
+    return { ok: false, error: (e as Error).message, position: details?.cursorPosition !== undefined ? details.cursorPosition + 1 : undefined, syntax: true };
   }
   if ((tree.stmts ?? []).length > MAX_STATEMENTS) return { ok: false, error: `message has more than ${MAX_STATEMENTS} statements; send them in several messages` };
   try {

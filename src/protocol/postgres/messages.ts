@@ -61,6 +61,20 @@ export function parseErrorFields(buf: Buffer, start: number, end: number): Recor
   return out;
 }
 
+/** The same ErrorResponse/NoticeResponse, every field kept in its order, with another message text. */
+export function withMessage(buf: Buffer, start: number, end: number, message: string): Buffer {
+  const r = new Reader(buf, start + 5, end);
+  const w = new Writer();
+  while (r.remaining > 0) {
+    const code = r.byte();
+    if (code === 0) break;
+    const value = r.cstring();
+    w.int8(code).cstring(code === 0x4d /* M */ ? message : value);
+  }
+  w.int8(0);
+  return w.message(String.fromCharCode(buf[start]!));
+}
+
 export const authenticationOk = (): Buffer => new Writer().int32(0).message('R');
 export const authenticationCleartext = (): Buffer => new Writer().int32(3).message('R');
 export const parameterStatus = (name: string, value: string): Buffer => new Writer().cstring(name).cstring(value).message('S');

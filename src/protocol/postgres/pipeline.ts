@@ -1,5 +1,5 @@
 import type { EngineGovernor, Verdict } from '../../governor.js';
-import type { Analysis, StatementInfo } from '../../analyze/analyze.js';
+import type { Analysis, AnalysisFailure, StatementInfo } from '../../analyze/analyze.js';
 import type { Identity } from '../../identity/identity.js';
 import type { Field, MaskCounts, MaskPlan } from '../../masking/values.js';
 import type { StatementAudit } from '../common/audit.js';
@@ -10,10 +10,10 @@ import { maskCopyLine, maskDataRow, maskNotification, parseRowDescription, scrub
 
 /** What the gateway expects back from the upstream for each message it forwarded, in order. */
 export type Item =
-  | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; source?: MaskSource }
+  | { k: 'query'; epoch: number; sql: string; verdict: Verdict; t0: number; rows: number; error?: Record<string, string>; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; source?: MaskSource; probe?: Probe }
   /** An Execute refused after its approval was denied: answered by the error of an injected failing Parse. */
   | { k: 'denied'; verdict: Verdict }
-  | { k: 'parse'; verdict: Verdict }
+  | { k: 'parse'; verdict: Verdict; probe?: Probe }
   | { k: 'bind' }
   | { k: 'describe'; stmt?: Prepared; portal?: Portal; internal?: boolean }
   | { k: 'execute'; stmt?: Prepared; portal?: Portal; t0: number; rows: number; fetched: number; plan?: MaskPlan; masked?: MaskCounts; copyScan?: boolean; approvalId?: string }
@@ -22,6 +22,35 @@ export type Item =
   | { k: 'fastpath'; sql: string; verdict: Verdict; t0: number; error?: Record<string, string> };
 type Query = Extract<Item, { k: 'query' }>;
 type Execute = Extract<Item, { k: 'execute' }>;
+
+/**
+ * A text Sluice could not parse, sent upstream with a suffix the server cannot parse either (so nothing runs; see
+ * the session's probe): the server's error is relayed when it is about the client's own text.
+ */
+export interface Probe {
+  suffix: string;
+  /** The client's text in characters (error positions count characters). */
+  chars: number;
+  failure: AnalysisFailure;
+}
+
+/**
+ * What the client gets for a probed text, given the server's error: undefined to relay the server's error as is,
+ * a Buffer to send instead, null for Sluice's refusal (the server's first error is in the suffix: it parsed the
+ * client's text, Sluice did not).
+ */
+export function probeAnswer(p: Probe, b: Buffer, start: number, end: number, fields: Record<string, string>): Buffer | null | undefined {
+  const message = fields.message ?? '';
+  const position = Number(fields.position);
+  const inText = Number.isInteger(position) && position >= 1 && position <= p.chars;
+  // An unterminated string, identifier or comment runs to the end of the input: the server quotes the suffix too.
+  const at = message.lastIndexOf(p.suffix);
+  if (inText && at >= 0) return m.withMessage(b, start, end, message.slice(0, at) + message.slice(at + p.suffix.length));
+  if (inText && !message.includes(p.suffix.slice(2))) return undefined;
+  // The text ends early: the server stumbled on the suffix's semicolon; directly it would have said so at the end.
+  if (position === p.chars + 2 && p.failure.error === 'syntax error at end of input') return m.errorResponse({ severity: 'ERROR', code: '42601', message: p.failure.error, position: String(p.chars + 1) });
+  return null;
+}
 
 /** What a result's rows come from, for masking, when the statement producing them is not the one sent (cursors). */
 export interface MaskSource {
@@ -192,9 +221,11 @@ export class PgPipeline {
     // (a deferred constraint at implicit commit): pass it through; ReadyForQuery follows.
     if (!head || head.k === 'sync') return this.scrub(b, start, end, head);
     const denied = head.k === 'query' || head.k === 'parse' || head.k === 'fastpath' || head.k === 'denied' ? head.verdict.error : undefined;
+    const probed = (head.k === 'query' || head.k === 'parse') && head.probe ? probeAnswer(head.probe, b, start, end, fields) : null;
+    const refusal = () => (probed === undefined ? this.scrub(b, start, end, head) : probed ? this.scrub(probed, 0, probed.length, head) ?? probed : m.errorResponse({ severity: 'ERROR', ...denied! }));
     if (head.k === 'query' || head.k === 'fastpath') {
       if (!denied) head.error = fields;
-      return denied ? m.errorResponse({ severity: 'ERROR', ...denied }) : this.scrub(b, start, end, head);
+      return denied ? refusal() : this.scrub(b, start, end, head);
     }
     // Extended protocol: this message failed; the upstream now skips everything until Sync.
     const failed = this.items.shift()!;
@@ -207,7 +238,7 @@ export class PgPipeline {
       this.answered = Math.max(this.answered, skipped.epoch);
       if (skipped.verdict.decision.action === 'allow') this.auditQuery(skipped, { message: 'not run: the server skipped it after an earlier error, until Sync' });
     }
-    return denied ? m.errorResponse({ severity: 'ERROR', ...denied }) : this.scrub(b, start, end, failed);
+    return denied ? refusal() : this.scrub(b, start, end, failed);
   }
 
   /** NoData, ParseComplete, BindComplete, CloseComplete, EmptyQuery, PortalSuspended. */

@@ -14,7 +14,7 @@ import { lexingMismatch, mayChangeSettings, settle, unsettledRefusal } from './l
 import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { decodeBind, decodeParse, decodeStartup, decodeTarget, pick } from './frontend.js';
-import { PgPipeline, type Item } from './pipeline.js';
+import { PgPipeline, type Item, type Probe } from './pipeline.js';
 import type { UpstreamPool } from './pool.js';
 import { HOLD, relay, type Outcome } from './relay.js';
 import { approvalNotice, decideFastPath } from './calls.js';
@@ -43,6 +43,19 @@ const DENIED_MARK = 'SLUICE_DENIED_';
 /** SQL that fails in the upstream parser: injected in place of a denied message so that the upstream's own error
  * handling (skip to Sync, abort the open transaction) happens exactly where the client expects the error. */
 const deniedSql = () => `${DENIED_MARK}${crypto.randomBytes(6).toString('hex')}`;
+
+/**
+ * A text Sluice's parser rejects goes upstream with this suffix, so that the client gets the server's own error
+ * about its text, as it would directly, and nothing runs: the server parses a whole message before it runs any of
+ * it, and no text followed by this parses (after a newline and a semicolon, a lone identifier is no statement;
+ * inside a string, quoted identifier, dollar quote or comment it leaves that unterminated). The pipeline relays the
+ * server's error only when it is about the client's text (see probeAnswer); otherwise Sluice's refusal stands.
+ */
+function probe(sql: string, verdict: Verdict): { text: string; probe?: Probe } {
+  if (!verdict.failure?.syntax) return { text: deniedSql() };
+  const suffix = `\n;${deniedSql()}`;
+  return { text: sql + suffix, probe: { suffix, chars: [...sql].length, failure: verdict.failure } };
+}
 
 /** One client connection speaking the PostgreSQL protocol 3.0, relayed to the upstream PostgreSQL under the Governor. */
 export class PgSession extends EngineSession<UpstreamConnection> {
@@ -379,7 +392,9 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     if (verdict.error) {
       this.audit.denied(sql, verdict, 'simple');
       p.trackRefusedPrepare(verdict);
-      return m.query(deniedSql());
+      const sent = probe(sql, verdict);
+      item.probe = sent.probe;
+      return m.query(sent.text);
     }
     p.trackSqlPrepared(verdict);
     item.source = p.cursorSource(verdict.analysis);
@@ -393,11 +408,13 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     if (settle === 'wait') return this.waitForSettings();
     this.info.currentSql = sql;
     const verdict = settle === 'refuse' ? unsettledRefusal() : this.decide(sql);
-    p.items.push({ k: 'parse', verdict });
     if (verdict.error) {
       this.audit.denied(sql, verdict, 'extended', { name });
-      return m.parse(name, deniedSql(), types);
+      const sent = probe(sql, verdict);
+      p.items.push({ k: 'parse', verdict, probe: sent.probe });
+      return m.parse(name, sent.text, types);
     }
+    p.items.push({ k: 'parse', verdict });
     const max = this.cfg.limits.maxPrepared;
     if (name !== '' && !p.statements.has(name) && p.statements.size >= max) throw new ProtocolError(`too many prepared statements in one session (limit ${max})`, '53400');
     p.trackSqlPrepared(verdict);
