@@ -92,7 +92,7 @@ describe('node-postgres (pg) through the gateway', () => {
       const err = await c.query('SELEC name FROM customers').catch((e) => e);
       expect(err.code).toBe('42601');
       expect(err.message).toBe('syntax error at or near "SELEC"');
-      expect(err.hint).toMatch(/Sluice could not parse this statement, so it was not run/);
+      expect(err.hint).toBeUndefined(); // the server's own error, as directly (text neither parser reads; test/transparency.test.ts)
       expect(err.position).toBe('1');
       expect((await c.query('SELECT 2 AS two')).rows[0].two).toBe(2);
     } finally {
