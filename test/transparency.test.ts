@@ -11,6 +11,7 @@ import pg from 'pg';
 import { PG, admin, freshDatabase, run, startTestGateway, auditEvents, tmpDir, type TestGateway } from './support/env.js';
 import { rawSession, messages } from './support/raw.js';
 import * as m from '../src/protocol/postgres/messages.js';
+import { PerDatabase } from '../src/util/perdb.js';
 
 let t: TestGateway;
 let db: { name: string; drop: () => Promise<void> };
@@ -106,6 +107,41 @@ describe('PostgreSQL behaviour through Sluice', () => {
     const direct = await terminated({ ...PG, database: db.name });
     expect(direct[0]).toMatch(/^57P01 /);
     expect(await terminated(t.conn(dba, db.name))).toEqual(direct);
+  });
+
+  it("a burst of DDL queues one reload of the gateway's catalog facts behind the running one, not one each", async () => {
+    // The regression scripts through Sluice: each DDL during a catalog read queued another, up to five ran at once,
+    // and their snapshots kept VACUUM from marking tenk1 all-visible (other plans than directly).
+    let loads = 0;
+    let running = 0;
+    let most = 0;
+    const gates: (() => void)[] = [];
+    const facts = new PerDatabase<number>('test facts', async () => {
+      loads++;
+      most = Math.max(most, ++running);
+      await new Promise<void>((r) => gates.push(r));
+      running--;
+      return loads;
+    });
+    const started = async (n: number) => {
+      for (let i = 0; i < 100 && loads < n; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(loads).toBe(n);
+    };
+    const first = facts.ensure('db', 60_000);
+    await started(1);
+    for (let i = 0; i < 5; i++) facts.invalidate('db');
+    gates.shift()!();
+    await first;
+    await started(2);
+    facts.invalidate('db');
+    facts.invalidate('db');
+    gates.shift()!();
+    await started(3);
+    gates.shift()!();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(loads).toBe(3);
+    expect(most).toBe(1);
+    expect(facts.get('db')).toBe(3);
   });
 
   it('a malformed startup packet is closed without an answer, as PostgreSQL does', async () => {

@@ -7,6 +7,8 @@ interface Entry<T> {
   /** The last load failed (the previous value, if any, is kept). */
   failed?: boolean;
   loading?: Promise<void>;
+  /** A reload is already queued behind the running load (DDL while it ran). */
+  queued?: boolean;
 }
 
 /**
@@ -40,12 +42,21 @@ export class PerDatabase<T> {
     clearTimeout(timer);
   }
 
-  /** The database may have changed (after DDL): read it again now, in the background. */
+  /**
+   * The database may have changed (after DDL): read it again now, in the background. During a load, one reload
+   * is queued behind it however many statements invalidate meanwhile (it starts after all of them), so a burst of
+   * DDL does not pile up concurrent catalog reads, whose snapshots would keep VACUUM from cleaning up behind them.
+   */
   invalidate(database: string): void {
     const e = this.byDb.get(database);
     if (!e) return;
-    if (e.loading) void e.loading.then(() => this.load(database));
-    else void this.load(database);
+    if (!e.loading) return void this.load(database);
+    if (e.queued) return;
+    e.queued = true;
+    void e.loading.then(() => {
+      e.queued = false;
+      return this.load(database);
+    });
   }
 
   /** What is known of the database (undefined: never loaded successfully). */
