@@ -133,8 +133,28 @@ describe('MySQL recognisers for what the parser cannot read (mariadb-dump and it
     expect(one('/*M!999999 enable the sandbox mode */ \n/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */').command).toBe('SET');
     expect(A('SELECT 1 /*M!999999 ; DROP TABLE t */').statements).toHaveLength(1);
     expect(A('SELECT 1 /*M!100100 ; DROP TABLE t */').statements).toHaveLength(2);
-    // What stays refused: SQL-level PREPARE, and restoring a lexing setting from a user variable.
-    expect(refused("PREPARE s FROM 'SELECT 1'")).toMatch(/^not supported by Sluice: SQL-level PREPARE/);
+    // What stays refused: SQL-level PREPARE from anything but string literals, and restoring a lexing setting from a user variable.
+    expect(refused('PREPARE s FROM @q')).toMatch(/^not supported by Sluice: SQL-level PREPARE/);
     expect(refused('/*!50003 SET character_set_client = @saved_cs_client */')).toMatch(/can only be set to a constant/);
+  });
+
+  it('PREPARE name FROM literals: the statement of the text, unescaped as the server does; anything else refused', () => {
+    expect(one("PREPARE s FROM 'SELECT 1 #\\nFROM mysql.user'")).toMatchObject({ command: 'PREPARE SELECT', class: 'read', tables: [{ name: 'mysql.user', access: 'read' }], flags: ['sensitive-catalog', 'dynamic-sql'] });
+    expect(one("PREPARE s FROM 'DELETE ' \"FROM t WHERE v = 'a\\\\\\\\' OR 1\"")).toMatchObject({ command: 'PREPARE DELETE', class: 'write', tables: [{ name: 't', access: 'write' }] });
+    expect(one('DROP PREPARE s')).toMatchObject({ command: 'DEALLOCATE', class: 'session' });
+    for (const sql of ["PREPARE s FROM _utf8mb4'SELECT 1'", "PREPARE s FROM X'53454C4543542031'", 'PREPARE s FROM 0x53454C4543542031', "PREPARE s FROM CONCAT('SELECT', ' 1')", "PREPARE s FROM 'SELECT 1' /*!100000 'FROM mysql.user' */", "PREPARE s FROM 'SELECT 1'; SELECT 2"]) {
+      expect(refused(sql), sql).toMatch(/^not supported by Sluice: SQL-level PREPARE/);
+    }
+    expect(refused("PREPARE s FROM 'SELECT 1; DELETE FROM t'")).toMatch(/several statements/);
+    expect(refused("PREPARE s FROM 'EXECUTE t'")).toMatch(/PREPARE of EXECUTE/);
+  });
+  it('SET of a lexing variable to DEFAULT is refused when statements follow it in the text', () => {
+    expect(one('SET sql_mode = DEFAULT').refuse).toBeUndefined();
+    expect(one('SET NAMES DEFAULT').refuse).toBeUndefined();
+    for (const sql of ['SET sql_mode = DEFAULT; SELECT 1', "SET character_set_client = 'default'; SELECT 1", "EXECUTE IMMEDIATE 'SET NAMES DEFAULT'; SELECT 1"]) {
+      expect(A(sql).statements[0]!.refuse, sql).toMatch(/set to DEFAULT with more statements after it/);
+    }
+    expect(A('SELECT 1; SET sql_mode = DEFAULT').statements.every((s) => !s.refuse)).toBe(true);
+    expect(one("SET session_track_system_variables = ''").refuse).toMatch(/session tracking/);
   });
 });

@@ -11,6 +11,8 @@ import crypto from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mysql from 'mysql2/promise';
 import { MY, auditEvents, startTestGateway, type TestGateway } from './support/env.js';
+import { policyYaml, rules } from './support/policies.js';
+import { withOwnMariadb } from './support/mariadb.js';
 import { analyzeMysql, loadMysqlParser } from '../src/analyze/mysql.js';
 import { forParser, handshakeCharsetRefusal } from '../src/analyze/guard-mysql.js';
 
@@ -41,6 +43,17 @@ const cases = (): string[][] => {
     ["PREPARE p FROM 'DELETE FROM orders'", 'EXECUTE p'], ["SET @v = 'DROP TABLE t'", 'PREPARE p FROM @v', 'EXECUTE p'],
     ["EXECUTE IMMEDIATE 'EXECUTE IMMEDIATE ''DROP TABLE t'''"], ["EXECUTE IMMEDIATE 'SET NAMES gbk'"], ["EXECUTE IMMEDIATE 'USE mysql'"],
     ["EXECUTE IMMEDIATE 'SELECT ?' USING NEXTVAL(s)"], ["EXECUTE IMMEDIATE 'SELECT * FROM mysql.user'"],
+    // PREPARE name FROM '<text>' is judged as its text; EXECUTE name as the text prepared through Sluice.
+    ["PREPARE p FROM 'SELECT 1'", "PREPARE p FROM 'DELETE FROM orders'", 'EXECUTE p'], ["PREPARE p FROM 'SELECT 1 #\\nFROM mysql.user'", 'EXECUTE p'],
+    ["PREPARE p FROM 'SELECT 1 -- \\r\\n, NEXTVAL(s)'", 'EXECUTE p'], ["PREPARE p FROM 'SELECT \\'a\\\\\\\\\\' , NEXTVAL(s) -- \\''", 'EXECUTE p'],
+    ['PREPARE p FROM "DELETE FROM orders"', 'EXECUTE p'], ["PREPARE p FROM 'DELETE ' 'FROM orders'", 'EXECUTE p'], ["PREPARE p FROM 'SELECT 1 ' \"FROM mysql.user\"", 'EXECUTE p'],
+    ["PREPARE p FROM _utf8mb4'DELETE FROM orders'", 'EXECUTE p'], ["PREPARE p FROM _binary'SELECT 1'"], ['PREPARE p FROM 0x44454C4554452046524F4D206F7264657273', 'EXECUTE p'],
+    ["PREPARE p FROM X'44454C4554452046524F4D206F7264657273'", 'EXECUTE p'], ["PREPARE p FROM N'DELETE FROM orders'", 'EXECUTE p'], ["PREPARE p FROM CONCAT('DELETE', ' FROM orders')", 'EXECUTE p'],
+    ["PREPARE p FROM 'SELECT 1' /*!100000 'FROM mysql.user' */", 'EXECUTE p'], ["PREPARE p FROM 'SELECT 1 /*!100000 FROM mysql.user */'", 'EXECUTE p'],
+    ["SELECT 1; PREPARE p FROM 'DELETE FROM orders'", 'EXECUTE p'], ["PREPARE p FROM 'SELECT 1'; EXECUTE p"], ["PREPARE p FROM 'USE mysql'", 'EXECUTE p'],
+    ["PREPARE p FROM 'SET NAMES gbk'", 'EXECUTE p'], ["PREPARE p FROM 'KILL 1'", 'EXECUTE p'], ["PREPARE p FROM 'SELECT 1'", 'DEALLOCATE PREPARE p', "PREPARE p FROM 'DELETE FROM orders'", 'EXECUTE p'],
+    ["PREPARE p FROM 'SELECT ?'", 'EXECUTE p USING NEXTVAL(s)'], ["PREPARE p FROM 'SELECT ?'", 'EXECUTE p USING @@global.max_connections', 'SET GLOBAL max_connections = @@global.max_connections'],
+    ["PREPARE `p` FROM 'SELECT 1'", "PREPARE P FROM 'DELETE FROM orders'", 'EXECUTE p'], ["PREPARE p FROM 'PREPARE q FROM ''DELETE FROM orders'''", 'EXECUTE q'],
   ];
   const LEXING = [
     ["SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", DESYNC_BACKSLASH],
@@ -57,6 +70,12 @@ const cases = (): string[][] => {
     ['SET character_set_client = gbk'], ["SET @@session.character_set_connection = 'big5'"], ["SET @@character_set_client = 'sjis'"],
     ["SET collation_connection = 'gbk_chinese_ci'"], ['SET character_set_client = @@global.character_set_client'],
     ["SET NAMES utf8mb4 COLLATE 'gbk_bin'"],
+    // DEFAULT is the server's global value: the statements after it in the same text are read under a value Sluice
+    // cannot know (alone, the server reports the value it took; see the session-tracking cases below).
+    [`SET sql_mode = DEFAULT; ${DESYNC_ANSI}`], ['SET NAMES DEFAULT; SELECT 1'], ["SET @@session.character_set_client = 'default', autocommit = 1; SELECT 1"],
+    ["EXECUTE IMMEDIATE 'SET character_set_client = DEFAULT'; SELECT 1"],
+    // The gateway follows the session's settings through session tracking: not the client's to change.
+    ["SET SESSION session_track_system_variables = ''", "SET NAMES utf8mb4 COLLATE 'utf8mb4_bin'"], ['SET session_track_schema = OFF'],
   ];
   // Global settings are set to their own values, and SET PASSWORD names a user that does not exist: should one get
   // through, the shared server stays usable (the case still fails: it was not refused).
@@ -146,7 +165,7 @@ beforeAll(async () => {
   });
   port = t.gw.mysqlPort!;
   [agent, analyst, dba] = await Promise.all([t.key('agent', ['analysts'], { name: 'guard-agent' }), t.key('human', ['analysts'], { name: 'guard-analyst' }), t.key('human', ['dba'], { name: 'guard-dba' })]);
-}, 120_000);
+}, 300_000);
 
 afterAll(async () => {
   await t?.stop();
@@ -205,11 +224,11 @@ describe('adversarial MySQL guard suite: every case through the text protocol an
 
   it('every case is refused through the text protocol (COM_QUERY) and nothing changes', async () => {
     expect(await leaksThrough((c, sql) => c.query(sql))).toEqual([]);
-  }, 300_000);
+  }, 900_000);
 
   it('every case is refused as a prepared statement (COM_STMT_PREPARE/EXECUTE) and nothing changes', async () => {
     expect(await leaksThrough((c, sql) => c.execute(sql))).toEqual([]);
-  }, 300_000);
+  }, 900_000);
 
   it('names what it refuses, and audits it (the function and its class, the setting, unsupported statements, KILL and USE)', async () => {
     const c = await connect(agent);
@@ -218,7 +237,8 @@ describe('adversarial MySQL guard suite: every case through the text protocol an
       expect(await err('SET NAMES gbk')).toMatchObject({ errno: 1142, message: expect.stringContaining('character set "gbk" is not allowed through Sluice') });
       expect(await err("SET sql_mode = 'NO_BACKSLASH_ESCAPES'")).toMatchObject({ message: expect.stringContaining('sql_mode NO_BACKSLASH_ESCAPES is not allowed through Sluice') });
       expect(await err("SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")).toMatchObject({ message: expect.stringContaining('sql_mode can only be set to a constant') });
-      expect(await err("PREPARE p FROM 'SELECT 1'")).toMatchObject({ message: expect.stringContaining('not supported by Sluice: SQL-level PREPARE') });
+      expect(await err('PREPARE p FROM @v')).toMatchObject({ message: expect.stringContaining('not supported by Sluice: SQL-level PREPARE ... FROM something other than string literals') });
+      expect(await err('EXECUTE nothing_prepared')).toMatchObject({ message: expect.stringContaining('not prepared through Sluice') });
       expect(await err('SET CHARACTER SET utf8mb4')).toMatchObject({ message: expect.stringContaining('not supported by Sluice') });
       expect(await err('SELECT SLEEP(3600)')).toMatchObject({ errno: 1142, message: expect.stringMatching(/agents-read-only.*class write/) });
       expect(await err('SET GLOBAL max_connections = @@global.max_connections')).toMatchObject({ message: expect.stringMatching(/agents-read-only.*class admin/) });
@@ -282,6 +302,28 @@ describe('benign traffic still passes', () => {
     }
   });
 
+  it('PREPARE name FROM a literal answers as directly; EXECUTE is judged and audited as the prepared text; DEALLOCATE forgets it', async () => {
+    const c = await connect(analyst);
+    const d = await root();
+    try {
+      await d.query(`USE ${db}`);
+      const steps = ["PREPARE q FROM 'SELECT v, \\'a\\\\nb\\' AS s, \"x\" ''y'' AS c FROM t WHERE id = ?'", 'SET @i = 3', 'EXECUTE q USING @i', 'EXECUTE Q USING 4', "PREPARE q FROM 'SELECT 2 AS two'", 'EXECUTE q'];
+      for (const sql of steps) {
+        const [through] = await c.query(sql);
+        const [direct] = await d.query(sql);
+        expect(through, sql).toEqual(direct);
+      }
+      expect((await c.query('execute `Q`'))[0]).toEqual([{ two: 2 }]);
+      await c.query('DEALLOCATE PREPARE q');
+      await expect(c.query('EXECUTE q')).rejects.toThrow(/not prepared through Sluice/);
+    } finally {
+      await c.end();
+      await d.end();
+    }
+    const ev = (await auditEvents(t, { subject: 'human:guard-analyst', type: 'statement', decision: 'allow', limit: 1000 })).find((e) => e.sql === 'EXECUTE Q USING 4');
+    expect(ev).toMatchObject({ tables: ['t'], classes: ['read'] });
+  });
+
   it('a DBA may move a sequence; the audit records it as a write with volatile-function', async () => {
     const c = await connect(dba);
     try {
@@ -338,4 +380,124 @@ describe('what the analysis says (the classes and flags policy rules match on)',
     for (const id of [8, 33, 45, 46, 63, 83, 224, 255]) expect(handshakeCharsetRefusal(id)).toBeUndefined();
     for (const id of [1, 13, 28, 84, 87, 88, 95, 96]) expect(handshakeCharsetRefusal(id)).toMatch(/not allowed through Sluice/);
   });
+});
+
+/**
+ * Session settings the server changes without the statement text saying so: a stored procedure or function that
+ * runs SET NAMES, SET sql_mode or SET character_set_client, a setting put back to DEFAULT, COM_RESET_CONNECTION. The
+ * gateway reads the changes the server reports (session tracking, or the session's state read again when a result
+ * set's EOF says it changed): a state Sluice cannot parse under ends the session with the reason, audited, before
+ * anything else runs. The caller here may CALL procedures and SELECT (its own policy), and never DELETE.
+ */
+describe('session state changed by the server, unseen in the text (session tracking)', () => {
+  let g: TestGateway;
+  let caller: string;
+  const DESYNC_BACKSLASH = "SELECT 'a\\'; DELETE FROM orders; -- '";
+  const DESYNC_ANSI = 'SELECT "a\\"; DELETE FROM orders; -- "';
+  const connectTo = (gw: TestGateway, key: string) =>
+    mysql.createConnection({ host: '127.0.0.1', port: gw.gw.mysqlPort!, user: 'caller', password: key, database: db, enableCleartextPlugin: true, multipleStatements: true } as mysql.ConnectionOptions);
+
+  beforeAll(async () => {
+    const r = await root();
+    await r.query(`USE ${db};
+      CREATE PROCEDURE names_gbk() SET NAMES gbk;
+      CREATE PROCEDURE results_big5() SET character_set_results = 'big5';
+      CREATE PROCEDURE ansi() SET sql_mode = 'ANSI_QUOTES';
+      CREATE PROCEDURE nbe() EXECUTE IMMEDIATE 'SET sql_mode = ''NO_BACKSLASH_ESCAPES''';
+      CREATE PROCEDURE client_gbk() SET character_set_client = 'gbk';
+      CREATE FUNCTION names_gbk_fn() RETURNS int BEGIN SET NAMES gbk; RETURN 1; END`);
+    await r.end();
+    g = await startTestGateway({
+      policy: policyYaml({ default: 'deny', rules: [rules.session(), { name: 'caller', match: { kinds: ['agent'], commands: ['CALL', 'SELECT'] }, action: 'allow' }] }),
+      config: `mysql: { listen: { port: 0 }, upstream: { host: ${MY.host}, port: ${MY.port}, user: ${MY.user}, sslmode: disable, databases: [${db}] } }`,
+    });
+    caller = await g.key('agent', ['analysts'], { name: 'tracking-caller' });
+  }, 300_000);
+  afterAll(() => g?.stop());
+
+  /** One case in a fresh session: the errors of its statements, the session's state read afterwards, and whether anything changed. */
+  async function runCase(steps: readonly string[], prepared: boolean) {
+    const before = await state();
+    const c = await connectTo(g, caller);
+    c.on('error', () => undefined);
+    const errors: string[] = [];
+    try {
+      for (const sql of steps) {
+        const e = await within((prepared ? c.execute(sql) : c.query(sql)) as Promise<unknown>, c).then(() => undefined, (err: Error) => err.message);
+        if (e) errors.push(e);
+      }
+      const session = await within(c.query(SESSION_SQL), c).then(([[row]]: any) => row, (e: Error) => ({ error: e.message }));
+      return { errors, session, changed: (await state()) !== before };
+    } finally {
+      c.destroy();
+    }
+  }
+
+  it.each([false, true])('a procedure or function leaving the results in gbk or big5 ends the session with the reason, audited; nothing after it runs (prepared: %s)', async (prepared) => {
+    const cases: [string[], string][] = [
+      [['CALL names_gbk()', DESYNC_BACKSLASH], "character_set_results = 'gbk'"],
+      [['CALL results_big5()', 'SELECT 1'], "character_set_results = 'big5'"],
+      [['SELECT names_gbk_fn() AS one', DESYNC_BACKSLASH], "character_set_results = 'gbk'"],
+    ];
+    for (const [steps, setting] of cases) {
+      const r = await runCase(steps, prepared);
+      expect(r.errors[0], steps[0]).toContain(`Sluice ended the session: the server reports ${setting} for this session`);
+      expect(r.errors, steps[0]).toHaveLength(2);
+      expect(r.session, steps[0]).toHaveProperty('error');
+      expect(r.changed, steps[0]).toBe(false);
+    }
+    const ev = await auditEvents(g, { type: 'protocol_error', limit: 1000 });
+    expect(ev.filter((e) => /Sluice ended the session: the server reports character_set_results = '(gbk|big5)'/.test(String(e.error))).length).toBeGreaterThanOrEqual(3);
+  }, 120_000);
+
+  it('procedures whose sql_mode or client character set the server puts back leave the session as it was; the desync attempt after them changes nothing', async () => {
+    const base = await connectTo(g, caller);
+    const [[session0]] = (await base.query(SESSION_SQL)) as any;
+    await base.end();
+    for (const steps of [['CALL ansi()', DESYNC_ANSI], ['CALL nbe()', DESYNC_BACKSLASH], ['CALL client_gbk()', DESYNC_BACKSLASH]]) {
+      const r = await runCase(steps, false);
+      expect(r.errors, steps[0]).toEqual([]);
+      expect(r.session, steps[0]).toEqual(session0);
+      expect(r.changed, steps[0]).toBe(false);
+    }
+  }, 120_000);
+});
+
+describe("settings put back to a server default Sluice cannot parse under (a server of the test's own)", () => {
+  const DESYNC = 'SELECT "a\\"; DELETE FROM d.orders; -- "';
+  it('SET sql_mode = DEFAULT and COM_RESET_CONNECTION after the global sql_mode became ANSI_QUOTES end the session; with statements after it, DEFAULT is refused and nothing runs', async () => {
+    await withOwnMariadb('mariadb-default', [], async (serverPort) => {
+      const admin = await mysql.createConnection({ host: '127.0.0.1', port: serverPort, user: 'root', multipleStatements: true });
+      await admin.query("CREATE DATABASE d; CREATE TABLE d.orders (id int PRIMARY KEY, status varchar(20)); INSERT INTO d.orders VALUES (1, 'new'), (2, 'new')");
+      const g = await startTestGateway({
+        policy: policyYaml({ default: 'deny', rules: [rules.session(), { name: 'reads', match: { statements: ['read'] }, action: 'allow' }] }),
+        config: `mysql: { listen: { port: 0 }, upstream: { host: 127.0.0.1, port: ${serverPort}, user: root, sslmode: disable } }`,
+      });
+      try {
+        const k = await g.key('agent', ['analysts'], { name: 'defaults' });
+        const open = () => mysql.createConnection({ host: '127.0.0.1', port: g.gw.mysqlPort!, user: 'x', password: k, database: 'd', enableCleartextPlugin: true, multipleStatements: true } as mysql.ConnectionOptions);
+        const err = (p: Promise<unknown>) => p.then(() => undefined, (e: Error) => e.message);
+        const [a, b, c] = await Promise.all([open(), open(), open()]);
+        for (const s of [a, b, c]) s.on('error', () => undefined);
+        // Logged in under the safe default; then a DBA changes the server's global sql_mode.
+        await admin.query("SET GLOBAL sql_mode = 'ANSI_QUOTES'");
+        expect(await err(a.query(`SET sql_mode = DEFAULT; ${DESYNC}`))).toMatch(/not supported by Sluice: a character set or sql_mode set to DEFAULT with more statements after it/);
+        expect(await err(a.query('SELECT 1'))).toBeUndefined();
+        expect(await err(a.query('SET sql_mode = DEFAULT'))).toMatch(/Sluice ended the session: the server reports sql_mode = 'ANSI_QUOTES' for this session/);
+        expect(await err(a.query(DESYNC))).toBeDefined();
+        expect(await err((b as any).reset())).toMatch(/Sluice ended the session: the server reports sql_mode = 'ANSI_QUOTES' for this session/);
+        expect(await err(b.query(DESYNC))).toBeDefined();
+        // A session that does neither goes on in the state it logged in with.
+        expect(await err(c.query(DESYNC))).toBeUndefined();
+        const [[rows]] = (await admin.query('SELECT count(*) AS n, GROUP_CONCAT(status) AS s FROM d.orders')) as any;
+        expect(rows).toEqual({ n: 2, s: 'new,new' });
+        const ev = await auditEvents(g, { type: 'protocol_error' });
+        expect(ev.filter((x) => /Sluice ended the session: the server reports sql_mode = 'ANSI_QUOTES'/.test(String(x.error)))).toHaveLength(2);
+        for (const s of [a, b, c]) s.destroy();
+      } finally {
+        await g.stop();
+        await admin.end();
+      }
+    });
+  }, 180_000);
 });

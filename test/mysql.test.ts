@@ -317,12 +317,63 @@ describe('MySQL engine: the mariadb command-line client', () => {
     const out = (await slow) as any;
     // SLEEP returns 1 when interrupted.
     expect(Array.isArray(out) ? out[0][0].s : out.errno).toBeOneOf([1, 1317]);
-    await expect(k.query(`KILL QUERY ${threadId + 1}`)).rejects.toMatchObject({ errno: 1094 });
+    // The server connection of a client that is not this identity's own Sluice session (here: one not through Sluice).
+    const direct = await root();
+    await expect(k.query(`KILL QUERY ${direct.threadId}`)).rejects.toMatchObject({ errno: 1094 });
+    await expect(k.query(`KILL ${direct.threadId}`)).rejects.toMatchObject({ errno: 1094 });
+    expect((await direct.query('SELECT 1 AS one'))[0]).toEqual([{ one: 1 }]);
+    await direct.end();
     const other = await connect(alice);
     await expect(other.query(`KILL ${threadId}`)).rejects.toMatchObject({ errno: 1094 });
     await other.end();
     await k.end();
     await c.end();
+  });
+});
+
+describe('MySQL engine: thread ids and KILL', () => {
+  it("the thread id a client is told is its server connection's CONNECTION_ID()", async () => {
+    const cs = await Promise.all([connect(dana), connect(alice), connect(dana)]);
+    for (const c of cs) {
+      const [[row]] = (await c.query('SELECT CONNECTION_ID() AS id')) as any;
+      expect(Number(row.id)).toBe(c.threadId);
+    }
+    expect(new Set(cs.map((c) => c.threadId)).size).toBe(3);
+    await Promise.all(cs.map((c) => c.end()));
+  });
+
+  it('KILL inside a multi-statement text is judged per statement and answered as directly; never sent to the server', async () => {
+    /** [first result, KILL's OK, last result] of `SELECT 1 AS a; KILL QUERY <a sleeping connection>; SELECT 2 AS b`. */
+    const killWhileSleeping = async (killer: mysql.Connection, sleeper: mysql.Connection) => {
+      const slow = sleeper.query('SELECT SLEEP(20) AS s').then((x) => x, (e) => e);
+      await new Promise((res) => setTimeout(res, 300));
+      const [results] = (await killer.query(`SELECT 1 AS a; KILL QUERY ${sleeper.threadId}; SELECT 2 AS b`)) as any;
+      const out = (await slow) as any;
+      return { results: results.map((x: any) => (Array.isArray(x) ? x : { affectedRows: x.affectedRows, insertId: x.insertId, warningStatus: x.warningStatus })), interrupted: Array.isArray(out) ? out[0][0].s : out.errno };
+    };
+    const r = await root();
+    const r2 = await root();
+    const direct = await killWhileSleeping(r, r2);
+    const c = await connect(dana, { multipleStatements: true });
+    const victim = await connect(dana);
+    const through = await killWhileSleeping(c, victim);
+    expect(direct.results).toEqual([[{ a: 1 }], { affectedRows: 0, insertId: 0, warningStatus: 0 }, [{ b: 2 }]]);
+    expect(through).toEqual(direct);
+    expect(through.interrupted).toBeOneOf([1, 1317]);
+    // A server connection not through Sluice: refused at that statement (what came before ran, nothing after).
+    await expect(c.query(`SELECT 3 AS c; KILL ${r2.threadId}; SELECT 4 AS d`)).rejects.toMatchObject({ errno: 1094 });
+    expect((await r2.query('SELECT 1 AS one'))[0]).toEqual([{ one: 1 }]);
+    // Not as a prepared statement, not through EXECUTE IMMEDIATE; the statements beside a KILL are judged by policy.
+    await expect(c.execute(`KILL QUERY ${victim.threadId}`)).rejects.toThrow(/KILL here/);
+    await expect(c.query(`EXECUTE IMMEDIATE 'KILL ${r2.threadId}'`)).rejects.toThrow(/KILL here/);
+    const other = await connect(alice, { multipleStatements: true });
+    await expect(other.query(`KILL QUERY ${victim.threadId}; DELETE FROM orders`)).rejects.toThrow(/destructive statements need a DBA/);
+    expect((await r.query(`SELECT count(*) AS n FROM ${db}.orders`))[0]).toEqual([{ n: 3 }]);
+    expect((await r2.query('SELECT 1 AS one'))[0]).toEqual([{ one: 1 }]);
+    const ev = await auditEvents(t, { subject: 'human:dana', type: 'statement', limit: 1000 });
+    expect(ev.some((x) => x.rule === 'own-connection-kill' && x.decision === 'allow' && x.sql === `KILL QUERY ${victim.threadId}`)).toBe(true);
+    expect(ev.some((x) => x.rule === 'own-connection-kill' && x.decision === 'deny' && x.sql === `KILL ${r2.threadId}`)).toBe(true);
+    await Promise.all([c.end(), victim.end(), other.end(), r.end(), r2.end()]);
   });
 });
 

@@ -48,6 +48,8 @@ const SAFE_SQL_MODES = new Set([
 /** Session variables that change how the server reads statement text (or decodes it). */
 const LEXING_VARIABLES = new Set(['sql_mode', 'character_set_client', 'character_set_connection', 'character_set_results', 'collation_connection', 'names']);
 
+export const lexingVariable = (name: string): boolean => LEXING_VARIABLES.has(name.toLowerCase());
+
 /** A SET value as Sluice can know it: a constant (string, identifier, DEFAULT), or undefined when it is computed. */
 export type SetValue = { constant: string } | { computed: string };
 
@@ -147,8 +149,8 @@ export function functionEffect(name: string): string | undefined {
  * against the text (comments and leading whitespace stripped) when parsing fails.
  */
 export const UNSUPPORTED: [RegExp, string][] = [
-  [/^PREPARE\b/i, 'SQL-level PREPARE ... FROM (dynamic SQL: Sluice cannot see the statement it prepares); use your client\'s prepared statements'],
-  [/^EXECUTE\b/i, 'SQL-level EXECUTE of a statement not prepared through Sluice'],
+  [/^PREPARE\b/i, 'SQL-level PREPARE in this form (dynamic SQL: Sluice cannot see the statement it prepares); use PREPARE name FROM \'<statement>\' or your client\'s prepared statements'],
+  [/^EXECUTE\b/i, 'SQL-level EXECUTE of a statement not prepared through Sluice (PREPARE name FROM \'<statement>\' in this session)'],
   [/^SET\s+(CHARACTER\s+SET|CHARSET)\b/i, 'SET CHARACTER SET; use SET NAMES utf8mb4'],
   [/^SET\s+STATEMENT\b/i, 'SET STATEMENT ... FOR (it changes how the server reads the statement it applies to)'],
   [/^SET\s+(PERSIST|PERSIST_ONLY)\b/i, 'SET PERSIST (it changes server settings)'],

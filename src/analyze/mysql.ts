@@ -3,7 +3,8 @@ import crypto from 'node:crypto';
 import type { Analysis, AnalysisResult, Flag, StatementClass, StatementInfo, TableRef } from './analyze.js';
 import { withoutMariadbClauses } from './mysql-clauses.js';
 import { programKind, recogniseMysql, recogniseProgram } from './mysql-programs.js';
-import { forParser, functionEffect, lexingRefusal, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
+import { prepareStatements, sqlDeallocate, sqlPrepare } from './mysql-prepare.js';
+import { forParser, functionEffect, lexingRefusal, lexingVariable, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
 
 /**
  * MySQL/MariaDB statement analysis with datafusion-sqlparser-rs (WASM), MySQL dialect. It reads executable
@@ -169,6 +170,7 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
   const destructive: string[] = [];
   const flags = c.flags;
   let refuse: string | undefined;
+  let serverDefault = false;
   switch (kind) {
     case 'Set': {
       const j = judgeSet(body);
@@ -177,10 +179,12 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
         flags.add('privileged-setting');
       }
       refuse = j.refuse;
+      serverDefault = j.serverDefault !== undefined;
       break;
     }
     case 'Prepare':
-      refuse = 'not supported by Sluice: SQL-level PREPARE (dynamic SQL); use your client\'s prepared statements';
+      // Read by mysql-prepare.ts before the parser; a PREPARE the parser reads is another form.
+      refuse = 'not supported by Sluice: SQL-level PREPARE in this form (dynamic SQL); use PREPARE name FROM \'<statement>\' or your client\'s prepared statements';
       break;
     case 'LockTables':
       flags.add('locking');
@@ -285,7 +289,7 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
       if (name) outputs.push({ name, refs: [...refs.columns], ...(expr.Identifier || expr.CompoundIdentifier ? { plain: true } : {}) });
     }
   }
-  return [{
+  const info: StatementInfo = {
     command: commandOf(kind, body),
     class: cls,
     tables: [...c.tables].map(([name, access]) => ({ name, access })),
@@ -298,7 +302,9 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
     ...(effects.length ? { effects } : {}),
     ...(refuse ? { refuse } : {}),
     ...(storesUserVariables(kind, body) ? { storesValues: true } : {}),
-  }];
+  };
+  if (serverDefault) SERVER_DEFAULT.add(info);
+  return [info];
 }
 
 const userVariable = (n: Node | undefined) => {
@@ -361,17 +367,25 @@ function setTarget(parts: Node[], scope: string | undefined): { name: string; gl
   return { name: name.toLowerCase(), global };
 }
 
-/** SET: lexing variables are checked by value (refused when Sluice could not parse under it); global and privileged settings are admin. */
-function judgeSet(body: Node): { privileged: boolean; refuse?: string } {
+/**
+ * SET: lexing variables are checked by value (refused when Sluice could not parse under it); global and privileged
+ * settings are admin; `serverDefault` names a lexing variable set to DEFAULT (the server's global value, unknown to
+ * the text); the session-tracking settings the gateway relies on are not the client's to change.
+ */
+function judgeSet(body: Node): { privileged: boolean; refuse?: string; serverDefault?: string } {
   const kind = Object.keys(body ?? {})[0];
   const b = body?.[kind ?? ''];
   let privileged = false;
   let refuse: string | undefined;
+  let serverDefault: string | undefined;
   const one = (parts: Node[], value: Node, scope: string | undefined) => {
     const t = setTarget(parts, scope);
     if (!t) return;
     if (t.global || privilegedVariable(t.name)) privileged = true;
-    refuse ??= lexingRefusal(t.name, setValue(value));
+    const v = setValue(value);
+    refuse ??= lexingRefusal(t.name, v);
+    if (!t.global && /^session_track_/.test(t.name)) refuse ??= `not supported by Sluice: ${t.name} (the gateway follows the session's settings through session tracking)`;
+    if (!t.global && lexingVariable(t.name) && 'constant' in v && v.constant.trim().toLowerCase() === 'default') serverDefault ??= t.name;
   };
   switch (kind) {
     case 'SingleAssignment':
@@ -390,11 +404,26 @@ function judgeSet(body: Node): { privileged: boolean; refuse?: string } {
     case 'SetNames':
       refuse = lexingRefusal('names', { constant: String(b.charset_name?.value ?? '') }) ?? (b.collation_name ? lexingRefusal('collation_connection', { constant: String(b.collation_name) }) : undefined);
       break;
+    case 'SetNamesDefault':
+      serverDefault = 'names';
+      break;
     case 'SetRole':
       privileged = true;
       break;
   }
-  return { privileged, refuse };
+  return { privileged, refuse, serverDefault };
+}
+
+/** Statements setting a lexing variable to DEFAULT: the statements after them in the same text are read by the server under a value Sluice cannot know. */
+const SERVER_DEFAULT = new WeakSet<StatementInfo>();
+
+/** A lexing variable set to DEFAULT is refused when more statements follow it in the text (alone, the server reports the value it took). */
+function defaultsLast(statements: StatementInfo[]): StatementInfo[] {
+  return statements.map((s, i) =>
+    i < statements.length - 1 && SERVER_DEFAULT.has(s) && !s.refuse
+      ? { ...s, refuse: `not supported by Sluice: a character set or sql_mode set to DEFAULT with more statements after it in the same text (DEFAULT is the server's global value, which Sluice learns only once the statement ran, and the server reads the statements after it under that value); send it on its own` }
+      : s,
+  );
 }
 
 /** EXECUTE IMMEDIATE 'constant text': the statements of that text (dynamic SQL); anything else is refused. */
@@ -411,7 +440,7 @@ function executeStatement(body: Node, depth: number): StatementInfo[] {
   const using = new Collector();
   using.visit(body.using);
   const extra = [...using.functions].flatMap((f) => (functionEffect(f) ? [`${f}() ${functionEffect(f)}`] : []));
-  return inner.statements.map((s) => ({
+  return inner.statements.map((s) => marked(s, {
     ...s,
     command: `EXECUTE IMMEDIATE ${s.command}`,
     class: extra.length && CLASS_RANK[s.class] < CLASS_RANK.write ? 'write' : s.class,
@@ -419,6 +448,12 @@ function executeStatement(body: Node, depth: number): StatementInfo[] {
     flags: [...new Set([...s.flags, 'dynamic-sql' as Flag, ...(extra.length ? ['volatile-function' as Flag] : [])])],
     ...(extra.length || s.effects ? { effects: [...(s.effects ?? []), ...extra] } : {}),
   }));
+}
+
+/** `to`, carrying `from`'s SERVER_DEFAULT mark. */
+function marked(from: StatementInfo, to: StatementInfo): StatementInfo {
+  if (SERVER_DEFAULT.has(from)) SERVER_DEFAULT.add(to);
+  return to;
 }
 
 export function analyzeMysql(sql: string): AnalysisResult {
@@ -434,6 +469,13 @@ function analyze(sql: string, depth: number): AnalysisResult {
     const p = recogniseProgram(text, (s) => analyze(s, depth + 1));
     return p ? finish(p) : { ok: false, error: `syntax error: Sluice could not read this CREATE ${program} exactly (its header, or its body's block structure)` };
   }
+  // PREPARE name FROM '<text>': the statement of its text (mysql-prepare.ts); DEALLOCATE|DROP PREPARE name.
+  const prep = depth > 4 ? undefined : sqlPrepare(text);
+  if (prep) {
+    const r = prepareStatements(prep, (s) => analyze(s, depth + 1));
+    return 'error' in r ? { ok: false, error: r.error } : finish(r);
+  }
+  if (sqlDeallocate(text) !== undefined) return finish([{ command: 'DEALLOCATE', class: 'session', tables: [], columns: [], functions: [], destructive: [], flags: [], filterColumns: [] }]);
   try {
     ast = parse(text, 'mysql') as Node[];
   } catch (e) {
@@ -453,7 +495,8 @@ function analyze(sql: string, depth: number): AnalysisResult {
   return finish(ast.flatMap((s) => analyzeStatement(s, text, starts, depth)));
 }
 
-function finish(statements: StatementInfo[]): Analysis {
+function finish(all: StatementInfo[]): Analysis {
+  const statements = defaultsLast(all);
   const flags = new Set<Flag>(statements.flatMap((s) => s.flags));
   if (statements.length > 1) flags.add('multi-statement');
   const a: Analysis = {

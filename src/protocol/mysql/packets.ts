@@ -41,7 +41,7 @@ export const MARIADB_CLIENT_PROGRESS = 1;
 /** MariaDB extended capability: column definitions carry extended type information (json, geometry subtypes). */
 export const MARIADB_CLIENT_EXTENDED_METADATA = 1 << 3;
 
-export const STATUS = { IN_TRANS: 0x0001, AUTOCOMMIT: 0x0002, MORE_RESULTS_EXISTS: 0x0008 } as const;
+export const STATUS = { IN_TRANS: 0x0001, AUTOCOMMIT: 0x0002, MORE_RESULTS_EXISTS: 0x0008, SESSION_STATE_CHANGED: 0x4000 } as const;
 
 export const COM = {
   QUIT: 0x01,
@@ -337,6 +337,72 @@ export function parseOk(p: Buffer): { affected: number; insertId: number; status
   const status = r.left >= 2 ? r.int2() : 0;
   const warnings = r.left >= 2 ? r.int2() : 0;
   return { affected, insertId, status, warnings };
+}
+
+/** The session-state changes an OK packet reports under CLIENT_SESSION_TRACK: system variables and the schema. */
+export interface StateChanges {
+  variables: [string, string][];
+  /** The session's database, when it changed. */
+  schema?: string;
+}
+
+/** Offset just past the warnings of an OK packet (or EOF-headed OK): where its info starts. */
+function okInfoStart(p: Buffer): { at: number; status: number; statusAt: number } {
+  const r = new MyReader(p, 1);
+  r.lenenc();
+  r.lenenc();
+  const statusAt = r.pos;
+  const status = r.left >= 2 ? r.int2() : 0;
+  if (r.left >= 2) r.int2();
+  return { at: r.pos, status, statusAt };
+}
+
+/**
+ * What an OK packet sent under CLIENT_SESSION_TRACK says changed in the session (undefined: the server sets no
+ * SERVER_SESSION_STATE_CHANGED flag). Layout: info string<lenenc>, then the state changes string<lenenc>, a list of
+ * (type int<1>, data string<lenenc>); type 0 holds name/value pairs (string<lenenc> each), type 1 the schema name.
+ */
+export function sessionChanges(p: Buffer): StateChanges | undefined {
+  const { at, status } = okInfoStart(p);
+  if (!(status & STATUS.SESSION_STATE_CHANGED)) return undefined;
+  const out: StateChanges = { variables: [] };
+  const r = new MyReader(p, at);
+  if (!r.left) return out;
+  r.lenencBytes(); // info
+  if (!r.left) return out;
+  const list = new MyReader(r.lenencBytes() ?? Buffer.alloc(0));
+  while (list.left) {
+    const type = list.int1();
+    const data = new MyReader(list.lenencBytes() ?? Buffer.alloc(0));
+    if (type === 0) while (data.left) out.variables.push([data.lenencString().toLowerCase(), data.lenencString()]);
+    else if (type === 1) out.schema = data.lenencString();
+  }
+  return out;
+}
+
+/**
+ * An OK packet read from a server under CLIENT_SESSION_TRACK, as a client without it gets it: no state changes, no
+ * SERVER_SESSION_STATE_CHANGED flag. (The info stays length-encoded: MySQL and MariaDB write it so either way.)
+ */
+export function withoutSessionTrack(p: Buffer): Buffer {
+  const { at, status, statusAt } = okInfoStart(p);
+  if (!(status & STATUS.SESSION_STATE_CHANGED)) return p;
+  const r = new MyReader(p, at);
+  if (r.left) r.lenencBytes();
+  const q = Buffer.from(p.subarray(0, r.pos));
+  q.writeUInt16LE(status & ~STATUS.SESSION_STATE_CHANGED, statusAt);
+  return q;
+}
+
+/** An OK packet, EOF-headed OK, or (`classicEof`, a 0xFE packet under 9 bytes) a classic EOF, with these status flags. */
+export function withStatus(p: Buffer, status: number, classicEof: boolean): Buffer {
+  const q = Buffer.from(p);
+  if (p[0] === 0xfe && classicEof) {
+    if (p.length >= 5) q.writeUInt16LE(status & 0xffff, 3);
+    return q;
+  }
+  q.writeUInt16LE(status & 0xffff, okInfoStart(p).statusAt);
+  return q;
 }
 
 /** A result column (ColumnDefinition41). */

@@ -2,7 +2,7 @@ import type { EngineGovernor, Verdict } from '../../governor.js';
 import type { Identity } from '../../identity/identity.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import { scrubText, type MaskCounts, type MaskPlan } from '../../masking/values.js';
-import { CAP, MAX_PAYLOAD, STATUS, MyReader, errPacket, frame, myFields, parseColumn, parseErr, parseOk, writeHeader, type MyColumn } from './packets.js';
+import { CAP, MAX_PAYLOAD, STATUS, MyReader, errPacket, frame, myFields, parseColumn, parseErr, parseOk, sessionChanges, withStatus, withoutSessionTrack, writeHeader, type MyColumn, type StateChanges } from './packets.js';
 import { maskBinaryRow, maskTextRow } from './rows.js';
 
 export interface Stmt {
@@ -36,6 +36,18 @@ export interface Inflight {
   /** Sequence id of the next packet sent to the client. */
   outSeq: number;
   approvalId?: string;
+  /** probe: an OK (no result set) is an answer too (the gateway's own SET). */
+  acceptOk?: boolean;
+  /** The command is COM_RESET_CONNECTION: the session's variables are back to the server's defaults. */
+  reset?: boolean;
+  /** A classic EOF said the session state changed without saying how: the state is read before the answer ends. */
+  stateUnknown?: boolean;
+  /** The last packet of the answer, held back until the session's state is read (its sequence id, its payload). */
+  held?: { seq: number; payload: Buffer };
+  /** The server reported a session state Sluice cannot parse under: the answer ended with this error, and so does the session. */
+  endSession?: string;
+  /** A statement of a text the gateway runs one by one: more follow (the answer's last packet says so). */
+  more?: boolean;
 }
 
 
@@ -53,6 +65,11 @@ export interface ResultsHost {
   finish(f: Inflight, status?: number): void;
   /** Write to the client (after the audit of what it answers is written). */
   write(b: Buffer): void;
+  /** The upstream connection reports session-state changes (CLIENT_SESSION_TRACK), and the client asked for them. */
+  upstreamTracks(): boolean;
+  clientTracks(): boolean;
+  /** The server reported these changes: why the session cannot go on (undefined: it can). */
+  stateChanged(c: StateChanges): string | undefined;
 }
 
 /**
@@ -97,10 +114,18 @@ export class MyResults {
     const head = p[0];
     const deprecateEof = (this.host.caps() & CAP.DEPRECATE_EOF) !== 0;
     switch (f.k) {
-      case 'simple':
+      case 'simple': {
+        if (head !== 0x00) {
+          this.out(f, p);
+          return this.host.finish(f);
+        }
+        const status = parseOk(p).status;
+        const relayed = this.tracked(f, p, status);
+        return relayed && this.end(f, relayed, status);
+      }
       case 'statistics':
         this.out(f, p);
-        return this.host.finish(f, head === 0x00 ? parseOk(p).status : undefined);
+        return this.host.finish(f);
       case 'fieldlist':
         this.out(f, p);
         if (head === 0xfe || head === 0xff) this.host.finish(f);
@@ -123,7 +148,7 @@ export class MyResults {
     };
     if (f.state === 'first') {
       if (head === 0xff) return done(new Error(parseErr(p).message));
-      if (head === 0x00) return done(new Error('the probe returned no result'));
+      if (head === 0x00) return done(f.acceptOk ? [] : new Error('the probe returned no result'));
       f.colsLeft = new MyReader(p).lenenc() ?? 0;
       f.columns = new Array(f.colsLeft);
       f.state = 'cols';
@@ -192,22 +217,63 @@ export class MyResults {
     return message === e.message ? p : errPacket(e.code, e.sqlState, message);
   }
 
+  /**
+   * An OK packet (or EOF-headed OK) of the answer: the session-state changes it reports are checked, and it is
+   * relayed in the form the client negotiated. Undefined when the session must end: the answer ended with an error.
+   */
+  private tracked(f: Inflight, p: Buffer, status: number): Buffer | undefined {
+    if (!this.host.upstreamTracks()) return p;
+    if (status & STATUS.SESSION_STATE_CHANGED) {
+      const why = this.host.stateChanged(sessionChanges(p)!);
+      if (why) {
+        f.endSession = why;
+        this.out(f, errPacket(1105, 'HY000', why));
+        this.host.finish(f);
+        return undefined;
+      }
+    }
+    return this.host.clientTracks() ? p : withoutSessionTrack(p);
+  }
+
+  /** A classic EOF: one that says the session state changed (it cannot say how) makes the state be read before the answer ends. */
+  private classicEof(f: Inflight, p: Buffer): Buffer {
+    if (p.length < 5 || !this.host.upstreamTracks() || !(p.readUInt16LE(3) & STATUS.SESSION_STATE_CHANGED)) return p;
+    f.stateUnknown = true;
+    if (this.host.clientTracks()) return p;
+    const q = Buffer.from(p);
+    q.writeUInt16LE(p.readUInt16LE(3) & ~STATUS.SESSION_STATE_CHANGED, 3);
+    return q;
+  }
+
+  /** The answer's last packet: held back while the session's state must be read first, relayed otherwise. */
+  private end(f: Inflight, p: Buffer, status: number): void {
+    if (f.more) p = withStatus(p, status | STATUS.MORE_RESULTS_EXISTS, (this.host.caps() & CAP.DEPRECATE_EOF) === 0);
+    if (f.stateUnknown || f.reset) {
+      f.held = { seq: f.outSeq, payload: p };
+      f.outSeq = (f.outSeq + 1) & 0xff;
+    } else this.out(f, p);
+    this.host.finish(f, status);
+  }
+
   private onResultPacket(f: Inflight, p: Buffer, deprecateEof: boolean): void {
     const head = p[0];
     switch (f.state) {
       case 'first': {
         const diagnostics = f.verdict?.analysis?.statements.some((s) => /^SHOW (WARNINGS|ERRORS)/.test(s.command));
         if (!diagnostics && f.verdict?.analysis) this.lastTainted = !!this.host.gov.taint(this.host.identity(), f.verdict.analysis, this.host.database());
-        if (head === 0x00 || head === 0xff) {
-          this.out(f, head === 0xff ? this.scrubErr(f, p) : p);
-          if (head === 0xff) {
-            f.error = parseErr(p);
-            return this.host.finish(f);
-          }
+        if (head === 0xff) {
+          this.out(f, this.scrubErr(f, p));
+          f.error = parseErr(p);
+          return this.host.finish(f);
+        }
+        if (head === 0x00) {
           const ok = parseOk(p);
+          const relayed = this.tracked(f, p, ok.status);
+          if (!relayed) return;
           f.rows += ok.affected;
-          if (ok.status & STATUS.MORE_RESULTS_EXISTS) return;
-          return this.host.finish(f, ok.status);
+          if (!(ok.status & STATUS.MORE_RESULTS_EXISTS)) return this.end(f, relayed, ok.status);
+          this.out(f, relayed);
+          return;
         }
         if (head === 0xfb) {
           // LOAD DATA LOCAL is not offered to the upstream; refuse defensively.
@@ -230,7 +296,7 @@ export class MyResults {
         }
         return;
       case 'eof1':
-        this.out(f, p);
+        this.out(f, this.classicEof(f, p));
         f.state = 'rows';
         // A cursor was opened (COM_STMT_EXECUTE with a cursor): rows come with COM_STMT_FETCH.
         if (head === 0xfe && p.length >= 5 && p.readUInt16LE(3) & 0x0040) this.host.finish(f, p.readUInt16LE(3));
@@ -242,13 +308,13 @@ export class MyResults {
           return this.host.finish(f);
         }
         if (head === 0xfe && p.length < (deprecateEof ? 0xffffff : 9)) {
-          this.out(f, p);
           const status = deprecateEof ? parseOk(p).status : p.length >= 5 ? p.readUInt16LE(3) : 0;
-          if (status & STATUS.MORE_RESULTS_EXISTS) {
-            f.state = 'first';
-            return;
-          }
-          return this.host.finish(f, status);
+          const relayed = deprecateEof ? this.tracked(f, p, status) : this.classicEof(f, p);
+          if (!relayed) return;
+          if (!(status & STATUS.MORE_RESULTS_EXISTS)) return this.end(f, relayed, status);
+          this.out(f, relayed);
+          f.state = 'first';
+          return;
         }
         f.rows++;
         const masked = f.plan ? (f.binary ? maskBinaryRow : maskTextRow)(p, f.columns, f.plan, () => (f.masked ??= new Map())) : undefined;

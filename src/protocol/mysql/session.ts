@@ -4,15 +4,16 @@ import crypto from 'node:crypto';
 import type { Governor, Verdict } from '../../governor.js';
 import type { Identity } from '../../identity/identity.js';
 import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
-import { CAP, COM, MARIADB_CLIENT_EXTENDED_METADATA, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul } from './packets.js';
-import { connectMyUpstream, type MyUpstream, type MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
+import { CAP, COM, MARIADB_CLIENT_EXTENDED_METADATA, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul, type StateChanges } from './packets.js';
+import { connectMyUpstream, greetMyUpstream, type GreetedUpstream, type MyUpstream, type MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 import { MyClient } from './client.js';
 import type { Approval } from '../../approvals/store.js';
 import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { handshakePacket, parseHandshakeResponse } from './handshake.js';
+import { sqlDeallocate, sqlExecute, sqlPrepare } from '../../analyze/mysql-prepare.js';
 import { MyResults, type Inflight, type Stmt } from './results.js';
-import { myError, refusal, savedSettingRestore, scopeRefusal, served, sessionStateRefusal, versionNumber, type SavedSettingRestore } from './verdicts.js';
+import { KILL, myError, refusal, reportedStateRefusal, savedSettingRestore, scopeRefusal, served, sessionStateRefusal, splitStatements, STATE_PROBE, TRACK_SETUP, versionNumber, type SavedSettingRestore } from './verdicts.js';
 import { decodeParams, rememberParamTypes } from './params.js';
 
 export interface MyEngineConfig {
@@ -26,10 +27,11 @@ export interface MyEngineConfig {
   hello: UpstreamHello;
 }
 
-/** Capabilities the gateway can relay faithfully (no compression, no LOAD DATA LOCAL, no session tracking). */
+/** Capabilities the gateway can relay faithfully (no compression, no LOAD DATA LOCAL). */
 const RELAYABLE =
   CAP.LONG_PASSWORD | CAP.FOUND_ROWS | CAP.LONG_FLAG | CAP.CONNECT_WITH_DB | CAP.IGNORE_SPACE | CAP.PROTOCOL_41 | CAP.INTERACTIVE | CAP.IGNORE_SIGPIPE | CAP.TRANSACTIONS |
-  CAP.SECURE_CONNECTION | CAP.MULTI_STATEMENTS | CAP.MULTI_RESULTS | CAP.PS_MULTI_RESULTS | CAP.PLUGIN_AUTH | CAP.CONNECT_ATTRS | CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA | CAP.DEPRECATE_EOF;
+  CAP.SECURE_CONNECTION | CAP.MULTI_STATEMENTS | CAP.MULTI_RESULTS | CAP.PS_MULTI_RESULTS | CAP.PLUGIN_AUTH | CAP.CONNECT_ATTRS | CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA | CAP.DEPRECATE_EOF |
+  CAP.SESSION_TRACK;
 
 const CLEAR = 'mysql_clear_password';
 
@@ -42,8 +44,11 @@ export class MySession extends EngineSession<MyUpstream> {
   private caps = 0;
   private charset = 45;
   private attrs: Record<string, string> = {};
-  private readonly connId: number;
+  /** The thread id the client is told: its server connection's CONNECTION_ID() (the registry key for KILL). */
+  private connId = 0;
   private upstreamThread = 0;
+  /** The server connection opened for this client before its login (its id is in the handshake), until used. */
+  private greeted?: GreetedUpstream;
   readonly stmts = new Map<number, Stmt>();
   private readonly results = new MyResults({
     gov: this.gov,
@@ -55,7 +60,12 @@ export class MySession extends EngineSession<MyUpstream> {
     inflight: () => this.inflight,
     finish: (f, status) => this.finish(f, status),
     write: (b) => !this.client.destroyed && this.auditWritten() && this.writeClient(b),
+    upstreamTracks: () => this.upstreamTracks,
+    clientTracks: () => (this.caps & CAP.SESSION_TRACK) !== 0,
+    stateChanged: (c) => this.stateChanged(c),
   });
+  /** The upstream connection reports session-state changes (CLIENT_SESSION_TRACK, set up with TRACK_SETUP). */
+  private upstreamTracks = false;
   private inflight?: Inflight;
   private seq = 0;
   /** The handshake offered MariaDB extended capabilities, and the client asked for progress reports. */
@@ -72,9 +82,36 @@ export class MySession extends EngineSession<MyUpstream> {
     super(socket, governor, 'mysql', registry, cfg.limits.authTimeoutMs);
     this.clientFramer = new MyFramer(cfg.limits.maxPacketBytes);
     this.serverVersion = versionNumber(cfg.hello.serverVersion);
-    do this.connId = crypto.randomBytes(4).readUInt32LE() & 0x7fffffff;
-    while (this.connId === 0 || registry.lookup('mysql', this.connId));
+    void this.greet();
+  }
+
+  /**
+   * The server connection is opened (its greeting read) before the client's handshake is sent, so the thread id
+   * the client sees is the server's CONNECTION_ID(). Connections still logging in are limited by the gate and the
+   * login timeout. Without a server connection, the id is the gateway's own (the login then reports why).
+   */
+  private async greet(): Promise<void> {
+    try {
+      const g = await greetMyUpstream(this.cfg.upstream);
+      if (this.closed || this.registry.lookup('mysql', g.hello.connectionId)) g.abandon();
+      else {
+        this.greeted = g;
+        this.connId = g.hello.connectionId;
+      }
+    } catch {
+      /* the login opens a connection again and reports why it cannot */
+    }
+    if (this.closed) return;
+    while (this.connId === 0 || this.registry.lookup('mysql', this.connId)) this.connId = crypto.randomBytes(4).readUInt32LE() & 0x7fffffff;
     this.sendHandshake();
+    // Anything the client sent before it was greeted.
+    if (this.clientFramer.pending) this.onClientData(Buffer.alloc(0));
+  }
+
+  protected override close(reason: string): void {
+    this.greeted?.abandon();
+    this.greeted = undefined;
+    super.close(reason);
   }
 
   /** The identity this session is logged in as (a KILL is allowed only between sessions of the same subject). */
@@ -246,7 +283,22 @@ export class MySession extends EngineSession<MyUpstream> {
   }
 
   protected openUpstream(identity: Identity): Promise<MyUpstream> {
-    return connectMyUpstream(this.cfg.upstream, { caps: this.caps, charset: this.charset, extCaps: this.extendedMetadata ? MARIADB_CLIENT_EXTENDED_METADATA : 0, database: this.database || undefined, attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) } });
+    // Session tracking is always asked of a server that has it (the gateway reads the state changes it reports);
+    // clients that did not ask get OK packets without them.
+    const track = this.cfg.hello.caps & CAP.SESSION_TRACK;
+    const o = {
+      caps: this.caps | track,
+      charset: this.charset,
+      extCaps: this.extendedMetadata ? MARIADB_CLIENT_EXTENDED_METADATA : 0,
+      database: this.database || undefined,
+      attrs: { program_name: `sluice:${identity.subject}`.slice(0, 64) },
+      init: track ? TRACK_SETUP : undefined,
+    };
+    const g = this.greeted;
+    this.greeted = undefined;
+    if (!g) return connectMyUpstream(this.cfg.upstream, o);
+    // The server may have closed the greeted connection meanwhile (its connect_timeout): then a new one (another id).
+    return g.login(o).catch((e: MyUpstreamError) => (e.err ? Promise.reject(e) : connectMyUpstream(this.cfg.upstream, o)));
   }
 
   protected refuseLogin(r: LoginRefusal): void {
@@ -258,6 +310,7 @@ export class MySession extends EngineSession<MyUpstream> {
 
   protected accepted(up: MyUpstream): void {
     this.upstreamThread = up.hello.connectionId;
+    this.upstreamTracks = (up.caps & CAP.SESSION_TRACK) !== 0;
   }
 
   /**
@@ -267,19 +320,73 @@ export class MySession extends EngineSession<MyUpstream> {
    */
   protected loggedIn(): void {
     this.phase = 'ready';
-    const sql = 'SELECT @@session.sql_mode, @@session.character_set_client, @@session.character_set_connection, @@session.collation_connection';
-    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(sql, 'utf8')]), {
+    this.readState((why) => {
+      if (why) {
+        const message = `Sluice ended the login: ${why}`;
+        this.protocolFailure(message, '42000');
+        this.send(errPacket(1105, 'HY000', message));
+        return this.close(message);
+      }
+      this.send(okPacket({ status: STATUS.AUTOCOMMIT }));
+      this.continueReading();
+    });
+  }
+
+  /** Ask the server for the session's state (STATE_PROBE): `then` gets why Sluice cannot go on in it, or undefined. */
+  private readState(then: (why: string | undefined) => void): void {
+    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(STATE_PROBE, 'utf8')]), {
       k: 'probe',
       onProbe: (row) => {
         if (this.closed) return;
-        const why = row instanceof Error ? `Sluice could not read the session's settings: ${row.message}` : sessionStateRefusal(row, { ignoreSpace: (this.caps & CAP.IGNORE_SPACE) !== 0 });
-        if (why) {
-          this.protocolFailure(why, '42000');
-          this.send(errPacket(1105, 'HY000', why));
-          return this.close(why);
-        }
-        this.send(okPacket({ status: STATUS.AUTOCOMMIT }));
-        this.continueReading();
+        then(row instanceof Error ? `Sluice could not read the session's settings: ${row.message}` : sessionStateRefusal(row, { ignoreSpace: this.ignoreSpace }));
+      },
+    });
+  }
+
+  private get ignoreSpace(): boolean {
+    return (this.caps & CAP.IGNORE_SPACE) !== 0;
+  }
+
+  /**
+   * The server reported session-state changes (in an OK packet): a lexing variable in a value Sluice cannot parse
+   * under, or a database this gateway does not serve, ends the session (why); a served database is the session's.
+   */
+  private stateChanged(c: StateChanges): string | undefined {
+    for (const [name, value] of c.variables) {
+      const why = reportedStateRefusal(name, value, { ignoreSpace: this.ignoreSpace });
+      if (why) return `Sluice ended the session: ${why}`;
+    }
+    if (c.schema && c.schema !== this.database) {
+      if (!served(this.cfg.databases, c.schema)) return `Sluice ended the session: the server reports the session's database is now "${c.schema}", which this Sluice gateway does not serve`;
+      this.databaseChanged(c.schema);
+    }
+    return undefined;
+  }
+
+  /**
+   * The answer's last packet waits while the session's state is read (a classic EOF said it changed without saying
+   * how; COM_RESET_CONNECTION put the server's defaults back, tracking set-up included): relayed when Sluice can go
+   * on in that state, replaced by an error that ends the session otherwise.
+   */
+  private recheckState(held: { seq: number; payload: Buffer }, reset: boolean): void {
+    const decide = (why: string | undefined) => {
+      if (!why) {
+        if (this.auditWritten()) this.writeClient(frame(held.seq, held.payload).bytes);
+        return this.continueReading();
+      }
+      const message = `Sluice ended the session: ${why}`;
+      this.protocolFailure(message, '42000');
+      if (this.auditWritten()) this.writeClient(frame(held.seq, errPacket(1105, 'HY000', message)).bytes);
+      this.close(message);
+    };
+    if (!reset || !this.upstreamTracks) return this.readState(decide);
+    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(TRACK_SETUP, 'utf8')]), {
+      k: 'probe',
+      acceptOk: true,
+      onProbe: (r) => {
+        if (this.closed) return;
+        if (r instanceof Error) return decide(`Sluice could not set up session tracking again: ${r.message}`);
+        this.readState(decide);
       },
     });
   }
@@ -303,8 +410,14 @@ export class MySession extends EngineSession<MyUpstream> {
     if (!u.write(frame(0, p).bytes)) this.client.pause();
   }
 
-  private decide(sql: string): Verdict {
-    const v = this.gov.check(this.identity!, this.database, sql);
+  /**
+   * The verdict on a text. KILL is never sent to the server (its ids are the server's, and only a session's own
+   * connections may be killed): onQuery runs it; anywhere else (prepared, EXECUTE IMMEDIATE) it is refused.
+   */
+  private decide(sql: string, database = this.database): Verdict {
+    const v = this.gov.check(this.identity!, database, sql);
+    const kill = v.analysis?.statements.findIndex((s) => /(^|\s)KILL$/.test(s.command)) ?? -1;
+    if (kill >= 0) return refusal(v.analysis, kill, 'not supported by Sluice: KILL here (Sluice runs KILL [QUERY|CONNECTION] <id> of your own connections itself, as a statement of a text sent with COM_QUERY)');
     return (!v.error && v.analysis && scopeRefusal(v.analysis, this.cfg.databases)) || v;
   }
 
@@ -323,8 +436,11 @@ export class MySession extends EngineSession<MyUpstream> {
       case COM.RESET_CONNECTION:
       case COM.SET_OPTION:
       case COM.STMT_RESET:
-        if (cmd === COM.RESET_CONNECTION) this.stmts.clear();
-        this.forward(p, { k: cmd === COM.STATISTICS ? 'statistics' : 'simple' });
+        if (cmd === COM.RESET_CONNECTION) {
+          this.stmts.clear();
+          this.sqlPrepared.clear();
+        }
+        this.forward(p, { k: cmd === COM.STATISTICS ? 'statistics' : 'simple', reset: cmd === COM.RESET_CONNECTION });
         return;
       case COM.INIT_DB: {
         // The client's `use db` command: judged and audited as the statement `USE db`.
@@ -379,7 +495,12 @@ export class MySession extends EngineSession<MyUpstream> {
     if (restore) return this.probeSavedSetting(p, sql, restore);
     const use = /^\s*USE\s+`?([^`;\s]+)`?\s*;?\s*$/i.exec(sql)?.[1];
     if (use !== undefined) return this.useDatabase(p, use, sql);
+    const exec = sqlExecute(sql);
+    const prepared = exec && this.sqlPrepared.get(exec.name);
+    if (exec && prepared) return this.executeSqlPrepared(p, sql, exec.using, prepared);
     const v = this.decide(sql);
+    const kills = v.analysis?.statements.filter((s) => s.command === 'KILL').length ?? 0;
+    if (kills) return this.killScript(sql, v.analysis!.statements.length);
     if (v.decision.action === 'require_approval') return this.hold(p, sql, v, 'mysql');
     this.runQuery(p, sql, v);
   }
@@ -423,6 +544,40 @@ export class MySession extends EngineSession<MyUpstream> {
   /** The database a forwarded USE / COM_INIT_DB switches to once the upstream answers OK. */
   private pendingDb?: string;
 
+  /** SQL-level prepared statements of this session (PREPARE name FROM '<text>'), by lower-case name. */
+  private readonly sqlPrepared = new Map<string, { text: string; database: string }>();
+  /** A forwarded PREPARE, recorded once the server answers OK. */
+  private pendingPrepare?: { name: string; text: string; database: string };
+
+  /**
+   * `EXECUTE name` of a statement prepared through Sluice: judged as the statement it runs, in the database it was
+   * prepared in (where the server resolves its names), held for approval with that text. USING variables are not
+   * bound to an approval, so a statement that needs one is refused with them.
+   */
+  private executeSqlPrepared(p: Buffer, sql: string, using: boolean, prepared: { text: string; database: string }): void {
+    const v = this.decide(prepared.text, prepared.database);
+    if (v.decision.action !== 'require_approval') return this.runQuery(p, sql, v);
+    if (!using) return this.hold(p, prepared.text, v, 'mysql');
+    this.runQuery(p, sql, refusal(v.analysis, undefined, 'not supported by Sluice: EXECUTE ... USING of a statement that needs approval (the variables\' values are not part of what is approved); PREPARE it with its values'));
+  }
+
+  /**
+   * What a statement about to run does to the session's SQL-level prepared statements: PREPARE replaces the name
+   * (the server drops the old one even when the new one fails), DEALLOCATE drops it, and CALL forgets them all (a
+   * procedure can PREPARE names Sluice does not see; EXECUTE of them is then refused until prepared again here).
+   */
+  private noteSqlPrepared(sql: string, v: Verdict): void {
+    const st = v.analysis?.statements ?? [];
+    if (st.some((s) => /(^|\s)CALL$/.test(s.command))) this.sqlPrepared.clear();
+    const d = sqlDeallocate(sql);
+    if (d !== undefined) this.sqlPrepared.delete(d);
+    if (st.length !== 1 || !st[0]!.command.startsWith('PREPARE ')) return;
+    const pr = sqlPrepare(sql);
+    if (!pr || 'refuse' in pr) return;
+    this.sqlPrepared.delete(pr.name);
+    this.pendingPrepare = { ...pr, database: this.database };
+  }
+
   /**
    * `USE db` (SQL, or the client's use command): judged for the database it switches to, held for approval like
    * any statement, and tracked as the session's database when the upstream accepts it.
@@ -441,20 +596,82 @@ export class MySession extends EngineSession<MyUpstream> {
 
   /** `KILL [QUERY|CONNECTION] <id>` of one of this identity's own gateway connections (mysql client's Ctrl-C). */
   private killCommand(sql: string): boolean {
-    const m = /^\s*KILL\s+(QUERY\s+|CONNECTION\s+)?(\d+)\s*;?\s*$/i.exec(sql);
+    const m = KILL.exec(sql);
     if (!m) return false;
+    this.send(this.kill(sql, m));
+    return true;
+  }
+
+  /**
+   * Run one KILL: the id is a thread id a client of this gateway was given, and only a session of the same
+   * identity may be killed (never a server connection by its id: the text never reaches the server). The answer.
+   */
+  private kill(sql: string, m: RegExpExecArray): Buffer {
     const target = this.registry.lookup('mysql', Number(m[2]));
     if (!(target instanceof MySession) || target.subject !== this.identity?.subject) {
       const message = `Unknown thread id: ${m[2]} (only your own Sluice connections can be killed)`;
       this.audit.engineDecision(sql, 'mysql', 'deny', 'own-connection-kill', { reason: message, errorCode: '1094' });
-      this.send(errPacket(1094, 'HY000', message));
-      return true;
+      return errPacket(1094, 'HY000', message);
     }
     this.audit.engineDecision(sql, 'mysql', 'allow', 'own-connection-kill', { details: { target: target.id } });
     if (m[1]?.trim().toUpperCase() === 'QUERY') target.cancelFromClient();
     else target.terminate(`killed by ${this.identity!.subject}`);
-    this.send(okPacket({ status: STATUS.AUTOCOMMIT }));
-    return true;
+    return okPacket({ status: STATUS.AUTOCOMMIT });
+  }
+
+  /** The statements of a multi-statement text that has KILLs in it, run one by one (KILLs by the gateway). */
+  private script?: { pieces: { sql: string; kill?: RegExpExecArray }[]; next: number; seq: number };
+
+  /**
+   * A text with KILL among several statements: each statement is judged as it would be alone (the KILLs by the
+   * gateway's own-connection rule, the others by policy, together, before anything runs), then they run in order,
+   * one answer each, as the server would answer the text; the first error ends the run. Refused when the text cannot
+   * be split into statements with certainty (executable comments) or a KILL is not of the form Sluice runs.
+   */
+  private killScript(sql: string, statements: number): void {
+    const pieces = splitStatements(sql);
+    const refuse = (why: string) => {
+      const v = refusal(undefined, undefined, why);
+      this.audit.denied(sql, v, 'mysql');
+      this.send(myError(v.error!));
+    };
+    if (!pieces || pieces.length !== statements) return refuse('not supported by Sluice: this text with KILL (Sluice runs KILL [QUERY|CONNECTION] <id> itself, and here could not split the text into its statements with certainty; send the KILL on its own)');
+    const parts = pieces.map((text) => ({ sql: text, kill: KILL.exec(text) ?? undefined }));
+    if (statements < 2 || parts.every((x) => !x.kill)) return refuse('not supported by Sluice: this form of KILL (only KILL [QUERY|CONNECTION] <id> of your own Sluice connections)');
+    const rest = parts.filter((x) => !x.kill).map((x) => x.sql);
+    if (rest.length) {
+      const v = this.decide(rest.join(';\n'));
+      if (v.error || v.decision.action !== 'allow') {
+        const denied = v.error ? v : refusal(v.analysis, undefined, 'not supported by Sluice: statements that need approval in one text with KILL; send them separately');
+        this.audit.denied(sql, denied, 'mysql');
+        this.send(myError(denied.error!));
+        return;
+      }
+    }
+    this.info.statements++;
+    this.script = { pieces: parts, next: 0, seq: this.seq };
+    this.nextPiece();
+  }
+
+  private nextPiece(): void {
+    const s = this.script!;
+    const piece = s.pieces[s.next++]!;
+    const last = s.next === s.pieces.length;
+    if (piece.kill) {
+      const answer = this.kill(piece.sql, piece.kill);
+      const ok = answer[0] === 0x00;
+      if (this.closed) return;
+      this.seq = s.seq;
+      this.send(ok && !last ? okPacket({ status: STATUS.AUTOCOMMIT | STATUS.MORE_RESULTS_EXISTS }) : answer);
+      s.seq = this.seq;
+      if (ok && !last) return this.nextPiece();
+      this.script = undefined;
+      return this.continueReading();
+    }
+    // Masking and audit follow the statement's own analysis (policy allowed the statements together).
+    const v = this.decide(piece.sql);
+    this.noteSqlPrepared(piece.sql, v);
+    this.forward(Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(piece.sql, 'utf8')]), { k: 'query', sql: piece.sql, verdict: v, more: !last, outSeq: s.seq });
   }
 
   private runQuery(p: Buffer, sql: string, v: Verdict, use?: string): void {
@@ -465,6 +682,7 @@ export class MySession extends EngineSession<MyUpstream> {
       return;
     }
     this.pendingDb = use;
+    this.noteSqlPrepared(sql, v);
     this.forward(p, { k: 'query', sql, verdict: v, approvalId: v.approvalId });
   }
 
@@ -516,9 +734,13 @@ export class MySession extends EngineSession<MyUpstream> {
   private finish(f: Inflight, status?: number): void {
     if (status !== undefined) this.info.txStatus = status & STATUS.IN_TRANS ? 'T' : 'I';
     if (this.pendingDb !== undefined) {
-      // USE / COM_INIT_DB answered: switch only if the upstream did.
-      if (!f.error) this.databaseChanged(this.pendingDb);
+      // USE / COM_INIT_DB answered: switch only if the upstream did (its schema report may have switched already).
+      if (!f.error && !f.endSession && this.pendingDb !== this.database) this.databaseChanged(this.pendingDb);
       this.pendingDb = undefined;
+    }
+    if (this.pendingPrepare) {
+      if (!f.error && !f.endSession) this.sqlPrepared.set(this.pendingPrepare.name, { text: this.pendingPrepare.text, database: this.pendingPrepare.database });
+      this.pendingPrepare = undefined;
     }
     if (f.k === 'query' || f.k === 'execute') this.auditDone(f);
     this.inflight = undefined;
@@ -527,6 +749,21 @@ export class MySession extends EngineSession<MyUpstream> {
     this.info.currentSql = undefined;
     // The answer goes out before anything the next command writes.
     this.results.flushOut();
+    if (f.endSession) {
+      // The answer ended with the error saying why; what may still run of a multi-statement text is stopped.
+      if (this.upstreamThread) void this.killUpstreamQuery();
+      this.protocolFailure(f.endSession, '42000');
+      return this.close(f.endSession);
+    }
+    if (f.held) return this.recheckState(f.held, f.reset === true);
+    if (this.script) {
+      // The next statement of a text with KILLs, unless this one failed (the server would stop there too).
+      if (f.more && !f.error) {
+        this.script.seq = f.outSeq;
+        return this.nextPiece();
+      }
+      this.script = undefined;
+    }
     this.continueReading();
   }
 

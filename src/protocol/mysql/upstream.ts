@@ -95,23 +95,64 @@ export function authResponse(plugin: string, password: string, scramble: Buffer,
   }
 }
 
+/** How the gateway logs in on an upstream connection. */
+export interface UpstreamLoginOptions {
+  caps: number;
+  charset: number;
+  database?: string;
+  attrs?: Record<string, string>;
+  extCaps?: number;
+  /** A statement run once logged in (the gateway's session setup), before the connection is handed over; its failure fails the connection. */
+  init?: string;
+}
+
 /**
- * Connect and log in to the upstream MySQL/MariaDB with the gateway's own credentials. `clientCaps` are the
- * capabilities the gateway's client negotiated, so packets can be relayed between the two unchanged.
+ * An upstream connection whose greeting has been read, its login still to come: the gateway's handshake to its
+ * client carries this server connection's id, so the thread id a client sees is the server's CONNECTION_ID().
  */
-export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charset: number; database?: string; attrs?: Record<string, string>; extCaps?: number }): Promise<MyUpstream> {
-  return new Promise((resolve, reject) => {
+export interface GreetedUpstream {
+  hello: UpstreamHello;
+  /** Log in (once). Fails when the server has closed the connection meanwhile (its connect_timeout). */
+  login(o: UpstreamLoginOptions): Promise<MyUpstream>;
+  /**
+   * Not needed after all (the client's login failed or it left): logged in with the gateway's own credentials and
+   * quit, because a connection dropped during the handshake counts against the server's max_connect_errors for the
+   * gateway's host.
+   */
+  abandon(): void;
+}
+
+/**
+ * Connect and log in to the upstream MySQL/MariaDB with the gateway's own credentials. `caps` are the capabilities
+ * the gateway's client negotiated, so packets can be relayed between the two unchanged.
+ */
+export function connectMyUpstream(t: MyUpstreamTarget, o: UpstreamLoginOptions): Promise<MyUpstream> {
+  return greetMyUpstream(t).then((g) => g.login(o));
+}
+
+/** Connect to the upstream and read its greeting; the login follows with GreetedUpstream.login. */
+export function greetMyUpstream(t: MyUpstreamTarget): Promise<GreetedUpstream> {
+  return new Promise((resolveGreet, rejectGreet) => {
     // A host starting with '/' is the server's unix socket file (e.g. /run/mysqld/mysqld.sock).
     const local = t.host.startsWith('/');
     let socket: net.Socket = net.connect(local ? { path: t.host } : { host: t.host, port: t.port, noDelay: true });
-    const timer = setTimeout(() => fail(new MyUpstreamError(`timed out connecting to upstream ${t.host}:${t.port}`)), t.connectTimeoutMs ?? 10_000);
+    const timeout = () => fail(new MyUpstreamError(`timed out connecting to upstream ${t.host}:${t.port}`));
+    let timer = setTimeout(timeout, t.connectTimeoutMs ?? 10_000);
     let done = false;
+    let o: UpstreamLoginOptions | undefined;
+    let resolve: ((u: MyUpstream) => void) | undefined;
+    let reject: ((e: Error) => void) | undefined;
+    /** Why the connection failed between its greeting and the login. */
+    let dead: Error | undefined;
     const fail = (e: Error) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       socket.destroy();
-      reject(e instanceof MyUpstreamError ? e : new MyUpstreamError(`upstream ${t.host}:${t.port}: ${e.message}`));
+      const err = e instanceof MyUpstreamError ? e : new MyUpstreamError(`upstream ${t.host}:${t.port}: ${e.message}`);
+      if (!hello) rejectGreet(err);
+      else if (reject) reject(err);
+      else dead = err;
     };
     let framer = new MyFramer(1 << 24);
     let hello: UpstreamHello | undefined;
@@ -120,10 +161,11 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
     let plugin = '';
     let scramble: Buffer = Buffer.alloc(0);
     let secure = false;
+    let initSent = false;
     // The 23 filler bytes of the handshake response; MariaDB reads extended capabilities from the last 4.
     const filler = () => {
       const b = Buffer.alloc(23);
-      if (hello && !(hello.caps & CAP.LONG_PASSWORD)) b.writeUInt32LE((o.extCaps ?? 0) & hello.extCaps, 19);
+      if (hello && !(hello.caps & CAP.LONG_PASSWORD)) b.writeUInt32LE((o!.extCaps ?? 0) & hello.extCaps, 19);
       return b;
     };
     const send = (payload: Buffer) => {
@@ -136,27 +178,51 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
         framer.push(d, (s, p) => {
           if (done) return 'keep';
           seq = (s + 1) & 0xff;
-          if (!hello) return void start(p);
+          if (!hello) return void greeted(p);
+          if (!o) throw new MyUpstreamError('the upstream sent a packet before the login');
           return step(p);
         });
       } catch (e) {
         fail(e as Error);
       }
     };
-    const start = (p: Buffer) => {
+    const greeted = (p: Buffer) => {
       hello = parseHello(p);
+      clearTimeout(timer);
+      const login = (opts: UpstreamLoginOptions) =>
+        new Promise<MyUpstream>((res, rej) => {
+          if (o || done) return rej(dead ?? new MyUpstreamError(o ? 'already logged in' : `upstream ${t.host}:${t.port} closed the connection before the login`));
+          o = opts;
+          resolve = res;
+          reject = rej;
+          timer = setTimeout(timeout, t.connectTimeoutMs ?? 10_000);
+          try {
+            start();
+          } catch (e) {
+            fail(e as Error);
+          }
+        });
+      resolveGreet({
+        hello,
+        login,
+        abandon: () => void login({ caps: CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH, charset: 45 }).then((u) => u.socket.end(frame(0, Buffer.from([0x01])).bytes), () => undefined),
+      });
+    };
+    const start = () => {
+      const h = hello!;
+      const opts = o!;
       // No TLS over a local socket: the traffic never leaves the machine.
       const wantTls = !local && (t.sslmode === 'require' || (t.sslmode ?? 'prefer') === 'prefer');
-      const canTls = (hello.caps & CAP.SSL) !== 0;
+      const canTls = (h.caps & CAP.SSL) !== 0;
       if (!local && t.sslmode === 'require' && !canTls) throw new MyUpstreamError('sslmode is require but the upstream does not offer TLS');
-      caps = (o.caps & hello.caps & ~CAP.SSL & ~CAP.COMPRESS & ~CAP.LOCAL_FILES) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH | (hello.caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA);
-      if (o.database) caps |= CAP.CONNECT_WITH_DB;
-      if (!(hello.caps & CAP.CONNECT_ATTRS)) caps &= ~CAP.CONNECT_ATTRS;
-      plugin = hello.plugin;
-      scramble = hello.scramble;
+      caps = (opts.caps & h.caps & ~CAP.SSL & ~CAP.COMPRESS & ~CAP.LOCAL_FILES) | CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH | (h.caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA);
+      if (opts.database) caps |= CAP.CONNECT_WITH_DB;
+      if (!(h.caps & CAP.CONNECT_ATTRS)) caps &= ~CAP.CONNECT_ATTRS;
+      plugin = h.plugin;
+      scramble = h.scramble;
       if (wantTls && canTls) {
         caps |= CAP.SSL;
-        send(Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([o.charset]), filler()]));
+        send(Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([opts.charset]), filler()]));
         socket.removeListener('data', onData);
         const plain = socket;
         socket = tls.connect({ socket: plain, host: t.host, ca: t.ca, rejectUnauthorized: !!t.ca, servername: net.isIP(t.host) ? undefined : t.host });
@@ -164,38 +230,45 @@ export function connectMyUpstream(t: MyUpstreamTarget, o: { caps: number; charse
           secure = true;
           framer = new MyFramer(1 << 24);
           socket.on('data', onData);
-          login();
+          sendLogin();
         });
         socket.on('error', fail);
         return;
       }
-      login();
+      sendLogin();
     };
-    const login = () => {
+    const sendLogin = () => {
+      const opts = o!;
       const resp = authResponse(plugin, t.password ?? '', scramble, secure) ?? Buffer.alloc(0);
-      const parts = [int4(caps), int4(1 << 24), Buffer.from([o.charset]), filler(), Buffer.from(t.user + '\0', 'utf8')];
+      const parts = [int4(caps), int4(1 << 24), Buffer.from([opts.charset]), filler(), Buffer.from(t.user + '\0', 'utf8')];
       parts.push(caps & CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA ? lenencBuf(resp) : Buffer.concat([Buffer.from([resp.length]), resp]));
-      if (caps & CAP.CONNECT_WITH_DB) parts.push(Buffer.from(`${o.database ?? ''}\0`, 'utf8'));
+      if (caps & CAP.CONNECT_WITH_DB) parts.push(Buffer.from(`${opts.database ?? ''}\0`, 'utf8'));
       parts.push(Buffer.from(`${plugin}\0`, 'utf8'));
       if (caps & CAP.CONNECT_ATTRS) {
-        const kv = Object.entries({ _client_name: 'sluice', ...(o.attrs ?? {}) }).map(([k, v]) => Buffer.concat([lenencBuf(Buffer.from(k)), lenencBuf(Buffer.from(v))]));
+        const kv = Object.entries({ _client_name: 'sluice', ...(opts.attrs ?? {}) }).map(([k, v]) => Buffer.concat([lenencBuf(Buffer.from(k)), lenencBuf(Buffer.from(v))]));
         parts.push(lenencBuf(Buffer.concat(kv)));
       }
       send(Buffer.concat(parts));
     };
     const step = (p: Buffer): 'stop' | void => {
       const head = p[0];
+      if (head === 0x00 && o!.init && !initSent) {
+        initSent = true;
+        seq = 0;
+        send(Buffer.concat([Buffer.from([0x03]), Buffer.from(o!.init!, 'utf8')]));
+        return;
+      }
       if (head === 0x00) {
         done = true;
         clearTimeout(timer);
         socket.removeListener('data', onData);
         socket.removeListener('error', fail);
-        resolve({ socket, hello: hello!, caps, leftover: Buffer.alloc(0) });
+        resolve!({ socket, hello: hello!, caps, leftover: Buffer.alloc(0) });
         return 'stop';
       }
       if (head === 0xff) {
         const e = parseErr(p);
-        throw new MyUpstreamError(`upstream login failed: ${e.message}`, e);
+        throw new MyUpstreamError(initSent ? `the upstream refused the session setup: ${e.message}` : `upstream login failed: ${e.message}`, e);
       }
       if (head === 0xfe) {
         // AuthSwitchRequest: another plugin, with new scramble data.

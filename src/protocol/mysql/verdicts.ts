@@ -3,6 +3,7 @@ import type { Analysis } from '../../analyze/analyze.js';
 import { globToRegExp, servedBy } from '../../util/glob.js';
 import { errPacket } from './packets.js';
 import { lexingRefusal } from '../../analyze/guard-mysql.js';
+import { lex } from '../../analyze/mysql-lex.js';
 
 /** MySQL error numbers for the Governor's SQLSTATE-style codes. */
 export function myError(e: GovernorError): Buffer {
@@ -87,18 +88,60 @@ export function scopeRefusal(a: Analysis, databases: readonly string[]): Verdict
   return undefined;
 }
 
+/** The session variables that decide how the server reads and decodes statements and results, as the gateway reads them. */
+export const STATE_VARIABLES = ['sql_mode', 'character_set_client', 'character_set_connection', 'character_set_results', 'collation_connection'] as const;
+
+/** The gateway's own query for the session's state (one row: STATE_VARIABLES in order). */
+export const STATE_PROBE = `SELECT ${STATE_VARIABLES.map((v) => `@@session.${v}`).join(', ')}`;
+
 /**
- * Why a session the server reports in this state cannot be relayed: the values of sql_mode, character_set_client,
- * character_set_connection and collation_connection, in that order (as read at login). `ignoreSpace`: the client
- * asked for CLIENT_IGNORE_SPACE, which puts IGNORE_SPACE in the session's sql_mode (the server does it at login).
+ * Run on every upstream session before it is used (and again after COM_RESET_CONNECTION, which puts it back to the
+ * server's defaults): the server reports in its OK packets every change of the variables the guard depends on and of
+ * the session's database, whatever caused it (a stored procedure's SET NAMES, SET ... = DEFAULT). The server's own
+ * tracked variables are kept ('*' stays '*', which cannot be combined with names).
  */
+export const TRACK_SETUP = `SET SESSION session_track_schema = ON, session_track_system_variables = IF(FIND_IN_SET('*', @@global.session_track_system_variables), '*', CONCAT_WS(',', NULLIF(@@global.session_track_system_variables, ''), '${STATE_VARIABLES.join(',')}'))`;
+
+/**
+ * Why Sluice cannot parse under a session variable's value as the server reports it, or undefined. `ignoreSpace`:
+ * the client asked for CLIENT_IGNORE_SPACE, which puts IGNORE_SPACE in the session's sql_mode (the server does it at
+ * login), so it is accepted there.
+ */
+export function reportedStateRefusal(name: string, value: string | null, o: { ignoreSpace: boolean }): string | undefined {
+  let v = value ?? '';
+  if (name === 'sql_mode' && o.ignoreSpace) v = v.split(',').filter((m) => m.toUpperCase() !== 'IGNORE_SPACE').join(',');
+  const why = lexingRefusal(name, { constant: v });
+  return why && `the server reports ${name} = '${value === null ? 'NULL' : v}' for this session. ${why}`;
+}
+
+/** Why a session whose state probe (STATE_PROBE) read this row cannot be relayed, or undefined. */
 export function sessionStateRefusal(row: (string | null)[], o: { ignoreSpace: boolean }): string | undefined {
-  const names = ['sql_mode', 'character_set_client', 'character_set_connection', 'collation_connection'];
-  for (const [i, name] of names.entries()) {
-    let value = row[i] ?? '';
-    if (i === 0 && o.ignoreSpace) value = value.split(',').filter((m) => m.toUpperCase() !== 'IGNORE_SPACE').join(',');
-    const why = lexingRefusal(name, { constant: value });
-    if (why) return `Sluice ended the login: the server reports ${name} = '${value}' for this session. ${why}`;
+  for (const [i, name] of STATE_VARIABLES.entries()) {
+    const why = reportedStateRefusal(name, row[i] ?? null, o);
+    if (why) return why;
   }
   return undefined;
+}
+
+/** `KILL [QUERY|CONNECTION] <id>`, the form Sluice runs itself (a statement alone, `;` allowed). */
+export const KILL = /^\s*KILL\s+(QUERY\s+|CONNECTION\s+)?(\d+)\s*;?\s*$/i;
+
+/**
+ * The statements of a text, split at the `;` between them as the server reads them (strings, quoted names and
+ * comments kept whole); undefined when that is not certain: executable comments (their content may hold `;`), an
+ * empty statement, a text that does not lex.
+ */
+export function splitStatements(sql: string): string[] | undefined {
+  if (/\/\*M?!/.test(sql)) return undefined;
+  const l = lex(sql);
+  if (!l) return undefined;
+  const out: string[] = [];
+  let start = 0;
+  for (const t of l.toks) {
+    if (t.k !== 'p' || t.v !== ';') continue;
+    out.push(sql.slice(start, t.s));
+    start = t.e;
+  }
+  if (sql.slice(start).trim()) out.push(sql.slice(start));
+  return out.every((x) => x.trim()) ? out.map((x) => x.trim()) : undefined;
 }
