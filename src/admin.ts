@@ -2,6 +2,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import type { Kysely } from 'kysely';
 import type { Database } from './store/schema.js';
+import type { AuditRows } from './audit/rows.js';
 import { queryAudit, verifyAudit, sensitiveReport, storeSink, type AuditFilter, type AuditLog, type ChainHead, type StoredEvent, type ChainReport, type SensitiveReport } from './audit/audit.js';
 import { AuthError, type Identity } from './identity/identity.js';
 import { createKey, listKeys, revokeKey, verifyKey, type KeyInfo, type NewKey } from './identity/keys.js';
@@ -19,8 +20,8 @@ export interface AdminOps {
   keysList(): Promise<KeyInfo[]>;
   keysRevoke(id: string): Promise<boolean>;
   /** For gateway workers that do not own the embedded store: append chained rows, verify a presented key. */
-  /** A worker's spooled audit rows (a JSON array) and its chain's head, for the store this process owns. */
-  auditWrite(rowsJson: string, head: ChainHead): Promise<void>;
+  /** A worker's spooled audit rows and its chain's head, for the store this process owns. */
+  auditWrite(rows: AuditRows, head: ChainHead): Promise<void>;
   verifyKey(key: string): Promise<Identity>;
   /** The approval store, for workers (see approvals/store.ts). */
   approvalsInsert(a: Approval): Promise<void>;
@@ -60,7 +61,7 @@ export function localOps(db: Kysely<Database>, audit: AuditLog): AdminOps {
     // JSON has no undefined: a missing request travels as null.
     approvalsGet: async (id) => (await approvals.get(id)) ?? (null as never),
     approvalsList: (f) => approvals.list(f),
-    auditWrite: (json, head) => sink.write(json, head),
+    auditWrite: (rows, head) => sink.write(rows, head),
     verifyKey: (key) => verifyKey(db, key),
     async auditList(f) {
       await audit.flush();
@@ -187,7 +188,7 @@ export function remoteOps(socketPath: string): AdminOps & { close(): void } {
     keysCreate: (k) => call('keysCreate', k),
     keysList: () => call('keysList'),
     keysRevoke: (id) => call('keysRevoke', id),
-    auditWrite: (json, head) => call('auditWrite', json, head),
+    auditWrite: (rows, head) => call('auditWrite', rows, head),
     verifyKey: (key) => call('verifyKey', key),
     approvalsInsert: (a) => call('approvalsInsert', a),
     approvalsUpdate: (a) => call('approvalsUpdate', a),

@@ -82,8 +82,8 @@ export interface GatewayOptions {
   forwardCancel?: (pid: number, secret: number) => void;
 }
 
-/** Audit batches to the process that owns the store (the spool bounds each batch's size). */
-const remoteSink = (remote: Pick<AdminOps, 'auditWrite'>): AuditSink => ({ write: (json, head) => remote.auditWrite(json, head) });
+/** Audit batches to the process that owns the (embedded) store, in the format it takes; the spool bounds their size. */
+const remoteSink = (remote: Pick<AdminOps, 'auditWrite'>): AuditSink => ({ format: 'json', write: (rows, head) => remote.auditWrite(rows, head) });
 
 /** Where an engine connects, with the gateway's own credentials (the config's upstream without its database list). */
 const targetOf = (u: Omit<SluiceConfig['upstream'], 'pool'>) => ({ host: u.host, port: u.port, user: u.user, password: u.password, sslmode: u.sslmode, connectTimeoutMs: (u.connect_timeout_s ?? 10) * 1000 });
@@ -237,7 +237,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
   await loadParser();
   const policy = opts.policy ?? loadPolicy(cfg.policy);
   const store = opts.remote ? undefined : (opts.store ?? (await openStore(cfg.store)));
-  const sink = opts.remote ? remoteSink(opts.remote) : storeSink(store!.db);
+  const sink = opts.remote ? remoteSink(opts.remote) : storeSink(store!.db, store!.pool);
   const audit = new AuditLog(sink, { spool: spoolOptions(cfg, true), onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`), onNotice: (m) => log.warn(`audit: ${m}`) });
   const oidc = cfg.identity.oidc?.length ? new OidcVerifier(cfg.identity.oidc) : undefined;
   const aws = cfg.identity.aws ? new AwsVerifier(cfg.identity.aws) : undefined;

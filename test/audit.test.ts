@@ -4,6 +4,7 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { openStore, type Store } from '../src/store/db.js';
 import { AuditLog, storeSink, verifyAudit, queryAudit, type AuditSink } from '../src/audit/audit.js';
+import { rowsAs, type AuditRows } from '../src/audit/rows.js';
 import { freshDatabase, tmpDir, PG } from './support/env.js';
 
 let store: Store;
@@ -20,8 +21,12 @@ afterAll(async () => {
 
 const spool = (maxBytes = 64 << 20) => ({ dir: tmpDir('spool'), fsync: 1000, maxBytes });
 
-async function writeChain(n: number, chainId: string) {
-  const log = new AuditLog(storeSink(store.db), { chainId, spool: spool() });
+/** The sink the gateway uses on a PostgreSQL store (COPY); `json` is the embedded store's. */
+const sinkOf = (format: 'copy' | 'json' = 'copy') => (format === 'copy' ? storeSink(store.db, store.pool) : storeSink(store.db));
+const seqsOf = (rows: AuditRows) => (JSON.parse(rowsAs(rows, 'json').text) as { seq: number }[]).map((r) => r.seq);
+
+async function writeChain(n: number, chainId: string, sink = sinkOf()) {
+  const log = new AuditLog(sink, { chainId, spool: spool() });
   for (let i = 0; i < n; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}`, decision: 'allow', tables: ['t'] });
   await log.close();
 }
@@ -66,9 +71,9 @@ describe('hash-chained audit trail', () => {
     let down = true;
     const written: number[] = [];
     const sink: AuditSink = {
-      async write(json) {
+      async write(rows) {
         if (down) throw new Error('store is down');
-        written.push(...(JSON.parse(json) as { seq: number }[]).map((r) => r.seq));
+        written.push(...seqsOf(rows));
       },
     };
     const log = new AuditLog(sink, { flushMs: 5, spool: { ...spool(1 << 20), segmentBytes: 64 * 1024 } });
@@ -98,23 +103,26 @@ describe('hash-chained audit trail', () => {
     await log.close();
   });
 
-  it('a batch that half reached the store before the write failed is retried without wedging (idempotent by primary key)', async () => {
-    const real = storeSink(store.db);
+  it.each(['copy', 'json'] as const)('a batch that half reached the store before the write failed is retried without wedging (%s)', async (format) => {
+    const real = sinkOf(format);
+    const chain = `half-written-${format}`;
     let failures = 0;
     // The store took the first half of the batch, then the connection died (as a store restart mid-flush).
     const sink: AuditSink = {
-      async write(json, head) {
-        const rows = JSON.parse(json) as { seq: number; hash: string }[];
+      format,
+      async write(given, head) {
+        const rows = JSON.parse(rowsAs(given, 'json').text) as { seq: number; hash: string }[];
         if (failures < 2 && rows.length > 1) {
           failures++;
           const half = rows.slice(0, Math.ceil(rows.length / 2));
-          await real.write(JSON.stringify(half), { ...head, seq: half[half.length - 1]!.seq, hash: half[half.length - 1]!.hash });
+          const text = JSON.stringify(half);
+          await real.write(rowsAs({ format: 'json', text, count: half.length, firstSeq: half[0]!.seq }, format), { ...head, seq: half[half.length - 1]!.seq, hash: half[half.length - 1]!.hash });
           throw new Error('Connection terminated unexpectedly');
         }
-        await real.write(json, head);
+        await real.write(given, head);
       },
     };
-    const log = new AuditLog(sink, { chainId: 'half-written', flushMs: 5, spool: spool() });
+    const log = new AuditLog(sink, { chainId: chain, flushMs: 5, spool: spool() });
     for (let i = 0; i < 300; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
     await log.flush();
     expect(failures).toBe(1);
@@ -124,9 +132,94 @@ describe('hash-chained audit trail', () => {
     expect(log.backlog).toBe(0);
     expect(failures).toBe(2);
     await log.close();
-    const rows = await sql<{ n: string; d: string }>`SELECT count(*) AS n, count(DISTINCT seq) AS d FROM audit_events WHERE chain_id = 'half-written'`.execute(store.db);
+    const rows = await sql<{ n: string; d: string }>`SELECT count(*) AS n, count(DISTINCT seq) AS d FROM audit_events WHERE chain_id = ${chain}`.execute(store.db);
     expect(rows.rows[0]).toEqual({ n: '300', d: '300' });
-    expect(await report('half-written')).toMatchObject({ ok: true, events: 300, closed: true });
+    expect(await report(chain)).toMatchObject({ ok: true, events: 300, closed: true });
+  });
+
+  it.each(['copy', 'json'] as const)('values a COPY line must escape reach the store unchanged, and the chain verifies (%s)', async (format) => {
+    const chain = `escapes-${format}`;
+    const odd = ['tab\there', 'new\nline', 'cr\rhere', 'back\\slash', '\\N', '\\t literally', 'quote " and \' ', 'é 🙂 \u0001', ''];
+    const log = new AuditLog(sinkOf(format), { chainId: chain, flushMs: 5, spool: spool() });
+    for (const v of odd) log.append({ type: 'statement', subject: v, database: v, sql: `SELECT '${v}'`, decision: 'allow', details: { v } });
+    await log.close();
+    expect(await report(chain)).toMatchObject({ ok: true, events: odd.length, closed: true });
+    const rows = await store.db.selectFrom('audit_events').select(['subject', 'database', 'payload']).where('chain_id', '=', chain).orderBy('seq').execute();
+    expect(rows.map((r) => r.subject)).toEqual(odd);
+    expect(rows.map((r) => r.database)).toEqual(odd);
+    expect(rows.map((r) => (JSON.parse(r.payload) as { details: { v: string } }).details.v)).toEqual(odd);
+  });
+
+  it('a COPY batch the store refuses (a failing trigger) rejects the write and is retried until it goes in, once per event', async () => {
+    await sql`CREATE SEQUENCE refuse_attempts`.execute(store.db);
+    await sql.raw(`CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      IF NEW.chain_id = 'refused-copy' AND NEW.payload LIKE '%refuse-me%' AND nextval('refuse_attempts') <= 2 THEN RAISE EXCEPTION 'refused by trigger'; END IF;
+      RETURN NEW; END $$`).execute(store.db);
+    await sql`CREATE TRIGGER refuse_once BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION refuse_once()`.execute(store.db);
+    try {
+      const errors: string[] = [];
+      const log = new AuditLog(sinkOf('copy'), { chainId: 'refused-copy', flushMs: 5, spool: spool(), onError: (e) => errors.push(e.message) });
+      for (let i = 0; i < 50; i++) log.append({ type: 'statement', subject: 'ana', sql: i === 25 ? `SELECT 'refuse-me'` : `SELECT ${i}` });
+      await log.flush();
+      expect(log.lastError?.message).toMatch(/refused by trigger/);
+      expect(log.backlog).toBe(50);
+      for (let i = 0; i < 100 && log.backlog > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(log.backlog).toBe(0);
+      expect(errors).toEqual(['refused by trigger', 'refused by trigger']);
+      await log.close();
+      expect(await report('refused-copy')).toMatchObject({ ok: true, events: 50, closed: true });
+    } finally {
+      await sql`DROP TRIGGER refuse_once ON audit_events`.execute(store.db);
+    }
+  });
+
+  it('the shipper sends what this process wrote from memory, and reads the files back once the store fell too far behind', async () => {
+    let down = false;
+    const real = sinkOf();
+    const sink: AuditSink = { format: 'copy', write: (rows, head) => (down ? Promise.reject(new Error('store is down')) : real.write(rows, head)) };
+    const log = new AuditLog(sink, { chainId: 'memory-then-disk', flushMs: 5, spool: { ...spool(), memoryBytes: 64 * 1024, segmentBytes: 16 * 1024 } });
+    for (let i = 0; i < 40; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
+    await log.flush();
+    expect(log.backlog).toBe(0);
+    expect(log.spool.readBack).toBe(0);
+    down = true;
+    for (let i = 0; i < 600; i++) {
+      log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i} -- ${'z'.repeat(200)}` });
+      if (i % 7 === 0) log.flushSpool();
+    }
+    await log.flush();
+    expect(log.backlog).toBe(600);
+    down = false;
+    await log.flush();
+    expect(log.backlog).toBe(0);
+    expect(log.spool.readBack).toBeGreaterThan(0);
+    // Caught up: memory again.
+    const before = log.spool.readBack;
+    for (let i = 0; i < 20; i++) log.append({ type: 'statement', subject: 'ana', sql: 'SELECT again' });
+    await log.flush();
+    expect(log.spool.readBack).toBe(before);
+    await log.close();
+    expect(await report('memory-then-disk')).toMatchObject({ ok: true, events: 660, closed: true });
+  });
+
+  it.each([
+    ['json', 'copy'],
+    ['copy', 'json'],
+  ] as const)('a spool written in %s rows is shipped by a log whose store takes %s', async (from, to) => {
+    const dir = tmpDir('spool-format');
+    const chain = `format-${from}-${to}`;
+    const down: AuditSink = { format: from, write: () => Promise.reject(new Error('connect ECONNREFUSED')) };
+    const first = new AuditLog(down, { chainId: chain, flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20 } });
+    for (let i = 0; i < 30; i++) first.append({ type: 'statement', subject: 'tab\there', sql: `SELECT '\\${i}'` });
+    await first.close(200);
+    const next = new AuditLog(sinkOf(to), { chainId: `${chain}-next`, flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true } });
+    expect(next.backlog).toBe(30);
+    await next.flush();
+    expect(next.backlog).toBe(0);
+    await next.close();
+    expect(await report(chain)).toMatchObject({ ok: true, events: 30, closed: true });
+    const subjects = await store.db.selectFrom('audit_events').select('subject').where('chain_id', '=', chain).execute();
+    expect(new Set(subjects.map((r) => r.subject))).toEqual(new Set(['tab\there']));
   });
 
   it('a chain cut short at its end is reported, not called intact', async () => {
@@ -215,7 +308,7 @@ describe('hash-chained audit trail', () => {
       const filler = path.join(mnt, 'filler');
       fs.writeFileSync(filler, Buffer.alloc(3 << 20));
       const got: number[] = [];
-      const sink: AuditSink = { write: async (json) => void got.push(...(JSON.parse(json) as { seq: number }[]).map((r) => r.seq)) };
+      const sink: AuditSink = { write: async (rows) => void got.push(...seqsOf(rows)) };
       const log = new AuditLog(sink, { chainId: 'full', flushMs: 1000, spool: { dir: path.join(mnt, 'b'), fsync: 50, maxBytes: 64 << 20, minFreeBytes: 0 } });
       let n = 0;
       let ok = true;

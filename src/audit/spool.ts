@@ -1,16 +1,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
+import { joinRows, rowAs, type AuditRows, type RowFormat } from './rows.js';
 
 /**
  * The local audit spool: every event is appended here before the client sees its statement complete, and a
  * shipper moves it to the store from here. One directory per hash chain (gateway process) under the spool
  * directory, holding append-only segment files of records, one per line:
  *
- *   <crc32 of the rest, 8 hex> <seq> <ts ms> <hash> <the audit_events row as JSON>\n
+ *   <crc32 of the rest, 8 hex> <seq> <ts ms> <hash> <the audit_events row>\n
  *
- * JSON never contains a raw newline, so a line is a record; a torn or altered line fails its checksum. The row
- * JSON is what the store's json_populate_recordset takes, so shipping joins lines without parsing them.
+ * The row is in the format the store takes (see rows.ts: a COPY text line or JSON), neither of which contains a
+ * raw newline, so a line is a record; a torn or altered line fails its checksum. Shipping joins rows without
+ * parsing them. What this process wrote is also kept in memory until shipped (within a bound), so the shipper
+ * does not read back its own records; the files are read after a restart, for spools taken over, and when the
+ * store has fallen so far behind that the memory copy was given up.
  */
 export interface SpoolOptions {
   dir: string;
@@ -24,6 +28,8 @@ export interface SpoolOptions {
   recover?: boolean;
   /** Below this much free space on the spool's file system the log reports itself unhealthy. */
   minFreeBytes?: number;
+  /** Most bytes of unshipped records also kept in memory for the shipper (default 16 MiB). */
+  memoryBytes?: number;
 }
 
 interface Segment {
@@ -55,10 +61,23 @@ export class SpoolSource {
   ) {}
 }
 
+/** A record written by this process and not yet shipped: where its row is in the bytes written. */
+interface MemRecord {
+  seq: number;
+  ts: number;
+  hash: string;
+  buf: Buffer;
+  /** The row: buf[start, end), end just past its newline. */
+  start: number;
+  end: number;
+  /** Bytes of its line in the segment file. */
+  bytes: number;
+}
+
+
 export interface SpoolBatch {
   source: SpoolSource;
-  /** A JSON array of audit_events rows. */
-  json: string;
+  rows: AuditRows;
   count: number;
   /** Lines consumed, including ones skipped as damaged. */
   lines: number;
@@ -97,7 +116,14 @@ export class Spool {
   readonly adopted: SpoolSource[] = [];
   private fd = -1;
   private pending: string[] = [];
+  /** Per queued line: what the shipper needs, and the length of the (ASCII) fields before the row. */
+  private pendingRecs: { seq: number; ts: number; hash: string; head: number }[] = [];
+  /** The row format of this process's records. */
+  private format: RowFormat = 'json';
   private pendingFirstSeq = 0;
+  /** This chain's records on disk and not shipped, in order, when all of them are here (see MemRecord). */
+  private memory: MemRecord[] = [];
+  private memoryBytes = 0;
   private dirty = false;
   private syncing = false;
   private timer?: NodeJS.Timeout;
@@ -108,6 +134,8 @@ export class Spool {
   error?: Error;
   /** Records skipped on reading because they were damaged. */
   damaged = 0;
+  /** Records the shipper read back from the files (not from the memory copy). */
+  readBack = 0;
 
   constructor(
     chainId: string,
@@ -180,10 +208,14 @@ export class Spool {
   }
 
   /** Queue one record; it reaches the file at the next flush (same event-loop turn, before any reply). */
-  add(seq: number, ts: number, hash: string, rowJson: string): void {
-    const body = `${seq} ${ts} ${hash} ${rowJson}`;
+  add(seq: number, ts: number, hash: string, row: string, format: RowFormat): void {
+    this.format = format;
+    const fields = `${seq} ${ts} ${hash} `;
+    const body = fields + row;
     if (this.pending.length === 0) this.pendingFirstSeq = seq;
-    this.pending.push(`${zlib.crc32(body).toString(16).padStart(8, '0')} ${body}\n`);
+    const line = `${zlib.crc32(body).toString(16).padStart(8, '0')} ${body}\n`;
+    this.pending.push(line);
+    this.pendingRecs.push({ seq, ts, hash, head: 9 + fields.length });
     if (this.own.remaining === 0 && this.own.oldestTs === undefined) this.own.oldestTs = ts;
   }
 
@@ -245,8 +277,10 @@ export class Spool {
       else this.dirty = true;
       seg.bytes += data.length;
       this.totalBytes += data.length;
+      this.remember(data);
       this.own.remaining += lines;
       this.pending = [];
+      this.pendingRecs = [];
       if (this.error) this.onProblem('the audit spool is writable again');
       this.error = undefined;
       return true;
@@ -254,6 +288,22 @@ export class Spool {
       if (!this.error) this.onProblem(`cannot write the audit spool in ${this.own.dir}: ${(e as Error).message}`);
       this.error = e as Error;
       return false;
+    }
+  }
+
+  /** Keep the records just written for the shipper, while every unshipped record of this chain is in memory. */
+  private remember(data: Buffer): void {
+    if (this.memory.length === this.own.remaining && this.memoryBytes + data.length <= (this.opts.memoryBytes ?? 16 << 20)) {
+      let pos = 0;
+      for (const r of this.pendingRecs) {
+        const end = data.indexOf(NL, pos + r.head) + 1;
+        this.memory.push({ seq: r.seq, ts: r.ts, hash: r.hash, buf: data, start: pos + r.head, end, bytes: end - pos });
+        pos = end;
+      }
+      this.memoryBytes += data.length;
+    } else if (this.memory.length > 0) {
+      this.memory = [];
+      this.memoryBytes = 0;
     }
   }
 
@@ -314,9 +364,11 @@ export class Spool {
     return this.adopted.find((a) => a.remaining > 0) ?? (this.own.remaining > 0 ? this.own : undefined);
   }
 
-  /** Read up to maxRows records (about maxBytes) of a source from disk, without consuming them. */
-  read(src: SpoolSource, maxRows: number, maxBytes: number): SpoolBatch {
-    const parts: Buffer[] = [];
+  /** Up to maxRows records (about maxBytes) of a source in the given row format, without consuming them. */
+  read(src: SpoolSource, maxRows: number, maxBytes: number, format: RowFormat = 'json'): SpoolBatch {
+    if (src.own && this.memory.length > 0 && this.memory.length === src.remaining) return this.readMemory(src, maxRows, maxBytes, format);
+    const parts: string[] = [];
+    let firstSeq = 0;
     let count = 0;
     let lines = 0;
     let lastSeq = 0;
@@ -351,9 +403,12 @@ export class Spool {
         // Records this process wrote moments ago are not checked again; those of another process are.
         const rec = this.parse(buf, pos, nl, !src.own);
         lines++;
-        if (rec) {
+        const row = rec && rowAs(buf.toString('utf8', rec.jsonStart, nl), format);
+        if (rec && row !== undefined) {
           if (count === 0 && src.oldestTs === undefined) src.oldestTs = rec.ts;
-          parts.push(buf.subarray(rec.jsonStart, nl));
+          if (count === 0) firstSeq = rec.seq;
+          parts.push(row);
+          this.readBack++;
           count++;
           lastSeq = rec.seq;
           lastHash = rec.hash;
@@ -381,8 +436,41 @@ export class Spool {
         offset = 0;
       }
     }
-    const json = Buffer.concat([Buffer.from('['), ...parts.flatMap((p, i) => (i ? [COMMA, p] : [p])), Buffer.from(']')]).toString('utf8');
-    return { source: src, json, count, lines, lastSeq, lastHash, lastTs, endSegment: segIdx, endOffset: offset };
+    return { source: src, rows: joinRows(parts, format, firstSeq), count, lines, lastSeq, lastHash, lastTs, endSegment: segIdx, endOffset: offset };
+  }
+
+  /** read() from the memory copy: the same batch, and where it ends in the files, without reading them. */
+  private readMemory(src: SpoolSource, maxRows: number, maxBytes: number, format: RowFormat): SpoolBatch {
+    let n = 0;
+    let size = 0;
+    let segIdx = 0;
+    let offset = src.offset;
+    let budget = maxBytes;
+    for (const r of this.memory) {
+      if (n >= maxRows || (n > 0 && r.bytes > budget)) break;
+      // Records never span segment files: one that starts past the end of a segment is in the next one.
+      while (offset >= src.segments[segIdx]!.bytes && segIdx < src.segments.length - 1) {
+        segIdx++;
+        offset = 0;
+      }
+      offset += r.bytes;
+      budget -= r.bytes;
+      size += r.end - r.start;
+      n++;
+    }
+    const taken = this.memory.slice(0, n);
+    const first = taken[0];
+    const last = taken[n - 1];
+    if (first && src.oldestTs === undefined) src.oldestTs = first.ts;
+    let rows: AuditRows;
+    if (format === 'copy' && this.format === 'copy') {
+      // The rows' bytes as written (each ends in its newline): one copy, no encoding.
+      const body = Buffer.allocUnsafe(size);
+      let at = 0;
+      for (const r of taken) at += r.buf.copy(body, at, r.start, r.end);
+      rows = { format, text: body, count: n, firstSeq: first?.seq ?? 0 };
+    } else rows = joinRows(taken.map((r) => rowAs(r.buf.toString('utf8', r.start, r.end - 1), format)!), format, first?.seq ?? 0);
+    return { source: src, rows, count: n, lines: n, lastSeq: last?.seq ?? 0, lastHash: last?.hash ?? '', lastTs: last?.ts ?? 0, endSegment: segIdx, endOffset: offset };
   }
 
   private parse(buf: Buffer, start: number, end: number, check: boolean): { seq: number; ts: number; hash: string; jsonStart: number } | undefined {
@@ -398,6 +486,13 @@ export class Spool {
   /** The batch is in the store: move past it, deleting segment files nothing refers to any more. */
   commit(b: SpoolBatch): void {
     const src = b.source;
+    if (src.own && this.memory.length === src.remaining) {
+      for (const r of this.memory.splice(0, b.lines)) this.memoryBytes -= r.bytes;
+      if (this.memory.length === 0) this.memoryBytes = 0;
+    } else if (src.own && this.memory.length > 0) {
+      this.memory = [];
+      this.memoryBytes = 0;
+    }
     for (let i = 0; i < b.endSegment; i++) this.dropSegment(src);
     src.offset = b.endOffset;
     src.remaining -= b.lines;
@@ -439,10 +534,11 @@ export class Spool {
       fs.rmSync(this.own.dir, { recursive: true, force: true });
       this.own.segments = [];
       this.own.offset = 0;
+      this.memory = [];
+      this.memoryBytes = 0;
       this.totalBytes = 0;
     }
     return empty;
   }
 }
 
-const COMMA = Buffer.from(',');

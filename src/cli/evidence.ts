@@ -24,7 +24,7 @@ async function inputsFor(configFile: string, from: Date, to: Date): Promise<Evid
     }
   }
   const store = await openStore(cfg.store);
-  const audit = new AuditLog(storeSink(store.db), { spool: spoolOptions(cfg, false), onNotice: (m) => log.warn(`audit: ${m}`) });
+  const audit = new AuditLog(storeSink(store.db, store.pool), { spool: spoolOptions(cfg, false), onNotice: (m) => log.warn(`audit: ${m}`) });
   try {
     return await localOps(store.db, audit).evidenceInputs(from.toISOString(), to.toISOString());
   } finally {

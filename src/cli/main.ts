@@ -102,7 +102,7 @@ async function withOps<T>(cfg: SluiceConfig, fn: (ops: AdminOps) => Promise<T>):
     }
   }
   const store = await openStore(cfg.store);
-  const audit = new AuditLog(storeSink(store.db), { spool: spoolOptions(cfg, false), onNotice: (m) => log.warn(`audit: ${m}`) });
+  const audit = new AuditLog(storeSink(store.db, store.pool), { spool: spoolOptions(cfg, false), onNotice: (m) => log.warn(`audit: ${m}`) });
   try {
     return await fn(localOps(store.db, audit));
   } finally {

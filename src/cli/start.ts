@@ -46,7 +46,7 @@ async function runPrimary(cfg: SluiceConfig): Promise<number> {
   loadPolicy(cfg.policy); // fail fast, with file:line, before forking
   // The primary owns the embedded store and serves it to the workers; with a PostgreSQL store it only serves the CLI.
   const store = await openStore(cfg.store);
-  const audit = new AuditLog(storeSink(store.db), { spool: spoolOptions(cfg, true), onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`), onNotice: (m) => log.warn(`audit: ${m}`) });
+  const audit = new AuditLog(storeSink(store.db, store.pool), { spool: spoolOptions(cfg, true), onError: (e) => log.error(`audit: cannot write to the store: ${e.message}`), onNotice: (m) => log.warn(`audit: ${m}`) });
   const sock = adminSocketPath(cfg);
   const admin = sock ? await serveAdmin(sock, localOps(store.db, audit)) : undefined;
   if (cfg.store.kind === 'embedded' && !sock) throw new Error('workers with the embedded store need an admin socket');

@@ -10,6 +10,8 @@ export type StoreConfig = { kind: 'embedded'; path: string } | { kind: 'postgres
 export interface Store {
   db: Kysely<Database>;
   kind: StoreConfig['kind'];
+  /** The PostgreSQL store's connection pool (the audit shipper COPYs through it); none for the embedded store. */
+  pool?: pg.Pool;
   close(): Promise<void>;
 }
 
@@ -105,6 +107,7 @@ function pglitePool(db: { query: (sql: string, params: unknown[]) => Promise<{ r
 export async function openStore(cfg: StoreConfig): Promise<Store> {
   let db: Kysely<Database>;
   let closeExtra: () => Promise<void>;
+  let pgPool: pg.Pool | undefined;
   if (cfg.kind === 'embedded') {
     fs.mkdirSync(cfg.path, { recursive: true });
     const lite = await startPgliteWorker(cfg.path);
@@ -113,6 +116,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   } else {
     const pool = new pg.Pool({ connectionString: cfg.url, max: cfg.pool_size ?? 5 });
     pool.on('error', () => {}); // idle client errors surface on the next query instead of crashing the process
+    pgPool = pool;
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     closeExtra = async () => {};
   }
@@ -126,6 +130,7 @@ export async function openStore(cfg: StoreConfig): Promise<Store> {
   return {
     db,
     kind: cfg.kind,
+    pool: pgPool,
     async close() {
       await db.destroy();
       await closeExtra();
