@@ -377,6 +377,27 @@ describe('MySQL engine: thread ids and KILL', () => {
   });
 });
 
+describe('MySQL engine: answers whose session state is read again', () => {
+  it('a function that leaves a safe character set: the state is read before the answer ends, and a text with KILL goes on after it', async () => {
+    const r = await root();
+    await r.query(`CREATE FUNCTION ${db}.names_latin1() RETURNS int BEGIN SET NAMES latin1; RETURN 1; END`);
+    const c = await connect(dana, { multipleStatements: true });
+    try {
+      const [[row]] = (await c.query('SELECT names_latin1() AS x')) as any;
+      expect(row).toEqual({ x: 1 });
+      const [results] = (await c.query(`SELECT names_latin1() AS x; KILL QUERY ${r.threadId! + 1000000}; SELECT 2 AS b`).catch((e) => [e])) as any;
+      expect(results).toMatchObject({ errno: 1094 });
+      const [ok] = (await c.query(`SELECT names_latin1() AS x; KILL QUERY ${c.threadId}; SELECT 2 AS b`)) as any;
+      expect(ok.map((x: any) => (Array.isArray(x) ? x : 'ok'))).toEqual([[{ x: 1 }], 'ok', [{ b: 2 }]]);
+      const [[cs]] = (await c.query('SELECT @@character_set_results AS r')) as any;
+      expect(cs.r).toBe('latin1');
+    } finally {
+      await c.end();
+      await r.end();
+    }
+  });
+});
+
 describe('MySQL engine: bad input', () => {
   it('garbage and truncated packets get a protocol error and never take the gateway down', async () => {
     const raw = (bytes: Buffer) =>

@@ -368,11 +368,12 @@ export class MySession extends EngineSession<MyUpstream> {
    * how; COM_RESET_CONNECTION put the server's defaults back, tracking set-up included): relayed when Sluice can go
    * on in that state, replaced by an error that ends the session otherwise.
    */
-  private recheckState(held: { seq: number; payload: Buffer }, reset: boolean): void {
+  private recheckState(f: Inflight, held: { seq: number; payload: Buffer }): void {
+    const reset = f.reset === true;
     const decide = (why: string | undefined) => {
       if (!why) {
         if (this.auditWritten()) this.writeClient(frame(held.seq, held.payload).bytes);
-        return this.continueReading();
+        return this.afterAnswer(f);
       }
       const message = `Sluice ended the session: ${why}`;
       this.protocolFailure(message, '42000');
@@ -755,9 +756,13 @@ export class MySession extends EngineSession<MyUpstream> {
       this.protocolFailure(f.endSession, '42000');
       return this.close(f.endSession);
     }
-    if (f.held) return this.recheckState(f.held, f.reset === true);
+    if (f.held) return this.recheckState(f, f.held);
+    this.afterAnswer(f);
+  }
+
+  /** An answer is complete: the next statement of a text with KILLs (unless this one failed: the server would stop there too), or the next command. */
+  private afterAnswer(f: Inflight): void {
     if (this.script) {
-      // The next statement of a text with KILLs, unless this one failed (the server would stop there too).
       if (f.more && !f.error) {
         this.script.seq = f.outSeq;
         return this.nextPiece();
