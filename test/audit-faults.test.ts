@@ -172,6 +172,35 @@ describe('audit trail under store faults', () => {
     }
   });
 
+  it('a spool that cannot be written when an answer comes back: the client never sees the answer, and nothing runs unrecorded after it', async () => {
+    const t = await startTestGateway({ config: API });
+    const key = await t.key('service', ['app']);
+    const a = new pg.Client(t.conn(key, db.name));
+    const b = new pg.Client(t.conn(key, db.name));
+    a.on('error', () => {});
+    b.on('error', () => {});
+    await a.connect();
+    await b.connect();
+    try {
+      const spool = t.gw.governor.audit.spool as unknown as { fd: number };
+      const answer = a.query(`SELECT pg_sleep(0.5), 'the answer' AS marker`);
+      // While the statement runs, the spool file's descriptor goes bad (as an I/O error would): the write of its
+      // event, due before the answer is released, fails.
+      await new Promise((r) => setTimeout(r, 150));
+      const { closeSync } = await import('node:fs');
+      closeSync(spool.fd);
+      await expect(answer).rejects.toThrow(/terminated|closed|ended|ECONNRESET/i);
+      // The log now fails closed: the next statement anywhere is refused (or its session closed), not run unrecorded.
+      await expect(b.query(`INSERT INTO t VALUES (4242)`)).rejects.toThrow();
+      expect(t.gw.governor.audit.health()).toMatchObject({ healthy: false, status: 'failing_closed', problem: expect.stringMatching(/cannot write the audit spool/) });
+      await admin(async (c) => expect((await c.query('SELECT count(*)::int AS n FROM t WHERE id = 4242')).rows[0].n).toBe(0), db.name);
+    } finally {
+      await a.end().catch(() => {});
+      await b.end().catch(() => {});
+      await t.stop().catch(() => {});
+    }
+  });
+
   // A real, nearly full file system for the spool: a 4 MiB tmpfs (mounting needs root, as in CI).
   it.skipIf(process.getuid?.() !== 0)('a spool on a nearly full disk: statements are refused (57P03) and /healthz says why', async () => {
     const mnt = tmpDir('tinyspool');

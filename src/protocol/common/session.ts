@@ -26,6 +26,22 @@ export interface ClientHello {
   database: string;
 }
 
+/** Sessions whose client writes this event-loop turn holds back until the turn's audit events are in the spool. */
+const heldThisTurn = new Set<EngineSession>();
+let releaseScheduled = false;
+
+/**
+ * End of the turn: one spool write for every session the turn answered (not one system call each), then their
+ * client writes go out; a session whose events could not be written gets nothing and is closed.
+ */
+function releaseTurn(): void {
+  releaseScheduled = false;
+  const sessions = [...heldThisTurn];
+  heldThisTurn.clear();
+  const flushed = new Map<EngineGovernor, boolean>();
+  for (const s of sessions) s.releaseClientWrites(flushed);
+}
+
 /**
  * The engine-independent life of a client session: the client socket (attach, TLS upgrade, backpressure), the
  * login through the Governor (credential, served database, upstream login, registry, expiry, audit), holds for
@@ -143,6 +159,35 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
     const u = this.upstream;
     if (!u || u.destroyed) return;
     if (!u.write(b)) this.client.pause();
+  }
+
+  private holdingWrites = false;
+
+  /**
+   * Hold this turn's client writes back (corked) until the end of the turn, when the audit events of what they
+   * complete have reached the spool in one write for all sessions (see releaseTurn).
+   */
+  protected holdClientWrites(): void {
+    if (this.holdingWrites) return;
+    this.holdingWrites = true;
+    this.client.cork();
+    heldThisTurn.add(this);
+    if (!releaseScheduled) {
+      releaseScheduled = true;
+      setImmediate(releaseTurn);
+    }
+  }
+
+  /** (For releaseTurn.) `flushed` remembers each governor's spool write of this turn. */
+  releaseClientWrites(flushed: Map<EngineGovernor, boolean>): void {
+    this.holdingWrites = false;
+    let ok = flushed.get(this.gov);
+    if (ok === undefined) flushed.set(this.gov, (ok = this.gov.flushAudit()));
+    if (ok) this.client.uncork();
+    else if (!this.client.destroyed) {
+      this.client.destroy();
+      this.close('the audit spool cannot be written');
+    }
   }
 
   /** The audit events of what is about to be answered reach the spool first; if they cannot, the client gets nothing. */

@@ -532,16 +532,14 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   // ---------------------------------------------------------------- upstream -> client
 
   protected onUpstreamData(d: Buffer): void {
-    const c = this.client;
-    c.cork();
+    // The audit events of what this chunk completes reach the spool before the client sees the completions: the
+    // writes are released at the end of the turn, after one spool write for all sessions.
+    this.holdClientWrites();
     try {
       relay(this.upstreamFramer, d, (type, b, start, end) => this.pipeline.onMessage(type, b, start, end), (x) => this.writeClient(x));
     } catch (e) {
-      this.fatal('08P01', `invalid data from the upstream database: ${(e as Error).message}`);
-    } finally {
-      // The audit events of what this chunk completes reach the spool before the client sees the completions.
-      this.auditWritten();
-      c.uncork();
+      // Ending the session sends what is held: the events of what it completes go to the spool first.
+      if (this.auditWritten()) this.fatal('08P01', `invalid data from the upstream database: ${(e as Error).message}`);
     }
     this.settled();
   }
