@@ -72,6 +72,36 @@ afterAll(async () => {
 const connect = (password: string, extra: Record<string, unknown> = {}) => mysql.createConnection({ host: '127.0.0.1', port, user: 'someone', password, database: db, enableCleartextPlugin: true, ...extra } as mysql.ConnectionOptions);
 const cli = (password: string, ...args: string[]) => run('mariadb', ['-h', '127.0.0.1', '-P', String(port), '-u', 'someone', `-p${password}`, '--batch', db, ...args]);
 
+describe('MySQL engine: clients that never log in', () => {
+  it('hold at most a bounded number of server connections; a real client still logs in meanwhile', async () => {
+    const { MAX_PREAUTH_UPSTREAM } = await import('../src/protocol/mysql/session.js');
+    const r = await root();
+    const unauthenticated = async () => Number(((await r.query(`SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE USER = 'unauthenticated user'`)) as unknown as [{ n: number }[]])[0][0].n);
+    const before = await unauthenticated();
+    const silent: net.Socket[] = [];
+    try {
+      // Each connects and reads the greeting, then says nothing (as a scanner or a slow-loris client would).
+      for (let i = 0; i < 40; i++) {
+        const s = net.connect(port, '127.0.0.1');
+        s.on('error', () => {});
+        silent.push(s);
+      }
+      await Promise.all(silent.map((s) => new Promise((done) => s.once('data', done))));
+      const held = (await unauthenticated()) - before;
+      // Without the bound, each would hold one of the server's connections (40); other test files' gateways may
+      // hold a few of their own at this moment.
+      expect(held).toBeLessThanOrEqual(MAX_PREAUTH_UPSTREAM + 8);
+      const c = await connect(alice);
+      const [rows] = (await c.query('SELECT CONNECTION_ID() AS id')) as unknown as [{ id: number }[]];
+      expect(rows[0]!.id).toBeGreaterThan(0);
+      await c.end();
+    } finally {
+      for (const s of silent) s.destroy();
+      await r.end();
+    }
+  });
+});
+
 describe('MySQL engine: mysql2 (text and prepared)', () => {
   it('masks results by detector and column rule, in text and binary protocol; exempt DBAs see cleartext', async () => {
     const c = await connect(alice);

@@ -35,6 +35,15 @@ const RELAYABLE =
 
 const CLEAR = 'mysql_clear_password';
 
+/**
+ * Server connections opened for clients that have not logged in yet (so that the thread id they are shown is the
+ * server's), in this process. Bounded well below a server's max_connections: clients that never log in cannot
+ * take the server's connections from everyone else. Past it, a client is greeted with a thread id of the
+ * gateway's own, and its server connection is opened once it has logged in.
+ */
+export const MAX_PREAUTH_UPSTREAM = 16;
+let preAuthUpstream = 0;
+
 /** One client connection speaking the MySQL protocol, relayed to an upstream MySQL/MariaDB under the Governor. */
 export class MySession extends EngineSession<MyUpstream> {
   private phase: 'handshake' | 'auth' | 'switch' | 'connecting' | 'ready' = 'handshake';
@@ -49,6 +58,8 @@ export class MySession extends EngineSession<MyUpstream> {
   private upstreamThread = 0;
   /** The server connection opened for this client before its login (its id is in the handshake), until used. */
   private greeted?: GreetedUpstream;
+  /** This session counts against MAX_PREAUTH_UPSTREAM (a server connection opened before its client logged in). */
+  private preAuth = false;
   readonly stmts = new Map<number, Stmt>();
   private readonly results = new MyResults({
     gov: this.gov,
@@ -91,15 +102,22 @@ export class MySession extends EngineSession<MyUpstream> {
    * login timeout. Without a server connection, the id is the gateway's own (the login then reports why).
    */
   private async greet(): Promise<void> {
-    try {
-      const g = await greetMyUpstream(this.cfg.upstream);
-      if (this.closed || this.registry.lookup('mysql', g.hello.connectionId)) g.abandon();
-      else {
-        this.greeted = g;
-        this.connId = g.hello.connectionId;
+    if (preAuthUpstream < MAX_PREAUTH_UPSTREAM) {
+      preAuthUpstream++;
+      this.preAuth = true;
+      try {
+        const g = await greetMyUpstream(this.cfg.upstream);
+        if (this.closed || this.registry.lookup('mysql', g.hello.connectionId)) {
+          g.abandon();
+          this.endPreAuth();
+        } else {
+          this.greeted = g;
+          this.connId = g.hello.connectionId;
+        }
+      } catch {
+        /* the login opens a connection again and reports why it cannot */
+        this.endPreAuth();
       }
-    } catch {
-      /* the login opens a connection again and reports why it cannot */
     }
     if (this.closed) return;
     while (this.connId === 0 || this.registry.lookup('mysql', this.connId)) this.connId = crypto.randomBytes(4).readUInt32LE() & 0x7fffffff;
@@ -111,7 +129,14 @@ export class MySession extends EngineSession<MyUpstream> {
   protected override close(reason: string): void {
     this.greeted?.abandon();
     this.greeted = undefined;
+    this.endPreAuth();
     super.close(reason);
+  }
+
+  private endPreAuth(): void {
+    if (!this.preAuth) return;
+    this.preAuth = false;
+    preAuthUpstream--;
   }
 
   /** The identity this session is logged in as (a KILL is allowed only between sessions of the same subject). */
@@ -296,6 +321,7 @@ export class MySession extends EngineSession<MyUpstream> {
     };
     const g = this.greeted;
     this.greeted = undefined;
+    this.endPreAuth();
     if (!g) return connectMyUpstream(this.cfg.upstream, o);
     // The server may have closed the greeted connection meanwhile (its connect_timeout): then a new one (another id).
     return g.login(o).catch((e: MyUpstreamError) => (e.err ? Promise.reject(e) : connectMyUpstream(this.cfg.upstream, o)));
