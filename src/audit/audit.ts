@@ -95,8 +95,9 @@ export interface AuditSink {
   write(rows: AuditRows, head: ChainHead): Promise<void>;
 }
 
-const HEAD_UPSERT = `INSERT INTO audit_heads (chain_id, seq, hash, appended, closed, updated_at)
-      VALUES ($1, $2, $3, $4, $5, now())
+/** The chain's head goes in with each batch (never moved back by a late retry). */
+const headUpsert = (h: ChainHead) => sql`INSERT INTO audit_heads (chain_id, seq, hash, appended, closed, updated_at)
+      VALUES (${h.chain_id}, ${h.seq}, ${h.hash}, ${h.appended}, ${h.closed}, now())
       ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, appended = GREATEST(audit_heads.appended, excluded.appended),
         closed = audit_heads.closed OR excluded.closed, updated_at = excluded.updated_at
       WHERE audit_heads.seq <= excluded.seq`;
@@ -128,7 +129,7 @@ const copyIn = (client: pg.PoolClient, text: string, data: string | Buffer) =>
  * transaction. Idempotent: rows the store already holds (a retry after a failure that hid a commit) are left out,
  * found by the chain's highest stored seq, which the primary key index answers at once.
  */
-const copySink = (pool: pg.Pool): AuditSink => ({
+const copySink = (db: Kysely<Database>, pool: pg.Pool): AuditSink => ({
   format: 'copy',
   async write(given, h) {
     let rows = rowsAs(given, 'copy');
@@ -142,7 +143,8 @@ const copySink = (pool: pg.Pool): AuditSink => ({
         if (stored >= rows.firstSeq) rows = copyRowsAfter(rows, stored);
         if (rows.count > 0) await copyIn(client, `COPY audit_events (${AUDIT_COLUMNS.join(', ')}) FROM STDIN`, rows.text);
       }
-      await client.query(HEAD_UPSERT, [h.chain_id, h.seq, h.hash, h.appended, h.closed]);
+      const head = headUpsert(h).compile(db);
+      await client.query(head.sql, [...head.parameters]);
       await client.query('COMMIT');
     } catch (e) {
       broken = e as Error;
@@ -161,18 +163,14 @@ const copySink = (pool: pg.Pool): AuditSink => ({
  * failure that hid its success (a store restart mid-commit) cannot wedge the shipper.
  */
 export function storeSink(db: Kysely<Database>, pool?: pg.Pool): AuditSink {
-  if (pool) return copySink(pool);
+  if (pool) return copySink(db, pool);
   return {
     format: 'json',
     async write(given, h) {
       const json = rowsAs(given, 'json').text.toString();
       await sql`WITH r AS (SELECT * FROM json_populate_recordset(NULL::audit_events, ${json}::json)),
       ins AS (INSERT INTO audit_events SELECT * FROM r ON CONFLICT (chain_id, seq) DO NOTHING)
-      INSERT INTO audit_heads (chain_id, seq, hash, appended, closed, updated_at)
-      VALUES (${h.chain_id}, ${h.seq}, ${h.hash}, ${h.appended}, ${h.closed}, now())
-      ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, appended = GREATEST(audit_heads.appended, excluded.appended),
-        closed = audit_heads.closed OR excluded.closed, updated_at = excluded.updated_at
-      WHERE audit_heads.seq <= excluded.seq`.execute(db);
+      ${headUpsert(h)}`.execute(db);
     },
   };
 }
@@ -334,7 +332,7 @@ export class AuditLog {
     const payload = JSON.stringify(event);
     const hash = linkHash(this.prev, payload);
     const seq = ++this.seq;
-    this.spool.add(seq, ts.getTime(), hash, this.row(seq, ts, payload, hash, event), this.format);
+    this.spool.add(seq, ts.getTime(), hash, this.row(seq, ts, payload, hash, event));
     this.prev = hash;
     // Written at the end of this turn at the latest (the protocol engines flush before they reply).
     this.immediate ??= setImmediate(() => {

@@ -55,14 +55,18 @@ export function jsonLine(v: RowValues): string {
   return JSON.stringify(v);
 }
 
+/** Row values from a JSON row's object. */
+function valuesOf(o: Record<string, unknown>): RowValues {
+  const v = {} as RowValues;
+  for (const c of AUDIT_COLUMNS) v[c] = (o[c] ?? null) as string | number | null;
+  return v;
+}
+
 /** Row values from one spool row of either format; undefined when it is neither. */
 export function rowValues(row: string): RowValues | undefined {
   if (row.startsWith('{')) {
     try {
-      const o = JSON.parse(row) as Record<string, unknown>;
-      const v = {} as RowValues;
-      for (const c of AUDIT_COLUMNS) v[c] = (o[c] ?? null) as string | number | null;
-      return v;
+      return valuesOf(JSON.parse(row) as Record<string, unknown>);
     } catch {
       return undefined;
     }
@@ -96,8 +100,11 @@ const textOf = (rows: AuditRows): string => (typeof rows.text === 'string' ? row
 export function rowsAs(rows: AuditRows, format: RowFormat): AuditRows {
   if (rows.format === format) return rows;
   const text = textOf(rows);
-  const lines = rows.format === 'copy' ? text.split('\n').filter((l) => l.length > 0) : (JSON.parse(text) as unknown[]).map((o) => JSON.stringify(o));
-  return joinRows(lines.map((l) => rowAs(l, format)!), format, rows.firstSeq);
+  const lines =
+    rows.format === 'copy'
+      ? text.split('\n').filter((l) => l.length > 0).map((l) => rowAs(l, format)!)
+      : (JSON.parse(text) as Record<string, unknown>[]).map((o) => copyLine(valuesOf(o)));
+  return joinRows(lines, format, rows.firstSeq);
 }
 
 /** A copy batch without the rows up to and including seq `upTo` (already in the store). */

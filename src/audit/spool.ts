@@ -74,7 +74,6 @@ interface MemRecord {
   bytes: number;
 }
 
-
 export interface SpoolBatch {
   source: SpoolSource;
   rows: AuditRows;
@@ -118,8 +117,6 @@ export class Spool {
   private pending: string[] = [];
   /** Per queued line: what the shipper needs, and the length of the (ASCII) fields before the row. */
   private pendingRecs: { seq: number; ts: number; hash: string; head: number }[] = [];
-  /** The row format of this process's records. */
-  private format: RowFormat = 'json';
   private pendingFirstSeq = 0;
   /** This chain's records on disk and not shipped, in order, when all of them are here (see MemRecord). */
   private memory: MemRecord[] = [];
@@ -208,8 +205,7 @@ export class Spool {
   }
 
   /** Queue one record; it reaches the file at the next flush (same event-loop turn, before any reply). */
-  add(seq: number, ts: number, hash: string, row: string, format: RowFormat): void {
-    this.format = format;
+  add(seq: number, ts: number, hash: string, row: string): void {
     const fields = `${seq} ${ts} ${hash} `;
     const body = fields + row;
     if (this.pending.length === 0) this.pendingFirstSeq = seq;
@@ -463,7 +459,8 @@ export class Spool {
     const last = taken[n - 1];
     if (first && src.oldestTs === undefined) src.oldestTs = first.ts;
     let rows: AuditRows;
-    if (format === 'copy' && this.format === 'copy') {
+    // Rows written in the format asked for (a copy row never starts with '{') go as the bytes they are.
+    if (format === 'copy' && taken.every((r) => r.buf[r.start] !== 0x7b)) {
       // The rows' bytes as written (each ends in its newline): one copy, no encoding.
       const body = Buffer.allocUnsafe(size);
       let at = 0;
@@ -488,7 +485,6 @@ export class Spool {
     const src = b.source;
     if (src.own && this.memory.length === src.remaining) {
       for (const r of this.memory.splice(0, b.lines)) this.memoryBytes -= r.bytes;
-      if (this.memory.length === 0) this.memoryBytes = 0;
     } else if (src.own && this.memory.length > 0) {
       this.memory = [];
       this.memoryBytes = 0;

@@ -184,18 +184,20 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
     let ok = flushed.get(this.gov);
     if (ok === undefined) flushed.set(this.gov, (ok = this.gov.flushAudit()));
     if (ok) this.client.uncork();
-    else if (!this.client.destroyed) {
-      this.client.destroy();
-      this.close('the audit spool cannot be written');
-    }
+    else if (!this.client.destroyed) this.unrecorded();
   }
 
   /** The audit events of what is about to be answered reach the spool first; if they cannot, the client gets nothing. */
   protected auditWritten(): boolean {
     if (this.gov.flushAudit()) return true;
+    this.unrecorded();
+    return false;
+  }
+
+  /** What was to be answered could not be recorded: the client gets nothing more, and the session ends. */
+  private unrecorded(): void {
     this.client.destroy();
     this.close('the audit spool cannot be written');
-    return false;
   }
 
   /** (A method, so the compiler does not narrow `closed` across awaits.) */
