@@ -405,8 +405,8 @@ export class EngineGovernor {
   functionName(database: string, oid: number): string | undefined {
     return this.g.functions?.get(database)?.byOid.get(oid);
   }
-  record(event: AuditEvent): void {
-    this.g.recorder.record(event);
+  record(event: AuditEvent, json?: string): void {
+    this.g.recorder.record(event, json);
   }
   /** The events recorded so far reach the spool before a reply is released; false when they cannot (fail closed). */
   flushAudit(): boolean {

@@ -331,3 +331,63 @@ describe('hash-chained audit trail', () => {
     }
   });
 });
+
+describe('statement events built from serialised parts', () => {
+  it('hash exactly what JSON.stringify gives for the whole event, for every kind of field', async () => {
+    const { Governor } = await import('../src/governor.js');
+    const { parsePolicy } = await import('../src/policy/policy.js');
+    const { AnalysisCache, loadParser } = await import('../src/analyze/analyze.js');
+    const { StatementAudit, sessionFields } = await import('../src/protocol/common/audit.js');
+    const { analysisFields } = await import('../src/audit/fields.js');
+    await loadParser();
+    const chain = 'serialised-parts';
+    const log = new AuditLog(sinkOf('copy'), { chainId: chain, flushMs: 5, spool: spool() });
+    const policy = parsePolicy('p.yaml', 'version: 1\ndefault: allow\nrules: []\nmasking: { exempt: { groups: [dba] } }\n');
+    const gov = new Governor({ policy, audit: log }).for('postgres');
+    const cache = new AnalysisCache();
+    const analysis = (q: string) => {
+      const r = cache.analyze(q);
+      if (!r.ok) throw new Error(r.error);
+      return r;
+    };
+    const info = { id: 's-1', clientAddr: '10.0.0.1:5555', applicationName: 'app "quoted" \\ name', startedAt: new Date(), tls: false, statements: 0, txStatus: 'I', engine: 'postgres' as const };
+    const ana = { subject: 'ana@example.com', kind: 'human' as const, groups: ['analysts', 'dba'], displayName: 'Ana\tTab', method: 'oidc' as const };
+    const bot = { subject: 'agent:x', kind: 'agent' as const, groups: [], actingFor: 'bob', method: 'key' as const, keyId: 'k1' };
+    let database = 'app';
+    let fields: Record<string, unknown> | undefined;
+    const cases: { who: typeof ana | typeof bot; r: Parameters<InstanceType<typeof StatementAudit>['ran']>[0] }[] = [
+      { who: ana, r: { sql: 'SELECT 1', protocol: 'simple', analysis: analysis('SELECT 1'), rule: 'r1', rows: 1, t0: performance.now() } },
+      { who: ana, r: { sql: "SELECT 'a\\b', E'\\n' FROM t WHERE x = 'ü \"q\"'\n\t;", protocol: 'extended', name: 'stmt "1"', analysis: analysis("SELECT 'a\\b', E'\\n' FROM t WHERE x = 'ü \"q\"'\n\t;"), rule: 'r"2', rows: 0 } },
+      { who: bot, r: { sql: 'UPDATE t SET a = 1 WHERE id = 2', protocol: 'simple', analysis: analysis('UPDATE t SET a = 1 WHERE id = 2'), rule: 'w', rows: 3, masked: new Map([['email', 2], ['rule:"x"', 1]]), error: { message: 'boom\nline', code: 23505 }, approvalId: 'ap-1', details: { engine: 'mysql', nested: { a: [1, 'b\\'] } }, t0: performance.now() } },
+      { who: bot, r: { protocol: 'fastpath', masked: {}, rows: undefined } },
+      { who: bot, r: { sql: 'SELECT 2', protocol: 'mcp', analysis: analysis('SELECT 2'), masked: { phone: 4 }, rows: 7, error: { code: '57014' } } },
+    ];
+    const expected: object[] = [];
+    for (const [i, { who, r }] of cases.entries()) {
+      if (i === 2) database = 'other "db"'; // the session's fields change (MySQL USE): the next events name the new database
+      fields = i === 0 || i === 2 ? sessionFields(info, who, database) : fields;
+      const f = fields!;
+      new StatementAudit(gov, who, () => f).ran(r);
+      // The event as StatementAudit built it before it serialised parts (object spreads and JSON.stringify).
+      const o = r.masked instanceof Map ? Object.fromEntries(r.masked) : r.masked;
+      expected.push({
+        type: 'statement', ...f, sql: r.sql, protocol: r.protocol, statement_name: r.name || undefined, ...analysisFields(r.analysis),
+        decision: 'allow', rule: r.rule, ...(o && Object.keys(o).length ? { masked: o } : {}), ...((r.rows ?? 0) > 0 && who.groups.includes('dba') ? { masking_exempt: true } : {}),
+        rows: r.rows, duration_ms: r.t0 === undefined ? undefined : 'DURATION', error: r.error?.message, error_code: r.error?.code === undefined ? undefined : String(r.error.code), approval_id: r.approvalId, details: r.details,
+      });
+    }
+    await log.close();
+    const rows = await store.db.selectFrom('audit_events').select(['seq', 'payload', 'ts']).where('chain_id', '=', chain).where('type', '=', 'statement').orderBy('seq').execute();
+    expect(rows).toHaveLength(cases.length);
+    for (const [i, row] of rows.entries()) {
+      const stored = JSON.parse(row.payload) as Record<string, unknown>;
+      const want = { ...expected[i], ts: stored.ts } as Record<string, unknown>;
+      if (want.duration_ms === 'DURATION') {
+        expect(typeof stored.duration_ms).toBe('number');
+        want.duration_ms = stored.duration_ms;
+      }
+      expect(row.payload).toBe(JSON.stringify(want));
+    }
+    expect(await report(chain)).toMatchObject({ ok: true });
+  });
+});

@@ -3,7 +3,7 @@ import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
 import type { Database } from '../store/schema.js';
-import { AUDIT_COLUMNS, copyRowsAfter, copyValue, joinRows, rowsAs, type AuditRows, type RowFormat } from './rows.js';
+import { AUDIT_COLUMNS, copyJson, copyRowsAfter, copyValue, joinRows, rowsAs, type AuditRows, type RowFormat } from './rows.js';
 import { Spool, type SpoolOptions } from './spool.js';
 
 export type AuditEventType = 'session_start' | 'session_end' | 'auth_failure' | 'statement' | 'key_created' | 'key_revoked' | 'policy_loaded' | 'protocol_error' | 'approval' | 'tool_call' | 'console_login' | 'audit_refused' | 'access_review';
@@ -298,13 +298,13 @@ export class AuditLog {
    * The audit_events row in the spool's format, written out directly: this runs for every event before its
    * statement is acknowledged, and a template costs about a third less than building and serialising an object.
    */
-  private row(seq: number, ts: Date, payload: string, hash: string, e: AuditEvent): string {
+  private row(seq: number, iso: string, payload: string, hash: string, e: AuditEvent): string {
     if (this.format === 'copy') {
       const c = copyValue;
-      return `${this.rowHead}${seq}\t${ts.toISOString()}\t${c(e.type)}\t${c(e.session_id)}\t${c(e.subject)}\t${c(e.identity_kind)}\t${c(e.acting_for)}\t${c(e.database)}\t${c(e.decision)}\t${c(payload)}\t${this.prev}\t${hash}`;
+      return `${this.rowHead}${seq}\t${iso}\t${c(e.type)}\t${c(e.session_id)}\t${c(e.subject)}\t${c(e.identity_kind)}\t${c(e.acting_for)}\t${c(e.database)}\t${c(e.decision)}\t${copyJson(payload)}\t${this.prev}\t${hash}`;
     }
     const s = (v: string | undefined) => (v === undefined ? 'null' : JSON.stringify(v));
-    return `${this.rowHead}${seq},"ts":"${ts.toISOString()}","payload":${JSON.stringify(payload)},"prev_hash":"${this.prev}","hash":"${hash}","type":${s(e.type)},"session_id":${s(e.session_id)},"subject":${s(e.subject)},"identity_kind":${s(e.identity_kind)},"acting_for":${s(e.acting_for)},"database":${s(e.database)},"decision":${s(e.decision)}}`;
+    return `${this.rowHead}${seq},"ts":"${iso}","payload":${JSON.stringify(payload)},"prev_hash":"${this.prev}","hash":"${hash}","type":${s(e.type)},"session_id":${s(e.session_id)},"subject":${s(e.subject)},"identity_kind":${s(e.identity_kind)},"acting_for":${s(e.acting_for)},"database":${s(e.database)},"decision":${s(e.decision)}}`;
   }
 
   /** What /healthz and /metrics report: every event not yet in the store counts, whatever stage it is in. */
@@ -325,14 +325,21 @@ export class AuditLog {
     };
   }
 
-  append(event: AuditEvent): void {
+  /**
+   * Append an event to the chain. `json`, when given, is the caller's own serialisation of the event without its
+   * `ts` and closing brace, exactly what JSON.stringify would give (the statement path builds it from parts it
+   * keeps per session and per analysis); `event` then needs only the fields the row's columns, the metrics and the
+   * listeners read.
+   */
+  append(event: AuditEvent, json?: string): void {
     if (this.refused > 0 && this.healthy && event.type !== 'audit_refused') this.summarizeRefused();
-    const ts = new Date();
-    event.ts = ts.toISOString();
-    const payload = JSON.stringify(event);
+    const now = Date.now();
+    const iso = new Date(now).toISOString();
+    event.ts = iso;
+    const payload = json === undefined ? JSON.stringify(event) : `${json},"ts":"${iso}"}`;
     const hash = linkHash(this.prev, payload);
     const seq = ++this.seq;
-    this.spool.add(seq, ts.getTime(), hash, this.row(seq, ts, payload, hash, event));
+    this.spool.add(seq, now, hash, this.row(seq, iso, payload, hash, event));
     this.prev = hash;
     // Written at the end of this turn at the latest (the protocol engines flush before they reply).
     this.immediate ??= setImmediate(() => {

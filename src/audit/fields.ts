@@ -3,6 +3,7 @@ import type { Identity } from '../identity/identity.js';
 import type { AuditEvent } from './audit.js';
 
 const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
+const jsonCache = new WeakMap<Analysis, string>();
 
 /** Audit fields describing an analysis (computed once per cached analysis: this runs for every statement). */
 export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
@@ -13,6 +14,19 @@ export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
     fieldsCache.set(a, f);
   }
   return f;
+}
+
+/** The members of an object's JSON, without the braces ('' for none): a part of a payload built by concatenation. */
+export const jsonMembers = (o: object): string => JSON.stringify(o).slice(1, -1);
+
+/** analysisFields(a) as JSON members (see jsonMembers), computed once per cached analysis. */
+export function analysisJson(a: Analysis): string {
+  let j = jsonCache.get(a);
+  if (j === undefined) {
+    j = jsonMembers(analysisFields(a));
+    jsonCache.set(a, j);
+  }
+  return j;
 }
 
 function computeAnalysisFields(a: Analysis): Partial<AuditEvent> {

@@ -16,11 +16,12 @@ export class Recorder {
     this.listeners.push(fn);
   }
 
-  record(event: AuditEvent): void {
+  /** `json`: the event as the caller serialised it (see AuditLog.append). */
+  record(event: AuditEvent, json?: string): void {
     this.metrics.observe(event);
     // Refused because the audit log cannot take events: counted (one summary event once it recovers), not queued.
     if (event.type === 'statement' && event.rule === 'audit-unavailable') return this.audit.countRefused();
-    this.audit.append(event);
+    this.audit.append(event, json);
     for (const fn of this.listeners) fn(event);
   }
 

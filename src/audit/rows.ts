@@ -36,6 +36,9 @@ export function copyValue(v: string | number | null | undefined): string {
   return SPECIAL.test(v) ? v.replace(SPECIALS, (c) => ESCAPES[c]!) : v;
 }
 
+/** A JSON text as a COPY value: JSON holds no raw tab, newline or carriage return, so only backslashes need escaping. */
+export const copyJson = (json: string): string => (json.includes('\\') ? json.replaceAll('\\', '\\\\') : json);
+
 const UNESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
 /** The inverse of copyValue (and of the other single-character escapes COPY knows). */

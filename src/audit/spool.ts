@@ -114,7 +114,9 @@ export class Spool {
   /** Chains taken over from gateway processes that are gone, shipped before this one's. */
   readonly adopted: SpoolSource[] = [];
   private fd = -1;
-  private pending: string[] = [];
+  /** Queued lines, each encoded once (its CRC is computed over these bytes, and they are what is written). */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
   /** Per queued line: what the shipper needs, and the length of the (ASCII) fields before the row. */
   private pendingRecs: { seq: number; ts: number; hash: string; head: number }[] = [];
   private pendingFirstSeq = 0;
@@ -207,10 +209,12 @@ export class Spool {
   /** Queue one record; it reaches the file at the next flush (same event-loop turn, before any reply). */
   add(seq: number, ts: number, hash: string, row: string): void {
     const fields = `${seq} ${ts} ${hash} `;
-    const body = fields + row;
     if (this.pending.length === 0) this.pendingFirstSeq = seq;
-    const line = `${zlib.crc32(body).toString(16).padStart(8, '0')} ${body}\n`;
+    // `<crc> <body>\n`: encoded once with room for the CRC, which is then computed over the body's own bytes.
+    const line = Buffer.from(`00000000 ${fields}${row}\n`, 'utf8');
+    line.write(zlib.crc32(line.subarray(9, line.length - 1)).toString(16).padStart(8, '0'), 0, 'latin1');
     this.pending.push(line);
+    this.pendingBytes += line.length;
     this.pendingRecs.push({ seq, ts, hash, head: 9 + fields.length });
     if (this.own.remaining === 0 && this.own.oldestTs === undefined) this.own.oldestTs = ts;
   }
@@ -256,7 +260,7 @@ export class Spool {
    */
   flush(): boolean {
     if (this.pending.length === 0) return true;
-    const data = Buffer.from(this.pending.length === 1 ? this.pending[0]! : this.pending.join(''), 'utf8');
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     const lines = this.pending.length;
     try {
       let seg = this.own.segments[this.own.segments.length - 1];
@@ -276,6 +280,7 @@ export class Spool {
       this.remember(data);
       this.own.remaining += lines;
       this.pending = [];
+      this.pendingBytes = 0;
       this.pendingRecs = [];
       if (this.error) this.onProblem('the audit spool is writable again');
       this.error = undefined;
@@ -291,8 +296,8 @@ export class Spool {
   private remember(data: Buffer): void {
     if (this.memory.length === this.own.remaining && this.memoryBytes + data.length <= (this.opts.memoryBytes ?? 16 << 20)) {
       let pos = 0;
-      for (const r of this.pendingRecs) {
-        const end = data.indexOf(NL, pos + r.head) + 1;
+      for (const [i, r] of this.pendingRecs.entries()) {
+        const end = pos + this.pending[i]!.length;
         this.memory.push({ seq: r.seq, ts: r.ts, hash: r.hash, buf: data, start: pos + r.head, end, bytes: end - pos });
         pos = end;
       }

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { AuditEvent } from '../../audit/audit.js';
-import { analysisFields, identityFields } from '../../audit/fields.js';
+import { analysisFields, analysisJson, identityFields, jsonMembers } from '../../audit/fields.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import type { Identity } from '../../identity/identity.js';
 import type { MaskCounts } from '../../masking/values.js';
@@ -29,10 +29,11 @@ export interface RanStatement {
 }
 
 const durationMs = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
-const maskedFields = (m: RanStatement['masked']): Partial<AuditEvent> => {
-  if (!m) return {};
+/** The cells masked, by detector or rule; undefined when none were. */
+const maskedObject = (m: RanStatement['masked']): Record<string, number> | undefined => {
+  if (!m) return undefined;
   const o = m instanceof Map ? Object.fromEntries(m) : m;
-  return Object.keys(o).length ? { masked: o } : {};
+  return Object.keys(o).length ? o : undefined;
 };
 
 /** Engine-specific fields for events other than statements (the PostgreSQL engine is the default and says nothing). */
@@ -63,27 +64,61 @@ export class StatementAudit {
   /** A statement that was sent to the database, with what came of it. */
   ran(r: RanStatement): void {
     const error = r.error?.message;
-    const exempt = (r.rows ?? 0) > 0 && this.gov.maskingExempt(this.identity) ? { masking_exempt: true } : {};
-    this.gov.record({
+    const f = this.fields();
+    if (f !== this.lastFields) {
+      this.lastFields = f;
+      this.fieldsJson = jsonMembers(f);
+    }
+    const a = r.analysis;
+    const af = a ? analysisFields(a) : undefined;
+    const masked = maskedObject(r.masked);
+    const exempt = (r.rows ?? 0) > 0 && this.gov.maskingExempt(this.identity);
+    const duration = r.t0 === undefined ? undefined : durationMs(r.t0);
+    const errorCode = r.error?.code === undefined ? undefined : String(r.error.code);
+    // The payload is what JSON.stringify gives for the whole event ({type, ...fields, sql, protocol, statement_name,
+    // ...analysisFields, decision, rule, masked, masking_exempt, rows, duration_ms, error, error_code, approval_id,
+    // details}), built from the session's and the analysis's serialised parts: this runs for every statement.
+    let j = '{"type":"statement"';
+    if (this.fieldsJson) j += `,${this.fieldsJson}`;
+    if (r.sql !== undefined) j += `,"sql":${JSON.stringify(r.sql)}`;
+    j += `,"protocol":${JSON.stringify(r.protocol)}`;
+    if (r.name) j += `,"statement_name":${JSON.stringify(r.name)}`;
+    const aj = a ? analysisJson(a) : '';
+    if (aj) j += `,${aj}`;
+    j += ',"decision":"allow"';
+    if (r.rule !== undefined) j += `,"rule":${JSON.stringify(r.rule)}`;
+    if (masked) j += `,"masked":${JSON.stringify(masked)}`;
+    if (exempt) j += ',"masking_exempt":true';
+    if (r.rows !== undefined) j += `,"rows":${JSON.stringify(r.rows)}`;
+    if (duration !== undefined) j += `,"duration_ms":${JSON.stringify(duration)}`;
+    if (error !== undefined) j += `,"error":${JSON.stringify(error)}`;
+    if (errorCode !== undefined) j += `,"error_code":${JSON.stringify(errorCode)}`;
+    if (r.approvalId !== undefined) j += `,"approval_id":${JSON.stringify(r.approvalId)}`;
+    if (r.details !== undefined) j += `,"details":${JSON.stringify(r.details)}`;
+    // What the row's columns, the metrics and the Governor's listeners read.
+    const event: AuditEvent = {
       type: 'statement',
-      ...this.fields(),
-      sql: r.sql,
+      session_id: f.session_id,
+      subject: f.subject,
+      identity_kind: f.identity_kind,
+      acting_for: f.acting_for,
+      database: f.database,
       protocol: r.protocol,
-      statement_name: r.name || undefined,
-      ...analysisFields(r.analysis),
+      classes: af?.classes,
       decision: 'allow',
       rule: r.rule,
-      ...maskedFields(r.masked),
-      ...exempt,
+      masked,
       rows: r.rows,
-      duration_ms: r.t0 === undefined ? undefined : durationMs(r.t0),
+      duration_ms: duration,
       error,
-      error_code: r.error?.code === undefined ? undefined : String(r.error.code),
-      approval_id: r.approvalId,
-      details: r.details,
-    });
+      error_code: errorCode,
+    };
+    this.gov.record(event, j);
     if (r.approvalId) this.gov.approvalOutcome(r.approvalId, { rows: r.rows, error });
   }
+
+  private lastFields?: Partial<AuditEvent>;
+  private fieldsJson = '';
 }
 
 /** The fields every statement event of a wire session carries. */
