@@ -4,8 +4,8 @@ import { startTestGateway, freshDatabase, PG, type TestGateway } from './support
 
 /**
  * The gateway's own server connections are reused across client sessions, and nothing of one client's session
- * reaches the next: settings, role, prepared statements, cursors, temporary tables, LISTEN, advisory locks, an
- * open transaction. A session that ends mid-statement never goes back to the pool.
+ * reaches the next: settings, role, prepared statements, cursors, LISTEN, advisory locks, an open transaction. A
+ * session that ends mid-statement, or that created temporary objects, never goes back to the pool.
  */
 
 let t: TestGateway;
@@ -54,7 +54,6 @@ describe('upstream connection pool', () => {
     const before = t.gw.pool!.stats.returned;
     const first = await session(t, key, async (c) => {
       await c.query("SET search_path = pg_catalog; SET statement_timeout = '7s'; SET ROLE pg_monitor");
-      await c.query('CREATE TEMP TABLE scratch (x int)');
       await c.query('PREPARE p AS SELECT 1');
       await c.query('LISTEN pool_channel');
       await c.query('SELECT pg_advisory_lock(4242)');
@@ -71,7 +70,6 @@ describe('upstream connection pool', () => {
       expect((await one(c, 'SHOW search_path')).search_path).toBe('"$user", public');
       expect((await one(c, 'SHOW statement_timeout')).statement_timeout).toBe('0');
       expect((await one(c, 'SELECT current_user AS u')).u).toBe(PG.user);
-      expect((await one(c, "SELECT count(*)::int AS n FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'")).n).toBe(0);
       expect((await one(c, 'SELECT count(*)::int AS n FROM pg_prepared_statements')).n).toBe(0);
       expect((await one(c, 'SELECT count(*)::int AS n FROM pg_cursors')).n).toBe(0);
       expect((await one(c, 'SELECT count(*)::int AS n FROM pg_listening_channels()')).n).toBe(0);
@@ -79,6 +77,29 @@ describe('upstream connection pool', () => {
       // Not inside the first session's transaction.
       expect((await one(c, 'SELECT now() = statement_timestamp() AS fresh')).fresh).toBe(true);
     });
+  });
+
+  it('a session that created temporary objects leaves a fresh backend to the next one, as a reconnect does directly', async () => {
+    // DISCARD ALL drops temporary tables, but the backend keeps its temporary schema (pg_my_temp_schema() <> 0), so
+    // the next client would not get what a new connection gives (PostgreSQL's temp regression script checks this).
+    const temp0 = t.gw.pool!.stats.temp;
+    const first = await session(t, key, async (c) => {
+      await c.query('CREATE TEMP TABLE scratch (x int)');
+      return (await one(c, 'SELECT pg_backend_pid() AS pid')).pid as number;
+    }, { application_name: 'temp-objects' });
+    await expect.poll(() => t.gw.pool!.stats.temp, { timeout: 5000 }).toBe(temp0 + 1);
+    // The server connection is closed, not kept.
+    await expect.poll(() => direct((d) => one(d, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${first}`)).then((r) => r.n), { timeout: 5000 }).toBe(0);
+    const next = await session(t, key, async (c) => one(c, "SELECT pg_backend_pid() AS pid, pg_my_temp_schema()::int AS temp, (SELECT count(*)::int FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't') AS n"), { application_name: 'temp-objects' });
+    expect(next.pid).not.toBe(first);
+    expect(next.temp).toBe(0);
+    expect(next.n).toBe(0);
+    // A session that made no temporary objects is kept as before.
+    const returned0 = t.gw.pool!.stats.returned;
+    const plain = await session(t, key, async (c) => (await one(c, 'SELECT pg_backend_pid() AS pid')).pid, { application_name: 'temp-objects' });
+    await returned(returned0 + 1);
+    expect(await session(t, key, async (c) => (await one(c, 'SELECT pg_backend_pid() AS pid')).pid, { application_name: 'temp-objects' })).toBe(plain);
+    expect(t.gw.pool!.stats.temp).toBe(temp0 + 1);
   });
 
   it('keys connections by the startup parameters the client asked for', async () => {

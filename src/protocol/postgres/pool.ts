@@ -17,6 +17,7 @@ export interface PoolOptions {
 
 interface Idle {
   conn: UpstreamConnection;
+  database: string;
   createdAt: number;
   timer: NodeJS.Timeout;
 }
@@ -28,6 +29,8 @@ export interface PoolStats {
   returned: number;
   dropped: number;
   idle: number;
+  /** Dropped instead of kept because their session had created temporary objects (a temporary schema). */
+  temp: number;
 }
 
 /**
@@ -37,13 +40,16 @@ export interface PoolStats {
  * statements, resets every setting and the session authorization, unlistens, releases advisory locks and drops
  * temporary tables, so nothing of one client's session reaches the next. Connections are keyed by database and
  * the client's startup parameters (the session defaults DISCARD ALL returns to), so a reused connection is one
- * the client could have opened itself.
+ * the client could have opened itself. A connection whose session created temporary objects is not kept: DISCARD
+ * ALL drops them but the backend keeps its temporary schema, which a fresh backend would not have.
  */
 export class UpstreamPool {
   private readonly idle = new Map<string, Idle[]>();
   private readonly born = new WeakMap<net.Socket, number>();
   private closed = false;
-  readonly stats: PoolStats = { opened: 0, reused: 0, returned: 0, dropped: 0, idle: 0 };
+  /** Per database: how many times closeDatabase() closed its connections (a reset under way when it did is dropped). */
+  private readonly closings = new Map<string, number>();
+  readonly stats: PoolStats = { opened: 0, reused: 0, returned: 0, dropped: 0, idle: 0, temp: 0 };
 
   constructor(
     private readonly target: UpstreamTarget,
@@ -84,22 +90,35 @@ export class UpstreamPool {
     if (this.closed || full || s.destroyed || Date.now() - createdAt > this.o.maxLifetimeMs) return this.drop(s);
     s.on('error', () => s.destroy());
     s.resume();
+    const database = params.database ?? '';
+    const closings = this.closings.get(database);
     reset(s, txStatus !== 'I', this.o.resetTimeoutMs).then(
-      (changed) => {
-        if (this.closed || s.destroyed) return this.drop(s);
+      ({ changed, temp }) => {
+        if (temp) this.stats.temp++;
+        if (this.closed || s.destroyed || temp || this.closings.get(database) !== closings) return this.drop(s);
         for (const [k, v] of changed) conn.parameters.set(k, v);
-        this.keep(UpstreamPool.key(params), { ...conn, txStatus: 'I' }, createdAt);
+        this.keep(UpstreamPool.key(params), database, { ...conn, txStatus: 'I' }, createdAt);
       },
       () => this.drop(s),
     );
   }
 
-  private keep(key: string, conn: UpstreamConnection, createdAt: number): void {
+  /**
+   * Close the idle connections to a database, and those being reset for it now, so that a statement that needs
+   * nobody connected to it (DROP DATABASE, ALTER DATABASE ... RENAME, CREATE DATABASE ... TEMPLATE) is not blocked
+   * by the gateway's own connections. Connections in use by client sessions are theirs (as directly).
+   */
+  closeDatabase(database: string): void {
+    this.closings.set(database, (this.closings.get(database) ?? 0) + 1);
+    for (const [key, list] of this.idle) for (const it of [...list]) if (it.database === database) this.evict(key, it);
+  }
+
+  private keep(key: string, database: string, conn: UpstreamConnection, createdAt: number): void {
     const s = conn.socket;
     let list = this.idle.get(key);
     if (!list) this.idle.set(key, (list = []));
     const ttl = Math.min(this.o.idleTimeoutMs, Math.max(createdAt + this.o.maxLifetimeMs - Date.now(), 0));
-    const it: Idle = { conn, createdAt, timer: setTimeout(() => this.evict(key, it), ttl) };
+    const it: Idle = { conn, database, createdAt, timer: setTimeout(() => this.evict(key, it), ttl) };
     it.timer.unref();
     // An idle server connection that closes (server restart, terminated backend) or sends anything leaves the pool.
     const gone = () => this.evict(key, it);
@@ -135,16 +154,21 @@ export class UpstreamPool {
   }
 }
 
+/** Whether the session has a temporary schema (schema-qualified, no operator: the client set the search_path). */
+const TEMP_SCHEMA_SQL = 'SELECT pg_catalog.pg_my_temp_schema()';
+
 /**
- * Reset a server session for the next client: ROLLBACK (if a transaction is open), then DISCARD ALL. Resolves with
- * the settings the server reports as changed by the reset; rejects on any error, a transaction still open after
- * it, or the timeout.
+ * Reset a server session for the next client: ROLLBACK (if a transaction is open), then DISCARD ALL, with a look
+ * at whether the session has a temporary schema in the same round trip. Resolves with the settings the server
+ * reports as changed by the reset and that; rejects on any error, a transaction still open after it, or the
+ * timeout.
  */
-function reset(s: net.Socket, rollback: boolean, timeoutMs: number): Promise<Map<string, string>> {
+function reset(s: net.Socket, rollback: boolean, timeoutMs: number): Promise<{ changed: Map<string, string>; temp: boolean }> {
   return new Promise((resolve, reject) => {
     const framer = new Framer(1 << 20);
     const changed = new Map<string, string>();
-    let pending = rollback ? 2 : 1;
+    let temp: boolean | undefined;
+    let pending = rollback ? 3 : 2;
     const timer = setTimeout(() => fail(new Error('reset timed out')), timeoutMs);
     const fail = (e: Error) => {
       clearTimeout(timer);
@@ -157,11 +181,16 @@ function reset(s: net.Socket, rollback: boolean, timeoutMs: number): Promise<Map
           const r = new Reader(b, start + 5, end);
           if (type === 0x45 /* E */) throw new Error(m.parseErrorFields(b, start, end).message ?? 'reset failed');
           if (type === 0x53 /* S */) changed.set(r.cstring(), r.cstring());
+          if (type === 0x44 /* D */ && r.int16() === 1) {
+            const n = r.int32();
+            temp = n < 0 || r.bytes(n).toString() !== '0';
+          }
           if (type !== 0x5a /* Z */ || --pending > 0) return;
           clearTimeout(timer);
           s.removeListener('data', onData);
           if (String.fromCharCode(b[start + 5]!) !== 'I') reject(new Error('a transaction is still open after the reset'));
-          else resolve(changed);
+          else if (temp === undefined) reject(new Error('no answer about the temporary schema'));
+          else resolve({ changed, temp });
         });
       } catch (e) {
         fail(e as Error);
@@ -169,6 +198,7 @@ function reset(s: net.Socket, rollback: boolean, timeoutMs: number): Promise<Map
     };
     s.on('data', onData);
     s.once('close', () => fail(new Error('closed during the reset')));
-    s.write(rollback ? Buffer.concat([m.query('ROLLBACK'), m.query('DISCARD ALL')]) : m.query('DISCARD ALL'));
+    const rest = [m.query(TEMP_SCHEMA_SQL), m.query('DISCARD ALL')];
+    s.write(Buffer.concat(rollback ? [m.query('ROLLBACK'), ...rest] : rest));
   });
 }
