@@ -24,6 +24,7 @@ import { McpTools } from './mcp/tools.js';
 import { mysqlBackend, pgBackend } from './mcp/backends.js';
 import os from 'node:os';
 import { MySession, type MyEngineConfig } from './protocol/mysql/session.js';
+import { mysqlRoutineCatalog } from './protocol/mysql/catalog.js';
 import { probeMyUpstream, type MyUpstreamTarget } from './protocol/mysql/upstream.js';
 import { loadMysqlParser } from './analyze/mysql.js';
 import { ViewCatalog } from './masking/views.js';
@@ -259,7 +260,7 @@ export async function startGateway(cfg: SluiceConfig, opts: GatewayOptions = {})
     preview: ac.preview.enabled ? previewFor(cfg, targets, () => governor!) : undefined,
   });
   await approvals.start();
-  governor = new Governor({ policy, audit, oidc, verifyAws: aws && ((p: string) => aws.verify(p)), verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!), functions: functionCatalog(targets) });
+  governor = new Governor({ policy, audit, oidc, verifyAws: aws && ((p: string) => aws.verify(p)), verifyKey: cfg.identity.keys === false ? undefined : keyCheck, approvals, views: viewCatalogs(targets, () => governor!), functions: functionCatalog(targets), mysqlRoutines: targets.mysql && mysqlRoutineCatalog(targets.mysql, (sql) => governor!.mysqlCache.analyze(sql)) });
   governor.setPolicy(policy);
   governor.throttle = new AuthThrottle(cfg.identity.throttle);
   // Signed checkpoints, policy versions and audit streams run where the store is (see compliance/service.ts).

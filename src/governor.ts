@@ -11,6 +11,7 @@ import crypto from 'node:crypto';
 import { maskPlan, maskTaint, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
 import { judgeFunctions, type FunctionCatalog } from './analyze/catalog.js';
+import { judgeRoutines, type RoutineCatalog } from './analyze/mysql-routines.js';
 import type { Field, MaskPlan } from './masking/values.js';
 import { Recorder } from './audit/recorder.js';
 import type { Metrics } from './audit/metrics.js';
@@ -57,6 +58,8 @@ export interface GovernorOptions {
   views?: { postgres?: ViewCatalog; mysql?: ViewCatalog };
   /** What each PostgreSQL database's functions do (pg_proc): the guard's function classes. */
   functions?: FunctionCatalog;
+  /** What the MySQL server's stored routines and views do (information_schema.ROUTINES, VIEWS). */
+  mysqlRoutines?: RoutineCatalog;
 }
 
 /**
@@ -75,8 +78,10 @@ export class Governor {
   readonly approvals?: Approvals;
   readonly views: { postgres?: ViewCatalog; mysql?: ViewCatalog };
   readonly functions?: FunctionCatalog;
+  readonly mysqlRoutines?: RoutineCatalog;
 
   constructor(o: GovernorOptions) {
+    this.mysqlRoutines = o.mysqlRoutines;
     this.approvals = o.approvals;
     this.views = o.views ?? {};
     this.functions = o.functions;
@@ -84,6 +89,8 @@ export class Governor {
     this.recorder = o.recorder ?? new Recorder(o.audit);
     // A view or function may have changed: read the database's catalogs again after DDL.
     this.recorder.onRecord((e) => {
+      // MySQL routines (after the DDL ran; CREATE FUNCTION with a GRANT in its body is admin).
+      if (e.type === 'statement' && e.decision === 'allow' && (e.protocol === 'mysql' || e.protocol === 'mysql-prepared') && (e.classes?.includes('ddl') || e.classes?.includes('admin'))) this.mysqlRoutines?.invalidate();
       if (e.type !== 'statement' || e.decision !== 'allow' || !e.classes?.includes('ddl') || e.database === undefined) return;
       const engine = e.protocol === 'mysql' || e.protocol === 'mysql-prepared' ? 'mysql' : 'postgres';
       this.views[engine]?.invalidate(e.database);
@@ -113,7 +120,7 @@ export class Governor {
 
   /** Load what judging statements on a database needs (its views, its function catalog); waits for the first load only. */
   async openDatabase(engine: 'postgres' | 'mysql', database: string): Promise<void> {
-    await Promise.all([this.views[engine]?.ensure(database), engine === 'postgres' ? this.functions?.ensure(database) : undefined]);
+    await Promise.all([this.views[engine]?.ensure(database), engine === 'postgres' ? this.functions?.ensure(database) : this.mysqlRoutines?.ensure()]);
   }
 
   get currentPolicy(): Policy {
@@ -196,6 +203,9 @@ export class Governor {
         if (calls >= 0) return guardRefusal(analysis, calls, `Sluice could not read the function catalog of database "${database}", so it cannot tell what the functions this statement calls do`);
       }
     }
+    // MySQL: stored routines and views judged from the server's catalog (without it, every stored routine has effects).
+    const routines = dialect === 'mysql' ? this.mysqlRoutines?.get() : undefined;
+    if (routines) analysis = judgeRoutines(analysis, routines, database);
     let decision = evaluate(this.policy, { identity, database, qualifiedIsDatabase: dialect === 'mysql' }, analysis);
     if (decision.action !== 'allow' && decision.grants !== false && this.approvals) {
       // An approved just-in-time grant lets through what the policy would deny or hold (unless a rule says grants: false).
@@ -216,7 +226,7 @@ export class Governor {
       error: {
         code: '42501',
         message: `permission denied by Sluice policy rule "${decision.rule}"${decision.reason ? `: ${decision.reason}` : ''}`,
-        detail: `${what} (class ${s?.class ?? '?'})${s?.destructive.length ? `; destructive: ${s.destructive.join('; ')}` : ''}`,
+        detail: `${what} (class ${s?.class ?? '?'})${s?.destructive.length ? `; destructive: ${s.destructive.join('; ')}` : ''}${s?.effects?.length ? `; effects: ${s.effects.join('; ')}` : ''}`,
         hint: `Identity ${identity.subject} (${identity.kind}${identity.groups.length ? `, groups ${identity.groups.join(', ')}` : ''}).`,
       },
     };
@@ -390,6 +400,10 @@ export class EngineGovernor {
   }
   openDatabase(database: string): Promise<void> {
     return this.g.openDatabase(this.engine, database);
+  }
+  /** MySQL: the reload of the routine catalog after DDL, while one runs (statements calling routines wait for it). */
+  routinesSettled(): Promise<void> | undefined {
+    return this.engine === 'mysql' ? this.g.mysqlRoutines?.settled() : undefined;
   }
   check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>): Verdict {
     return this.g.check(identity, database, sql, prepared, this.engine);

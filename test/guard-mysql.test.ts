@@ -108,8 +108,44 @@ const cases = (): string[][] => {
     "UPDATE orders SET status = 'x'", 'CREATE TABLE x (a int)', 'ALTER TABLE t DROP COLUMN v', 'RENAME TABLE t TO t2', 'FLUSH TABLES WITH READ LOCK',
     "SELECT 'x' /* ; */ ; DROP TABLE t", 'SELECT * FROM t FOR UPDATE; DELETE FROM orders',
   ].map((s) => [s]);
-  return [...MARIADB_COMMENTS, ...DYNAMIC, ...LEXING, ...PRIVILEGED, ...EFFECTS, ...CATALOGS, ...ESCAPES];
+  // Stored functions judged from information_schema.ROUTINES and their bodies (created in beforeAll): declared
+  // MODIFIES SQL DATA, or declared READS SQL DATA / NO SQL / CONTAINS SQL while the body writes, calls a procedure
+  // or another function that does, takes a named lock, moves a sequence, sets a session variable; functions named
+  // like built-ins the server does not have (json_*, format_bytes), functions in another schema called through one
+  // in this one, views calling them (and views of such views), names no catalog knows.
+  const ROUTINES = [
+    'SELECT liar()', `SELECT ${db}.liar()`, 'SELECT id FROM t WHERE liar() = 1', 'SELECT safe_count(), liar()', 'SELECT (SELECT nested_liar())',
+    'SELECT nosql_update()', 'SELECT calls_proc()', 'SELECT locker()', 'SELECT seq_fn()', 'SELECT json_wipe()', 'SELECT format_bytes(3)',
+    'SELECT via_other()', 'SELECT sets_session()', 'SELECT * FROM v_liar', 'SELECT x FROM v_of_v', 'SELECT id FROM t WHERE id IN (SELECT x FROM v_liar)',
+    'SELECT no_such_function()', `SELECT ${db}.no_such_function()`, "EXECUTE IMMEDIATE 'SELECT liar()'", 'SELECT safe_count() FROM t WHERE id = json_wipe()',
+    'WITH w AS (SELECT liar() AS x) SELECT * FROM w', 'SELECT liar() UNION SELECT 1', 'SELECT COALESCE(NULL, nested_liar())', 'DO liar()', 'CALL writer_proc()',
+    // mysql2 sessions run with IGNORE_SPACE (CLIENT_IGNORE_SPACE): a space before `(` is still a call.
+    'SELECT liar ()', 'SELECT SLEEP (3600)', "SELECT GET_LOCK ('sluice_l', 0)", 'SELECT json_wipe /* x */ ()',
+  ].map((s) => [s]);
+  return [...MARIADB_COMMENTS, ...DYNAMIC, ...LEXING, ...PRIVILEGED, ...EFFECTS, ...CATALOGS, ...ESCAPES, ...ROUTINES];
 };
+
+/** Stored routines and views for the function-effect cases (created directly, as root). */
+const ROUTINE_DDL = (d: string, o: string) => [
+  `CREATE FUNCTION ${d}.liar() RETURNS int READS SQL DATA BEGIN DELETE FROM ${d}.orders WHERE id = 1; RETURN 1; END`,
+  `CREATE FUNCTION ${d}.nosql_update() RETURNS int NO SQL DETERMINISTIC BEGIN UPDATE ${d}.orders SET status = 'x' WHERE id = 2; RETURN 1; END`,
+  `CREATE PROCEDURE ${d}.writer_proc() INSERT INTO ${d}.t VALUES (1000, 'from a procedure')`,
+  `CREATE FUNCTION ${d}.calls_proc() RETURNS int CONTAINS SQL BEGIN CALL writer_proc(); RETURN 1; END`,
+  `CREATE FUNCTION ${d}.nested_liar() RETURNS int READS SQL DATA DETERMINISTIC RETURN liar() + 0`,
+  `CREATE FUNCTION ${d}.locker() RETURNS int NOT DETERMINISTIC NO SQL RETURN GET_LOCK('sluice_l', 0)`,
+  `CREATE FUNCTION ${d}.seq_fn() RETURNS bigint READS SQL DATA RETURN NEXTVAL(s)`,
+  `CREATE FUNCTION ${d}.json_wipe() RETURNS int READS SQL DATA BEGIN DELETE FROM ${d}.orders WHERE id = 3; RETURN 1; END`,
+  `CREATE FUNCTION ${d}.format_bytes(x int) RETURNS text READS SQL DATA BEGIN DELETE FROM ${d}.orders WHERE id = x; RETURN 'x'; END`,
+  `CREATE FUNCTION ${o}.wipe() RETURNS int READS SQL DATA BEGIN DELETE FROM ${o}.secrets; RETURN 1; END`,
+  `CREATE FUNCTION ${d}.via_other() RETURNS int READS SQL DATA RETURN ${o}.wipe()`,
+  `CREATE FUNCTION ${d}.sets_session() RETURNS int NO SQL BEGIN SET SESSION wait_timeout = 28799; RETURN 1; END`,
+  `CREATE FUNCTION ${d}.safe_count() RETURNS int READS SQL DATA DETERMINISTIC RETURN (SELECT count(*) FROM ${d}.t)`,
+  `CREATE FUNCTION ${d}.safe_local(k int) RETURNS varchar(50) READS SQL DATA BEGIN DECLARE n int DEFAULT 0; DECLARE w varchar(50); SET n = k + 1; SELECT v INTO w FROM ${d}.t WHERE id = n; RETURN CONCAT(w, '!'); END`,
+  `CREATE FUNCTION ${d}.safe_nested() RETURNS int NO SQL RETURN safe_count() + JSON_LENGTH('[1]')`,
+  `CREATE VIEW ${d}.v_liar AS SELECT liar() AS x`,
+  `CREATE VIEW ${d}.v_of_v AS SELECT x FROM ${d}.v_liar`,
+  `CREATE VIEW ${d}.v_safe AS SELECT safe_count() AS n, safe_local(2) AS w`,
+];
 
 /** What must not change, read beside the gateway (lock waits time out rather than hang). */
 async function state(): Promise<string> {
@@ -157,6 +193,7 @@ beforeAll(async () => {
     CREATE TABLE ${other}.secrets (v varchar(20));
     INSERT INTO ${other}.secrets VALUES ('s3cret');`);
   await r.query(`CREATE FUNCTION ${db}.bump() RETURNS int MODIFIES SQL DATA BEGIN INSERT INTO ${db}.t SELECT MAX(id) + 1, 'bumped' FROM ${db}.t; RETURN 1; END`);
+  for (const sql of ROUTINE_DDL(db, other)) await r.query(sql);
   await r.end();
   t = await startTestGateway({
     embedded: true,
@@ -280,7 +317,9 @@ describe('benign traffic still passes', () => {
     try {
       const sqls = [
         'SET NAMES utf8mb4', "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'", "SET sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'", 'SET sql_mode = TRADITIONAL',
-        "SET character_set_client = 'latin1'", "SET character_set_client = 'utf8mb4'", 'SET @x = 5', "SET time_zone = '+00:00'", 'SET autocommit = 1',
+        "SET character_set_client = 'latin1'", "SET character_set_client = 'utf8mb4'", 'SET @x = 5',
+        // What a mysql2 session reads back from @@sql_mode and puts back (it asked for CLIENT_IGNORE_SPACE).
+        "SET sql_mode = 'IGNORE_SPACE,STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION'", "SET time_zone = '+00:00'", 'SET autocommit = 1',
         "SELECT upper(v), concat(v, 'x'), length(v), NOW(), DATABASE(), COALESCE(NULL, 1), JSON_OBJECT('a', 1) FROM t LIMIT 1",
         "SELECT 'a\\'b', \"c\\\"d\", 'héllo ✓'", "EXECUTE IMMEDIATE 'SELECT 1'", 'SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()',
         `USE ${db}`, 'SELECT 1 /*M!100100 + 1 */ AS two',
@@ -334,6 +373,93 @@ describe('benign traffic still passes', () => {
     }
     const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'allow', limit: 1000 })).find((e) => e.sql === 'SELECT NEXTVAL(s2) AS n');
     expect(ev).toMatchObject({ classes: ['write'], flags: expect.arrayContaining(['volatile-function']) });
+  });
+});
+
+describe('stored functions judged from the catalog (information_schema.ROUTINES and the bodies)', () => {
+  const err = (c: mysql.Connection, sql: string) => c.query(sql).then(() => undefined, (e: { errno: number; message: string }) => e);
+
+  it('functions that only read pass as reads, for an agent too, and answer as directly (also through views and prepared)', async () => {
+    const c = await connect(agent);
+    const d = await root();
+    try {
+      await d.query(`USE ${db}`);
+      for (const sql of ['SELECT safe_count() AS n', `SELECT ${db}.safe_count() AS n`, 'SELECT safe_local(3) AS w', 'SELECT safe_nested() AS n', 'SELECT * FROM v_safe', 'SELECT id, safe_local(id) AS w FROM t WHERE id < 3 ORDER BY id']) {
+        const [through] = await c.query(sql);
+        const [direct] = await d.query(sql);
+        expect(through, sql).toEqual(direct);
+        const [prepared] = await c.execute(sql);
+        expect(prepared, sql).toEqual(direct);
+      }
+    } finally {
+      await c.end();
+      await d.end();
+    }
+    const ev = (await auditEvents(t, { subject: 'agent:guard-agent', type: 'statement', decision: 'allow', limit: 5000 })).find((e) => e.sql === 'SELECT safe_local(3) AS w');
+    expect(ev).toMatchObject({ classes: ['read'] });
+    expect(ev?.flags ?? []).not.toContain('volatile-function');
+  });
+
+  it('names what a refused function does, audits it, and the session stays usable', async () => {
+    const c = await connect(agent);
+    try {
+      const cases: [string, RegExp][] = [
+        ['SELECT liar()', /liar\(\) is a stored function that runs DELETE on .*orders/],
+        ['SELECT nested_liar()', /nested_liar\(\) is a stored function that calls liar\(\), which runs DELETE/],
+        ['SELECT calls_proc()', /calls procedure writer_proc, which runs INSERT/],
+        ['SELECT json_wipe()', /json_wipe\(\) may run the stored function .*json_wipe, which runs DELETE/],
+        ['SELECT via_other()', /calls .*wipe\(\), which runs DELETE on .*secrets/],
+        ['SELECT sets_session()', /sets wait_timeout/],
+        ['SELECT * FROM v_of_v', /view v_of_v reads view .*v_liar, which .*liar\(\) is a stored function that runs DELETE/],
+        ['SELECT no_such_function()', /no_such_function\(\) is not a stored function Sluice knows in /],
+      ];
+      for (const [sql, why] of cases) {
+        const e = await err(c, sql);
+        expect(e, sql).toMatchObject({ errno: 1142, message: expect.stringMatching(/agents-read-only.*class write\); effects: /) });
+        expect(e?.message, sql).toMatch(why);
+        const [ok] = await c.query('SELECT 1 AS one');
+        expect(ok).toEqual([{ one: 1 }]);
+        const ev = (await auditEvents(t, { subject: 'agent:guard-agent', type: 'statement', decision: 'deny', limit: 5000 })).find((x) => x.sql === sql);
+        expect(ev, sql).toMatchObject({ rule: 'agents-read-only', classes: ['write'], flags: expect.arrayContaining(['volatile-function']) });
+      }
+    } finally {
+      await c.end();
+    }
+  });
+
+  it('a function created or replaced through Sluice is judged by its new body at the next statement, in the same session and in others', async () => {
+    const r = await root();
+    await r.query(`CREATE TABLE ${db}.fresh_log (n int)`);
+    const c = await connect(dba);
+    const a = await connect(agent);
+    try {
+      const classOf = async (sql: string) => {
+        await c.query(sql);
+        const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'allow', limit: 5000 })).filter((e) => e.sql === sql).at(-1);
+        return ev?.classes;
+      };
+      const harmless = 'CREATE OR REPLACE FUNCTION fresh() RETURNS int READS SQL DATA RETURN (SELECT count(*) FROM t)';
+      const harmful = 'CREATE OR REPLACE FUNCTION fresh() RETURNS int READS SQL DATA BEGIN INSERT INTO fresh_log VALUES (1); RETURN 1; END';
+      await c.query(harmless);
+      expect(await classOf('SELECT fresh() AS a')).toEqual(['read']);
+      expect(await err(a, 'SELECT fresh() AS a')).toBeUndefined();
+      await c.query(harmful);
+      expect(await classOf('SELECT fresh() AS b')).toEqual(['write']);
+      expect(await err(a, 'SELECT fresh() AS b')).toMatchObject({ errno: 1142, message: expect.stringContaining('agents-read-only') });
+      await c.query(harmless);
+      expect(await classOf('SELECT fresh() AS c')).toEqual(['read']);
+      // In the same text as the DDL (EXECUTE IMMEDIATE of CREATE FUNCTION), the call cannot be judged before it ran.
+      await c.query("EXECUTE IMMEDIATE 'CREATE OR REPLACE FUNCTION fresh() RETURNS int READS SQL DATA RETURN 2'; SELECT fresh() AS d");
+      const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'allow', limit: 5000 })).find((e) => String(e.sql).endsWith('SELECT fresh() AS d'));
+      expect(ev?.classes).toEqual(expect.arrayContaining(['write']));
+      const [[n]] = (await r.query(`SELECT count(*) AS n FROM ${db}.fresh_log`)) as any;
+      expect(Number(n.n)).toBe(1);
+    } finally {
+      await c.end();
+      await a.end();
+      await r.query(`DROP TABLE ${db}.fresh_log; DROP FUNCTION IF EXISTS ${db}.fresh`);
+      await r.end();
+    }
   });
 });
 

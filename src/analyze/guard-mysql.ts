@@ -42,11 +42,13 @@ export function handshakeCharsetRefusal(id: number): string | undefined {
 
 /**
  * sql_mode flags Sluice parses under. Absent on purpose: NO_BACKSLASH_ESCAPES and ANSI_QUOTES (and the combined modes
- * that include it: ANSI, DB2, MAXDB, MSSQL, ORACLE, POSTGRESQL), which change where strings end; PIPES_AS_CONCAT and
- * IGNORE_SPACE, which change how expressions parse; unknown names (fail closed).
+ * that include it: ANSI, DB2, MAXDB, MSSQL, ORACLE, POSTGRESQL), which change where strings end; PIPES_AS_CONCAT,
+ * which changes how expressions parse; unknown names (fail closed). IGNORE_SPACE is safe: it lets a built-in's name
+ * be followed by spaces before `(` and still be a call, and Sluice's parser reads every `name (` as a call (it also
+ * makes built-in names reserved words, which only makes the server refuse statements that use them as names).
  */
 const SAFE_SQL_MODES = new Set([
-  '', 'allow_invalid_dates', 'empty_string_is_null', 'error_for_division_by_zero', 'high_not_precedence', 'ignore_bad_table_options',
+  '', 'allow_invalid_dates', 'empty_string_is_null', 'error_for_division_by_zero', 'high_not_precedence', 'ignore_bad_table_options', 'ignore_space',
   'mysql323', 'mysql40', 'no_auto_create_user', 'no_auto_value_on_zero', 'no_dir_in_create', 'no_engine_substitution',
   'no_field_options', 'no_key_options', 'no_table_options', 'no_unsigned_subtraction', 'no_zero_date', 'no_zero_in_date',
   'only_full_group_by', 'pad_char_to_full_length', 'real_as_float', 'simultaneous_assignment', 'strict_all_tables',
@@ -71,7 +73,7 @@ export function lexingRefusal(name: string, value: SetValue): string | undefined
   if (n === 'sql_mode') {
     const bad = v.split(',').map((m) => m.trim()).filter((m) => !SAFE_SQL_MODES.has(m.toLowerCase()));
     if (!bad.length) return undefined;
-    return `sql_mode ${bad.join(',')} is not allowed through Sluice: NO_BACKSLASH_ESCAPES, ANSI_QUOTES (and ANSI, ORACLE, ... which include it), PIPES_AS_CONCAT, IGNORE_SPACE and unknown modes change how the server reads statements, so Sluice could not see which statements a text contains`;
+    return `sql_mode ${bad.join(',')} is not allowed through Sluice: NO_BACKSLASH_ESCAPES, ANSI_QUOTES (and ANSI, ORACLE, ... which include it), PIPES_AS_CONCAT and unknown modes change how the server reads statements, so Sluice could not see which statements a text contains`;
   }
   const charset = n === 'collation_connection' ? charsetOfCollation(v) : v;
   if (safeCharset(charset)) return undefined;
@@ -143,12 +145,23 @@ const HARMLESS = new Set(
   column_json column_list kdf random_bytes sys_guid nvl nvl2 add_months lengthb`.split(/\s+/).filter(Boolean),
 );
 
+/**
+ * Whether an unqualified name is a built-in Sluice knows (harmless or with known effects). Not every such name is a
+ * function of every server version (`format_bytes` is MySQL's, the prefixes match any name): where the session's
+ * database has a stored function of that name, the server may call it instead (see mysql-routines.ts).
+ */
+export function knownBuiltin(name: string): boolean {
+  const n = name.toLowerCase();
+  if (n.includes('.')) return false;
+  return EFFECTS.some(([re]) => re.test(n)) || HARMLESS.has(n) || /^(json_|st_|mbr|geometry|point|linestring|polygon|multi|geomfrom|astext|aswkt|asbinary|aswkb)/.test(n);
+}
+
 /** What calling this function does beyond returning a value, or undefined when it only computes one. */
 export function functionEffect(name: string): string | undefined {
   const n = name.toLowerCase();
   if (n.includes('.')) return 'is a stored function (Sluice cannot tell what it changes)';
   for (const [re, what] of EFFECTS) if (re.test(n)) return what;
-  if (HARMLESS.has(n) || /^(json_|st_|mbr|geometry|point|linestring|polygon|multi|geomfrom|astext|aswkt|asbinary|aswkb)/.test(n)) return undefined;
+  if (knownBuiltin(n)) return undefined;
   return 'is not a known built-in (a stored function, or one Sluice does not know: it may change data)';
 }
 

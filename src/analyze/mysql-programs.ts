@@ -107,6 +107,8 @@ class Body {
   pieces: StatementInfo[] = [];
   notes: string[] = [];
   refuse?: string;
+  /** Names declared in the body (variables, conditions, cursors), lower case. */
+  declared = new Set<string>();
   constructor(readonly c: Cur, readonly an: Analyze) {}
 
   /** Analyse one piece (a statement, or an expression as `SELECT expr`). */
@@ -213,12 +215,17 @@ class Body {
       return this.statement();
     }
     if ((c.peek()?.k === 'w' || c.peek()?.k === 'q') && c.is('CURSOR', 1)) {
+      this.declared.add(c.text(c.i, c.i + 1).replace(/^`|`$/g, '').toLowerCase());
       c.i += 2;
       if (c.is('(')) return false;
       if (!c.eat('FOR')) return false;
       return this.simple();
     }
     // Variables and conditions: names, a type, DEFAULT expr (analysed).
+    for (let j = c.i; c.t[j] && (c.t[j]!.k === 'w' || c.t[j]!.k === 'q'); j += 2) {
+      this.declared.add(c.text(j, j + 1).replace(/^`|`$/g, '').toLowerCase());
+      if (!(c.t[j + 1]?.k === 'p' && c.t[j + 1]!.v === ',')) break;
+    }
     const a = c.i;
     const d = until(c, ['DEFAULT'], true);
     if (c.eat('DEFAULT')) {
@@ -270,6 +277,20 @@ class Body {
       ...(this.refuse ? { refuse: this.refuse } : {}),
     };
   }
+}
+
+/**
+ * A stored routine's body as the server keeps it (information_schema.ROUTINES.ROUTINE_DEFINITION): its statements,
+ * analysed, the names it declares, what was not analysed; undefined when it cannot be read exactly.
+ */
+export function routineBody(text: string, an: Analyze): { pieces: StatementInfo[]; declared: Set<string>; notes: string[]; refuse?: string } | undefined {
+  const l = lex(text);
+  if (!l) return undefined;
+  const c = new Cur(l.toks, l.flat);
+  const b = new Body(c, an);
+  if (!b.statement()) return undefined;
+  c.eat(';');
+  return c.done ? { pieces: b.pieces, declared: b.declared, notes: b.notes, ...(b.refuse ? { refuse: b.refuse } : {}) } : undefined;
 }
 
 /** A body to the end of the text (one statement: BEGIN ... END, or a simple one). */

@@ -4,7 +4,7 @@ import type { Analysis, AnalysisResult, Flag, StatementClass, StatementInfo, Tab
 import { withoutMariadbClauses } from './mysql-clauses.js';
 import { programKind, recogniseMysql, recogniseProgram } from './mysql-programs.js';
 import { prepareStatements, sqlDeallocate, sqlPrepare } from './mysql-prepare.js';
-import { forParser, functionEffect, lexingRefusal, lexingVariable, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
+import { forParser, functionEffect, knownBuiltin, lexingRefusal, lexingVariable, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
 
 /**
  * MySQL/MariaDB statement analysis with datafusion-sqlparser-rs (WASM), MySQL dialect. It reads executable
@@ -248,11 +248,16 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
   // CTE names are not tables.
   for (const name of [...c.tables.keys()]) if (!name.includes('.') && c.ctes.has(name.toLowerCase())) c.tables.delete(name);
   if ([...c.tables.keys()].some(sensitiveTable)) flags.add('sensitive-catalog');
-  // Functions with effects (sequences, named locks, sleeping, stored functions, unknown names) make a statement at least a write.
-  const effects = [...c.functions].flatMap((f) => {
+  // Functions with effects (sequences, named locks, sleeping, stored functions, unknown names) make a statement at
+  // least a write. Stored functions are judged again from the server's catalog when it is known (mysql-routines.ts):
+  // what the statement is without them is kept for that.
+  const effectsOf = (names: string[]) => names.flatMap((f) => {
     const e = functionEffect(f);
     return e ? [`${f}() ${e}`] : [];
   });
+  const effects = effectsOf([...c.functions]);
+  const builtinEffects = effectsOf([...c.functions].filter(knownBuiltin));
+  const withoutRoutines: RoutineCalls = { cls: builtinEffects.length && CLASS_RANK[cls] < CLASS_RANK.write ? 'write' : cls, effects: builtinEffects, functions: [...c.functions], ...(kind === 'Call' ? { procedure: objectName(body?.name) } : {}) };
   if (effects.length) {
     flags.add('volatile-function');
     if (CLASS_RANK[cls] < CLASS_RANK.write) cls = 'write';
@@ -304,7 +309,37 @@ function analyzeStatement(stmt: Node, sql: string, starts: number[], depth: numb
     ...(storesUserVariables(kind, body) ? { storesValues: true } : {}),
   };
   if (serverDefault) SERVER_DEFAULT.add(info);
+  if (c.functions.size || kind === 'Call') ROUTINE_CALLS.set(info, withoutRoutines);
+  if (kind === 'Set') SET_TARGETS.set(info, setTargets(body));
   return [info];
+}
+
+/** What a statement is without the stored routines it calls (their effects come from the catalog), and which it calls. */
+export interface RoutineCalls {
+  /** The class with only the built-ins' effects. */
+  cls: StatementClass;
+  /** The built-ins' effects. */
+  effects: string[];
+  /** Every function called, as written (lower case; built-in names too: a stored function may answer to one). */
+  functions: string[];
+  /** CALL: the procedure, as written. */
+  procedure?: string;
+}
+
+const ROUTINE_CALLS = new WeakMap<StatementInfo, RoutineCalls>();
+const SET_TARGETS = new WeakMap<StatementInfo, string[]>();
+
+/** The routine calls of a statement as analysed (undefined for statements that call none, or copies made of one). */
+export const routineCalls = (s: StatementInfo): RoutineCalls | undefined => ROUTINE_CALLS.get(s);
+/** The session variables (not `@user` ones) a SET statement assigns, lower case. */
+export const setTargetsOf = (s: StatementInfo): string[] | undefined => SET_TARGETS.get(s);
+
+function setTargets(body: Node): string[] {
+  const kind = Object.keys(body ?? {})[0];
+  const b = body?.[kind ?? ''];
+  if (kind === 'SingleAssignment') return [setTarget(b.variable ?? [], b.scope)?.name ?? ''].filter(Boolean);
+  if (kind === 'MultipleAssignments') return (b.assignments ?? []).flatMap((a: Node) => setTarget(a.name ?? [], a.scope)?.name ?? []);
+  return [kind === 'SetRole' ? 'role' : 'names'];
 }
 
 const userVariable = (n: Node | undefined) => {

@@ -218,7 +218,7 @@ export class MySession extends EngineSession<MyUpstream> {
   protected onClientData(d: Buffer): void {
     try {
       if (this.closed) return;
-      if (this.phase === 'connecting' || this.holding) return this.clientFramer.append(d);
+      if (this.phase === 'connecting' || this.holding || this.catalogWait) return this.clientFramer.append(d);
       this.clientFramer.push(d, (seq, p) => this.onClientPacket(seq, p));
       if (this.tlsRequested) {
         this.tlsRequested = false;
@@ -247,13 +247,13 @@ export class MySession extends EngineSession<MyUpstream> {
       case 'switch':
         return this.onPassword(withoutNul(p).toString('utf8'));
       case 'ready':
-        if (this.inflight || this.holding) {
+        if (this.inflight || this.holding || this.catalogWait) {
           // One command at a time: keep it (and what follows) until the answer is complete.
           this.seq = seq;
           return 'keep';
         }
         this.onCommand(p);
-        return this.inflight !== undefined || this.holding || this.closed ? 'stop' : undefined;
+        return this.inflight !== undefined || this.holding || this.catalogWait || this.closed ? 'stop' : undefined;
       default:
         return 'keep';
     }
@@ -420,7 +420,7 @@ export class MySession extends EngineSession<MyUpstream> {
 
   /** Process client packets that arrived while we were busy. */
   private continueReading(): void {
-    if (this.phase !== 'ready' || this.closed || this.inflight || this.holding) return;
+    if (this.phase !== 'ready' || this.closed || this.inflight || this.holding || this.catalogWait) return;
     try {
       this.clientFramer.push(Buffer.alloc(0), (seq, p) => this.onClientPacket(seq, p));
     } catch (e) {
@@ -448,8 +448,30 @@ export class MySession extends EngineSession<MyUpstream> {
     return (!v.error && v.analysis && scopeRefusal(v.analysis, this.cfg.databases)) || v;
   }
 
+  /** Waiting for the server's routine catalog to be read again after DDL before judging a statement. */
+  private catalogWait = false;
+
   private onCommand(p: Buffer): void {
     const cmd = p[0];
+    // After DDL (here or in another session) the routine catalog is read again: what a function or view does is
+    // judged from the reloaded catalog, never from the one before the DDL (which may have replaced it).
+    const reload = cmd === COM.QUERY || cmd === COM.STMT_PREPARE || cmd === COM.STMT_EXECUTE ? this.gov.routinesSettled() : undefined;
+    if (reload) {
+      this.catalogWait = true;
+      this.client.pause();
+      void reload.then(() => {
+        this.catalogWait = false;
+        if (this.closed) return;
+        this.client.resume();
+        try {
+          this.onCommand(p);
+        } catch (e) {
+          return this.onFailure(e);
+        }
+        this.continueReading();
+      });
+      return;
+    }
     if ((cmd === COM.STMT_EXECUTE || cmd === COM.STMT_FETCH || cmd === COM.STMT_CLOSE || cmd === COM.STMT_SEND_LONG_DATA || cmd === COM.STMT_RESET) && p.length < 5) {
       throw new MyProtocolError('prepared-statement command without a statement id');
     }
