@@ -94,22 +94,27 @@ type Targets = { postgres: PgEngineConfig['upstream']; mysql?: MyUpstreamTarget 
  * Run the gateway's own catalog reads on a database. They must never block or abort client work: short lock and
  * statement timeouts, a read-only transaction, no locks kept (the connection ends with it).
  */
-async function readCatalog<T>(upstream: Targets['postgres'], db: string, read: (c: pg.Client) => Promise<T>): Promise<T> {
+async function readCatalog<T>(upstream: Targets['postgres'], db: string, signal: AbortSignal, read: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = await upstreamClient(upstream, db, 'sluice-catalog');
+  // Aborted (the database is about to be dropped or renamed): the connection ends now, so it does not hold it.
+  const end = () => void c.end().catch(() => {});
+  signal.addEventListener('abort', end, { once: true });
   try {
+    if (signal.aborted) throw new Error('aborted');
     await c.query(`BEGIN READ ONLY; SET LOCAL lock_timeout = '500ms'; SET LOCAL statement_timeout = '10s'`);
     const r = await read(c);
     await c.query('COMMIT');
     return r;
   } finally {
+    signal.removeEventListener('abort', end);
     await c.end().catch(() => {});
   }
 }
 
 /** What each PostgreSQL database's functions and operators do (see analyze/catalog.ts). */
 function functionCatalog(targets: Targets) {
-  return new FunctionCatalog((db) =>
-    readCatalog(targets.postgres, db, async (c) => {
+  return new FunctionCatalog((db, signal) =>
+    readCatalog(targets.postgres, db, signal, async (c) => {
       const f = await c.query(FUNCTION_CATALOG_SQL);
       const o = await c.query(OPERATOR_CATALOG_SQL);
       const oids = await c.query(FUNCTION_OID_SQL);
@@ -123,8 +128,8 @@ function functionCatalog(targets: Targets) {
 /** The views of each database, read with the gateway's own credentials (see masking/views.ts). */
 function viewCatalogs(targets: Targets, governor: () => Governor) {
   const postgres = new ViewCatalog(
-    (db) =>
-      readCatalog(targets.postgres, db, async (c) => {
+    (db, signal) =>
+      readCatalog(targets.postgres, db, signal, async (c) => {
         const r = await c.query<{ schema: string; name: string; definition: string }>(
           `SELECT schemaname AS schema, viewname AS name, definition FROM pg_views WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
            UNION ALL SELECT schemaname, matviewname, definition FROM pg_matviews`,

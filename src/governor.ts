@@ -88,10 +88,12 @@ export class Governor {
     this.policy = o.policy;
     this.recorder = o.recorder ?? new Recorder(o.audit);
     // A view or function may have changed: read the database's catalogs again after DDL.
+    // (PostgreSQL wire sessions refresh themselves once the DDL's transaction has ended, and wait for it: PgSession.)
     this.recorder.onRecord((e) => {
       // MySQL routines (after the DDL ran; CREATE FUNCTION with a GRANT in its body is admin).
       if (e.type === 'statement' && e.decision === 'allow' && (e.protocol === 'mysql' || e.protocol === 'mysql-prepared') && (e.classes?.includes('ddl') || e.classes?.includes('admin'))) this.mysqlRoutines?.invalidate();
       if (e.type !== 'statement' || e.decision !== 'allow' || !e.classes?.includes('ddl') || e.database === undefined) return;
+      if (e.protocol === 'simple' || e.protocol === 'extended' || e.protocol === 'fastpath') return;
       const engine = e.protocol === 'mysql' || e.protocol === 'mysql-prepared' ? 'mysql' : 'postgres';
       this.views[engine]?.invalidate(e.database);
       if (engine === 'postgres') this.functions?.invalidate(e.database);
@@ -121,6 +123,25 @@ export class Governor {
   /** Load what judging statements on a database needs (its views, its function catalog); waits for the first load only. */
   async openDatabase(engine: 'postgres' | 'mysql', database: string): Promise<void> {
     await Promise.all([this.views[engine]?.ensure(database), engine === 'postgres' ? this.functions?.ensure(database) : this.mysqlRoutines?.ensure()]);
+  }
+
+  /**
+   * PostgreSQL: start reading a database's views and functions unless they are fresh, without waiting; the load
+   * under way (never rejects), if any. A session waits for it before its first statement (see PgSession).
+   */
+  loadCatalogs(database: string): Promise<void> | undefined {
+    return whenAll([this.views.postgres?.start(database), this.functions?.start(database)]);
+  }
+
+  /** PostgreSQL: read a database's catalogs again (DDL committed); the load that will see the change, if any. */
+  refreshCatalogs(database: string): Promise<void> | undefined {
+    return whenAll([this.views.postgres?.refresh(database), this.functions?.refresh(database)]);
+  }
+
+  /** PostgreSQL: a database is about to be dropped or renamed: forget its catalogs and end loads running on it. */
+  forgetDatabase(database: string): void {
+    this.views.postgres?.forget(database);
+    this.functions?.forget(database);
   }
 
   get currentPolicy(): Policy {
@@ -408,6 +429,15 @@ export class EngineGovernor {
   check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>): Verdict {
     return this.g.check(identity, database, sql, prepared, this.engine);
   }
+  loadCatalogs(database: string): Promise<void> | undefined {
+    return this.g.loadCatalogs(database);
+  }
+  refreshCatalogs(database: string): Promise<void> | undefined {
+    return this.g.refreshCatalogs(database);
+  }
+  forgetDatabase(database: string): void {
+    this.g.forgetDatabase(database);
+  }
   hold(h: Omit<HoldRequest, 'engine'>, notify: (a: Approval, url: string) => void, signal?: AbortSignal): Promise<Verdict> {
     return this.g.hold({ ...h, engine: this.engine }, notify, signal);
   }
@@ -445,6 +475,12 @@ export class EngineGovernor {
   get maskKey(): Buffer {
     return this.g.maskKey;
   }
+}
+
+/** One promise for the loads under way (undefined: none). */
+function whenAll(loads: (Promise<void> | undefined)[]): Promise<void> | undefined {
+  const running = loads.filter((p): p is Promise<void> => p !== undefined);
+  return running.length ? Promise.all(running).then(() => undefined) : undefined;
 }
 
 /**

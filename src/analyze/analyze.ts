@@ -91,6 +91,11 @@ export interface StatementInfo {
   refuse?: string;
   /** Functions the statement calls that act beyond their result, with what they do (from the catalog). */
   effects?: string[];
+  /**
+   * Databases the statement needs nobody else connected to (DROP DATABASE, ALTER DATABASE ... RENAME or SET
+   * TABLESPACE, CREATE DATABASE ... TEMPLATE): the gateway closes its own idle connections to them first.
+   */
+  databases?: string[];
 }
 
 export interface Analysis {
@@ -831,6 +836,8 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     }
   }
   cls = escalate(cls, c.nestedClass === 'read' ? cls : c.nestedClass);
+  const databases = exclusiveDatabases(type, node);
+  if (databases.length) info.databases = databases;
   return {
     command,
     class: cls,
@@ -848,6 +855,17 @@ function analyzeStmt(stmt: Node, depth = 0): StatementInfo {
     ...(c.refuse ? { refuse: c.refuse } : {}),
     ...info,
   };
+}
+
+/** See StatementInfo.databases. */
+function exclusiveDatabases(type: string, node: Node): string[] {
+  const option = (name: string) => (node?.options ?? []).map((o: Node) => o.DefElem).find((d: Node) => d?.defname === name)?.arg?.String?.sval;
+  const names: unknown[] = [];
+  if (type === 'DropdbStmt') names.push(node.dbname);
+  else if (type === 'RenameStmt' && node.renameType === 'OBJECT_DATABASE') names.push(node.subname, node.newname);
+  else if (type === 'CreatedbStmt') names.push(option('template'));
+  else if (type === 'AlterDatabaseStmt' && option('tablespace') !== undefined) names.push(node.dbname);
+  return names.filter((n): n is string => typeof n === 'string' && n !== '');
 }
 
 /** Parse a PL/pgSQL body and fold every embedded SQL statement into the collector; returns the highest class. */

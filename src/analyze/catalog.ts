@@ -112,7 +112,7 @@ export function catalogFacts(
 
 /** The per-database function catalog (read with the gateway's credentials; see gateway.ts). */
 export class FunctionCatalog extends PerDatabase<CatalogFacts> {
-  constructor(fetch: (database: string) => Promise<CatalogFacts>, ttlMs = 60_000) {
+  constructor(fetch: (database: string, signal: AbortSignal) => Promise<CatalogFacts>, ttlMs = 60_000) {
     super('function catalog', fetch, ttlMs);
   }
 }

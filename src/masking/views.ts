@@ -22,15 +22,13 @@ export interface ViewSource {
  * masked like `customers.ssn`), and the guard sees the functions a view calls. Loaded when a session opens a
  * database, refreshed after DDL and every `ttlMs`.
  */
-export class ViewCatalog {
-  private readonly facts: PerDatabase<Map<string, ViewInfo>>;
-
-  constructor(fetch: (database: string) => Promise<ViewSource[]>, analyze: (sql: string) => AnalysisResult, ttlMs = 60_000) {
-    this.facts = new PerDatabase(
+export class ViewCatalog extends PerDatabase<Map<string, ViewInfo>> {
+  constructor(fetch: (database: string, signal: AbortSignal) => Promise<ViewSource[]>, analyze: (sql: string) => AnalysisResult, ttlMs = 60_000) {
+    super(
       'views',
-      async (database) => {
+      async (database, signal) => {
         const views = new Map<string, ViewInfo>();
-        for (const v of await fetch(database)) {
+        for (const v of await fetch(database, signal)) {
           const a = analyze(v.definition);
           if (!a.ok) continue;
           const info: ViewInfo = { tables: a.tables, functions: [...new Set(a.statements.flatMap((s) => s.functions))], operators: [...new Set(a.statements.flatMap((s) => s.operators ?? []))], outputs: a.statements.flatMap((s) => s.outputs ?? []) };
@@ -43,16 +41,9 @@ export class ViewCatalog {
     );
   }
 
-  ensure(database: string, maxWaitMs = 3000): Promise<void> {
-    return this.facts.ensure(database, maxWaitMs);
-  }
-
-  invalidate(database: string): void {
-    this.facts.invalidate(database);
-  }
-
-  get(database: string): Map<string, ViewInfo> | undefined {
-    const v = this.facts.get(database);
+  /** The database's views (undefined: none, or never loaded). */
+  override get(database: string): Map<string, ViewInfo> | undefined {
+    const v = super.get(database);
     return v?.size ? v : undefined;
   }
 }

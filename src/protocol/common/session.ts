@@ -114,6 +114,10 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
   /** The login did not complete in time. */
   protected abstract loginTimedOut(): void;
 
+  /** Read the database's catalogs at login; the login waits for what this returns (PostgreSQL: nothing). */
+  protected openCatalogs(): Promise<void> | undefined {
+    return this.gov.openDatabase(this.database);
+  }
   /** An upstream session just opened is not usable (the PostgreSQL engine checks the lexing state): why. */
   protected unusableUpstream(_up: U): string | undefined {
     return undefined;
@@ -266,7 +270,7 @@ export abstract class EngineSession<U extends UpstreamLogin = UpstreamLogin> imp
     let up: U;
     try {
       // The database's views and functions are read alongside, so statements can be judged from the first one.
-      [up] = await Promise.all([this.openUpstream(identity), this.database ? this.gov.openDatabase(this.database) : undefined]);
+      [up] = await Promise.all([this.openUpstream(identity), this.database ? this.openCatalogs() : undefined]);
     } catch (e) {
       return this.refuseLogin({ kind: 'upstream', error: e });
     }

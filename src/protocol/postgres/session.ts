@@ -15,6 +15,7 @@ import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { decodeBind, decodeParse, decodeStartup, decodeTarget, pick } from './frontend.js';
 import { PgPipeline, type Item, type Probe } from './pipeline.js';
+import type { Analysis } from '../../analyze/analyze.js';
 import type { UpstreamPool } from './pool.js';
 import { HOLD, relay, type Outcome } from './relay.js';
 import { approvalNotice, decideFastPath } from './calls.js';
@@ -79,6 +80,12 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   private settling = false;
   /** The Query/Sync (by epoch) whose ReadyForQuery reports the settings after the last statement that may change them. */
   private unsettledUntil = 0;
+  /** The Query/Sync (by epoch) that completes the last DDL statement sent, until its transaction has ended (0: none). */
+  private ddlUntil = 0;
+  /** The catalog load this session waits for before its next statement (opened at login; its DDL committed). */
+  private catalogLoad?: Promise<void>;
+  /** Reading stopped until catalogLoad is done or the DDL sent has answered (see catalogGate). */
+  private catalogWaiting = false;
 
   constructor(socket: net.Socket, governor: Governor, private readonly cfg: PgEngineConfig, registry: SessionRegistry) {
     super(socket, governor, 'postgres', registry, cfg.limits.authTimeoutMs);
@@ -117,6 +124,8 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     }
     // A client that vanished mid-query must not leave its statement running upstream.
     if (busy && this.upstreamPid) void cancelUpstream(this.cfg.upstream, this.upstreamPid, this.upstreamSecret);
+    // DDL sent and not seen to end: the catalogs are read again once the server session is gone (it committed or not).
+    if (this.ddlUntil) u.once('close', () => void this.gov.refreshCatalogs(this.database));
     u.end(m.terminate());
     return false;
   }
@@ -254,6 +263,15 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     return servedBy(this.cfg.databases, database);
   }
 
+  /**
+   * The login does not wait for the database's catalogs (a client's connect timeout may be short): the session's
+   * first statement does (see catalogGate), so none is judged without them.
+   */
+  protected override openCatalogs(): undefined {
+    this.waitForLoad(this.gov.loadCatalogs(this.database));
+    return undefined;
+  }
+
   protected openUpstream(): Promise<UpstreamConnection> {
     const params = { ...this.params, database: this.database };
     return this.cfg.pool ? this.cfg.pool.acquire(params) : connectUpstream(this.cfg.upstream, params);
@@ -321,7 +339,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   // ---------------------------------------------------------------- client -> upstream
 
   private onClientMessages(d: Buffer): void {
-    if (this.holding || this.settling) return this.clientFramer.append(d);
+    if (this.holding || this.settling || this.catalogWaiting) return this.clientFramer.append(d);
     const u = this.upstream!;
     u.cork();
     try {
@@ -379,6 +397,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
 
   private onQuery(sql: string): Outcome {
     const p = this.pipeline;
+    if (!this.resolved && this.catalogGate()) return this.waitForCatalog();
     const resolved = this.takeResolved();
     const settle = resolved ? undefined : this.settle(sql);
     if (settle === 'wait') return this.waitForSettings();
@@ -398,12 +417,14 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     }
     p.trackSqlPrepared(verdict);
     item.source = p.cursorSource(verdict.analysis);
+    this.running(verdict.analysis, item.epoch);
     return undefined;
   }
 
   private onParse(b: Buffer, start: number, end: number): Outcome {
     const p = this.pipeline;
     const { name, sql, types } = decodeParse(b, start, end);
+    if (this.catalogGate()) return this.waitForCatalog();
     const settle = this.settle(sql);
     if (settle === 'wait') return this.waitForSettings();
     this.info.currentSql = sql;
@@ -460,6 +481,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     if (blind) p.items.push({ k: 'describe', portal: target, internal: true });
     p.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: p.portalPlan(target), approvalId });
     if (mayChangeSettings(target.stmt?.analysis)) this.unsettledUntil = p.epoch + 1;
+    this.running(target.stmt?.analysis, p.epoch + 1);
     return blind ? Buffer.concat([m.describe('P', portal), b.subarray(start, end)]) : undefined;
   }
 
@@ -468,6 +490,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
    * like `SELECT schema.function()` under policy, the catalog naming the OID.
    */
   private onFunctionCall(oid: number): Outcome {
+    if (this.catalogGate()) return this.waitForCatalog();
     const { sql, verdict } = decideFastPath(this.gov, this.identity!, this.database, oid, (q) => this.decide(q));
     this.info.statements++;
     this.pipeline.items.push({ k: 'fastpath', sql, verdict, t0: performance.now() });
@@ -496,7 +519,63 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   private settled(): void {
     if (!this.settling || this.phase !== 'ready' || this.closed || this.pipeline.answered < this.unsettledUntil) return;
     this.settling = false;
-    this.client.resume();
+    if (!this.catalogWaiting) this.client.resume();
+    this.onClientMessages(Buffer.alloc(0));
+  }
+
+  // ---------------------------------------------------------------- the database's catalogs
+
+  /**
+   * An allowed statement goes upstream, completed by the Query/Sync `until`. DDL: once its transaction has ended,
+   * the catalogs are read again and the session's next statement waits for that (a function created just before
+   * is judged with its catalog facts, and the gateway's catalog reads do not overlap the session's own work).
+   * Statements that need nobody connected to a database: the gateway's idle connections to it close first.
+   */
+  private running(a: Analysis | undefined, until: number): void {
+    if (a?.classes.includes('ddl')) this.ddlUntil = until;
+    for (const st of a?.statements ?? []) {
+      for (const db of st.databases ?? []) {
+        this.cfg.pool?.closeDatabase(db);
+        this.gov.forgetDatabase(db);
+      }
+    }
+  }
+
+  /**
+   * Whether the next statement must wait: for the catalog load this session waits for, or for the answer to the DDL
+   * it sent (when a Query or Sync that completes it was sent: otherwise the server answers only after more input).
+   */
+  private catalogGate(): boolean {
+    if (this.catalogLoad) return true;
+    const p = this.pipeline;
+    return this.ddlUntil > 0 && p.answered < this.ddlUntil && p.epoch >= this.ddlUntil;
+  }
+
+  private waitForCatalog(): typeof HOLD {
+    this.catalogWaiting = true;
+    this.client.pause();
+    return HOLD;
+  }
+
+  private waitForLoad(load: Promise<void> | undefined): void {
+    this.catalogLoad = load;
+    void load?.then(() => {
+      if (this.catalogLoad !== load) return;
+      this.catalogLoad = undefined;
+      this.catalogStep();
+    });
+  }
+
+  /** After each upstream chunk and each catalog load: refresh after DDL whose transaction ended; resume reading. */
+  private catalogStep(): void {
+    if (this.phase !== 'ready' || this.closed) return;
+    if (this.ddlUntil && this.pipeline.answered >= this.ddlUntil && this.info.txStatus === 'I') {
+      this.ddlUntil = 0;
+      this.waitForLoad(this.gov.refreshCatalogs(this.database));
+    }
+    if (!this.catalogWaiting || this.catalogGate()) return;
+    this.catalogWaiting = false;
+    if (!this.holding && !this.settling) this.client.resume();
     this.onClientMessages(Buffer.alloc(0));
   }
 
@@ -542,5 +621,6 @@ export class PgSession extends EngineSession<UpstreamConnection> {
       if (this.auditWritten()) this.fatal('08P01', `invalid data from the upstream database: ${(e as Error).message}`);
     }
     this.settled();
+    this.catalogStep();
   }
 }
