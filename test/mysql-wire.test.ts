@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import net from 'node:net';
+import crypto from 'node:crypto';
 import tls from 'node:tls';
 import { Duplex } from 'node:stream';
 import mysql from 'mysql2/promise';
@@ -67,6 +68,85 @@ describe('MySQL wire', () => {
     const [ok] = await packets(secure, 1);
     expect(ok![0]).toBe(0x00);
     secure.destroy();
+  });
+
+  it('asks clients that did not opt into mysql_clear_password for the password by caching_sha2_password full authentication: RSA-encrypted without TLS, in clear inside TLS', async () => {
+    const { authPlugins } = (await import('mysql2')) as any;
+    for (const ssl of [undefined, { rejectUnauthorized: false }]) {
+      let publicKey: Buffer | undefined;
+      const c = await mysql.createConnection({
+        host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: key, database: 'mysql', ...(ssl ? { ssl } : {}),
+        authPlugins: { caching_sha2_password: authPlugins.caching_sha2_password({ onServerPublicKey: (k: Buffer) => (publicKey = k) }) },
+      } as mysql.ConnectionOptions);
+      const [rows] = await c.query('SELECT 1 AS one');
+      await c.end();
+      expect(rows).toEqual([{ one: 1 }]);
+      // Without TLS the client asked for the gateway's key and encrypted the password with it; inside TLS it did not need one.
+      if (ssl) expect(publicKey).toBeUndefined();
+      else expect(String(publicKey)).toMatch(/^-----BEGIN PUBLIC KEY-----/);
+    }
+    // The plain default of mysql2 (no authPlugins option): the same.
+    const plain = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: key, database: 'mysql' });
+    expect((await plain.query('SELECT 2 AS two'))[0]).toEqual([{ two: 2 }]);
+    await plain.end();
+    const wrong = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: `${key}x`, database: 'mysql' }).catch((e) => e);
+    expect(wrong).toMatchObject({ errno: 1045 });
+    const ev = await auditEvents(t, { type: 'session_start', limit: 1000 });
+    expect(ev.filter((e) => e.subject === 'human:dana' && e.details?.engine === 'mysql').map((e) => e.tls)).toEqual(expect.arrayContaining([true, false]));
+  });
+
+  it('caching_sha2_password without TLS: a password sent unencrypted, or encrypted for another connection (replayed), is refused', async () => {
+    /** A raw login up to the full-authentication request: the socket, the connection's scramble, and the packet reader. */
+    const begin = async () => {
+      const raw = net.connect(t.gw.mysqlPort!, '127.0.0.1');
+      const [hello] = await packets(raw, 1);
+      const v = hello!.indexOf(0, 1);
+      const scramble = Buffer.concat([hello!.subarray(v + 5, v + 13), hello!.subarray(v + 32, v + 44)]);
+      const caps = CAP.PROTOCOL_41 | CAP.SECURE_CONNECTION | CAP.PLUGIN_AUTH | CAP.PLUGIN_AUTH_LENENC_CLIENT_DATA;
+      const response = Buffer.concat([int4(caps), int4(1 << 24), Buffer.from([45]), Buffer.alloc(23), Buffer.from('x\0'), Buffer.from([20]), crypto.randomBytes(20), Buffer.from('mysql_native_password\0')]);
+      raw.write(frame(1, response).bytes);
+      const [sw] = await packets(raw, 1);
+      expect(sw![0]).toBe(0xfe);
+      expect(sw!.subarray(1, sw!.indexOf(0, 1)).toString()).toBe('caching_sha2_password');
+      expect(sw!.subarray(sw!.indexOf(0, 1) + 1, sw!.indexOf(0, 1) + 21)).toEqual(scramble);
+      raw.write(frame(3, crypto.randomBytes(32)).bytes);
+      const [more] = await packets(raw, 1);
+      expect([...more!]).toEqual([0x01, 0x04]);
+      return { raw, scramble };
+    };
+    const encrypt = (pem: string, scramble: Buffer) => {
+      const plain = Buffer.from(`${key}\0`, 'utf8');
+      for (let i = 0; i < plain.length; i++) plain[i]! ^= scramble[i % scramble.length]!;
+      return crypto.publicEncrypt({ key: pem, oaepHash: 'sha1', padding: crypto.constants.RSA_PKCS1_OAEP_PADDING }, plain);
+    };
+    const askKey = async (raw: net.Socket) => {
+      raw.write(frame(5, Buffer.from([0x02])).bytes);
+      const [k] = await packets(raw, 1);
+      expect(k![0]).toBe(0x01);
+      return k!.subarray(1).toString();
+    };
+    // The exchange works: key asked for, password encrypted with it and this connection's scramble.
+    const a = await begin();
+    const pem = await askKey(a.raw);
+    const blob = encrypt(pem, a.scramble);
+    a.raw.write(frame(7, blob).bytes);
+    expect((await packets(a.raw, 1))[0]![0]).toBe(0x00);
+    a.raw.destroy();
+    // The same bytes on another connection (another scramble) do not log in.
+    const b = await begin();
+    await askKey(b.raw);
+    b.raw.write(frame(7, blob).bytes);
+    const [replayed] = await packets(b.raw, 1);
+    expect(replayed![0]).toBe(0xff);
+    expect(replayed!.readUInt16LE(1)).toBe(1045);
+    b.raw.destroy();
+    // The key in clear without TLS is not taken as the password.
+    const c = await begin();
+    c.raw.write(frame(5, Buffer.from(`${key}\0`)).bytes);
+    const [clear] = await packets(c.raw, 1);
+    expect(clear![0]).toBe(0xff);
+    expect(clear!.subarray(9).toString()).toMatch(/could not be decrypted/);
+    c.raw.destroy();
   });
 
   it('offers MariaDB extended metadata, so JSON values arrive typed as they do directly', async () => {

@@ -15,6 +15,7 @@ import { sqlDeallocate, sqlExecute, sqlPrepare } from '../../analyze/mysql-prepa
 import { MyResults, type Inflight, type Stmt } from './results.js';
 import { KILL, myError, refusal, reportedStateRefusal, savedSettingRestore, scopeRefusal, served, sessionStateRefusal, splitStatements, STATE_PROBE, TRACK_SETUP, versionNumber, type SavedSettingRestore } from './verdicts.js';
 import { decodeParams, rememberParamTypes } from './params.js';
+import { fullAuthPacket, PERFORM_FULL_AUTH, SHA2, switchToSha2 } from './sha2auth.js';
 
 export interface MyEngineConfig {
   upstream: MyUpstreamTarget;
@@ -46,7 +47,7 @@ let preAuthUpstream = 0;
 
 /** One client connection speaking the MySQL protocol, relayed to an upstream MySQL/MariaDB under the Governor. */
 export class MySession extends EngineSession<MyUpstream> {
-  private phase: 'handshake' | 'auth' | 'switch' | 'connecting' | 'ready' = 'handshake';
+  private phase: 'handshake' | 'auth' | 'sha2-token' | 'sha2-full' | 'connecting' | 'ready' = 'handshake';
   private clientFramer: MyFramer;
   private upstreamFramer = new MyFramer(1 << 30);
   private scramble = Buffer.from(crypto.randomBytes(20).map((b) => (b % 94) + 33)); // printable, no NUL
@@ -244,8 +245,18 @@ export class MySession extends EngineSession<MyUpstream> {
     switch (this.phase) {
       case 'auth':
         return this.onHandshakeResponse(p);
-      case 'switch':
-        return this.onPassword(withoutNul(p).toString('utf8'));
+      case 'sha2-token':
+        // The client's scramble of a password hash Sluice does not have: full authentication, always.
+        this.phase = 'sha2-full';
+        this.send(PERFORM_FULL_AUTH);
+        return;
+      case 'sha2-full': {
+        const r = fullAuthPacket(p, { tls: this.info.tls, scramble: this.scramble });
+        if ('reply' in r) return void this.send(r.reply);
+        if ('password' in r) return this.onPassword(r.password);
+        this.fatal(1045, '28000', `Sluice could not read the password: ${r.error}`);
+        return 'stop';
+      }
       case 'ready':
         if (this.inflight || this.holding || this.catalogWait) {
           // One command at a time: keep it (and what follows) until the answer is complete.
@@ -288,9 +299,16 @@ export class MySession extends EngineSession<MyUpstream> {
     }
     this.charset = h.charset;
     if (h.plugin === CLEAR && h.auth.length) return this.onPassword(withoutNul(h.auth).toString('utf8'));
-    // Ask for the password in clear text (inside TLS): it is the identity token or key.
-    this.phase = 'switch';
-    this.send(Buffer.concat([Buffer.from([0xfe]), Buffer.from(`${CLEAR}\0`, 'ascii')]));
+    // The password is the identity token or key. A client that did not take mysql_clear_password (mysql2 without
+    // enableCleartextPlugin, MySQL 8 clients) is asked for it by caching_sha2_password's full authentication
+    // (sha2auth.ts): in clear inside TLS, RSA-encrypted without.
+    if (h.plugin === SHA2 && h.auth.length) {
+      this.phase = 'sha2-full';
+      this.send(PERFORM_FULL_AUTH);
+      return;
+    }
+    this.phase = 'sha2-token';
+    this.send(switchToSha2(this.scramble));
   }
 
   protected override tlsStarted(): void {
