@@ -16,7 +16,7 @@ const dist = (p) => import(path.join(root, 'dist', p));
 const { values: o } = parseArgs({ options: { iterations: { type: 'string', default: '50000' } } });
 const N = Number(o.iterations);
 const { loadParser } = await dist('analyze/analyze.js');
-const { Governor } = await dist('governor.js');
+const { Governor, SessionMemo } = await dist('governor.js');
 const { AuditLog, storeSink } = await dist('audit/audit.js');
 const { loadPolicy } = await dist('policy/policy.js');
 const { StatementAudit } = await dist('protocol/common/audit.js');
@@ -60,9 +60,15 @@ const query = m.query(sql(1));
 const framer = new Framer(1 << 20);
 stage('framing: one Query message through the Framer', () => framer.push(query, () => undefined));
 stage('analysis cache + policy + guard (Governor.check)', (i) => gov.check(id, 'sluice_bench', sql(i)));
+const memo = new SessionMemo(id);
+stage('the same through the session memo (a statement the session ran before)', (i) => gov.check(id, 'sluice_bench', sql(i), undefined, memo));
 const v = gov.check(id, 'sluice_bench', sql(1));
 stage('masking plan for the RowDescription', () => gov.maskPlan(id, v.analysis, fields, 'sluice_bench'));
 const plan = gov.maskPlan(id, v.analysis, fields, 'sluice_bench');
+// What the PostgreSQL pipeline does for a RowDescription the session has seen with this analysis (PgPipeline.queryPlan).
+const rowDesc = Buffer.from('T\0\0\0\x1d\0\x01abalance\0\0\0\x40\x10\0\x03\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0', 'latin1');
+memo.rememberPlan(`f${rowDesc.toString('latin1')}`, v.analysis, gov.memoInputs('sluice_bench'), plan);
+stage('the same through the session memo (a result shape the session saw before)', () => memo.plan(`f${rowDesc.toString('latin1', 0, rowDesc.length)}`, v.analysis, gov.memoInputs('sluice_bench')));
 const row = Buffer.from([0x44, 0, 0, 0, 14, 0, 1, 0, 0, 0, 4, 0x2d, 0x31, 0x32, 0x33]);
 stage('one DataRow through the plan (detector pre-scan)', () => plan && maskDataRow(row, 0, row.length, plan, new Map()));
 // (Events are not timed without their spool writes: appended and never written, they pile up in memory.)

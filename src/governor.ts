@@ -195,7 +195,18 @@ export class Governor {
    * Decide one client request (one simple Query or one Parse). `prepared` resolves SQL-level `EXECUTE name` to the
    * statement its PREPARE defined.
    */
-  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, dialect: 'postgres' | 'mysql' = 'postgres'): Verdict {
+  /**
+   * What a verdict or a masking plan was computed from, besides the statement and the identity: the policy and every
+   * catalog read for the database. Anything check() or maskPlan() reads must be here, or a session's memo would
+   * answer from facts that have changed (each catalog replaces its facts object when it reads them again).
+   */
+  memoInputs(dialect: Engine, database: string): readonly unknown[] {
+    return dialect === 'mysql'
+      ? [this.policy, database, this.views.mysql?.get(database), this.mysqlRoutines?.get()]
+      : [this.policy, database, this.views.postgres?.get(database), this.functions?.get(database)];
+  }
+
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, dialect: 'postgres' | 'mysql' = 'postgres', memo?: SessionMemo): Verdict {
     if (!this.audit.healthy) {
       return {
         decision: { action: 'deny', rule: 'audit-unavailable', reason: 'the audit log cannot be written' },
@@ -210,6 +221,11 @@ export class Governor {
         error: { code: '42601', message: r.error, hint: 'Sluice could not parse this statement, so it was not run.', ...(r.position ? { position: String(r.position) } : {}) },
       };
     }
+    // The same statement (up to numeric literals: one cached analysis) judged before in this session, from the same
+    // policy and catalogs: the same verdict.
+    const inputs = memo?.identity === identity ? this.memoInputs(dialect, database) : undefined;
+    const known = inputs && memo!.verdict(r, inputs);
+    if (known) return known;
     const resolved = resolveExecutes(r, prepared);
     if ('decision' in resolved) return resolved;
     let analysis = resolved;
@@ -228,6 +244,8 @@ export class Governor {
     const routines = dialect === 'mysql' ? this.mysqlRoutines?.get() : undefined;
     if (routines) analysis = judgeRoutines(analysis, routines, database);
     let decision = evaluate(this.policy, { identity, database, qualifiedIsDatabase: dialect === 'mysql' }, analysis);
+    // Only what the policy itself allows is remembered: grants expire, and a denial may be lifted by one.
+    const byPolicy = decision.action === 'allow';
     if (decision.action !== 'allow' && decision.grants !== false && this.approvals) {
       // An approved just-in-time grant lets through what the policy would deny or hold (unless a rule says grants: false).
       const g = this.approvals.grantFor(identity, database, analysis.classes);
@@ -237,7 +255,12 @@ export class Governor {
       decision = { ...decision, action: 'deny', reason: `${decision.reason ? `${decision.reason}; ` : ''}approval required, but approvals are not enabled on this gateway` };
     }
     if (decision.action === 'allow' || decision.action === 'require_approval') {
-      return this.maskingRefusal(identity, analysis, database, dialect) ?? { analysis, decision };
+      const refused = this.maskingRefusal(identity, analysis, database, dialect);
+      if (refused) return refused;
+      const v: Verdict = { analysis, decision };
+      // SQL-level EXECUTE is judged by what the session prepared, which the memo does not know.
+      if (inputs && byPolicy && resolved === r) memo!.remember(r, inputs, v);
+      return v;
     }
     const s = analysis.statements[decision.statement ?? 0];
     const what = s ? `${s.command}${s.tables.length ? ` on ${s.tables.map((t) => t.name).join(', ')}` : ''}` : 'statement';
@@ -426,8 +449,9 @@ export class EngineGovernor {
   routinesSettled(): Promise<void> | undefined {
     return this.engine === 'mysql' ? this.g.mysqlRoutines?.settled() : undefined;
   }
-  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>): Verdict {
-    return this.g.check(identity, database, sql, prepared, this.engine);
+  /** `memo`: the session's (see SessionMemo). */
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, memo?: SessionMemo): Verdict {
+    return this.g.check(identity, database, sql, prepared, this.engine, memo);
   }
   loadCatalogs(database: string): Promise<void> | undefined {
     return this.g.loadCatalogs(database);
@@ -456,6 +480,10 @@ export class EngineGovernor {
   flushAudit(): boolean {
     return this.g.recorder.flush();
   }
+  /** What a session's memo entries depend on (see Governor.memoInputs). */
+  memoInputs(database: string): readonly unknown[] {
+    return this.g.memoInputs(this.engine, database);
+  }
   maskPlan(identity: Identity, analysis: Analysis | undefined, fields: Field[], database: string, opts: { taintAll?: boolean } = {}): MaskPlan | undefined {
     return this.g.maskPlan(identity, analysis, fields, database, this.engine, opts);
   }
@@ -474,6 +502,48 @@ export class EngineGovernor {
   /** The key of a plan for rows of unknown columns (every cell scanned). */
   get maskKey(): Buffer {
     return this.g.maskKey;
+  }
+}
+
+/** A verdict or plan a session remembers, with what it was computed from (Governor.memoInputs). */
+interface Remembered<T> {
+  inputs: readonly unknown[];
+  value: T;
+}
+
+const sameInputs = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * What one session remembers of the Governor's answers: a statement's verdict per cached analysis, and the masking
+ * plan per result shape (RowDescription) and analysis. An entry answers only while the policy and the database's
+ * catalogs are the objects it was computed from, and only for the session's identity; a session repeats the same
+ * few statements, so most statements skip policy, guard and masking evaluation. Bounded: cleared when full.
+ */
+export class SessionMemo {
+  private readonly verdicts = new Map<Analysis, Remembered<Verdict>>();
+  private readonly plans = new Map<string, Remembered<MaskPlan | undefined> & { analysis: Analysis | undefined }>();
+
+  constructor(
+    readonly identity: Identity,
+    private readonly max = 256,
+  ) {}
+
+  verdict(a: Analysis, inputs: readonly unknown[]): Verdict | undefined {
+    const e = this.verdicts.get(a);
+    return e && sameInputs(e.inputs, inputs) ? e.value : undefined;
+  }
+  remember(a: Analysis, inputs: readonly unknown[], v: Verdict): void {
+    if (this.verdicts.size >= this.max) this.verdicts.clear();
+    this.verdicts.set(a, { inputs, value: v });
+  }
+  /** `shape`: the result's description as bytes (and anything else the plan depends on), as a string. */
+  plan(shape: string, a: Analysis | undefined, inputs: readonly unknown[]): { plan: MaskPlan | undefined } | undefined {
+    const e = this.plans.get(shape);
+    return e && e.analysis === a && sameInputs(e.inputs, inputs) ? { plan: e.value } : undefined;
+  }
+  rememberPlan(shape: string, a: Analysis | undefined, inputs: readonly unknown[], plan: MaskPlan | undefined): void {
+    if (this.plans.size >= this.max) this.plans.clear();
+    this.plans.set(shape, { analysis: a, inputs, value: plan });
   }
 }
 

@@ -1,4 +1,4 @@
-import type { EngineGovernor, Verdict } from '../../governor.js';
+import type { EngineGovernor, SessionMemo, Verdict } from '../../governor.js';
 import type { Analysis, AnalysisFailure, StatementInfo } from '../../analyze/analyze.js';
 import type { Identity } from '../../identity/identity.js';
 import type { Field, MaskCounts, MaskPlan } from '../../masking/values.js';
@@ -101,6 +101,7 @@ const rowsOf = (tag: string) => {
 export interface PipelineHost {
   readonly gov: EngineGovernor;
   readonly identity: Identity;
+  readonly memo: SessionMemo;
   readonly info: SessionInfo;
   readonly audit: StatementAudit;
   database(): string;
@@ -255,7 +256,7 @@ export class PgPipeline {
 
   private rowDescription(head: Item | undefined, b: Buffer, start: number, end: number): null | undefined {
     if (head?.k === 'query') {
-      head.plan = this.gov.maskPlan(this.identity, head.source?.analysis ?? head.verdict.analysis, parseRowDescription(b, start, end), this.host.database(), { taintAll: head.source?.taintAll });
+      head.plan = this.queryPlan(head.source?.analysis ?? head.verdict.analysis, !!head.source?.taintAll, b, start, end);
       return undefined;
     }
     if (head?.k !== 'describe') return undefined;
@@ -269,6 +270,21 @@ export class PgPipeline {
       if ((head.portal && it.portal === head.portal) || (head.stmt && it.portal.stmt === head.stmt)) it.plan = this.portalPlan(it.portal);
     }
     return head.internal ? null : undefined; // the client did not ask for it
+  }
+
+  /**
+   * The masking plan for a simple query's RowDescription: remembered per result shape (the message's bytes) and
+   * analysis, so a session repeating a query plans it once while the policy and catalogs stay the same.
+   */
+  private queryPlan(analysis: Analysis | undefined, taintAll: boolean, b: Buffer, start: number, end: number): MaskPlan | undefined {
+    const database = this.host.database();
+    const shape = `${taintAll ? 't' : 'f'}${b.toString('latin1', start, end)}`;
+    const inputs = this.gov.memoInputs(database);
+    const known = this.host.memo.plan(shape, analysis, inputs);
+    if (known) return known.plan;
+    const plan = this.gov.maskPlan(this.identity, analysis, parseRowDescription(b, start, end), database, { taintAll });
+    this.host.memo.rememberPlan(shape, analysis, inputs, plan);
+    return plan;
   }
 
   /** The masking plan for executing a portal, from its Describe or its statement's Describe plus Bind's formats. */

@@ -6,7 +6,7 @@ import { Framer } from './framer.js';
 import { ProtocolError } from './buffer.js';
 import * as m from './messages.js';
 import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget, type UpstreamConnection } from './upstream.js';
-import type { Governor, HoldRequest, Verdict } from '../../governor.js';
+import { SessionMemo, type Governor, type HoldRequest, type Verdict } from '../../governor.js';
 import { servedBy } from '../../util/glob.js';
 import type { Approval } from '../../approvals/store.js';
 import { startupRefusal } from '../../analyze/guard.js';
@@ -65,6 +65,8 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   private clientFramer: Framer;
   private upstreamFramer = new Framer(1 << 30);
   private pipeline!: PgPipeline;
+  /** The Governor's answers this session remembers (verdicts, masking plans). */
+  private memo!: SessionMemo;
   private params: Record<string, string> = {};
   private pid = 0;
   private secret = 0;
@@ -302,9 +304,11 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     this.upstreamPid = up.pid;
     this.upstreamSecret = up.secret;
     this.info.txStatus = up.txStatus;
+    this.memo = new SessionMemo(this.identity!);
     this.pipeline = new PgPipeline({
       gov: this.gov,
       identity: this.identity!,
+      memo: this.memo,
       info: this.info,
       audit: this.audit,
       database: () => this.database,
@@ -500,7 +504,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   }
 
   private decide(sql: string): Verdict {
-    return this.gov.check(this.identity!, this.database, sql, this.pipeline.sqlPrepared);
+    return this.gov.check(this.identity!, this.database, sql, this.pipeline.sqlPrepared, this.memo);
   }
 
   // ---------------------------------------------------------------- lexing state and approval holds

@@ -1,0 +1,108 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { startTestGateway, freshDatabase, admin, type TestGateway } from './support/env.js';
+import { basePolicyRules, policyYaml } from './support/policies.js';
+
+/**
+ * A session remembers the Governor's verdicts and masking plans for statements it repeats (SessionMemo). What it
+ * remembers must never outlive what it was computed from: the policy, and the database's catalogs.
+ */
+
+let db: { name: string; drop: () => Promise<void> };
+let t: TestGateway;
+const agentRules = () => [...basePolicyRules(), { name: 'agents-read', match: { kinds: ['agent'], statements: ['read'] }, action: 'allow' as const }];
+
+beforeAll(async () => {
+  db = await freshDatabase(
+    'sluice_memo',
+    `CREATE TABLE people (id int PRIMARY KEY, name text, note text);
+     INSERT INTO people VALUES (1, 'Ada Lovelace', 'plain'), (2, 'Alan Turing', 'plain');
+     CREATE TABLE hits (n int);
+     CREATE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x';`,
+  );
+  t = await startTestGateway({ policy: policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }) });
+});
+afterAll(async () => {
+  await t?.stop();
+  await db?.drop();
+});
+
+const hits = () => admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM hits')).rows[0].n as number, db.name);
+
+describe('what a session remembers', () => {
+  it('a policy reload applies to a statement the session has run before, in both protocols, verdict and masking', async () => {
+    const c = new pg.Client(t.conn(await t.key('agent', []), db.name));
+    await c.connect();
+    try {
+      const simple = () => c.query('SELECT name FROM people WHERE id = 1');
+      const extended = () => c.query({ text: 'SELECT name FROM people WHERE id = $1', values: [1] });
+      for (let i = 0; i < 3; i++) {
+        expect((await simple()).rows[0].name).toBe('Ada Lovelace');
+        expect((await extended()).rows[0].name).toBe('Ada Lovelace');
+      }
+      // Masking: the same statements now return the column masked.
+      const file = path.join(t.dir, 'policy.yaml');
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false, columns: [{ column: 'people.name', masker: 'redact' }] } }));
+      t.gw.reloadPolicy();
+      const masked = (await simple()).rows[0].name;
+      expect(masked).not.toBe('Ada Lovelace');
+      expect((await extended()).rows[0].name).toBe(masked);
+      // A literal the session has not sent yet shares the remembered analysis: masked too.
+      expect((await c.query('SELECT name FROM people WHERE id = 2')).rows[0].name).not.toMatch(/Turing/);
+      // The verdict: reads are no longer allowed to agents.
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: basePolicyRules() }));
+      t.gw.reloadPolicy();
+      expect((await simple().catch((e) => e)).code).toBe('42501');
+      expect((await extended().catch((e) => e)).code).toBe('42501');
+      expect((await c.query('SHOW server_version')).rows).toHaveLength(1); // the session is still usable
+    } finally {
+      await c.end();
+      fs.writeFileSync(path.join(t.dir, 'policy.yaml'), policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
+      t.gw.reloadPolicy();
+    }
+  });
+
+  it('a function redefined to write after a session called it is judged anew: refused, and nothing is written', async () => {
+    const agent = new pg.Client(t.conn(await t.key('agent', []), db.name));
+    const dba = new pg.Client(t.conn(await t.key('human', ['dba']), db.name));
+    await agent.connect();
+    await dba.connect();
+    try {
+      for (let i = 1; i <= 3; i++) expect((await agent.query(`SELECT tally(${i}) AS v`)).rows[0].v).toBe(i);
+      expect((await agent.query({ text: 'SELECT tally($1) AS v', values: [5] })).rows[0].v).toBe(5);
+      // Redefined through the gateway by a DBA: the DBA's next statement waits for the catalog to be read again.
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO hits VALUES (1) RETURNING x'`);
+      await dba.query('SELECT 1');
+      // The same text, another literal, and the extended protocol: all refused (a read-only identity may not write).
+      for (const q of ['SELECT tally(1) AS v', 'SELECT tally(9) AS v']) {
+        const e = await agent.query(q).catch((x) => x);
+        expect(e.code, q).toBe('42501');
+      }
+      expect((await agent.query({ text: 'SELECT tally($1) AS v', values: [5] }).catch((x) => x)).code).toBe('42501');
+      expect(await hits()).toBe(0);
+    } finally {
+      await agent.end();
+      await dba.end();
+    }
+  });
+
+  it('a function redefined behind the gateway\'s back is judged anew once the catalog is read again', async () => {
+    const agent = new pg.Client(t.conn(await t.key('agent', []), db.name));
+    await agent.connect();
+    try {
+      await admin((c) => c.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x'`), db.name);
+      // Read the catalog again (as the periodic refresh does) and wait for it: the function is harmless again.
+      await t.gw.governor.refreshCatalogs(db.name);
+      expect((await agent.query('SELECT tally(4) AS v')).rows[0].v).toBe(4);
+      await admin((c) => c.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO hits VALUES (2) RETURNING x'`), db.name);
+      await t.gw.governor.refreshCatalogs(db.name);
+      expect((await agent.query('SELECT tally(4) AS v').catch((x) => x)).code).toBe('42501');
+      expect(await hits()).toBe(0);
+    } finally {
+      await agent.end();
+    }
+  });
+});
+
