@@ -121,6 +121,9 @@ const cases = (): string[][] => {
     'WITH w AS (SELECT liar() AS x) SELECT * FROM w', 'SELECT liar() UNION SELECT 1', 'SELECT COALESCE(NULL, nested_liar())', 'DO liar()', 'CALL writer_proc()',
     // mysql2 sessions run with IGNORE_SPACE (CLIENT_IGNORE_SPACE): a space before `(` is still a call.
     'SELECT liar ()', 'SELECT SLEEP (3600)', "SELECT GET_LOCK ('sluice_l', 0)", 'SELECT json_wipe /* x */ ()',
+    // A stored program after other statements of the same text is read as one, and nothing after its body runs.
+    'SELECT 1; CREATE PROCEDURE sluice_evil() BEGIN DELETE FROM orders; END', 'SELECT 1; CREATE FUNCTION sluice_evil() RETURNS int RETURN 1; DELETE FROM orders',
+    "SELECT ';'; /* ; */ CREATE PROCEDURE sluice_evil() DELETE FROM orders", 'DROP PROCEDURE IF EXISTS sluice_evil; CREATE PROCEDURE sluice_evil() BEGIN SELECT 1; END; DELETE FROM orders',
   ].map((s) => [s]);
   return [...MARIADB_COMMENTS, ...DYNAMIC, ...LEXING, ...PRIVILEGED, ...EFFECTS, ...CATALOGS, ...ESCAPES, ...ROUTINES];
 };
@@ -425,6 +428,27 @@ describe('stored functions judged from the catalog (information_schema.ROUTINES 
     } finally {
       await c.end();
     }
+  });
+
+  it('DROP PROCEDURE and CREATE PROCEDURE in one text (as mysql2 tests send it) run for a DBA and answer as directly; the analysis reads both', async () => {
+    const text = (name: string) => `DROP PROCEDURE IF EXISTS ${name}; CREATE PROCEDURE ${name}() BEGIN SELECT 1 AS a; SELECT 'x;y' AS b FROM t WHERE id = 2; END`;
+    const c = await connect(dba);
+    const d = await root();
+    try {
+      await d.query(`USE ${db}`);
+      await c.query(text('two_sets_sluice'));
+      await d.query(text('two_sets_direct'));
+      // CALL is class other, which examples/policy.yaml gives nobody: both procedures are called directly.
+      const [through] = await d.query('CALL two_sets_sluice()');
+      const [direct] = await d.query('CALL two_sets_direct()');
+      expect(JSON.stringify(through)).toBe(JSON.stringify(direct));
+    } finally {
+      await c.end();
+      await d.query('DROP PROCEDURE IF EXISTS two_sets_sluice; DROP PROCEDURE IF EXISTS two_sets_direct');
+      await d.end();
+    }
+    const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'allow', limit: 5000 })).find((e) => e.sql === text('two_sets_sluice'));
+    expect(ev).toMatchObject({ commands: ['DROP PROCEDURE', 'CREATE PROCEDURE'], classes: ['ddl'], flags: expect.arrayContaining(['multi-statement', 'stored-program-body']) });
   });
 
   it('a function created or replaced through Sluice is judged by its new body at the next statement, in the same session and in others', async () => {

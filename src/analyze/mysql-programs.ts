@@ -56,6 +56,30 @@ export function programKind(sql: string): string | undefined {
   return ['PROCEDURE', 'FUNCTION', 'TRIGGER', 'EVENT'].includes(kind) ? kind : undefined;
 }
 
+/**
+ * Where a stored program begins after other statements in the same text (`DROP PROCEDURE IF EXISTS p; CREATE
+ * PROCEDURE p() BEGIN ... END`): the offset of its CREATE, after the first `;` that ends a statement and is followed
+ * by CREATE [OR REPLACE] [DEFINER=...] [AGGREGATE] PROCEDURE|FUNCTION|TRIGGER|EVENT; undefined when there is none.
+ * The server reads such a text the same way: the statements before it, then the program to the end of the text.
+ */
+export function programAfterStatements(sql: string): number | undefined {
+  if (!/\b(PROCEDURE|FUNCTION|TRIGGER|EVENT)\b/i.test(sql) || !sql.includes(';')) return undefined;
+  const l = lex(sql);
+  if (!l) return undefined;
+  for (let i = 0; i < l.toks.length - 1; i++) {
+    const t = l.toks[i]!;
+    if (t.k !== 'p' || t.v !== ';') continue;
+    const c = new Cur(l.toks, l.flat);
+    c.i = i + 1;
+    if (!c.eat('CREATE')) continue;
+    c.eat('OR', 'REPLACE');
+    if (!definer(c)) continue;
+    c.eat('AGGREGATE');
+    if (['PROCEDURE', 'FUNCTION', 'TRIGGER', 'EVENT'].includes(c.peek()?.v ?? '')) return l.toks[i + 1]!.s;
+  }
+  return undefined;
+}
+
 /** The statement creating a stored program, read exactly, or undefined. */
 export function recogniseProgram(sql: string, an: Analyze): StatementInfo[] | undefined {
   const l = lex(sql);

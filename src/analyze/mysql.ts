@@ -2,7 +2,7 @@ import { init as initParser, parse } from '@guanmingchiu/sqlparser-ts';
 import crypto from 'node:crypto';
 import type { Analysis, AnalysisResult, Flag, StatementClass, StatementInfo, TableRef } from './analyze.js';
 import { withoutMariadbClauses } from './mysql-clauses.js';
-import { programKind, recogniseMysql, recogniseProgram } from './mysql-programs.js';
+import { programAfterStatements, programKind, recogniseMysql, recogniseProgram } from './mysql-programs.js';
 import { prepareStatements, sqlDeallocate, sqlPrepare } from './mysql-prepare.js';
 import { forParser, functionEffect, knownBuiltin, lexingRefusal, lexingVariable, privilegedVariable, SENSITIVE_SHOW, sensitiveTable, unsupported, type SetValue } from './guard-mysql.js';
 
@@ -503,6 +503,15 @@ function analyze(sql: string, depth: number): AnalysisResult {
   if (program) {
     const p = recogniseProgram(text, (s) => analyze(s, depth + 1));
     return p ? finish(p) : { ok: false, error: `syntax error: Sluice could not read this CREATE ${program} exactly (its header, or its body's block structure)` };
+  }
+  // Statements, then a stored program to the end of the text: each part read as such.
+  const at = depth > 4 ? undefined : programAfterStatements(text);
+  if (at !== undefined) {
+    const head = analyze(text.slice(0, at), depth + 1);
+    if (!head.ok) return head;
+    const tail = analyze(text.slice(at), depth + 1);
+    if (!tail.ok) return { ...tail, ...(tail.position ? { position: tail.position + at } : {}) };
+    return finish([...head.statements, ...tail.statements]);
   }
   // PREPARE name FROM '<text>': the statement of its text (mysql-prepare.ts); DEALLOCATE|DROP PREPARE name.
   const prep = depth > 4 ? undefined : sqlPrepare(text);
