@@ -7,10 +7,9 @@
 //                               [--only select-simple,...] [--no-pgbouncer]
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { cliFor, commonOptions, freePort, PG, psql, root, startGateway, storeLine } from './lib.mjs';
+import { cliFor, commonOptions, freePort, PG, psql, root, startGateway, startPgBouncer, storeLine } from './lib.mjs';
 
 const { values: o } = parseArgs({
   options: {
@@ -55,32 +54,7 @@ const sluicePids = () => execFileSync('pgrep', ['-f', `sluice.js start -c ${cfgF
 // ------------------------------------------------------------------ PgBouncer
 let bouncer;
 if (!o['no-pgbouncer']) {
-  const bin = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => fs.existsSync(p));
-  if (!bin) throw new Error('pgbouncer is not installed (apt-get install pgbouncer), or run with --no-pgbouncer');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-pgbouncer-'));
-  const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'userlist.txt'), `"${PG.user}" ""\n`);
-  fs.writeFileSync(path.join(dir, 'pgbouncer.ini'), `[databases]
-${DB} = host=${PG.host} port=${PG.port} dbname=${DB}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${port}
-unix_socket_dir =
-auth_type = trust
-auth_file = ${dir}/userlist.txt
-pool_mode = session
-default_pool_size = ${Math.max(20, Number(o.clients))}
-max_client_conn = 1000
-ignore_startup_parameters = extra_float_digits
-logfile = ${dir}/pgbouncer.log
-pidfile = ${dir}/pgbouncer.pid
-`);
-  // PgBouncer refuses to run as root: run it as the postgres system user then.
-  const asUser = process.getuid?.() === 0 ? ['-u', 'postgres'] : [];
-  if (asUser.length) execFileSync('chown', ['-R', 'postgres', dir]);
-  execFileSync(bin, ['-d', ...asUser, path.join(dir, 'pgbouncer.ini')]);
-  for (let i = 0; i < 50 && !fs.existsSync(path.join(dir, 'pgbouncer.pid')); i++) await new Promise((r) => setTimeout(r, 100));
-  bouncer = { port, pid: Number(fs.readFileSync(path.join(dir, 'pgbouncer.pid'), 'utf8')), dir, version: execFileSync(bin, ['--version'], { encoding: 'utf8' }).split('\n')[0] };
+  bouncer = await startPgBouncer({ databases: { [DB]: DB }, poolMode: 'session', poolSize: Math.max(20, Number(o.clients)), maxClients: 1000 });
 }
 
 // ------------------------------------------------------------------ workloads

@@ -1,6 +1,7 @@
 // Shared by the benchmark scripts: free ports and a gateway process started from a config file.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import path from 'node:path';
@@ -74,3 +75,37 @@ export const commonOptions = {
   store: { type: 'string', default: 'postgres' },
   only: { type: 'string' },
 };
+
+/**
+ * Debian's PgBouncer in front of the local PostgreSQL (`databases`: the name clients use -> the server's database),
+ * started as a daemon; resolves to its port, pid, directory and version, and `stop()`.
+ */
+export async function startPgBouncer({ databases, poolMode = 'session', poolSize = 20, maxClients = 1000 }) {
+  const bin = ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].find((p) => fs.existsSync(p));
+  if (!bin) throw new Error('pgbouncer is not installed (apt-get install pgbouncer), or run with --no-pgbouncer');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-pgbouncer-'));
+  const port = await freePort();
+  fs.writeFileSync(path.join(dir, 'userlist.txt'), `"${PG.user}" ""\n`);
+  fs.writeFileSync(path.join(dir, 'pgbouncer.ini'), `[databases]
+${Object.entries(databases).map(([name, db]) => `${name} = host=${PG.host} port=${PG.port} dbname=${db}`).join('\n')}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${port}
+unix_socket_dir =
+auth_type = trust
+auth_file = ${dir}/userlist.txt
+pool_mode = ${poolMode}
+default_pool_size = ${poolSize}
+max_client_conn = ${maxClients}
+ignore_startup_parameters = extra_float_digits
+logfile = ${dir}/pgbouncer.log
+pidfile = ${dir}/pgbouncer.pid
+`);
+  // PgBouncer refuses to run as root: run it as the postgres system user then.
+  const asUser = process.getuid?.() === 0 ? ['-u', 'postgres'] : [];
+  if (asUser.length) execFileSync('chown', ['-R', 'postgres', dir]);
+  execFileSync(bin, ['-d', ...asUser, path.join(dir, 'pgbouncer.ini')]);
+  for (let i = 0; i < 50 && !fs.existsSync(path.join(dir, 'pgbouncer.pid')); i++) await new Promise((r) => setTimeout(r, 100));
+  const pid = Number(fs.readFileSync(path.join(dir, 'pgbouncer.pid'), 'utf8'));
+  return { port, pid, dir, version: execFileSync(bin, ['--version'], { encoding: 'utf8' }).split('\n')[0], stop: () => void spawnSync('kill', [String(pid)]) };
+}
