@@ -344,6 +344,33 @@ describe('benign traffic still passes', () => {
     }
   });
 
+  it("text Sluice cannot parse gets the server's own syntax error when the server cannot parse it either (nothing runs); Sluice's refusal when it can", async () => {
+    const errOf = (p: Promise<unknown>) => p.then(() => undefined, (e: { errno: number; message: string }) => ({ errno: e.errno, message: e.message }));
+    for (const charset of ['UTF8MB4_GENERAL_CI', 'KOI8R_GENERAL_CI']) {
+      const c = await connect(dba, { charset });
+      const d = await mysql.createConnection({ ...MY, database: db, charset, multipleStatements: true });
+      try {
+        for (const sql of ['SELECT * FROM `МояТаблица', 'SELEC 1', "SELECT v FROM t WHERE v = 'x' AND", 'SELECT 1 +']) {
+          const through = await errOf(c.query(sql));
+          expect(through, sql).toEqual(await errOf(d.query(sql)));
+          expect(through?.errno, sql).toBe(1064);
+        }
+        // Several statements: directly the DELETE would run before the error; through Sluice nothing runs.
+        const before = await state();
+        expect(await errOf(c.query('DELETE FROM orders WHERE id = 1; SELEC 1'))).toMatchObject({ errno: 1064 });
+        expect(await state()).toBe(before);
+        // The server can parse it, Sluice cannot: Sluice's refusal.
+        expect(await errOf(c.query('SELECT v FROM t WHERE id = 1 LOCK IN SHARE MODE'))).toMatchObject({ errno: 1064, message: expect.stringContaining('Sluice could not parse this statement') });
+        expect((await c.query('SELECT 1 AS one'))[0]).toEqual([{ one: 1 }]);
+      } finally {
+        await c.end();
+        await d.end();
+      }
+    }
+    const ev = (await auditEvents(t, { subject: 'human:guard-dba', type: 'statement', decision: 'deny', limit: 5000 })).find((e) => e.sql === 'SELEC 1');
+    expect(ev).toMatchObject({ rule: 'unparsable' });
+  });
+
   it('PREPARE name FROM a literal answers as directly; EXECUTE is judged and audited as the prepared text; DEALLOCATE forgets it', async () => {
     const c = await connect(analyst);
     const d = await root();

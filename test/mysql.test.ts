@@ -139,7 +139,9 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
     const c = await connect(alice);
     await expect(c.query('DELETE FROM orders')).rejects.toMatchObject({ errno: 1142, sqlState: '42000', message: expect.stringContaining('destructive statements need a DBA') });
     await expect(c.query('SELECT 1 /*! ; DROP TABLE orders */')).rejects.toMatchObject({ errno: 1142, message: expect.stringContaining('no-multi-statements') });
-    await expect(c.query('SELEC 1')).rejects.toMatchObject({ errno: 1064, sqlState: '42000', message: expect.stringContaining('Sluice could not parse') });
+    // Unparsable for both: the server's own error (nothing ran); unparsable for Sluice only: Sluice's refusal.
+    await expect(c.query('SELEC 1')).rejects.toMatchObject({ errno: 1064, sqlState: '42000', message: expect.stringContaining('You have an error in your SQL syntax') });
+    await expect(c.query('SELECT id FROM orders WHERE id = 1 LOCK IN SHARE MODE')).rejects.toMatchObject({ errno: 1064, sqlState: '42000', message: expect.stringContaining('Sluice could not parse') });
     await expect(c.query("SELECT id FROM customers WHERE ssn LIKE '1%'")).rejects.toMatchObject({ errno: 1142, message: expect.stringContaining('inference guard') });
     await expect(c.execute('DELETE FROM orders', [])).rejects.toMatchObject({ errno: 1142 });
     const [ok] = await c.query('SELECT count(*) AS n FROM orders');

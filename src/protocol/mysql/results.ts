@@ -19,6 +19,8 @@ export interface Inflight {
   k: 'query' | 'execute' | 'prepare' | 'fetch' | 'simple' | 'fieldlist' | 'statistics' | 'probe';
   /** probe: the gateway's own one-row query; its first row goes to this callback, never to the client. */
   onProbe?: (row: (string | null)[] | Error) => void;
+  /** probe of a COM_STMT_PREPARE (nothing runs): the server's error packet, or the id of the statement it prepared. */
+  onPrepared?: (r: { error: Buffer } | { id: number }) => void;
   probeRow?: (string | null)[];
   sql?: string;
   verdict?: Verdict;
@@ -133,7 +135,7 @@ export class MyResults {
       case 'prepare':
         return this.onPrepareAnswer(f, p, deprecateEof);
       case 'probe':
-        return this.onProbeAnswer(f, p, deprecateEof);
+        return f.onPrepared ? this.onPrepareProbeAnswer(f, p, deprecateEof) : this.onProbeAnswer(f, p, deprecateEof);
       default:
         return this.onResultPacket(f, p, deprecateEof);
     }
@@ -169,6 +171,21 @@ export class MyResults {
     f.probeRow = Array.from(f.columns, () => r.lenencBytes()?.toString('utf8') ?? null);
   }
 
+  /** The answer to the gateway's own COM_STMT_PREPARE: read to its end, not relayed. */
+  private onPrepareProbeAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {
+    if (!f.prep) {
+      if (p[0] === 0xff) {
+        this.host.finish(f);
+        return f.onPrepared!({ error: p });
+      }
+      f.prep = prepareOk(p, deprecateEof);
+    } else f.prep.seen++;
+    if (f.prep.seen === f.prep.total) {
+      this.host.finish(f);
+      f.onPrepared!({ id: f.prep.id });
+    }
+  }
+
   private onPrepareAnswer(f: Inflight, p: Buffer, deprecateEof: boolean): void {
     this.out(f, p);
     if (!f.prep) {
@@ -176,13 +193,7 @@ export class MyResults {
         f.error = parseErr(p);
         return this.host.finish(f);
       }
-      const r = new MyReader(p, 1);
-      const id = r.int4();
-      const cols = r.int2();
-      const params = r.int2();
-      // Each non-empty section: its definitions, then an EOF unless DEPRECATE_EOF.
-      const section = (n: number) => (n ? n + (deprecateEof ? 0 : 1) : 0);
-      f.prep = { id, params, cols, total: section(params) + section(cols), seen: 0, columns: [] };
+      f.prep = prepareOk(p, deprecateEof);
     } else {
       // Column definitions come after the parameter section.
       const paramSection = f.prep.total - (f.prep.cols ? f.prep.cols + (deprecateEof ? 0 : 1) : 0);
@@ -323,4 +334,15 @@ export class MyResults {
       }
     }
   }
+}
+
+/** A COM_STMT_PREPARE_OK: the statement id, and how many definition packets follow it. */
+function prepareOk(p: Buffer, deprecateEof: boolean): NonNullable<Inflight['prep']> {
+  const r = new MyReader(p, 1);
+  const id = r.int4();
+  const cols = r.int2();
+  const params = r.int2();
+  // Each non-empty section: its definitions, then an EOF unless DEPRECATE_EOF.
+  const section = (n: number) => (n ? n + (deprecateEof ? 0 : 1) : 0);
+  return { id, params, cols, total: section(params) + section(cols), seen: 0, columns: [] };
 }

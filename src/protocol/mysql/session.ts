@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import type { Governor, Verdict } from '../../governor.js';
 import type { Identity } from '../../identity/identity.js';
 import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
-import { CAP, COM, MARIADB_CLIENT_EXTENDED_METADATA, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul, type StateChanges } from './packets.js';
+import { CAP, COM, MARIADB_CLIENT_EXTENDED_METADATA, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul, int4, type StateChanges } from './packets.js';
 import { connectMyUpstream, greetMyUpstream, type GreetedUpstream, type MyUpstream, type MyUpstreamError, type MyUpstreamTarget, type UpstreamHello } from './upstream.js';
 import { MyClient } from './client.js';
 import type { Approval } from '../../approvals/store.js';
@@ -35,6 +35,9 @@ const RELAYABLE =
   CAP.SESSION_TRACK;
 
 const CLEAR = 'mysql_clear_password';
+/** The server's syntax errors (ER_PARSE_ERROR, ER_SYNTAX_ERROR). */
+const ER_PARSE_ERROR = 1064;
+const ER_SYNTAX_ERROR = 1149;
 
 /**
  * Server connections opened for clients that have not logged in yet (so that the thread id they are shown is the
@@ -566,10 +569,32 @@ export class MySession extends EngineSession<MyUpstream> {
     const prepared = exec && this.sqlPrepared.get(exec.name);
     if (exec && prepared) return this.executeSqlPrepared(p, sql, exec.using, prepared);
     const v = this.decide(sql);
+    if (v.failure && !v.failure.error.startsWith('not supported by Sluice')) return this.unparsable(p, sql, v);
     const kills = v.analysis?.statements.filter((s) => s.command === 'KILL').length ?? 0;
     if (kills) return this.killScript(sql, v.analysis!.statements.length);
     if (v.decision.action === 'require_approval') return this.hold(p, sql, v, 'mysql');
     this.runQuery(p, sql, v);
+  }
+
+  /**
+   * A text Sluice's parser cannot read is refused; the server is asked whether it can read it, by preparing it
+   * (COM_STMT_PREPARE parses and never runs anything; the statement is closed again): when it cannot either, the
+   * client gets the server's own syntax error, as directly; when it can, Sluice's refusal. (A text of several
+   * statements does not prepare: nothing of it runs, where directly the statements before the error would.)
+   */
+  private unparsable(p: Buffer, sql: string, v: Verdict): void {
+    this.forward(Buffer.concat([Buffer.from([COM.STMT_PREPARE]), p.subarray(1)]), {
+      k: 'probe',
+      onPrepared: (r) => {
+        if (this.closed) return;
+        this.info.statements++;
+        this.audit.denied(sql, v, 'mysql');
+        if ('id' in r) this.upstream!.write(frame(0, Buffer.concat([Buffer.from([COM.STMT_CLOSE]), int4(r.id)])).bytes);
+        const code = 'error' in r ? r.error.readUInt16LE(1) : 0;
+        this.send(code === ER_PARSE_ERROR || code === ER_SYNTAX_ERROR ? (r as { error: Buffer }).error : myError(v.error!));
+        this.continueReading();
+      },
+    });
   }
 
   private onExecute(p: Buffer): void {
