@@ -344,6 +344,34 @@ describe('benign traffic still passes', () => {
     }
   });
 
+  it('a prepared SET of a lexing setting is judged at each execution by the value it binds', async () => {
+    const c = await connect(agent);
+    c.on('error', () => undefined);
+    try {
+      const [[session0]] = (await c.query(SESSION_SQL)) as any;
+      const before = await state();
+      const bad: [string, unknown][] = [
+        ['SET character_set_client = ?', 'gbk'], ['SET @@session.character_set_connection = ?', 'big5'], ['SET sql_mode = ?', 'ANSI_QUOTES'],
+        ['SET SESSION sql_mode = ?', 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES'], ['SET sql_mode = ?', 4], ['SET character_set_client = ?', 28],
+        ['SET collation_connection = ?', 'sjis_japanese_ci'], ['SET character_set_results = ?', null], ['SET character_set_client = ?', Buffer.from('gbk')],
+      ];
+      for (const [sql, value] of bad) {
+        await expect(c.execute(sql, [value]), `${sql} ${String(value)}`).rejects.toMatchObject({ errno: 1142, message: expect.stringContaining('Sluice') });
+        const [[session]] = (await c.query(SESSION_SQL)) as any;
+        expect(session, `${sql} ${String(value)}`).toEqual(session0);
+      }
+      expect(await state()).toBe(before);
+      // As mysql2's test-charset-results does: the value is an ASCII-safe character set.
+      for (const cs of ['cp1251', 'koi8r', 'utf8mb4']) {
+        await c.execute('SET character_set_results = ?', [cs]);
+        const [[row]] = (await c.query('SELECT @@character_set_results AS r')) as any;
+        expect(row.r).toBe(cs);
+      }
+    } finally {
+      c.destroy();
+    }
+  });
+
   it("text Sluice cannot parse gets the server's own syntax error when the server cannot parse it either (nothing runs); Sluice's refusal when it can", async () => {
     const errOf = (p: Promise<unknown>) => p.then(() => undefined, (e: { errno: number; message: string }) => ({ errno: e.errno, message: e.message }));
     for (const charset of ['UTF8MB4_GENERAL_CI', 'KOI8R_GENERAL_CI']) {

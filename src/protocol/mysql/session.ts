@@ -13,7 +13,7 @@ import type { SessionRegistry } from '../common/registry.js';
 import { handshakePacket, parseHandshakeResponse } from './handshake.js';
 import { sqlDeallocate, sqlExecute, sqlPrepare } from '../../analyze/mysql-prepare.js';
 import { MyResults, type Inflight, type Stmt } from './results.js';
-import { KILL, myError, refusal, reportedStateRefusal, savedSettingRestore, scopeRefusal, served, sessionStateRefusal, splitStatements, STATE_PROBE, TRACK_SETUP, versionNumber, type SavedSettingRestore } from './verdicts.js';
+import { KILL, myError, preparedSetting, refusal, reportedStateRefusal, savedSettingRestore, settingText, scopeRefusal, served, sessionStateRefusal, splitStatements, STATE_PROBE, TRACK_SETUP, versionNumber, type SavedSettingRestore } from './verdicts.js';
 import { decodeParams, rememberParamTypes } from './params.js';
 import { fullAuthPacket, PERFORM_FULL_AUTH, SHA2, switchToSha2 } from './sha2auth.js';
 
@@ -526,7 +526,9 @@ export class MySession extends EngineSession<MyUpstream> {
       case COM.STMT_PREPARE: {
         const sql = p.subarray(1).toString('utf8');
         this.info.currentSql = sql;
-        const v = this.decide(sql);
+        // SET <lexing setting> = ?: preparing sets nothing; each execution is judged with the value it binds.
+        const setting = preparedSetting(sql);
+        const v = this.decide(setting ? settingText(setting, setting === 'sql_mode' ? '' : setting === 'collation_connection' ? 'utf8mb4_general_ci' : 'utf8mb4') : sql);
         if (v.error) {
           this.audit.denied(sql, v, 'mysql-prepared');
           this.send(myError(v.error));
@@ -543,6 +545,7 @@ export class MySession extends EngineSession<MyUpstream> {
         return;
       }
       case COM.STMT_SEND_LONG_DATA:
+        this.longData.add(p.readUInt32LE(1));
         // No answer: pass it on.
         this.upstream!.write(frame(0, p).bytes);
         return;
@@ -606,9 +609,22 @@ export class MySession extends EngineSession<MyUpstream> {
     }
     this.info.currentSql = stmt.sql;
     // Policy is re-checked at execution: grants expire and the policy may have been reloaded since PREPARE.
-    const v = this.decide(stmt.sql);
+    const longData = this.longData.delete(id);
+    const setting = preparedSetting(stmt.sql);
+    const v = setting ? this.decideBound(p, stmt, setting, longData) : this.decide(stmt.sql);
     if (v.decision.action === 'require_approval') return this.hold(p, stmt.sql, v, 'mysql-prepared', stmt);
     this.runExecute(p, stmt, v);
+  }
+
+  /** Statements that were sent long data (COM_STMT_SEND_LONG_DATA) since their last execution. */
+  private readonly longData = new Set<number>();
+
+  /** An execution of a prepared `SET <lexing setting> = ?`: judged as the constant it binds, or refused when Sluice cannot read that. */
+  private decideBound(p: Buffer, stmt: Stmt, setting: string, longData: boolean): Verdict {
+    const params = longData ? undefined : decodeParams(p, stmt);
+    const value = params && !params.binary ? params.values[0] : undefined;
+    if (value === undefined || value === null) return refusal(undefined, undefined, `${setting} is bound to a value Sluice cannot read as text (NULL, binary, or sent as long data)`);
+    return this.decide(settingText(setting, value));
   }
 
   /**
@@ -624,7 +640,7 @@ export class MySession extends EngineSession<MyUpstream> {
       onProbe: (row) => {
         if (this.closed) return;
         const value = row instanceof Error ? row : row[0]!;
-        const judged = value instanceof Error || value === null ? undefined : `SET SESSION ${r.setting} = '${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+        const judged = value instanceof Error || value === null ? undefined : settingText(r.setting, value);
         const v = judged ? this.decide(judged) : refusal(undefined, undefined, `${r.setting} is set from @${r.variable}, which ${value instanceof Error ? `could not be read (${value.message})` : 'is NULL'}`);
         if (v.decision.action === 'require_approval') this.hold(p, sql, v, 'mysql');
         else this.runQuery(p, sql, v);

@@ -62,6 +62,19 @@ export function savedSettingRestore(sql: string, serverVersion: number): SavedSe
   return { setting: m.groups.setting!.toLowerCase(), variable: name };
 }
 
+const PREPARED_SETTING = new RegExp(`^\\s*SET\\s+(?:(?:SESSION|LOCAL)\\s+|@@(?:SESSION|LOCAL)\\.|@@)?${LEXING_SETTING}\\s*:?=\\s*\\?\\s*;?\\s*$`, 'i');
+
+/**
+ * A prepared `SET <lexing setting> = ?` (mysql2's execute('SET character_set_results = ?', [cs])): which setting.
+ * Its value is known only when the statement is executed: it is judged then, as the constant the client binds.
+ */
+export function preparedSetting(sql: string): string | undefined {
+  return PREPARED_SETTING.exec(sql)?.groups?.setting?.toLowerCase();
+}
+
+/** A lexing setting assigned a string constant, as the statement text Sluice judges (the value escaped for MySQL). */
+export const settingText = (setting: string, value: string): string => `SET SESSION ${setting} = '${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+
 /** A server version string as the number executable comments compare with (`10.11.19-MariaDB` -> 101119). */
 export function versionNumber(serverVersion: string): number {
   const m = /(\d+)\.(\d+)\.(\d+)/.exec(serverVersion.replace(/^5\.5\.5-/, ''));
