@@ -153,69 +153,102 @@ export function detect(s: string): Hit[] {
   return out;
 }
 
-/** Byte classes for the pre-scan: 0 plain (ends a digit run), 1 digit, 2 separator inside numbers, 3 a byte that
- * can start or mark a detectable value. */
+/**
+ * Byte classes for the pre-scan: 0 plain (ends a digit run; every lower-case letter, so prose and hex stay on the
+ * fast path), 1 digit, 2 separator inside numbers, 3 a byte that marks or ends a detectable value ('@', ':', '+',
+ * '_' of a token prefix, the 'J' of a JWT's 'eyJ', the 'A' and 'B' of AWS keys and 'Bearer'), 4 another capital
+ * letter (an IBAN starts with two).
+ */
 const CLASS = new Uint8Array(256);
 for (let c = 48; c <= 57; c++) CLASS[c] = 1;
+for (let c = 65; c <= 90; c++) CLASS[c] = 4;
 for (const c of ' -.()') CLASS[c.charCodeAt(0)] = 2;
-for (const c of '@:+eBAsrgx') CLASS[c.charCodeAt(0)] = 3;
+for (const c of '@:+_JAB') CLASS[c.charCodeAt(0)] = 3;
+
+const ch = (s: string) => s.charCodeAt(0);
+const [AT, COLON, PLUS, UNDERSCORE, DASH, DOT, J, A, B] = ['@', ':', '+', '_', '-', '.', 'J', 'A', 'B'].map(ch) as [number, number, number, number, number, number, number, number, number];
+const [a, b_, e, h, k, o, p, s_, t, u, x, y, r] = ['a', 'b', 'e', 'h', 'k', 'o', 'p', 's', 't', 'u', 'x', 'y', 'r'].map(ch) as number[] as [number, number, number, number, number, number, number, number, number, number, number, number, number];
 
 /**
- * Byte-level pre-scan of a UTF-8 cell: false when no detector could match (no '@', no run of 8+ digits joined only
- * by separators, fewer than 3 dots or 2 colons, no token prefix), so the cell is neither decoded nor regex-scanned.
- * Most cells of ordinary data (names, ids, hashes, prose) end here.
+ * Byte-level pre-scan of a UTF-8 cell: false when no detector could match, so the cell is neither decoded nor
+ * regex-scanned. True for an '@', 3 dots, 2 colons, a token prefix (sk_ rk_ slk_ sk- ghp_ gho_ github_ glpat- xox?-
+ * eyJ Bearer AKIA ASIA AGPA AIDA AROA AIza), 13 digits joined only by separators (a card number), or 8 such digits in
+ * a cell that also has a separator, a '+' or a capital letter: the detectors that take 8 to 12 digits (phone
+ * numbers, SSNs, IBANs) all need one of those, so a plain number or a hex hash does not count. Most cells of
+ * ordinary data (names, ids, hashes, prose) end here. A prefix is recognised at its last byte, looking back (bytes
+ * before the cell may be looked at: that can only say true more often).
  */
-export function mayContainSensitive(b: Buffer, start: number, end: number): boolean {
+export function mayContainSensitive(bf: Buffer, start: number, end: number): boolean {
   if (end - start < 7) return false;
   let run = 0;
   let gap = 0;
   let dots = 0;
   let colons = 0;
+  /** A run of 8 digits was seen; `marked`: the cell has a separator, '+' or capital letter. */
+  let eight = false;
+  let marked = false;
   for (let i = start; i < end; i++) {
-    const c = b[i]!;
-    const k = CLASS[c]!;
-    if (k === 0) {
-      run = 0;
+    const c = bf[i]!;
+    const cls = CLASS[c]!;
+    if (cls < 2) {
+      // A digit extends the run, a plain byte ends it: without a branch on which (digits and letters alternate
+      // unpredictably in hex and ids, and a mispredicted branch per byte would cost more than the rest of the scan).
+      run = (run + 1) * cls;
       gap = 0;
+      if (run >= 8) {
+        if (run >= 13 || marked) return true;
+        eight = true;
+      }
       continue;
     }
-    if (k === 1) {
-      if (++run >= 8) return true;
-      gap = 0;
-      continue;
-    }
-    if (k === 2) {
-      if (c === 46 && ++dots >= 3) return true;
+    if (cls === 2) {
+      if (c === DOT && ++dots >= 3) return true;
+      // sk-  glpat-  xox?-
+      if (c === DASH && ((bf[i - 1] === k && bf[i - 2] === s_) || (bf[i - 1] === t && bf[i - 2] === a) || bf[i - 2] === x)) return true;
+      if (eight) return true;
+      marked = true;
       if (run > 0 && gap < 2) gap++;
       else run = 0;
       continue;
     }
     run = 0;
     gap = 0;
+    if (cls === 4) {
+      if (eight) return true;
+      marked = true;
+      continue;
+    }
     switch (c) {
-      case 64: // @
+      case AT:
         return true;
-      case 58: // :
+      case COLON:
         if (++colons >= 2) return true;
         break;
-      case 101: // eyJ (JWT)
-        if (b[i + 1] === 121 && b[i + 2] === 74) return true;
+      case PLUS:
+        if (eight) return true;
+        marked = true;
         break;
-      case 66: // Bearer
-        if (b[i + 1] === 101 && b[i + 2] === 97) return true;
+      case UNDERSCORE: {
+        // sk_ rk_ slk_  ghp_ gho_  github_
+        const p1 = bf[i - 1];
+        const p2 = bf[i - 2];
+        if ((p1 === k && (p2 === s_ || p2 === r || p2 === 108)) || (p2 === h && (p1 === p || p1 === o)) || (p1 === b_ && p2 === u)) return true;
         break;
-      case 65: // AKIA ASIA AGPA AIDA AROA AIza
-        if (b[i + 1] === 75 || b[i + 1] === 83 || b[i + 1] === 71 || b[i + 1] === 73 || b[i + 1] === 82) return true;
+      }
+      case J: // eyJ
+        if (eight) return true;
+        marked = true;
+        if (bf[i - 1] === y && bf[i - 2] === e) return true;
         break;
-      case 115: // sk_ sk- slk_
-      case 114: // rk_
-        if ((b[i + 1] === 107 && (b[i + 2] === 95 || b[i + 2] === 45)) || (c === 115 && b[i + 1] === 108 && b[i + 2] === 107 && b[i + 3] === 95)) return true;
+      case B: // Bearer
+        if (eight) return true;
+        marked = true;
+        if (bf[i + 1] === e && bf[i + 2] === a) return true;
         break;
-      case 103: // ghp_ gho_ github_pat_ glpat-
-        if ((b[i + 1] === 104 && (b[i + 3] === 95 || b[i + 2] === 117)) || (b[i + 1] === 108 && b[i + 2] === 112)) return true;
-        break;
-      case 120: // xox
-        if (b[i + 1] === 111 && b[i + 2] === 120) return true;
+      case A: // AKIA ASIA AGPA AIDA AROA AIza
+        if (eight) return true;
+        marked = true;
+        if (bf[i + 1] === 75 || bf[i + 1] === 83 || bf[i + 1] === 71 || bf[i + 1] === 73 || bf[i + 1] === 82) return true;
         break;
     }
   }
