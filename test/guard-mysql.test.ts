@@ -117,7 +117,7 @@ const cases = (): string[][] => {
     'SELECT liar()', `SELECT ${db}.liar()`, 'SELECT id FROM t WHERE liar() = 1', 'SELECT safe_count(), liar()', 'SELECT (SELECT nested_liar())',
     'SELECT nosql_update()', 'SELECT calls_proc()', 'SELECT locker()', 'SELECT seq_fn()', 'SELECT json_wipe()', 'SELECT format_bytes(3)',
     'SELECT via_other()', 'SELECT sets_session()', 'SELECT * FROM v_liar', 'SELECT x FROM v_of_v', 'SELECT id FROM t WHERE id IN (SELECT x FROM v_liar)',
-    'SELECT no_such_function()', `SELECT ${db}.no_such_function()`, "EXECUTE IMMEDIATE 'SELECT liar()'", 'SELECT safe_count() FROM t WHERE id = json_wipe()',
+    'SELECT no_such_function()', `SELECT ${db}.no_such_function()`, 'SELECT peek_users()', "EXECUTE IMMEDIATE 'SELECT liar()'", 'SELECT safe_count() FROM t WHERE id = json_wipe()',
     'WITH w AS (SELECT liar() AS x) SELECT * FROM w', 'SELECT liar() UNION SELECT 1', 'SELECT COALESCE(NULL, nested_liar())', 'DO liar()', 'CALL writer_proc()',
     // mysql2 sessions run with IGNORE_SPACE (CLIENT_IGNORE_SPACE): a space before `(` is still a call.
     'SELECT liar ()', 'SELECT SLEEP (3600)', "SELECT GET_LOCK ('sluice_l', 0)", 'SELECT json_wipe /* x */ ()',
@@ -143,6 +143,7 @@ const ROUTINE_DDL = (d: string, o: string) => [
   `CREATE FUNCTION ${d}.via_other() RETURNS int READS SQL DATA RETURN ${o}.wipe()`,
   `CREATE FUNCTION ${d}.sets_session() RETURNS int NO SQL BEGIN SET SESSION wait_timeout = 28799; RETURN 1; END`,
   `CREATE FUNCTION ${d}.safe_count() RETURNS int READS SQL DATA DETERMINISTIC RETURN (SELECT count(*) FROM ${d}.t)`,
+  `CREATE FUNCTION ${d}.peek_users() RETURNS text READS SQL DATA RETURN (SELECT GROUP_CONCAT(User) FROM mysql.user)`,
   `CREATE FUNCTION ${d}.safe_local(k int) RETURNS varchar(50) READS SQL DATA BEGIN DECLARE n int DEFAULT 0; DECLARE w varchar(50); SET n = k + 1; SELECT v INTO w FROM ${d}.t WHERE id = n; RETURN CONCAT(w, '!'); END`,
   `CREATE FUNCTION ${d}.safe_nested() RETURNS int NO SQL RETURN safe_count() + JSON_LENGTH('[1]')`,
   `CREATE VIEW ${d}.v_liar AS SELECT liar() AS x`,
