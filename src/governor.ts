@@ -511,7 +511,8 @@ interface Remembered<T> {
   value: T;
 }
 
-const sameInputs = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+/** Whether two Governor.memoInputs() are the same objects (nothing a verdict depends on has changed). */
+export const sameInputs = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
  * What one session remembers of the Governor's answers: a statement's verdict per cached analysis, and the masking

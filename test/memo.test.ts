@@ -32,15 +32,20 @@ afterAll(async () => {
 const hits = () => admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM hits')).rows[0].n as number, db.name);
 
 describe('what a session remembers', () => {
-  it('a policy reload applies to a statement the session has run before, in both protocols, verdict and masking', async () => {
+  it('a policy reload applies to a statement the session has run before (simple, extended, a named statement prepared before the reload, text and binary results): verdict and masking', async () => {
     const c = new pg.Client(t.conn(await t.key('agent', []), db.name));
     await c.connect();
     try {
       const simple = () => c.query('SELECT name FROM people WHERE id = 1');
       const extended = () => c.query({ text: 'SELECT name FROM people WHERE id = $1', values: [1] });
+      // A named statement is described once; its executions are planned from that description and Bind's formats.
+      const named = (binary = false) => c.query({ name: 'by-id', text: 'SELECT name FROM people WHERE id = $1', values: [1], binary });
+      const text = (v: unknown) => (Buffer.isBuffer(v) ? v.toString('utf8') : v);
       for (let i = 0; i < 3; i++) {
         expect((await simple()).rows[0].name).toBe('Ada Lovelace');
         expect((await extended()).rows[0].name).toBe('Ada Lovelace');
+        expect((await named()).rows[0].name).toBe('Ada Lovelace');
+        expect(text((await named(true)).rows[0].name)).toBe('Ada Lovelace');
       }
       // Masking: the same statements now return the column masked.
       const file = path.join(t.dir, 'policy.yaml');
@@ -49,6 +54,8 @@ describe('what a session remembers', () => {
       const masked = (await simple()).rows[0].name;
       expect(masked).not.toBe('Ada Lovelace');
       expect((await extended()).rows[0].name).toBe(masked);
+      expect((await named()).rows[0].name).toBe(masked);
+      expect(text((await named(true)).rows[0].name)).toBe(masked);
       // A literal the session has not sent yet shares the remembered analysis: masked too.
       expect((await c.query('SELECT name FROM people WHERE id = 2')).rows[0].name).not.toMatch(/Turing/);
       // The verdict: reads are no longer allowed to agents.
@@ -56,6 +63,7 @@ describe('what a session remembers', () => {
       t.gw.reloadPolicy();
       expect((await simple().catch((e) => e)).code).toBe('42501');
       expect((await extended().catch((e) => e)).code).toBe('42501');
+      expect((await named().catch((e) => e)).code).toBe('42501');
       expect((await c.query('SHOW server_version')).rows).toHaveLength(1); // the session is still usable
     } finally {
       await c.end();
@@ -72,6 +80,9 @@ describe('what a session remembers', () => {
     try {
       for (let i = 1; i <= 3; i++) expect((await agent.query(`SELECT tally(${i}) AS v`)).rows[0].v).toBe(i);
       expect((await agent.query({ text: 'SELECT tally($1) AS v', values: [5] })).rows[0].v).toBe(5);
+      // A named statement prepared now, executed again after the change: judged again before that execution.
+      const named = () => agent.query({ name: 'tally-named', text: 'SELECT tally($1) AS v', values: [6] });
+      expect((await named()).rows[0].v).toBe(6);
       // Redefined through the gateway by a DBA: the DBA's next statement waits for the catalog to be read again.
       await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO hits VALUES (1) RETURNING x'`);
       await dba.query('SELECT 1');
@@ -81,6 +92,7 @@ describe('what a session remembers', () => {
         expect(e.code, q).toBe('42501');
       }
       expect((await agent.query({ text: 'SELECT tally($1) AS v', values: [5] }).catch((x) => x)).code).toBe('42501');
+      for (let i = 0; i < 2; i++) expect((await named().catch((x) => x)).code).toBe('42501');
       expect(await hits()).toBe(0);
     } finally {
       await agent.end();

@@ -66,10 +66,16 @@ export interface Prepared {
   rule: string;
   /** Result columns from a Describe of the statement (formats not yet known). */
   fields?: Field[];
+  /** That RowDescription's bytes (latin1): the result's shape, for the session's memo of masking plans. */
+  shape?: string;
   /** The policy holds its executions for approval (per execution: the approval binds the parameters). */
   hold?: Verdict;
   /** Parameter type OIDs the Parse declared (0 = inferred), kept for held statements: part of what is approved. */
   paramTypes?: number[];
+  /** What the verdict was computed from (Governor.memoInputs): when it changes, the next execution is judged again. */
+  inputs?: readonly unknown[];
+  /** Judged again and refused (the policy or the catalog changed since it was prepared): its executions fail. */
+  refusal?: Verdict;
 }
 
 export interface Portal {
@@ -78,8 +84,9 @@ export interface Portal {
   epoch: number;
   /** Result format codes from Bind: none = all text, one = for all columns, else per column. */
   formats: number[];
-  /** Result columns from a Describe of the portal (formats known). */
+  /** Result columns from a Describe of the portal (formats known), and that RowDescription's bytes (latin1). */
   fields?: Field[];
+  shape?: string;
   /** The portal is a SQL cursor Sluice did not see declared. */
   taintAll?: boolean;
   /** Bind parameters, kept only for statements held for approval (text, or \\x hex when sent in binary). */
@@ -262,8 +269,9 @@ export class PgPipeline {
     if (head?.k !== 'describe') return undefined;
     this.items.shift();
     const fields = parseRowDescription(b, start, end);
-    if (head.stmt) head.stmt.fields = fields;
-    if (head.portal) head.portal.fields = fields;
+    const shape = b.toString('latin1', start, end);
+    if (head.stmt) Object.assign(head.stmt, { fields, shape });
+    if (head.portal) Object.assign(head.portal, { fields, shape });
     // Pipelined clients send Execute before this answer arrives: re-plan the executions already queued.
     for (const it of this.items) {
       if (it.k !== 'execute' || !it.portal) continue;
@@ -272,17 +280,22 @@ export class PgPipeline {
     return head.internal ? null : undefined; // the client did not ask for it
   }
 
-  /**
-   * The masking plan for a simple query's RowDescription: remembered per result shape (the message's bytes) and
-   * analysis, so a session repeating a query plans it once while the policy and catalogs stay the same.
-   */
+  /** The masking plan for a simple query's RowDescription. */
   private queryPlan(analysis: Analysis | undefined, taintAll: boolean, b: Buffer, start: number, end: number): MaskPlan | undefined {
+    return this.memoPlan(`q${taintAll ? 't' : 'f'}${b.toString('latin1', start, end)}`, analysis, taintAll, () => parseRowDescription(b, start, end));
+  }
+
+  /**
+   * A masking plan, remembered by the session per result shape (`shape`: the RowDescription's bytes and whatever
+   * else decides the columns, such as Bind's formats) and analysis, so a session repeating a statement plans it
+   * once while the policy and catalogs stay the same.
+   */
+  private memoPlan(shape: string, analysis: Analysis | undefined, taintAll: boolean, fields: () => Field[]): MaskPlan | undefined {
     const database = this.host.database();
-    const shape = `${taintAll ? 't' : 'f'}${b.toString('latin1', start, end)}`;
     const inputs = this.gov.memoInputs(database);
     const known = this.host.memo.plan(shape, analysis, inputs);
     if (known) return known.plan;
-    const plan = this.gov.maskPlan(this.identity, analysis, parseRowDescription(b, start, end), database, { taintAll });
+    const plan = this.gov.maskPlan(this.identity, analysis, fields(), database, { taintAll });
     this.host.memo.rememberPlan(shape, analysis, inputs, plan);
     return plan;
   }
@@ -290,17 +303,22 @@ export class PgPipeline {
   /** The masking plan for executing a portal, from its Describe or its statement's Describe plus Bind's formats. */
   portalPlan(p: Portal | undefined): MaskPlan | undefined {
     if (!p) return undefined;
-    let fields = p.fields;
-    if (!fields && p.stmt?.fields) {
+    const taintAll = !!p.taintAll;
+    const described = p.fields && p.shape !== undefined ? p : undefined;
+    if (described) return this.memoPlan(`p${taintAll ? 't' : 'f'}${described.shape}`, p.stmt?.analysis, taintAll, () => described.fields!);
+    const stmt = p.fields ? undefined : p.stmt;
+    if (stmt?.fields && stmt.shape !== undefined) {
       const f = p.formats;
-      fields = p.stmt.fields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
+      const withFormats = () => stmt.fields!.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
+      return this.memoPlan(`s${taintAll ? 't' : 'f'}${f.join(',')}|${stmt.shape}`, stmt.analysis, taintAll, withFormats);
     }
+    const fields = p.fields;
     if (!fields) {
       // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
       if (p.formats.some((x) => x !== 0)) return undefined;
       return this.gov.masks(this.identity, p.stmt?.analysis) ? { columns: [], key: this.gov.maskKey, scanUnknown: true } : undefined;
     }
-    return this.gov.maskPlan(this.identity, p.stmt?.analysis, fields, this.host.database(), { taintAll: p.taintAll });
+    return this.gov.maskPlan(this.identity, p.stmt?.analysis, fields, this.host.database(), { taintAll });
   }
 
   /**

@@ -6,7 +6,7 @@ import { Framer } from './framer.js';
 import { ProtocolError } from './buffer.js';
 import * as m from './messages.js';
 import { connectUpstream, cancelUpstream, UpstreamError, type UpstreamTarget, type UpstreamConnection } from './upstream.js';
-import { SessionMemo, type Governor, type HoldRequest, type Verdict } from '../../governor.js';
+import { SessionMemo, sameInputs, type Governor, type HoldRequest, type Verdict } from '../../governor.js';
 import { servedBy } from '../../util/glob.js';
 import type { Approval } from '../../approvals/store.js';
 import { startupRefusal } from '../../analyze/guard.js';
@@ -14,7 +14,7 @@ import { lexingMismatch, mayChangeSettings, settle, unsettledRefusal } from './l
 import { EngineSession, type LoginRefusal } from '../common/session.js';
 import type { SessionRegistry } from '../common/registry.js';
 import { decodeBind, decodeParse, decodeStartup, decodeTarget, pick } from './frontend.js';
-import { PgPipeline, type Item, type Probe } from './pipeline.js';
+import { PgPipeline, type Item, type Prepared, type Probe } from './pipeline.js';
 import type { Analysis } from '../../analyze/analyze.js';
 import type { UpstreamPool } from './pool.js';
 import { HOLD, relay, type Outcome } from './relay.js';
@@ -451,7 +451,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     p.trackSqlPrepared(verdict);
     // A statement held for approval is parsed upstream (harmless); each execution waits for its approval.
     const hold = verdict.decision.action === 'require_approval' ? verdict : undefined;
-    p.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule, hold, paramTypes: hold && types.some((t) => t !== 0) ? types : undefined });
+    p.statements.set(name, { name, sql, analysis: verdict.analysis, rule: verdict.decision.rule, hold, paramTypes: hold && types.some((t) => t !== 0) ? types : undefined, inputs: this.gov.memoInputs(this.database) });
     return undefined;
   }
 
@@ -470,6 +470,14 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     const portal = pick(b, start, end).cstring();
     const bound = p.portals.get(portal);
     let approvalId: string | undefined;
+    if (bound?.stmt && !this.resolved) this.rejudge(bound.stmt);
+    if (bound?.stmt?.refusal) {
+      const s = bound.stmt;
+      this.info.statements++;
+      this.audit.denied(s.sql, s.refusal!, 'extended', { name: s.name });
+      p.items.push({ k: 'denied', verdict: s.refusal! });
+      return m.parse(deniedSql().toLowerCase(), deniedSql(), []);
+    }
     if (bound?.stmt?.hold) {
       const s = bound.stmt;
       const resolved = this.takeResolved();
@@ -507,6 +515,23 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     if (!verdict.error) return undefined;
     this.audit.denied(sql, verdict, 'fastpath');
     return m.query(deniedSql());
+  }
+
+  /**
+   * A prepared statement was judged when it was parsed. If the policy or the database's catalogs have changed since
+   * (a reload that narrows what this identity may do, a function redefined to write), it is judged again before
+   * its next execution: refused, held for approval, or allowed, as a new Parse of it would be.
+   */
+  private rejudge(s: Prepared): void {
+    const now = this.gov.memoInputs(this.database);
+    if (s.inputs && sameInputs(s.inputs, now)) return;
+    const v = this.decide(s.sql);
+    s.inputs = now;
+    s.refusal = v.error ? v : undefined;
+    if (v.error) return;
+    s.analysis = v.analysis;
+    s.rule = v.decision.rule;
+    s.hold = v.decision.action === 'require_approval' ? v : undefined;
   }
 
   private decide(sql: string): Verdict {
