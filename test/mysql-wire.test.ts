@@ -149,6 +149,18 @@ describe('MySQL wire', () => {
     c.raw.destroy();
   });
 
+  it('a session the server ends between commands (wait_timeout) is closed for the client as the server closes it, without an error packet; audited', async () => {
+    const c = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: key, database: 'mysql', enableCleartextPlugin: true } as mysql.ConnectionOptions);
+    const lost = new Promise<{ code?: string; message: string }>((resolve) => c.on('error', resolve));
+    await c.query('SET SESSION wait_timeout = 1');
+    const e = await lost;
+    // mysql2's own wording for a connection closed by the server (an error packet from the gateway would be another).
+    expect(e).toMatchObject({ code: 'PROTOCOL_CONNECTION_LOST', message: 'Connection lost: The server closed the connection.' });
+    await new Promise((r) => setTimeout(r, 300));
+    const ends = await auditEvents(t, { type: 'session_end', limit: 1000 });
+    expect(ends.some((x) => x.details?.engine === 'mysql' && /^(lost connection to the upstream database|the upstream database closed the connection)$/.test(String(x.reason)))).toBe(true);
+  });
+
   it('offers MariaDB extended metadata, so JSON values arrive typed as they do directly', async () => {
     const sql = "SELECT JSON_OBJECT('a', 1, 'b', JSON_ARRAY(1, 2)) AS j, 'plain' AS s";
     const direct = await mysql.createConnection({ ...MY, database: 'mysql' });

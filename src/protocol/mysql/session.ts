@@ -202,7 +202,11 @@ export class MySession extends EngineSession<MyUpstream> {
   }
 
   protected upstreamLost(how: 'error' | 'close'): void {
-    this.fatal(2013, 'HY000', how === 'error' ? 'lost connection to the upstream database' : 'the upstream database closed the connection');
+    const message = how === 'error' ? 'lost connection to the upstream database' : 'the upstream database closed the connection';
+    // Between commands (wait_timeout, a KILL from elsewhere) the server just closes: so does the gateway, and the
+    // client sees its connection closed as it would directly. A command waiting for its answer gets the error.
+    if (this.phase === 'ready' && !this.inflight && !this.holding && !this.catalogWait) return this.close(message);
+    this.fatal(2013, 'HY000', message);
   }
 
   // ---------------------------------------------------------------- handshake and login
