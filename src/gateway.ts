@@ -28,7 +28,7 @@ import { mysqlRoutineCatalog } from './protocol/mysql/catalog.js';
 import { probeMyUpstream, type MyUpstreamTarget } from './protocol/mysql/upstream.js';
 import { loadMysqlParser } from './analyze/mysql.js';
 import { ViewCatalog } from './masking/views.js';
-import { FunctionCatalog, COLUMN_CATALOG_SQL, DOMAIN_CATALOG_SQL, FUNCTION_CATALOG_SQL, FUNCTION_OID_SQL, OPERATOR_CATALOG_SQL, catalogFacts } from './analyze/catalog.js';
+import { FunctionCatalog, COLUMN_CATALOG_SQL, DOMAIN_CATALOG_SQL, FUNCTION_CATALOG_SQL, FUNCTION_OID_SQL, OPERATOR_CATALOG_SQL, POLICY_CATALOG_SQL, catalogFacts, policyFacts } from './analyze/catalog.js';
 import { upstreamClient } from './protocol/postgres/client.js';
 import type pg from 'pg';
 import { MyClient, myQuote } from './protocol/mysql/client.js';
@@ -121,7 +121,8 @@ function functionCatalog(targets: Targets) {
       const oids = await c.query(FUNCTION_OID_SQL);
       const cols = await c.query(COLUMN_CATALOG_SQL);
       const domains = await c.query<{ name: string }>(DOMAIN_CATALOG_SQL);
-      return { ...catalogFacts(f.rows, o.rows, oids.rows, cols.rows), volatileDomains: new Set(domains.rows.map((d) => d.name.toLowerCase())) };
+      const policies = await c.query<{ schema: string; table: string; functions: string; operators: string }>(POLICY_CATALOG_SQL);
+      return { ...catalogFacts(f.rows, o.rows, oids.rows, cols.rows), volatileDomains: new Set(domains.rows.map((d) => d.name.toLowerCase())), policies: policyFacts(policies.rows) };
     }),
   );
 }

@@ -25,6 +25,11 @@ export interface CatalogFacts {
   operators: Map<string, boolean>;
   /** Domains whose CHECK (or whose base domain's) calls a volatile function: a cast to one runs it. */
   volatileDomains?: Set<string>;
+  /**
+   * Tables whose row security policies apply to the gateway's upstream user, by `schema.table` and `table`
+   * (lower case): the functions and operators their policies' expressions call. Reading such a table runs them.
+   */
+  policies?: Map<string, { functions: string[]; operators: string[] }>;
 }
 
 export const FUNCTION_CATALOG_SQL = `
@@ -70,6 +75,37 @@ SELECT o.oprname AS name, bool_or(p.provolatile = 'v') AS volatile
   JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
  WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
  GROUP BY o.oprname`;
+
+/**
+ * Row security policies in force for the user reading the catalog (the gateway's, which sessions run as), with the
+ * functions and operators their USING and WITH CHECK expressions call (recorded in pg_depend).
+ */
+export const POLICY_CATALOG_SQL = `
+SELECT n.nspname AS schema, c.relname AS "table",
+       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT p.proname::pg_catalog.text), NULL)) AS functions,
+       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT o.oprname::pg_catalog.text), NULL)) AS operators
+  FROM pg_catalog.pg_policy pol
+  JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pol.oid
+  LEFT JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.refobjid
+  LEFT JOIN pg_catalog.pg_operator o ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = d.refobjid
+ WHERE pg_catalog.row_security_active(c.oid) AND (p.oid IS NOT NULL OR o.oid IS NOT NULL)
+ GROUP BY n.nspname, c.relname`;
+
+/** POLICY_CATALOG_SQL's rows as CatalogFacts.policies (the name lists as JSON text: the catalog reads keep every value as text). */
+export function policyFacts(rows: { schema: string; table: string; functions: string | string[]; operators: string | string[] }[]): Map<string, { functions: string[]; operators: string[] }> {
+  const list = (v: string | string[]): string[] => (typeof v === 'string' ? (JSON.parse(v) as string[]) : v);
+  const m = new Map<string, { functions: string[]; operators: string[] }>();
+  for (const r of rows) {
+    const v = { functions: list(r.functions).map((f) => f.toLowerCase()), operators: list(r.operators) };
+    for (const key of [`${r.schema}.${r.table}`.toLowerCase(), r.table.toLowerCase()]) {
+      const had = m.get(key);
+      m.set(key, had ? { functions: [...had.functions, ...v.functions], operators: [...had.operators, ...v.operators] } : v);
+    }
+  }
+  return m;
+}
 
 interface FunctionRow {
   name: string;
@@ -158,19 +194,22 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: Readonl
     const effects: string[] = [];
     const names = new Set(s.functions);
     const operators = new Set(s.operators);
-    if (views) {
-      // Views of views: every view the statement reads, directly or through other views, runs its functions.
-      const seen = new Set<string>();
-      const queue = s.tables.map((t) => t.name.toLowerCase());
-      while (queue.length) {
-        const key = queue.shift()!;
-        const v = views.get(key);
-        if (!v || seen.has(key)) continue;
-        seen.add(key);
-        for (const fn of v.functions) names.add(fn);
-        for (const op of v.operators ?? []) operators.add(op);
-        for (const bt of v.tables ?? []) queue.push(bt.toLowerCase());
-      }
+    // Every relation the statement reads, directly or through views (views of views): a view runs its functions,
+    // and a table's row security policies run their expressions' functions and operators.
+    const seen = new Set<string>();
+    const queue = s.tables.map((t) => t.name.toLowerCase());
+    while (queue.length) {
+      const key = queue.shift()!;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const pol = facts.policies?.get(key);
+      for (const fn of pol?.functions ?? []) names.add(fn);
+      for (const op of pol?.operators ?? []) operators.add(op);
+      const v = views?.get(key);
+      if (!v) continue;
+      for (const fn of v.functions) names.add(fn);
+      for (const op of v.operators ?? []) operators.add(op);
+      for (const bt of v.tables ?? []) queue.push(bt.toLowerCase());
     }
     for (const fn of names) {
       const e = functionEffect(fn, facts);

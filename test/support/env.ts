@@ -61,7 +61,7 @@ export interface TestGateway {
  * An in-process gateway in front of the test PostgreSQL, with its own store database (postgres store) unless
  * `embedded` is asked for.
  */
-export async function startTestGateway(opts: { policy?: string; config?: string; embedded?: boolean; tls?: string; storeDb?: string; storeUrl?: string; upstreamHost?: string; upstreamPort?: number; sslmode?: string; upstreamExtra?: string } = {}): Promise<TestGateway> {
+export async function startTestGateway(opts: { policy?: string; config?: string; embedded?: boolean; tls?: string; storeDb?: string; storeUrl?: string; upstreamHost?: string; upstreamPort?: number; upstreamUser?: string; sslmode?: string; upstreamExtra?: string } = {}): Promise<TestGateway> {
   const dir = tmpDir('gw');
   fs.writeFileSync(path.join(dir, 'policy.yaml'), opts.policy ?? BASE_POLICY);
   let storeDb = '';
@@ -83,7 +83,7 @@ export async function startTestGateway(opts: { policy?: string; config?: string;
     configFile,
     `listen: { host: 127.0.0.1, port: 0 }
 tls: ${opts.tls ?? '{ mode: allow }'}
-upstream: { host: ${opts.upstreamHost ?? PG.host}, port: ${opts.upstreamPort ?? PG.port}, user: ${PG.user}, sslmode: ${opts.sslmode ?? 'disable'}${opts.upstreamExtra ? `, ${opts.upstreamExtra}` : ''} }
+upstream: { host: ${opts.upstreamHost ?? PG.host}, port: ${opts.upstreamPort ?? PG.port}, user: ${opts.upstreamUser ?? PG.user}, sslmode: ${opts.sslmode ?? 'disable'}${opts.upstreamExtra ? `, ${opts.upstreamExtra}` : ''} }
 policy: policy.yaml
 ${store}
 ${opts.config ?? ''}
