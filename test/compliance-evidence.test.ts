@@ -6,6 +6,7 @@ import pg from 'pg';
 import { unzipSync, zipSync, strFromU8, strToU8 } from 'fflate';
 import { queryAs } from './support/query.js';
 import { startTestGateway, freshDatabase, tmpDir, run, admin, type TestGateway } from './support/env.js';
+import { policyYaml, rules, type TestRule } from './support/policies.js';
 import { generateKeyPem } from '../src/compliance/checkpoints.js';
 import { verifyPack } from '../src/compliance/pack.js';
 import { buildEvidence } from '../src/compliance/evidence.js';
@@ -22,31 +23,17 @@ const CHROMIUM = process.env.SLUICE_CHROMIUM ?? '/usr/bin/chromium';
 const CLI = path.resolve('bin/sluice.js');
 const cli = (...args: string[]) => run('node', [CLI, ...args]);
 
-const POLICY = `version: 1
-default: deny
-masking:
-  exempt: { groups: [dba] }
-  columns:
-    - { column: customers.email, masker: hash }
-rules:
-  - name: session
-    match: { statements: [transaction, session] }
-    action: allow
-  - name: analysts-no-deletes
-    match: { groups: [analysts], commands: [DELETE] }
-    action: deny
-    reason: analysts do not delete
-  - name: analysts-write-reviewed
-    match: { groups: [analysts], statements: [write] }
-    action: require_approval
-    approval: { approvers: [dba] }
-  - name: analysts-read
-    match: { groups: [analysts], statements: [read] }
-    action: allow
-  - name: dba
-    match: { groups: [dba] }
-    action: allow
-`;
+/** The policy the evidence is collected under (and, with an auditors' rule, its second version). */
+const policyRules = (extra: TestRule[] = []): TestRule[] => [
+  rules.session('session'),
+  { name: 'analysts-no-deletes', match: { groups: ['analysts'], commands: ['DELETE'] }, action: 'deny', reason: 'analysts do not delete' },
+  rules.reviewed('analysts', ['write'], 'analysts-write-reviewed', { approvers: ['dba'] }),
+  rules.read('analysts', 'analysts-read'),
+  ...extra,
+  rules.dba(),
+];
+const MASKING = { exempt: { groups: ['dba'] }, columns: [{ column: 'customers.email', masker: 'hash' }] };
+const POLICY = policyYaml({ default: 'deny', rules: policyRules(), masking: MASKING });
 
 let t: TestGateway;
 let db: { name: string; drop: () => Promise<void> };
@@ -106,7 +93,7 @@ approvals: { poll_ms: 200, preview: { enabled: true } }`,
   await t.gw.approvals.decide(pending!.id, { subject: 'human:dana', kind: 'human', groups: ['dba'], method: 'key' }, 'approve', 'ticket OPS-1');
   expect((await held).rowCount).toBe(1);
   // A second policy version, put in force with a reload.
-  fs.writeFileSync(t.gw.governor.currentPolicy.file!, POLICY.replace('  - name: dba\n', '  - name: auditors-read\n    match: { groups: [security], statements: [read] }\n    action: allow\n  - name: dba\n'));
+  fs.writeFileSync(t.gw.governor.currentPolicy.file!, policyYaml({ default: 'deny', rules: policyRules([rules.read('security', 'auditors-read')]), masking: MASKING }));
   t.gw.reloadPolicy();
   await t.gw.compliance!.checkpointer!.tick();
   await t.gw.governor.audit.flush();
