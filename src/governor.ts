@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import { maskPlan, maskTaint, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
 import { judgeFunctions, type FunctionCatalog } from './analyze/catalog.js';
-import { judgeRoutines, type RoutineCatalog } from './analyze/mysql-routines.js';
+import { changesRoutines, judgeRoutines, type RoutineCatalog } from './analyze/mysql-routines.js';
 import type { Field, MaskPlan } from './masking/values.js';
 import { Recorder } from './audit/recorder.js';
 import type { Metrics } from './audit/metrics.js';
@@ -90,8 +90,8 @@ export class Governor {
     // A view or function may have changed: read the database's catalogs again after DDL.
     // (PostgreSQL wire sessions refresh themselves once the DDL's transaction has ended, and wait for it: PgSession.)
     this.recorder.onRecord((e) => {
-      // MySQL routines (after the DDL ran; CREATE FUNCTION with a GRANT in its body is admin).
-      if (e.type === 'statement' && e.decision === 'allow' && (e.protocol === 'mysql' || e.protocol === 'mysql-prepared') && (e.classes?.includes('ddl') || e.classes?.includes('admin'))) this.mysqlRoutines?.invalidate();
+      // MySQL routines and views (after the DDL ran; CREATE FUNCTION with a GRANT in its body is admin).
+      if (e.type === 'statement' && e.decision === 'allow' && (e.protocol === 'mysql' || e.protocol === 'mysql-prepared') && (e.classes?.includes('ddl') || e.classes?.includes('admin')) && changesRoutines(e.commands)) this.mysqlRoutines?.invalidate();
       if (e.type !== 'statement' || e.decision !== 'allow' || !e.classes?.includes('ddl') || e.database === undefined) return;
       if (e.protocol === 'simple' || e.protocol === 'extended' || e.protocol === 'fastpath') return;
       const engine = e.protocol === 'mysql' || e.protocol === 'mysql-prepared' ? 'mysql' : 'postgres';

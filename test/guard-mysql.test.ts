@@ -15,6 +15,7 @@ import { policyYaml, rules } from './support/policies.js';
 import { withOwnMariadb } from './support/mariadb.js';
 import { analyzeMysql, loadMysqlParser } from '../src/analyze/mysql.js';
 import { forParser, handshakeCharsetRefusal } from '../src/analyze/guard-mysql.js';
+import { changesRoutines } from '../src/analyze/mysql-routines.js';
 
 let db: string;
 let other: string;
@@ -534,10 +535,16 @@ describe('stored functions judged from the catalog (information_schema.ROUTINES 
       expect(ev?.classes).toEqual(expect.arrayContaining(['write']));
       const [[n]] = (await r.query(`SELECT count(*) AS n FROM ${db}.fresh_log`)) as any;
       expect(Number(n.n)).toBe(1);
+      // A view replaced through Sluice: the agent's next read of it is judged by the new definition.
+      await c.query('CREATE OR REPLACE VIEW v_fresh AS SELECT safe_count() AS x');
+      expect(await err(a, 'SELECT x FROM v_fresh')).toBeUndefined();
+      await c.query('CREATE OR REPLACE VIEW v_fresh AS SELECT fresh() + liar() AS x');
+      expect(await err(a, 'SELECT x FROM v_fresh')).toMatchObject({ errno: 1142, message: expect.stringContaining('view v_fresh') });
+
     } finally {
       await c.end();
       await a.end();
-      await r.query(`DROP TABLE ${db}.fresh_log; DROP FUNCTION IF EXISTS ${db}.fresh`);
+      await r.query(`DROP TABLE ${db}.fresh_log; DROP VIEW IF EXISTS ${db}.v_fresh; DROP FUNCTION IF EXISTS ${db}.fresh`);
       await r.end();
     }
   });
@@ -574,6 +581,14 @@ describe('what the analysis says (the classes and flags policy rules match on)',
     expect(one('SET NAMES latin1').statements[0]!.refuse).toBeUndefined();
     expect(one('SET NAMES gbk').statements[0]!.refuse).toMatch(/character set "gbk"/);
     expect(analyzeMysql("XA START 'x'")).toMatchObject({ ok: false, error: expect.stringContaining('not supported by Sluice') });
+  });
+  it('which DDL makes the routine catalog be read again (routines, views, databases, renames) and which does not', () => {
+    const commands = (sql: string) => one(sql).statements.map((s) => s.command);
+    for (const sql of ['CREATE FUNCTION f() RETURNS int RETURN 1', 'DROP FUNCTION IF EXISTS f', 'DROP PROCEDURE p', 'CREATE OR REPLACE VIEW v AS SELECT 1', 'ALTER VIEW v AS SELECT 2', 'DROP VIEW v', 'DROP DATABASE d', 'DROP SCHEMA d', 'CREATE DATABASE d', 'RENAME TABLE a TO b', "EXECUTE IMMEDIATE 'CREATE FUNCTION g() RETURNS int RETURN 1'", 'CREATE DEFINER=root@localhost VIEW v AS SELECT 1']) {
+      expect(changesRoutines(commands(sql)), sql).toBe(true);
+    }
+    for (const sql of ['CREATE TABLE t (a int)', 'ALTER TABLE t ADD COLUMN b int', 'CREATE INDEX i ON t (a)', 'DROP TABLE t', 'TRUNCATE t', 'CREATE SEQUENCE s2']) expect(changesRoutines(commands(sql)), sql).toBe(false);
+    expect(changesRoutines(undefined)).toBe(true);
   });
   it('MariaDB executable comments are read as SQL, the same comment text in strings and identifiers is not', () => {
     expect(forParser("SELECT '/*M! x */', `/*M!1`, \"/*M!\" /*M!100100 1 */")).toBe("SELECT '/*M! x */', `/*M!1`, \"/*M!\" /*!        1 */");

@@ -239,6 +239,15 @@ function callEffect(written: string, kind: 'F' | 'P', facts: RoutineFacts, datab
     : `${what} is a stored ${kind === 'P' ? 'procedure' : 'function'} that ${bad.effect}`;
 }
 
+/**
+ * Whether DDL with these commands can change what the routine catalog holds: routines, views, databases (their
+ * routines and views go with them), renames (of views). Other DDL (tables, indexes, sequences, ...) cannot, and
+ * needs no reload (nor a wait for one). Unknown commands count.
+ */
+export function changesRoutines(commands: readonly string[] | undefined): boolean {
+  return !commands || commands.some((c) => /\b(FUNCTION|PROCEDURE|VIEW|DATABASE|SCHEMA|PACKAGE|RENAME)\b/.test(c));
+}
+
 const RANK: Record<StatementClass, number> = { read: 0, session: 0, transaction: 0, other: 1, write: 1, ddl: 2, admin: 2 };
 
 const judged = new WeakMap<Analysis, { facts: RoutineFacts; database: string; result: Analysis }>();
