@@ -50,6 +50,8 @@ interface View {
   schema: string;
   /** What reading it runs beyond its rows, or undefined. */
   effect?: string;
+  /** It reads secret-bearing catalogs. */
+  sensitive: boolean;
 }
 
 export interface RoutineFacts {
@@ -69,14 +71,18 @@ function resolve(written: string, defaultSchema: string | undefined): { schema?:
   return parts.length > 1 ? { schema: parts.at(-2)!, name, qualified: true } : { schema: defaultSchema, name, qualified: false };
 }
 
+/** A routine or a view, while the facts are computed: what it does itself, what it calls or reads. */
 interface Pending {
   key: string;
+  schema: string;
   own: string[];
-  /** Routine keys it calls, with how it calls them (for the reason). */
-  calls: { key: string; written: string; kind: 'F' | 'P' }[];
+  /** Routine (`F:`/`P:`) and view (`V:`) keys it calls or reads, with how (for the reason). */
+  calls: { key: string; written: string; kind: 'F' | 'P' | 'V' }[];
   stores: boolean;
   sensitive: boolean;
 }
+
+const viewKey = (schema: string, name: string) => `V:${tableKey(schema, name)}`;
 
 /** Turn the catalog rows into facts (bodies and view definitions analysed with `analyze`). */
 export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], views: ViewRow[], analyze: (sql: string) => AnalysisResult): RoutineFacts {
@@ -86,10 +92,10 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
     if (!params.has(k)) params.set(k, new Set());
     params.get(k)!.add(p.parameter.toLowerCase());
   }
-  const known = new Set(rows.map((r) => routineKey(r.type === 'PROCEDURE' ? 'P' : 'F', r.schema, r.name)));
+  const known = new Set([...rows.map((r) => routineKey(r.type === 'PROCEDURE' ? 'P' : 'F', r.schema, r.name)), ...views.map((v) => viewKey(v.schema, v.name))]);
   const pending: Pending[] = rows.map((r) => {
     const kind = r.type === 'PROCEDURE' ? 'P' : 'F';
-    const p: Pending = { key: routineKey(kind, r.schema, r.name), own: [], calls: [], stores: false, sensitive: false };
+    const p: Pending = { key: routineKey(kind, r.schema, r.name), schema: r.schema, own: [], calls: [], stores: false, sensitive: false };
     if (r.type !== 'FUNCTION' && r.type !== 'PROCEDURE') p.own.push(`is a ${r.type.toLowerCase()}`);
     if (r.access === 'MODIFIES SQL DATA') p.own.push('is declared MODIFIES SQL DATA');
     const mode = r.sqlMode === null ? undefined : lexingRefusal('sql_mode', { constant: r.sqlMode });
@@ -108,14 +114,32 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
     if (body.refuse) p.own.push(body.refuse);
     p.own.push(...body.notes);
     const locals = new Set([...body.declared, ...(params.get(`${r.schema}.${r.name}`.toLowerCase()) ?? [])]);
-    for (const piece of body.pieces) judgePiece(piece, r.schema, locals, known, p);
+    for (const piece of body.pieces) judgePiece(piece, locals, known, p);
     return p;
   });
-  // Effects travel up the call graph: a routine calling one with effects (or one not known) has effects.
+  // Views: what their definitions call and read (unqualified names are the view's schema's).
+  for (const v of views) {
+    const p: Pending = { key: viewKey(v.schema, v.name), schema: v.schema, own: [], calls: [], stores: false, sensitive: false };
+    pending.push(p);
+    const a = v.definition === null ? undefined : analyze(v.definition);
+    if (!a?.ok) {
+      p.own.push('has a definition Sluice cannot read');
+      continue;
+    }
+    for (const st of a.statements) {
+      const rc = routineCalls(st);
+      p.own.push(...(rc ? rc.effects : (st.effects ?? [])));
+      if (st.flags.includes('sensitive-catalog')) p.sensitive = true;
+      calls(st, rc, known, p);
+    }
+  }
+  // Effects travel up the graph: a routine or view calling a routine (or reading a view) with effects, or a
+  // routine not known, has effects.
   const byKey = new Map<string, Pending[]>();
   for (const p of pending) byKey.set(p.key, [...(byKey.get(p.key) ?? []), p]);
   const effect = new Map<Pending, string>();
   for (const p of pending) if (p.own.length) effect.set(p, p.own.join('; '));
+  const how = { F: (w: string) => `calls ${w}()`, P: (w: string) => `calls procedure ${w}`, V: (w: string) => `reads view ${w}` };
   for (let changed = true; changed; ) {
     changed = false;
     for (const p of pending) {
@@ -123,7 +147,7 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
       for (const c of p.calls) {
         const callee = (byKey.get(c.key) ?? []).find((q) => effect.has(q));
         if (!callee) continue;
-        effect.set(p, `${c.kind === 'P' ? 'calls procedure' : 'calls'} ${c.written}${c.kind === 'P' ? '' : '()'}, which ${effect.get(callee)}`);
+        effect.set(p, `${how[c.kind](c.written)}, which ${effect.get(callee)}`);
         changed = true;
         break;
       }
@@ -141,44 +165,39 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
       }
     }
   }
-  const routines = new Map<string, Routine[]>();
-  for (const p of pending) routines.set(p.key, [...(routines.get(p.key) ?? []), { effect: effect.get(p), stores: p.stores, sensitive: p.sensitive }]);
-  const facts: RoutineFacts = { routines, views: new Map() };
-  // Views: what their definitions call (unqualified names are the view's schema's), views they read included.
-  const defs = new Map<string, { schema: string; statements?: StatementInfo[] }[]>();
-  for (const v of views) {
-    const a = v.definition === null ? undefined : analyze(v.definition);
-    const k = tableKey(v.schema, v.name);
-    defs.set(k, [...(defs.get(k) ?? []), { schema: v.schema, statements: a?.ok ? a.statements : undefined }]);
+  const facts: RoutineFacts = { routines: new Map(), views: new Map() };
+  for (const p of pending) {
+    if (p.key.startsWith('V:')) {
+      const k = p.key.slice(2);
+      facts.views.set(k, [...(facts.views.get(k) ?? []), { schema: p.schema, effect: effect.get(p), sensitive: p.sensitive }]);
+    } else facts.routines.set(p.key, [...(facts.routines.get(p.key) ?? []), { effect: effect.get(p), stores: p.stores, sensitive: p.sensitive }]);
   }
-  const viewEffect = (key: string, seen: Set<string>): View[] | undefined => {
-    const done = facts.views.get(key);
-    if (done) return done;
-    const list = defs.get(key);
-    if (!list || seen.has(key)) return undefined;
-    seen.add(key);
-    const out = list.map((d): View => {
-      if (!d.statements) return { schema: d.schema, effect: 'has a definition Sluice cannot read' };
-      for (const s of d.statements) {
-        const e = statementEffects(s, facts, d.schema, false)[0];
-        if (e) return { schema: d.schema, effect: e };
-        for (const t of s.tables) {
-          const r = resolve(t.name, d.schema);
-          const inner = r.schema === undefined ? undefined : viewEffect(tableKey(r.schema, r.name), seen)?.find((x) => x.effect);
-          if (inner) return { schema: d.schema, effect: `reads view ${t.name}, which ${inner.effect}` };
-        }
-      }
-      return { schema: d.schema };
-    });
-    facts.views.set(key, out);
-    return out;
-  };
-  for (const k of defs.keys()) viewEffect(k, new Set());
   return facts;
 }
 
-/** What one statement of a routine body adds to the routine: its own effects, the routines it calls. */
-function judgePiece(piece: StatementInfo, schema: string, locals: Set<string>, known: Set<string>, p: Pending): void {
+/** The routines a statement calls and the views it reads (`schema`: the default for unqualified names). */
+function calls(st: StatementInfo, rc: ReturnType<typeof routineCalls>, known: Set<string>, p: Pending): void {
+  if (rc?.procedure) {
+    const r = resolve(rc.procedure.toLowerCase(), p.schema);
+    const key = routineKey('P', r.schema!, r.name);
+    p.calls.push({ key, written: rc.procedure, kind: 'P' });
+    if (!known.has(key)) p.own.push(`calls procedure ${rc.procedure}, which Sluice does not know`);
+  }
+  for (const f of rc?.functions ?? st.functions) {
+    const r = resolve(f, p.schema);
+    const key = routineKey('F', r.schema!, r.name);
+    if (known.has(key)) p.calls.push({ key, written: f, kind: 'F' });
+    else if (r.qualified || !knownBuiltin(r.name)) p.own.push(`calls ${f}(), which is not a function Sluice knows`);
+  }
+  for (const t of st.tables) {
+    const r = resolve(t.name, p.schema);
+    const key = viewKey(r.schema!, r.name);
+    if (known.has(key)) p.calls.push({ key, written: t.name, kind: 'V' });
+  }
+}
+
+/** What one statement of a routine body adds to the routine: its own effects, the routines it calls, the views it reads. */
+function judgePiece(piece: StatementInfo, locals: Set<string>, known: Set<string>, p: Pending): void {
   const rc = routineCalls(piece);
   const cls: StatementClass = rc?.cls ?? piece.class;
   const tables = piece.tables.length ? ` on ${piece.tables.map((t) => t.name).join(', ')}` : '';
@@ -196,17 +215,7 @@ function judgePiece(piece: StatementInfo, schema: string, locals: Set<string>, k
   } else if (cls === 'other') {
     if (!rc?.procedure) p.own.push(`runs ${piece.command}`);
   }
-  if (rc?.procedure) {
-    const r = resolve(rc.procedure.toLowerCase(), schema);
-    p.calls.push({ key: routineKey('P', r.schema!, r.name), written: rc.procedure, kind: 'P' });
-    if (!known.has(routineKey('P', r.schema!, r.name))) p.own.push(`calls procedure ${rc.procedure}, which Sluice does not know`);
-  }
-  for (const f of rc?.functions ?? piece.functions) {
-    const r = resolve(f, schema);
-    const key = routineKey('F', r.schema!, r.name);
-    if (known.has(key)) p.calls.push({ key, written: f, kind: 'F' });
-    else if (r.qualified || !knownBuiltin(r.name)) p.own.push(`calls ${f}(), which is not a function Sluice knows`);
-  }
+  calls(piece, rc, known, p);
 }
 
 /**
@@ -267,13 +276,12 @@ export function judgeRoutines(a: Analysis, facts: RoutineFacts, database: string
   const statements = a.statements.map((s, i) => {
     const afterDdl = a.statements.slice(0, i).some((x) => x.class === 'ddl' || x.class === 'admin');
     const rc = routineCalls(s);
-    const viewEffects = s.tables.flatMap((t) => {
-      if (t.access !== 'read') return [];
+    const read = s.tables.flatMap((t) => {
       const r = resolve(t.name, db);
-      const v = r.schema === undefined ? undefined : facts.views.get(tableKey(r.schema, r.name))?.find((x) => x.effect);
-      return v ? [`view ${t.name} ${v.effect}`] : [];
+      return t.access === 'read' && r.schema !== undefined ? (facts.views.get(tableKey(r.schema, r.name)) ?? []).map((v) => ({ name: t.name, ...v })) : [];
     });
-    if (!rc && !viewEffects.length) return s;
+    const viewEffects = read.flatMap((v) => (v.effect ? [`view ${v.name} ${v.effect}`] : []));
+    if (!rc && !viewEffects.length && !read.some((v) => v.sensitive)) return s;
     const effects = [...statementEffects(s, facts, db, afterDdl), ...viewEffects];
     if (rc?.procedure) {
       const e = callEffect(rc.procedure.toLowerCase(), 'P', facts, db, afterDdl);
@@ -284,7 +292,7 @@ export function judgeRoutines(a: Analysis, facts: RoutineFacts, database: string
       return r.schema === undefined ? [] : (facts.routines.get(routineKey(k, r.schema, r.name)) ?? []);
     });
     const stores = called.some((x) => x.stores);
-    const sensitive = called.some((x) => x.sensitive);
+    const sensitive = called.some((x) => x.sensitive) || read.some((v) => v.sensitive);
     const base: StatementClass = rc ? rc.cls : s.class;
     const cls: StatementClass = effects.length && RANK[base] < RANK.write ? 'write' : base;
     const f = new Set(s.flags);
