@@ -147,6 +147,9 @@ describe('MySQL wire', () => {
     expect(clear![0]).toBe(0xff);
     expect(clear!.subarray(9).toString()).toMatch(/could not be decrypted/);
     c.raw.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const failures = await auditEvents(t, { type: 'auth_failure', limit: 1000 });
+    expect(failures.filter((e) => /could not be decrypted/.test(String(e.reason))).length).toBeGreaterThanOrEqual(1);
   });
 
   it('a session the server ends between commands (wait_timeout) is closed for the client as the server closes it, without an error packet; audited', async () => {

@@ -261,7 +261,9 @@ export class MySession extends EngineSession<MyUpstream> {
         const r = fullAuthPacket(p, { tls: this.info.tls, scramble: this.scramble });
         if ('reply' in r) return void this.send(r.reply);
         if ('password' in r) return this.onPassword(r.password);
-        this.fatal(1045, '28000', `Sluice could not read the password: ${r.error}`);
+        const message = `Sluice could not read the password: ${r.error}`;
+        this.auditLoginRefusal(message);
+        this.fatal(1045, '28000', message);
         return 'stop';
       }
       case 'ready':
