@@ -155,14 +155,17 @@ export function detect(s: string): Hit[] {
 
 /**
  * Byte classes for the pre-scan: 0 plain (ends a digit run; every lower-case letter, so prose and hex stay on the
- * fast path), 1 digit, 2 separator inside numbers, 3 a byte that marks or ends a detectable value ('@', ':', '+',
- * '_' of a token prefix, the 'J' of a JWT's 'eyJ', the 'A' and 'B' of AWS keys and 'Bearer'), 4 another capital
- * letter (an IBAN starts with two).
+ * fast path), 1 digit, 2 separator inside numbers (also whitespace and every byte of a non-ASCII character), 3 a
+ * byte that marks or ends a detectable value ('@', ':', '+', '_' of a token prefix, the 'J' of a JWT's 'eyJ', the
+ * 'A' and 'B' of AWS keys and 'Bearer'), 4 another capital letter (an IBAN starts with two).
  */
 const CLASS = new Uint8Array(256);
 for (let c = 48; c <= 57; c++) CLASS[c] = 1;
 for (let c = 65; c <= 90; c++) CLASS[c] = 4;
-for (const c of ' -.()') CLASS[c.charCodeAt(0)] = 2;
+// Separators: what the detectors' patterns allow between digits ([ .-], parentheses, and \s after an area code,
+// which in JavaScript includes tab, line breaks and Unicode spaces: every byte of a multi-byte character counts).
+for (const c of ' -.()\t\n\v\f\r') CLASS[c.charCodeAt(0)] = 2;
+for (let c = 0x80; c <= 0xff; c++) CLASS[c] = 2;
 for (const c of '@:+_JAB') CLASS[c.charCodeAt(0)] = 3;
 
 const ch = (s: string) => s.charCodeAt(0);
@@ -207,7 +210,8 @@ export function mayContainSensitive(bf: Buffer, start: number, end: number): boo
       if (c === DASH && ((bf[i - 1] === k && bf[i - 2] === s_) || (bf[i - 1] === t && bf[i - 2] === a) || bf[i - 2] === x)) return true;
       if (eight) return true;
       marked = true;
-      if (run > 0 && gap < 2) gap++;
+      // Up to 4 separator bytes inside a number: ') (' in an international number, ')' and a 3-byte space.
+      if (run > 0 && gap < 4) gap++;
       else run = 0;
       continue;
     }
