@@ -174,12 +174,12 @@ const [a, b_, e, h, k, o, p, s_, t, u, x, y, r] = ['a', 'b', 'e', 'h', 'k', 'o',
 
 /**
  * Byte-level pre-scan of a UTF-8 cell: false when no detector could match, so the cell is neither decoded nor
- * regex-scanned. True for an '@', 3 dots, 2 colons, a token prefix (sk_ rk_ slk_ sk- ghp_ gho_ github_ glpat- xox?-
- * eyJ Bearer AKIA ASIA AGPA AIDA AROA AIza), 13 digits joined only by separators (a card number), or 8 such digits in
- * a cell that also has a separator, a '+' or a capital letter: the detectors that take 8 to 12 digits (phone
- * numbers, SSNs, IBANs) all need one of those, so a plain number or a hex hash does not count. Most cells of
- * ordinary data (names, ids, hashes, prose) end here. A prefix is recognised at its last byte, looking back (bytes
- * before the cell may be looked at: that can only say true more often).
+ * regex-scanned. True for an '@', 3 dots, 2 colons, two capitals and a digit (an IBAN's start), a token prefix (sk_
+ * rk_ slk_ sk- ghp_ gho_ github_ glpat- xox?- eyJ Bearer AKIA ASIA AGPA AIDA AROA AIza), 13 digits joined only by
+ * separators (a card number), or 8 such digits in a cell that also has a separator, a '+' or a capital letter: the
+ * detectors that take 8 to 12 digits (phone numbers, SSNs) need one of those, so a plain number or a hex hash does
+ * not count. Most cells of ordinary data (names, ids, hashes, prose) end here. A prefix is recognised at its last
+ * byte, looking back (bytes before the cell may be looked at: that can only say true more often).
  */
 export function mayContainSensitive(bf: Buffer, start: number, end: number): boolean {
   if (end - start < 7) return false;
@@ -190,10 +190,14 @@ export function mayContainSensitive(bf: Buffer, start: number, end: number): boo
   /** A run of 8 digits was seen; `marked`: the cell has a separator, '+' or capital letter. */
   let eight = false;
   let marked = false;
+  /** Capital letters just before this byte: two and a digit may start an IBAN (whose digit groups can be short). */
+  let caps = 0;
   for (let i = start; i < end; i++) {
     const c = bf[i]!;
     const cls = CLASS[c]!;
     if (cls < 2) {
+      if (caps >= 2 && cls === 1) return true;
+      caps = 0;
       // A digit extends the run, a plain byte ends it: without a branch on which (digits and letters alternate
       // unpredictably in hex and ids, and a mispredicted branch per byte would cost more than the rest of the scan).
       run = (run + 1) * cls;
@@ -205,6 +209,7 @@ export function mayContainSensitive(bf: Buffer, start: number, end: number): boo
       continue;
     }
     if (cls === 2) {
+      caps = 0;
       if (c === DOT && ++dots >= 3) return true;
       // sk-  glpat-  xox?-
       if (c === DASH && ((bf[i - 1] === k && bf[i - 2] === s_) || (bf[i - 1] === t && bf[i - 2] === a) || bf[i - 2] === x)) return true;
@@ -217,6 +222,8 @@ export function mayContainSensitive(bf: Buffer, start: number, end: number): boo
     }
     run = 0;
     gap = 0;
+    // Capitals (A, B and J are also token starts below).
+    caps = cls === 4 || c === A || c === B || c === J ? caps + 1 : 0;
     if (cls === 4) {
       if (eight) return true;
       marked = true;
