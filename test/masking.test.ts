@@ -89,6 +89,33 @@ describe('zero-config detectors on a labelled corpus', () => {
     expect(phones).toBeGreaterThan(500);
   });
 
+  it('the byte pre-scan is true for every mutation of the corpus the detectors find something in', () => {
+    // Each detectable value of the corpus with 1-4 characters inserted, deleted or replaced (separators, Unicode
+    // spaces, multi-byte characters, token and address characters): 300,000 mutants, about 15% still detectable.
+    const alphabet = [' ', '-', '.', '(', ')', '+', '\t', '\n', '\u00a0', '\u2003', '\u3000', '\ufeff', 'é', 'Ω', '😀', '_', ':', '@', '/', ',', ';', 'A', 'Z', 'a', 'z', '0', '5', '9', 'eyJ', 'Bearer ', '\u200b', '\u2028', '"', '='];
+    const seeds = corpus.filter((c) => c.expected.length > 0).map((c) => c.text);
+    let seed = 987654321;
+    const rnd = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    let detectable = 0;
+    for (let n = 0; n < 300_000; n++) {
+      let s = seeds[rnd(seeds.length)]!;
+      for (let m = 1 + rnd(4); m > 0; m--) {
+        const i = rnd(s.length + 1);
+        const op = rnd(3);
+        const ch = alphabet[rnd(alphabet.length)]!;
+        s = op === 0 ? s.slice(0, i) + ch + s.slice(i) : op === 1 ? s.slice(0, i) + s.slice(i + 1) : s.slice(0, i) + ch + s.slice(i + 1);
+      }
+      if (detect(s).length === 0) continue;
+      detectable++;
+      const b = Buffer.from(s);
+      if (!mayContainSensitive(b, 0, b.length)) expect.fail(`pre-scan says nothing could match ${JSON.stringify(s)}, detectors find ${JSON.stringify(detect(s))}`);
+    }
+    expect(detectable).toBeGreaterThan(30_000);
+  });
+
   it('hit ranges cover exactly the sensitive part', () => {
     const s = 'mail alice@example.com now';
     const [h] = detect(s);
