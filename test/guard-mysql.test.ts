@@ -118,7 +118,7 @@ const cases = (): string[][] => {
     'SELECT liar()', `SELECT ${db}.liar()`, 'SELECT id FROM t WHERE liar() = 1', 'SELECT safe_count(), liar()', 'SELECT (SELECT nested_liar())',
     'SELECT nosql_update()', 'SELECT calls_proc()', 'SELECT locker()', 'SELECT seq_fn()', 'SELECT json_wipe()', 'SELECT format_bytes(3)',
     'SELECT via_other()', 'SELECT sets_session()', 'SELECT * FROM v_liar', 'SELECT x FROM v_of_v', 'SELECT id FROM t WHERE id IN (SELECT x FROM v_liar)',
-    'SELECT no_such_function()', `SELECT ${db}.no_such_function()`, 'SELECT peek_users()', 'SELECT via_view()', 'SELECT * FROM v_users', "EXECUTE IMMEDIATE 'SELECT liar()'", 'SELECT safe_count() FROM t WHERE id = json_wipe()',
+    'SELECT no_such_function()', `SELECT ${db}.no_such_function()`, 'SELECT peek_users()', 'SELECT via_view()', 'SELECT * FROM v_users', 'SELECT peek_other()', "EXECUTE IMMEDIATE 'SELECT liar()'", 'SELECT safe_count() FROM t WHERE id = json_wipe()',
     'WITH w AS (SELECT liar() AS x) SELECT * FROM w', 'SELECT liar() UNION SELECT 1', 'SELECT COALESCE(NULL, nested_liar())', 'DO liar()', 'CALL writer_proc()',
     // mysql2 sessions run with IGNORE_SPACE (CLIENT_IGNORE_SPACE): a space before `(` is still a call.
     'SELECT liar ()', 'SELECT SLEEP (3600)', "SELECT GET_LOCK ('sluice_l', 0)", 'SELECT json_wipe /* x */ ()',
@@ -151,6 +151,7 @@ const ROUTINE_DDL = (d: string, o: string) => [
   `CREATE VIEW ${d}.v_of_v AS SELECT x FROM ${d}.v_liar`,
   `CREATE VIEW ${d}.v_safe AS SELECT safe_count() AS n, safe_local(2) AS w`,
   `CREATE FUNCTION ${d}.via_view() RETURNS int READS SQL DATA RETURN (SELECT x FROM ${d}.v_liar)`,
+  `CREATE FUNCTION ${d}.peek_other() RETURNS text READS SQL DATA RETURN (SELECT GROUP_CONCAT(v) FROM ${o}.secrets)`,
   `CREATE VIEW ${d}.v_users AS SELECT User FROM mysql.user`,
 ];
 

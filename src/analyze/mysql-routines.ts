@@ -44,6 +44,9 @@ interface Routine {
   stores: boolean;
   /** Secret-bearing catalogs its body reads. */
   sensitive: boolean;
+  /** The tables it reads (`schema.table`; views read through included) and the columns it names (lower case). */
+  reads: { schema: string; table: string }[];
+  columns: string[];
 }
 
 interface View {
@@ -80,6 +83,9 @@ interface Pending {
   calls: { key: string; written: string; kind: 'F' | 'P' | 'V' }[];
   stores: boolean;
   sensitive: boolean;
+  /** `schema\0table` of the tables it reads, and the columns it names (lower case, unqualified). */
+  reads: Set<string>;
+  columns: Set<string>;
 }
 
 const viewKey = (schema: string, name: string) => `V:${tableKey(schema, name)}`;
@@ -95,7 +101,7 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
   const known = new Set([...rows.map((r) => routineKey(r.type === 'PROCEDURE' ? 'P' : 'F', r.schema, r.name)), ...views.map((v) => viewKey(v.schema, v.name))]);
   const pending: Pending[] = rows.map((r) => {
     const kind = r.type === 'PROCEDURE' ? 'P' : 'F';
-    const p: Pending = { key: routineKey(kind, r.schema, r.name), schema: r.schema, own: [], calls: [], stores: false, sensitive: false };
+    const p: Pending = { key: routineKey(kind, r.schema, r.name), schema: r.schema, own: [], calls: [], stores: false, sensitive: false, reads: new Set(), columns: new Set() };
     if (r.type !== 'FUNCTION' && r.type !== 'PROCEDURE') p.own.push(`is a ${r.type.toLowerCase()}`);
     if (r.access === 'MODIFIES SQL DATA') p.own.push('is declared MODIFIES SQL DATA');
     const mode = r.sqlMode === null ? undefined : lexingRefusal('sql_mode', { constant: r.sqlMode });
@@ -119,7 +125,7 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
   });
   // Views: what their definitions call and read (unqualified names are the view's schema's).
   for (const v of views) {
-    const p: Pending = { key: viewKey(v.schema, v.name), schema: v.schema, own: [], calls: [], stores: false, sensitive: false };
+    const p: Pending = { key: viewKey(v.schema, v.name), schema: v.schema, own: [], calls: [], stores: false, sensitive: false, reads: new Set(), columns: new Set() };
     pending.push(p);
     const a = v.definition === null ? undefined : analyze(v.definition);
     if (!a?.ok) {
@@ -130,6 +136,7 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
       const rc = routineCalls(st);
       p.own.push(...(rc ? rc.effects : (st.effects ?? [])));
       if (st.flags.includes('sensitive-catalog')) p.sensitive = true;
+      readsOf(st, p);
       calls(st, rc, known, p);
     }
   }
@@ -153,7 +160,7 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
       }
     }
   }
-  // Storing values and reading secret-bearing catalogs travel up the same way.
+  // Storing values, reading secret-bearing catalogs, and what is read travel up the same way.
   for (let changed = true; changed; ) {
     changed = false;
     for (const p of pending) {
@@ -161,6 +168,8 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
         for (const q of byKey.get(c.key) ?? []) {
           if (q.stores && !p.stores) changed = p.stores = true;
           if (q.sensitive && !p.sensitive) changed = p.sensitive = true;
+          for (const t of q.reads) if (!p.reads.has(t)) changed = !!p.reads.add(t);
+          for (const col of q.columns) if (!p.columns.has(col)) changed = !!p.columns.add(col);
         }
       }
     }
@@ -170,9 +179,22 @@ export function routineFacts(rows: RoutineRow[], parameters: ParameterRow[], vie
     if (p.key.startsWith('V:')) {
       const k = p.key.slice(2);
       facts.views.set(k, [...(facts.views.get(k) ?? []), { schema: p.schema, effect: effect.get(p), sensitive: p.sensitive }]);
-    } else facts.routines.set(p.key, [...(facts.routines.get(p.key) ?? []), { effect: effect.get(p), stores: p.stores, sensitive: p.sensitive }]);
+    } else {
+      const reads = [...p.reads].map((t) => ({ schema: t.slice(0, t.indexOf('\0')), table: t.slice(t.indexOf('\0') + 1) }));
+      facts.routines.set(p.key, [...(facts.routines.get(p.key) ?? []), { effect: effect.get(p), stores: p.stores, sensitive: p.sensitive, reads, columns: [...p.columns] }]);
+    }
   }
   return facts;
+}
+
+/** The tables a statement reads and the columns it names (unqualified names are the routine's or view's schema's). */
+function readsOf(st: StatementInfo, p: Pending): void {
+  for (const t of st.tables) {
+    if (t.name.includes('*')) continue;
+    const r = resolve(t.name, p.schema);
+    p.reads.add(`${r.schema}\0${r.name}`);
+  }
+  for (const c of st.columns) p.columns.add(c.slice(c.lastIndexOf('.') + 1).toLowerCase());
 }
 
 /** The routines a statement calls and the views it reads (`schema`: the default for unqualified names). */
@@ -205,6 +227,7 @@ function judgePiece(piece: StatementInfo, locals: Set<string>, known: Set<string
   if (piece.flags.includes('dynamic-sql')) p.own.push('runs dynamic SQL');
   if (piece.flags.includes('sensitive-catalog')) p.sensitive = true;
   if (piece.storesValues) p.stores = true;
+  readsOf(piece, p);
   if (cls === 'write' || cls === 'ddl' || cls === 'admin') p.own.push(`runs ${piece.command}${tables}`);
   else if (cls === 'transaction') p.own.push(`runs ${piece.command} (transaction control in the caller's session)`);
   else if (cls === 'session') {
@@ -292,6 +315,15 @@ export function judgeRoutines(a: Analysis, facts: RoutineFacts, database: string
       return r.schema === undefined ? [] : (facts.routines.get(routineKey(k, r.schema, r.name)) ?? []);
     });
     const stores = called.some((x) => x.stores);
+    // What the called routines read is read by the statement: policy rules on tables, the databases served, and
+    // masking (a value computed from a masked column inside a function is a computed output; with the inference
+    // guard, a masked column used inside a function is used in an expression).
+    const tables = new Map(s.tables.map((t) => [t.name, t.access] as const));
+    for (const x of called) for (const t of x.reads) {
+      const name = t.schema === db ? t.table : `${t.schema}.${t.table}`;
+      if (!tables.has(name)) tables.set(name, 'read');
+    }
+    const columns = [...new Set(called.flatMap((x) => x.columns))];
     const sensitive = called.some((x) => x.sensitive) || read.some((v) => v.sensitive);
     const base: StatementClass = rc ? rc.cls : s.class;
     const cls: StatementClass = effects.length && RANK[base] < RANK.write ? 'write' : base;
@@ -300,6 +332,11 @@ export function judgeRoutines(a: Analysis, facts: RoutineFacts, database: string
     if (effects.length) f.add('volatile-function');
     if (sensitive) f.add('sensitive-catalog');
     const out: StatementInfo = { ...s, class: cls, flags: [...f] };
+    if (tables.size > s.tables.length) out.tables = [...tables].map(([name, access]) => ({ name, access }));
+    if (columns.length) {
+      out.columns = [...new Set([...s.columns, ...columns])];
+      out.filterColumns = [...new Set([...(s.filterColumns ?? []), ...columns])];
+    }
     if (effects.length) out.effects = effects;
     else delete out.effects;
     if (stores) out.storesValues = true;
@@ -308,7 +345,7 @@ export function judgeRoutines(a: Analysis, facts: RoutineFacts, database: string
   const changed = statements.some((s, i) => s !== a.statements[i]);
   const flags = new Set<Flag>(statements.flatMap((s) => s.flags));
   if (a.flags.includes('multi-statement')) flags.add('multi-statement');
-  const result: Analysis = changed ? { ...a, statements, classes: [...new Set(statements.map((s) => s.class))], flags: [...flags] } : a;
+  const result: Analysis = changed ? { ...a, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], flags: [...flags] } : a;
   judged.set(a, { facts, database, result });
   return result;
 }
