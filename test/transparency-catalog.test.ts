@@ -8,9 +8,14 @@
  * catalog reads (application_name sluice-catalog) for `relay.delayMs`, so a catalog read is seen running.
  */
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { PG, admin, startTestGateway, type TestGateway } from './support/env.js';
+import { analyzeUncached, loadParser } from '../src/analyze/analyze.js';
+import { catalogFacts, judgeFunctions, type CatalogFacts } from '../src/analyze/catalog.js';
+import { ViewCatalog, throughViews } from '../src/masking/views.js';
 
 const relay = { delayMs: 0, port: 0 };
 let relayServer: net.Server;
@@ -210,8 +215,8 @@ describe("the gateway's own connections and catalog reads", () => {
       await c.query("CREATE FUNCTION nine() RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 9'");
       const during = (await c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'sluice-catalog'")).rows[0].n;
       await c.query('COMMIT');
-      // The session's next statement waits for the read the COMMIT caused.
-      await c.query('SELECT 1');
+      // The session's next statement that needs the catalog waits for the read the COMMIT caused.
+      expect((await c.query('SELECT nine() AS v')).rows).toEqual([{ v: 9 }]);
       return during;
     });
     expect(inTx).toBe(0);
@@ -223,9 +228,52 @@ describe("the gateway's own connections and catalog reads", () => {
     const waited = await through(dba, x, async (c) => {
       await c.query('CREATE INDEX ON indexed (v)');
       const t0 = Date.now();
-      await c.query('SELECT 1');
+      await c.query('SELECT count(*) FROM indexed');
       return Date.now() - t0;
     });
     expect(waited).toBeLessThan(2500);
+    // DDL after DDL waits for nothing; the statement that needs the catalog waits for one read after them.
+    const run = await through(dba, x, async (c) => {
+      const t0 = Date.now();
+      for (const n of [1, 2, 3]) await c.query(`CREATE TABLE run${n} (v int)`);
+      const ddl = Date.now() - t0;
+      const reads = (await c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'sluice-catalog'")).rows[0].n;
+      return { ddl, reads, total: Date.now() - t0 };
+    });
+    expect(run.ddl).toBeLessThan(4000);
+    expect(run.reads).toBe(0);
+    expect(run.total).toBeGreaterThanOrEqual(4500);
+  });
+
+  it('judged statements do not keep old catalog loads alive (one load after most DDL: the gateway ran out of memory)', async () => {
+    await loadParser();
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const fn = (name: string) => ({ name, builtin: false, builtin_volatile: false, extension: false, extension_volatile: false, user: true, user_volatile: false });
+    // Two statements stay cached (as in the analysis cache); each was last judged with another load.
+    const a1 = analyzeUncached('SELECT f1()');
+    const a2 = analyzeUncached('SELECT f2()');
+    if (!a1.ok || !a2.ok) throw new Error('unparsable');
+    const views = new ViewCatalog(async () => [{ schema: 'public', name: 'v', definition: 'SELECT f1() AS x' }], (sql) => analyzeUncached(sql));
+    await views.start('db');
+    const old = (() => {
+      let first: CatalogFacts | undefined = catalogFacts([fn('f1'), fn('f2')], []);
+      judgeFunctions(a1, first, views.get('db'));
+      throughViews(a1, views.get('db'));
+      const ref = new WeakRef(first);
+      first = undefined;
+      return ref;
+    })();
+    const oldViews = new WeakRef(views.get('db')!);
+    await views.refresh('db');
+    judgeFunctions(a2, catalogFacts([fn('f1'), fn('f2')], []), views.get('db'));
+    throughViews(a2, views.get('db'));
+    for (let i = 0; i < 5 && (old.deref() || oldViews.deref()); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      gc();
+    }
+    expect(old.deref()).toBeUndefined();
+    expect(oldViews.deref()).toBeUndefined();
+    expect(a1.statements.length).toBe(1); // still alive
   });
 });

@@ -179,16 +179,31 @@ export function functionEffect(written: string, facts: CatalogFacts): string | u
   return undefined;
 }
 
-const judged = new WeakMap<Analysis, { facts: CatalogFacts; views?: ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[] }>; result: Analysis }>();
+type ViewFacts = ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[] }>;
+/**
+ * Judgements per catalog load and view catalog, per analysis. Keyed by the loads first, so that nothing keeps an
+ * old load alive: cached analyses outlive many loads (one after most DDL), and each kept the load it was last
+ * judged with (the gateway ran out of memory after about 140 regression scripts).
+ */
+const NO_VIEWS = {};
+const judged = new WeakMap<CatalogFacts, WeakMap<ViewFacts | typeof NO_VIEWS, WeakMap<Analysis, Analysis>>>();
+function judgedWith(facts: CatalogFacts, views: ViewFacts | undefined): WeakMap<Analysis, Analysis> {
+  let byViews = judged.get(facts);
+  if (!byViews) judged.set(facts, (byViews = new WeakMap()));
+  let m = byViews.get(views ?? NO_VIEWS);
+  if (!m) byViews.set(views ?? NO_VIEWS, (m = new WeakMap()));
+  return m;
+}
 
 /**
  * The analysis with what its function calls do, from the database's catalog: a statement calling a function with
  * effects (directly, through a user-defined operator, or through a view it reads) gets the `volatile-function` flag,
  * its effects listed, and is at least a write. Cached per analysis and catalog load.
  */
-export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[] }>): Analysis {
-  const hit = judged.get(a);
-  if (hit && hit.facts === facts && hit.views === views) return hit.result;
+export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ViewFacts): Analysis {
+  const cache = judgedWith(facts, views);
+  const hit = cache.get(a);
+  if (hit) return hit;
   const called = new Set<string>();
   const statements = a.statements.map((s) => {
     const effects: string[] = [];
@@ -228,6 +243,6 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: Readonl
   const result: Analysis = changed
     ? { ...a, statements, classes: [...new Set(statements.map((s) => s.class))], flags: a.flags.includes('volatile-function') ? a.flags : [...a.flags, 'volatile-function'], volatileFunctions: [...called] }
     : a;
-  judged.set(a, { facts, views, result });
+  cache.set(a, result);
   return result;
 }

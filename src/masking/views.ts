@@ -58,7 +58,8 @@ export function outputRefs(statements: readonly StatementInfo[]): Map<string, st
 /** The command of the statements throughViews() adds for views (so their outputs can be told apart). */
 export const VIEW_COMMAND = 'VIEW';
 
-const cache = new WeakMap<Analysis, { views: Map<string, ViewInfo>; result: Analysis }>();
+/** Per view catalog load, per analysis (keyed by the load first: cached analyses must not keep old loads alive). */
+const cache = new WeakMap<Map<string, ViewInfo>, WeakMap<Analysis, Analysis>>();
 
 /**
  * The analysis as masking sees it through views: each referenced view adds its base tables and, as an extra
@@ -67,8 +68,10 @@ const cache = new WeakMap<Analysis, { views: Map<string, ViewInfo>; result: Anal
  */
 export function throughViews(a: Analysis, views: Map<string, ViewInfo> | undefined): Analysis {
   if (!views) return a;
-  const hit = cache.get(a);
-  if (hit && hit.views === views) return hit.result;
+  let byAnalysis = cache.get(views);
+  if (!byAnalysis) cache.set(views, (byAnalysis = new WeakMap()));
+  const hit = byAnalysis.get(a);
+  if (hit) return hit;
   const tables = new Set(a.tables);
   const extra: StatementInfo[] = [];
   let frontier = a.tables.filter((t) => views.has(t.toLowerCase()));
@@ -103,6 +106,6 @@ export function throughViews(a: Analysis, views: Map<string, ViewInfo> | undefin
     for (const st of extra) st.outputs = st.outputs?.map((o) => ({ name: o.name, refs: expand(o.refs, 0) }));
   }
   const result = extra.length ? { ...a, tables: [...tables], statements: [...a.statements, ...extra] } : a;
-  cache.set(a, { views, result });
+  byAnalysis.set(a, result);
   return result;
 }

@@ -408,12 +408,12 @@ export class PgSession extends EngineSession<UpstreamConnection> {
 
   private onQuery(sql: string): Outcome {
     const p = this.pipeline;
-    if (!this.resolved && this.catalogGate()) return this.waitForCatalog();
     const resolved = this.takeResolved();
     const settle = resolved ? undefined : this.settle(sql);
     if (settle === 'wait') return this.waitForSettings();
-    this.info.currentSql = sql;
     const verdict = resolved ?? (settle === 'refuse' ? unsettledRefusal() : this.decide(sql));
+    if (!resolved && this.catalogGate(verdict.analysis)) return this.waitForCatalog();
+    this.info.currentSql = sql;
     if (verdict.decision.action === 'require_approval') return this.hold({ sql, verdict }, 'simple');
     this.info.statements++;
     const item: Extract<Item, { k: 'query' }> = { k: 'query', epoch: ++p.epoch, sql, verdict, t0: performance.now(), rows: 0 };
@@ -435,11 +435,11 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   private onParse(b: Buffer, start: number, end: number): Outcome {
     const p = this.pipeline;
     const { name, sql, types } = decodeParse(b, start, end);
-    if (this.catalogGate()) return this.waitForCatalog();
     const settle = this.settle(sql);
     if (settle === 'wait') return this.waitForSettings();
-    this.info.currentSql = sql;
     const verdict = settle === 'refuse' ? unsettledRefusal() : this.decide(sql);
+    if (this.catalogGate(verdict.analysis)) return this.waitForCatalog();
+    this.info.currentSql = sql;
     if (verdict.error) {
       this.audit.denied(sql, verdict, 'extended', { name });
       const sent = probe(sql, verdict);
@@ -509,7 +509,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
    * like `SELECT schema.function()` under policy, the catalog naming the OID.
    */
   private onFunctionCall(oid: number): Outcome {
-    if (this.catalogGate()) return this.waitForCatalog();
+    if (this.catalogGate('always')) return this.waitForCatalog();
     const { sql, verdict } = decideFastPath(this.gov, this.identity!, this.database, oid, (q) => this.decide(q));
     this.info.statements++;
     this.pipeline.items.push({ k: 'fastpath', sql, verdict, t0: performance.now() });
@@ -578,10 +578,14 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   }
 
   /**
-   * Whether the next statement must wait: for the catalog load this session waits for, or for the answer to the DDL
-   * it sent (when a Query or Sync that completes it was sent: otherwise the server answers only after more input).
+   * Whether a statement that needs catalog facts (it calls functions or operators, casts, or names tables: views
+   * count) must wait: for the catalog load this session waits for, or for the answer to the DDL it sent (when a
+   * Query or Sync that completes it was sent: otherwise the server answers only after more input). Statements that
+   * need none (more DDL, SET, SELECT 1) go on meanwhile, so DDL after DDL waits for nothing and one read follows a
+   * run of it.
    */
-  private catalogGate(): boolean {
+  private catalogGate(a: Analysis | undefined | 'always'): boolean {
+    if (a !== 'always' && !a?.statements.some((st) => st.functions.length || st.operators?.length || st.casts?.length || st.tables.some((t) => t.access !== 'ddl') || st.executes !== undefined || st.cursor?.op === 'fetch')) return false;
     if (this.catalogLoad) return true;
     const p = this.pipeline;
     return this.ddlUntil > 0 && p.answered < this.ddlUntil && p.epoch >= this.ddlUntil;
@@ -609,7 +613,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
       this.ddlUntil = 0;
       this.waitForLoad(this.gov.refreshCatalogs(this.database));
     }
-    if (!this.catalogWaiting || this.catalogGate()) return;
+    if (!this.catalogWaiting || this.catalogGate('always')) return;
     this.catalogWaiting = false;
     if (!this.holding && !this.settling) this.client.resume();
     this.onClientMessages(Buffer.alloc(0));
