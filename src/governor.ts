@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import { maskPlan, maskTaint, isExempt, guardedColumn } from './masking/plan.js';
 import { throughViews, type ViewCatalog } from './masking/views.js';
 import { judgeFunctions, type FunctionCatalog } from './analyze/catalog.js';
-import { changesRoutines, judgeRoutines, type RoutineCatalog } from './analyze/mysql-routines.js';
+import { changesRoutines, judgeRoutines, unknownCalls, type RoutineCatalog } from './analyze/mysql-routines.js';
 import type { Field, MaskPlan } from './masking/values.js';
 import { Recorder } from './audit/recorder.js';
 import type { Metrics } from './audit/metrics.js';
@@ -445,9 +445,18 @@ export class EngineGovernor {
   openDatabase(database: string): Promise<void> {
     return this.g.openDatabase(this.engine, database);
   }
-  /** MySQL: the reload of the routine catalog after DDL, while one runs (statements calling routines wait for it). */
-  routinesSettled(): Promise<void> | undefined {
-    return this.engine === 'mysql' ? this.g.mysqlRoutines?.settled() : undefined;
+  /**
+   * MySQL: what judging this text must wait for: the reload of the routine catalog after DDL, or a read of it when
+   * the text calls a routine it does not know (created behind the gateway's back; at most one such read every 2 s).
+   */
+  routinesFor(sql: string, database: string): Promise<void> | undefined {
+    const c = this.engine === 'mysql' ? this.g.mysqlRoutines : undefined;
+    if (!c) return undefined;
+    const settled = c.settled();
+    if (settled) return settled;
+    const facts = c.get();
+    const r = facts && this.g.mysqlCache.analyze(sql);
+    return r?.ok && unknownCalls(r, facts!, database) ? c.refreshUnknown() : undefined;
   }
   /** `memo`: the session's (see SessionMemo). */
   check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, memo?: SessionMemo): Verdict {

@@ -280,6 +280,23 @@ export function changesRoutines(commands: readonly string[] | undefined): boolea
   return !commands || commands.some((c) => /\b(FUNCTION|PROCEDURE|VIEW|DATABASE|SCHEMA|PACKAGE|RENAME)\b/.test(c));
 }
 
+/** Whether a statement of the analysis calls a stored routine (or a name that is not a built-in) the facts do not know. */
+export function unknownCalls(a: Analysis, facts: RoutineFacts, database: string): boolean {
+  for (const s of a.statements) {
+    const rc = routineCalls(s);
+    if (!rc) continue;
+    if (rc.procedure) {
+      const r = resolve(rc.procedure.toLowerCase(), database || undefined);
+      if (r.schema !== undefined && !facts.routines.has(routineKey('P', r.schema, r.name))) return true;
+    }
+    for (const f of rc.functions) {
+      const r = resolve(f, database || undefined);
+      if (r.schema !== undefined && (r.qualified || !knownBuiltin(r.name)) && !facts.routines.has(routineKey('F', r.schema, r.name))) return true;
+    }
+  }
+  return false;
+}
+
 const RANK: Record<StatementClass, number> = { read: 0, session: 0, transaction: 0, other: 1, write: 1, ddl: 2, admin: 2 };
 
 const judged = new WeakMap<Analysis, { facts: RoutineFacts; database: string; result: Analysis }>();
@@ -388,6 +405,18 @@ export class RoutineCatalog {
     if (!this.dirty || !this.loading) return undefined;
     return this.loading.then(() => this.settled());
   }
+
+  /**
+   * A statement calls a routine the facts do not know (created behind the gateway's back): read again, at most once
+   * every 2 s (a flood of unknown names costs one read per 2 s); the read under way, if any.
+   */
+  refreshUnknown(): Promise<void> | undefined {
+    if (this.loading) return this.loading;
+    if (Date.now() - this.unknownAt < 2000) return undefined;
+    this.unknownAt = Date.now();
+    return this.load();
+  }
+  private unknownAt = 0;
 
   /** DDL ran: the facts are out of date until read again (one reload queued behind a running one). */
   invalidate(): void {

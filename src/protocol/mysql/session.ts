@@ -481,8 +481,10 @@ export class MySession extends EngineSession<MyUpstream> {
   private onCommand(p: Buffer): void {
     const cmd = p[0];
     // After DDL (here or in another session) the routine catalog is read again: what a function or view does is
-    // judged from the reloaded catalog, never from the one before the DDL (which may have replaced it).
-    const reload = cmd === COM.QUERY || cmd === COM.STMT_PREPARE || cmd === COM.STMT_EXECUTE ? this.gov.routinesSettled() : undefined;
+    // judged from the reloaded catalog, never from the one before the DDL (which may have replaced it). A call of a
+    // routine the catalog does not know waits for a read too (created behind the gateway's back).
+    const text = cmd === COM.QUERY || cmd === COM.STMT_PREPARE ? p.subarray(1).toString('utf8') : cmd === COM.STMT_EXECUTE && p.length >= 5 ? this.stmts.get(p.readUInt32LE(1))?.sql : undefined;
+    const reload = text === undefined ? undefined : this.gov.routinesFor(text, this.database);
     if (reload) {
       this.catalogWait = true;
       this.client.pause();
