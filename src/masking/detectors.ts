@@ -70,6 +70,12 @@ const digitCount = (s: string): number => {
   return n;
 };
 
+/** For features(): 1 digit, 2 a character with more to it (capitals, separators, '@', '+', '_', ':'), 0 the rest. */
+const FEATURE = new Uint8Array(128);
+for (let c = 48; c <= 57; c++) FEATURE[c] = 1;
+for (let c = 65; c <= 90; c++) FEATURE[c] = 2;
+for (const c of ' -.:@+(_') FEATURE[c.charCodeAt(0)] = 2;
+
 /** Character features of a cell, from one pass: which detectors could possibly match. */
 function features(s: string) {
   let digits = 0;
@@ -86,10 +92,13 @@ function features(s: string) {
   let prevUpper = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c >= 48 && c <= 57) {
-      digits++;
-      if (++run > maxRun) maxRun = run;
-      if (prevUpper >= 2) upperDigit = true;
+    const k = c < 128 ? FEATURE[c]! : 0;
+    if (k < 2) {
+      // A digit (1) or a byte that only ends a run (0), told apart without a branch (see mayContainSensitive).
+      if (prevUpper >= 2 && k === 1) upperDigit = true;
+      digits += k;
+      run = (run + 1) * k;
+      if (run > maxRun) maxRun = run;
       prevUpper = 0;
       continue;
     }

@@ -68,27 +68,30 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
   out.writeInt32BE(size - 1, 1);
   out.writeInt16BE(n, 5);
   let o = 7;
+  // Unchanged cells are copied as they are, length words included, a run of neighbours at a time.
+  let from = -1;
+  let to = -1;
+  const flush = () => {
+    if (from >= 0) o += buf.copy(out, o, from, to);
+    from = -1;
+  };
   for (let i = 0; i < n; i++) {
     const c = changed[i];
-    if (c !== undefined) {
-      if (c === null) {
-        out.writeInt32BE(-1, o);
-        o += 4;
-      } else {
-        out.writeInt32BE(c.length, o);
-        c.copy(out, o + 4);
-        o += 4 + c.length;
-      }
+    if (c === undefined) {
+      if (from < 0) from = cellAt[i]! - 4;
+      to = cellAt[i]! + Math.max(cellLen[i]!, 0);
       continue;
     }
-    const len = cellLen[i]!;
-    out.writeInt32BE(len, o);
-    o += 4;
-    if (len > 0) {
-      buf.copy(out, o, cellAt[i]!, cellAt[i]! + len);
-      o += len;
+    flush();
+    if (c === null) {
+      out.writeInt32BE(-1, o);
+      o += 4;
+    } else {
+      out.writeInt32BE(c.length, o);
+      o += 4 + c.copy(out, o + 4);
     }
   }
+  flush();
   return out;
 }
 
