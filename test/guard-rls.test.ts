@@ -1,6 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, admin, PG, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, admin, auditEvents, PG, type TestGateway } from './support/env.js';
 import { basePolicyRules, policyYaml } from './support/policies.js';
 
 /**
@@ -95,6 +95,10 @@ describe('row security policies that call functions', () => {
         expect(x.code, `${q} (extended)`).toBe('42501');
       }
       expect(await logged()).toBe(0);
+      // The audit names what the read would have run.
+      const denied = (await auditEvents(t, { decision: 'deny' })).filter((e) => e.sql === 'SELECT * FROM docs');
+      expect(denied.length).toBeGreaterThan(0);
+      for (const e of denied) expect(e.effects?.join(' ')).toMatch(/note_read\(\)/);
       // A table whose policy calls only harmless built-ins reads as usual (and the policy applies: one row is visible).
       expect((await c.query('SELECT id FROM plain')).rows).toEqual([{ id: 1 }]);
       expect((await c.query('SELECT count(*)::int AS n FROM reads_log')).rows[0].n).toBe(0);
@@ -103,7 +107,7 @@ describe('row security policies that call functions', () => {
     }
   });
 
-  it('a policy created through the gateway is known before the next statement: a read of its table is refused, nothing written', async () => {
+  it('a policy created through the gateway is known once the re-read it started is done: a read of its table is refused, nothing written', async () => {
     const agent = new pg.Client(t.conn(await t.key('agent', []), db.name));
     const dba = new pg.Client(t.conn(await t.key('human', ['dba']), db.name));
     await agent.connect();
@@ -111,11 +115,12 @@ describe('row security policies that call functions', () => {
     try {
       expect((await agent.query('SELECT body FROM memos')).rows).toEqual([{ body: 'one' }]);
       await dba.query('CREATE POLICY memos_logged ON memos AS RESTRICTIVE FOR SELECT USING (note_read(id))');
-      await dba.query('SELECT 1');
+      // The DBA's next statement that needs the catalog waits for the re-read the DDL started.
+      await dba.query('SELECT count(*) FROM reads_log');
       for (const q of ['SELECT body FROM memos', 'SELECT count(*) FROM memos WHERE id = 7']) expect((await agent.query(q).catch((e) => e)).code, q).toBe('42501');
       expect(await logged()).toBe(0);
       await dba.query('DROP POLICY memos_logged ON memos');
-      await dba.query('SELECT 1');
+      await dba.query('SELECT count(*) FROM reads_log');
       expect((await agent.query('SELECT body FROM memos')).rows).toEqual([{ body: 'one' }]);
     } finally {
       await agent.end();

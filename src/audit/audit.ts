@@ -35,6 +35,8 @@ export interface AuditEvent {
   columns?: string[];
   destructive?: string[];
   flags?: string[];
+  /** What the functions the statement calls do beyond their result (catalog facts), e.g. `f() runs DELETE on t`. */
+  effects?: string[];
   decision?: 'allow' | 'deny';
   rule?: string;
   reason?: string;

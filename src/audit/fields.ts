@@ -29,6 +29,12 @@ export function analysisJson(a: Analysis): string {
   return j;
 }
 
+/** What the functions a statement calls do beyond their result (from the catalog), when anything. */
+function effectsOf(a: Analysis): string[] | undefined {
+  const e = a.statements.flatMap((s) => s.effects ?? []);
+  return e.length ? [...new Set(e)] : undefined;
+}
+
 function computeAnalysisFields(a: Analysis): Partial<AuditEvent> {
   return {
     fingerprint: a.fingerprint || undefined,
@@ -38,6 +44,7 @@ function computeAnalysisFields(a: Analysis): Partial<AuditEvent> {
     columns: [...new Set(a.statements.flatMap((s) => s.columns))].slice(0, 200),
     destructive: a.destructive.length ? a.destructive : undefined,
     flags: a.flags.length ? a.flags : undefined,
+    effects: effectsOf(a),
     statements: a.statements.length,
   };
 }
