@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
-import { startTestGateway, freshDatabase, admin, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, admin, MY, mysqlEngine, type TestGateway } from './support/env.js';
 import { basePolicyRules, policyYaml } from './support/policies.js';
 
 /**
@@ -118,3 +118,33 @@ describe('what a session remembers', () => {
   });
 });
 
+
+describe('what a MySQL session remembers', () => {
+  it('a policy reload applies to a text and a prepared statement the session has run before', async () => {
+    const mysql = (await import('mysql2/promise')).default;
+    const root = await mysql.createConnection({ ...MY });
+    await root.query('CREATE DATABASE IF NOT EXISTS sluice_memo_my');
+    await root.query('CREATE TABLE IF NOT EXISTS sluice_memo_my.people (id int PRIMARY KEY, name text)');
+    await root.query("REPLACE INTO sluice_memo_my.people VALUES (1, 'Ada Lovelace')");
+    const g = await startTestGateway({ config: mysqlEngine(), policy: policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }) });
+    const c = await mysql.createConnection({ host: '127.0.0.1', port: g.gw.mysqlPort!, user: 'x', password: await g.key('agent', []), database: 'sluice_memo_my', enableCleartextPlugin: true } as Parameters<typeof mysql.createConnection>[0]);
+    try {
+      for (let i = 0; i < 3; i++) {
+        expect((await c.query('SELECT name FROM people WHERE id = 1'))[0]).toEqual([{ name: 'Ada Lovelace' }]);
+        expect((await c.execute('SELECT name FROM people WHERE id = ?', [1]))[0]).toEqual([{ name: 'Ada Lovelace' }]);
+      }
+      fs.writeFileSync(path.join(g.dir, 'policy.yaml'), policyYaml({ default: 'deny', rules: basePolicyRules() }));
+      g.gw.reloadPolicy();
+      for (const run of [() => c.query('SELECT name FROM people WHERE id = 1'), () => c.query('SELECT name FROM people WHERE id = 2'), () => c.execute('SELECT name FROM people WHERE id = ?', [1])]) {
+        const e = await run().catch((x) => x);
+        expect(e.errno).toBe(1142);
+        expect(e.message).toMatch(/Sluice policy/);
+      }
+    } finally {
+      await c.end();
+      await g.stop();
+      await root.query('DROP DATABASE sluice_memo_my');
+      await root.end();
+    }
+  });
+});

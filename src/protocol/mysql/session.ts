@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import crypto from 'node:crypto';
-import type { Governor, Verdict } from '../../governor.js';
+import { SessionMemo, type Governor, type Verdict } from '../../governor.js';
 import type { Identity } from '../../identity/identity.js';
 import { handshakeCharsetRefusal } from '../../analyze/guard-mysql.js';
 import { CAP, COM, MARIADB_CLIENT_EXTENDED_METADATA, MARIADB_CLIENT_PROGRESS, STATUS, MyFramer, MyProtocolError, errPacket, frame, lenencBuf, okPacket, withoutNul, int4, type StateChanges } from './packets.js';
@@ -361,7 +361,11 @@ export class MySession extends EngineSession<MyUpstream> {
     this.fatal(err.err?.code ?? 2003, err.err?.sqlState ?? 'HY000', `Sluice could not connect to the upstream database: ${err.err?.message ?? err.message}`);
   }
 
+  /** The Governor's verdicts this session remembers (see SessionMemo). */
+  private memo?: SessionMemo;
+
   protected accepted(up: MyUpstream): void {
+    this.memo = new SessionMemo(this.identity!);
     this.upstreamThread = up.hello.connectionId;
     this.upstreamTracks = (up.caps & CAP.SESSION_TRACK) !== 0;
   }
@@ -469,7 +473,7 @@ export class MySession extends EngineSession<MyUpstream> {
    * connections may be killed): onQuery runs it; anywhere else (prepared, EXECUTE IMMEDIATE) it is refused.
    */
   private decide(sql: string, database = this.database): Verdict {
-    const v = this.gov.check(this.identity!, database, sql);
+    const v = this.gov.check(this.identity!, database, sql, undefined, this.memo);
     const kill = v.analysis?.statements.findIndex((s) => /(^|\s)KILL$/.test(s.command)) ?? -1;
     if (kill >= 0) return refusal(v.analysis, kill, 'not supported by Sluice: KILL here (Sluice runs KILL [QUERY|CONNECTION] <id> of your own connections itself, as a statement of a text sent with COM_QUERY)');
     return (!v.error && v.analysis && scopeRefusal(v.analysis, this.cfg.databases)) || v;
@@ -705,7 +709,7 @@ export class MySession extends EngineSession<MyUpstream> {
       this.send(errPacket(1044, '42000', message));
       return;
     }
-    const v = this.gov.check(this.identity!, db, sql);
+    const v = this.gov.check(this.identity!, db, sql, undefined, this.memo);
     if (v.decision.action === 'require_approval') return this.hold(p, sql, v, 'mysql', undefined, db);
     this.runQuery(p, sql, v, db);
   }
