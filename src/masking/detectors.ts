@@ -127,7 +127,8 @@ export function detect(s: string): Hit[] {
   if (f.at) each(EMAIL, s, 'email', hits);
   if (f.dots >= 2 && s.includes('eyJ')) each(JWT, s, 'jwt', hits);
   if (s.includes('Bearer')) each(BEARER, s, 'bearer', hits);
-  if (f.upperDigit || s.includes('AKIA') || s.includes('ASIA')) each(AWS, s, 'aws_key', hits);
+  // A key's 16 characters after the prefix may all be letters: then only the prefix tells.
+  if (f.upperDigit || s.includes('AKIA') || s.includes('ASIA') || s.includes('AGPA') || s.includes('AIDA') || s.includes('AROA')) each(AWS, s, 'aws_key', hits);
   if (f.underscore || f.dashes || s.includes('AIza')) each(API_KEY, s, 'api_key', hits);
   if (f.maxRun >= 13) {
     each(CARD, s, 'card', hits, (m) => {
@@ -142,7 +143,8 @@ export function detect(s: string): Hit[] {
     });
   }
   if (f.digits >= 8) {
-    if (f.paren || f.dashes >= 2 || f.dots >= 2) each(PHONE_NANP, s, 'phone', hits);
+    // '415-555.2671': the two separators may differ
+    if (f.paren || f.dashes + f.dots >= 2) each(PHONE_NANP, s, 'phone', hits);
     if (f.plus) {
       each(PHONE_INTL, s, 'phone', hits, (m) => {
         const n = digitCount(m[0]);
@@ -150,7 +152,8 @@ export function detect(s: string): Hit[] {
       });
     }
   }
-  if (f.digits >= 8 && f.upperDigit) each(IBAN, s, 'iban', hits, (m) => ibanValid(m[0]));
+  // No digit count: a BBAN may be mostly letters (Malta 4a 5n 18c, Qatar 4a 21c, Kuwait 4a 22c).
+  if (f.upperDigit) each(IBAN, s, 'iban', hits, (m) => ibanValid(m[0]));
   if (f.digits >= 4 && f.dots >= 3) each(IPV4, s, 'ipv4', hits);
   if (f.colons >= 2) {
     each(IPV6, s, 'ipv6', hits, (m) => m[0].includes('::') || m[0].split(':').length === 8 ? net.isIPv6(m[0]) : false);
