@@ -134,7 +134,9 @@ beforeAll(async () => {
   mydb = `sluice_mask_adv_${crypto.randomBytes(4).toString('hex')}`;
   const r = await mysql.createConnection({ ...MY, multipleStatements: true });
   await r.query(`CREATE DATABASE ${mydb}; USE ${mydb}; CREATE TABLE customers (id int PRIMARY KEY, name varchar(40), email varchar(80), card varchar(20), ssn varchar(20));
-    INSERT INTO customers VALUES (1, 'Grace', '${EMAIL}', '${CARD}', '${SSN}');`);
+    INSERT INTO customers VALUES (1, 'Grace', '${EMAIL}', '${CARD}', '${SSN}');
+    CREATE TABLE payments (id int PRIMARY KEY, card_no BIGINT, card_u BIGINT UNSIGNED);
+    INSERT INTO payments VALUES (1, 4111111111111111, 5500000000000004);`);
   await r.end();
   t = await startTestGateway({ policy: POLICY(false), config: `api: { listen: { host: 127.0.0.1, port: 0 } }\n${mysqlEngine()}` });
   guarded = await startTestGateway({ policy: POLICY(true) });
@@ -253,6 +255,23 @@ describe('MySQL engine: the same taint, text and binary protocol', () => {
     }
     expect(leaks).toEqual([]);
   }, 120_000);
+});
+
+describe('MySQL: a card number in a BIGINT column (no rule, found by the detectors)', () => {
+  it.each([false, true])('is masked in text rows and NULL in binary rows (prepared: %s)', async (prepared) => {
+    const key = await t.key('human', ['analysts']);
+    const c = await mysql.createConnection({ host: '127.0.0.1', port: t.gw.mysqlPort!, user: 'x', password: key, database: mydb, enableCleartextPlugin: true, supportBigNumbers: true, bigNumberStrings: true } as mysql.ConnectionOptions);
+    try {
+      const sql = 'SELECT id, card_no, card_u FROM payments';
+      const [rows] = (await (prepared ? c.execute(sql) : c.query(sql))) as unknown as [Record<string, unknown>[]];
+      const text = JSON.stringify(rows);
+      expect(text).not.toContain('4111111111111111');
+      expect(text).not.toContain('5500000000000004');
+      if (prepared) expect(rows).toEqual([{ id: 1, card_no: null, card_u: null }]);
+    } finally {
+      await c.end();
+    }
+  });
 });
 
 describe('MCP: the query tool masks the same way (one implementation)', () => {

@@ -8,6 +8,8 @@ CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text, ss
 INSERT INTO customers VALUES
   (1, 'Ada Lovelace', 'ada@example.com', '4111 1111 1111 1111', '123-45-6789', '+14155552671', '1815-12-10', 'prefers email: ada.l@math.org', 10.50),
   (2, 'Alan Turing', 'alan@example.com', '5500000000000004', '078-05-1121', '(415) 555-2671', '1912-06-23', NULL, 0);
+CREATE TABLE payments (id int, card_no bigint, card_num numeric, amount numeric(16,2));
+INSERT INTO payments VALUES (1, 4111111111111111, 5500000000000004, 1234567890123.45), (2, -4111111111111111, 4111111111111111.5, 0);
 `;
 const POLICY = `version: 1
 default: allow
@@ -75,6 +77,19 @@ describe('masking in results through the gateway', () => {
     expect((await query(analyst, 'SELECT id, name, email, card, ssn, phone, dob, notes, balance FROM customers WHERE id = $1', [1]))[0]).toEqual(MASKED_ADA);
     const bin = await query(analyst, 'SELECT id, email, balance FROM customers WHERE id = $1', [2], { binary: true } as never);
     expect(bin[0]).toMatchObject({ id: 2, email: 'a***@***.com' });
+  });
+
+  it('card numbers in bigint and numeric columns are found in binary results too (a hit becomes NULL)', async () => {
+    const sql = 'SELECT card_no, card_num, amount FROM payments WHERE id > $1 ORDER BY id';
+    expect(await query(analyst, sql, [0])).toEqual([
+      { card_no: '************1111', card_num: '************0004', amount: '1234567890123.45' },
+      { card_no: '-************1111', card_num: '4111111111111111.5', amount: '0.00' },
+    ]);
+    // Binary int8 and numeric cells carry the number, not its text: scanned as their text would be.
+    const bin = await query(analyst, sql, [0], { binary: true } as never);
+    // (4111111111111111.5 is no card number, in either form.)
+    expect(bin.map((r) => [r.card_no, r.card_num === null])).toEqual([[null, true], [null, false]]);
+    expect(bin[0]!.amount).not.toBeNull();
   });
 
   it('postgres.js (describe once, then bind/execute) gets masked rows too', async () => {

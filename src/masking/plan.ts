@@ -3,7 +3,7 @@ import type { Identity } from '../identity/identity.js';
 import type { MaskingPolicy, MaskRule } from '../policy/policy.js';
 import { globMatch } from '../util/glob.js';
 import type { MaskerName } from './maskers.js';
-import { scannable, type ColumnAction, type Field, type MaskPlan } from './values.js';
+import { binaryNumber, scannable, type ColumnAction, type Field, type MaskPlan } from './values.js';
 import { outputRefs, VIEW_COMMAND } from './views.js';
 
 /** How a rule is named in audit: its column, and its classification label when it came from one. */
@@ -134,6 +134,11 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     if (detectors && scannable(f)) {
       any = true;
       return { kind: 'scan' };
+    }
+    if (detectors && binaryNumber(f)) {
+      // Its text form is scanned (a card number in a bigint or numeric column); a hit makes it NULL.
+      any = true;
+      return { kind: 'scan', binaryNumber: f.typeOid };
     }
     return { kind: 'pass' };
   });

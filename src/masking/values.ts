@@ -13,7 +13,7 @@ export interface Field {
 }
 
 /** What happens to one column's cells: left alone, scanned by the detectors, or masked whole by a rule. */
-export type ColumnAction = { kind: 'pass' } | { kind: 'scan' } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
+export type ColumnAction = { kind: 'pass' } | { kind: 'scan'; binaryNumber?: number } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
 
 export interface MaskPlan {
   columns: ColumnAction[];
@@ -29,6 +29,26 @@ export type MaskCounts = Map<string, number>;
 /** Types whose binary wire form is their UTF-8 text, so binary cells can be scanned as text too. */
 const TEXTUAL_BINARY = new Set([25, 1043, 1042, 19, 114, 705, 142]);
 export const scannable = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 0 || TEXTUAL_BINARY.has(f.typeOid);
+/** int8 and numeric in binary form: numbers long enough to be card numbers, which their text form would show. */
+export const binaryNumber = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 1 && (f.typeOid === 20 || f.typeOid === 1700);
+
+/** The text of a binary int8 (typeOid 20) or numeric cell, for the detectors. */
+export function binaryNumberText(typeOid: number, b: Buffer, start: number, end: number): string {
+  if (typeOid === 20) return end - start === 8 ? b.readBigInt64BE(start).toString() : '';
+  if (end - start < 8) return '';
+  const ndigits = b.readInt16BE(start);
+  const weight = b.readInt16BE(start + 2);
+  const sign = b.readUInt16BE(start + 4);
+  if (sign !== 0 && sign !== 0x4000) return '';
+  const dscale = b.readInt16BE(start + 6);
+  const digit = (i: number) => (i >= 0 && i < ndigits && start + 10 + 2 * i <= end ? String(b.readInt16BE(start + 8 + 2 * i)).padStart(4, '0') : '0000');
+  let int = '';
+  for (let i = 0; i <= weight; i++) int += digit(i);
+  let frac = '';
+  for (let i = weight + 1; frac.length < dscale; i++) frac += digit(i);
+  int = int.replace(/^0+(?=.)/, '') || '0';
+  return (sign === 0x4000 ? '-' : '') + int + (dscale > 0 ? '.' + frac.slice(0, dscale) : '');
+}
 
 /** Count one masked value of a kind (detector type or rule label). */
 export const countMasked = (c: MaskCounts, k: string) => c.set(k, (c.get(k) ?? 0) + 1);

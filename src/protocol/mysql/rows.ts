@@ -1,6 +1,6 @@
-import { countMasked, maskValue, type MaskCounts, type MaskPlan } from '../../masking/values.js';
+import { countMasked, maskText, maskValue, type MaskCounts, type MaskPlan } from '../../masking/values.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
-import { MyProtocolError, MyReader, binarySize, isTextColumn, lenencBuf, lenencInt, lenencSize, type MyColumn } from './packets.js';
+import { MyProtocolError, MyReader, TYPE, binarySize, isTextColumn, lenencBuf, lenencInt, lenencSize, type MyColumn } from './packets.js';
 
 /** The MySQL row codec under a masking plan: text-protocol and binary-protocol result rows. */
 
@@ -92,6 +92,10 @@ export function maskBinaryRow(p: Buffer, columns: MyColumn[], plan: MaskPlan, co
       if (action.kind === 'rule') {
         nulls[bit >> 3]! |= 1 << (bit & 7);
         countMasked(counts(), action.label);
+        changed = true;
+      } else if (col.type === TYPE.LONGLONG && maskText((col.flags & 32 ? raw.readBigUInt64LE(0) : raw.readBigInt64LE(0)).toString(), counts()) !== undefined) {
+        // A BIGINT's text form can be a card number (the text protocol's row would be scanned): it becomes NULL.
+        nulls[bit >> 3]! |= 1 << (bit & 7);
         changed = true;
       } else cells.push(raw);
       continue;

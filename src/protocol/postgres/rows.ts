@@ -1,6 +1,6 @@
 import { Reader, ProtocolError, Writer } from './buffer.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
-import { maskText, maskValue, scrubText, SCAN, type Field, type MaskCounts, type MaskPlan } from '../../masking/values.js';
+import { binaryNumberText, maskText, maskValue, scrubText, SCAN, type Field, type MaskCounts, type MaskPlan } from '../../masking/values.js';
 
 /** The PostgreSQL row codec under a masking plan: RowDescription, DataRow, error/notice texts, notifications. */
 
@@ -50,7 +50,12 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
     const cellEnd = pos + len;
     if (cellEnd > end) throw new ProtocolError('DataRow cell overruns the message');
     const action = plan.scanUnknown ? SCAN : plan.columns[i]!;
-    if (action.kind === 'rule' || (action.kind === 'scan' && mayContainSensitive(buf, pos, cellEnd))) {
+    if (action.kind === 'scan' && action.binaryNumber) {
+      if (maskText(binaryNumberText(action.binaryNumber, buf, pos, cellEnd), counts) !== undefined) {
+        (changed ??= new Array(n))[i] = null;
+        grow -= len;
+      }
+    } else if (action.kind === 'rule' || (action.kind === 'scan' && mayContainSensitive(buf, pos, cellEnd))) {
       const replacement = maskValue(action, buf.toString('utf8', pos, cellEnd), plan.key, counts);
       if (replacement !== undefined) {
         const out = replacement === null ? null : Buffer.from(replacement, 'utf8');
