@@ -44,6 +44,21 @@ beforeAll(async () => {
      ALTER TABLE memos OWNER TO ${ROLE};
      ALTER TABLE memos ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
      CREATE POLICY memos_all ON memos FOR SELECT USING (true);
+     -- Policies that read another table whose policy calls the function, or a view that calls it.
+     CREATE TABLE hidden (id int);
+     INSERT INTO hidden VALUES (1), (2);
+     ALTER TABLE hidden ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY hidden_read ON hidden FOR SELECT USING (note_read(id));
+     CREATE TABLE outer_t (id int);
+     INSERT INTO outer_t VALUES (1), (2);
+     ALTER TABLE outer_t ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY outer_read ON outer_t FOR SELECT USING (EXISTS (SELECT 1 FROM hidden h WHERE h.id = outer_t.id));
+     CREATE VIEW writer_v AS SELECT note_read(0) AS ok;
+     CREATE TABLE outer_v (id int);
+     INSERT INTO outer_v VALUES (1);
+     ALTER TABLE outer_v ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY outerv_read ON outer_v FOR SELECT USING ((SELECT ok FROM writer_v));
+     GRANT SELECT ON hidden, outer_t, writer_v, outer_v TO ${ROLE};
      GRANT EXECUTE ON FUNCTION note_read(int) TO ${ROLE};
      GRANT SELECT ON docs, notes, plain, docs_v, reads_log TO ${ROLE};`,
   );
@@ -86,6 +101,8 @@ describe('row security policies that call functions', () => {
         'WITH x AS (SELECT * FROM docs) SELECT * FROM x',
         'SELECT * FROM notes',
         'TABLE docs',
+        'SELECT * FROM outer_t',
+        'SELECT * FROM outer_v',
       ];
       for (const q of reads) {
         const e = await c.query(q).catch((x) => x);

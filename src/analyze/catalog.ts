@@ -29,7 +29,7 @@ export interface CatalogFacts {
    * Tables whose row security policies apply to the gateway's upstream user, by `schema.table` and `table`
    * (lower case): the functions and operators their policies' expressions call. Reading such a table runs them.
    */
-  policies?: Map<string, { functions: string[]; operators: string[] }>;
+  policies?: Map<string, { functions: string[]; operators: string[]; tables?: string[] }>;
 }
 
 export const FUNCTION_CATALOG_SQL = `
@@ -83,25 +83,29 @@ SELECT o.oprname AS name, bool_or(p.provolatile = 'v') AS volatile
 export const POLICY_CATALOG_SQL = `
 SELECT n.nspname AS schema, c.relname AS "table",
        pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT p.proname::pg_catalog.text), NULL)) AS functions,
-       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT o.oprname::pg_catalog.text), NULL)) AS operators
+       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT o.oprname::pg_catalog.text), NULL)) AS operators,
+       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT CASE WHEN r.oid IS NOT NULL THEN pg_catalog.concat_ws('.', rn.nspname, r.relname) END), NULL)) AS tables
   FROM pg_catalog.pg_policy pol
   JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pol.oid
   LEFT JOIN pg_catalog.pg_proc p ON d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = d.refobjid
   LEFT JOIN pg_catalog.pg_operator o ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND o.oid = d.refobjid
- WHERE pg_catalog.row_security_active(c.oid) AND (p.oid IS NOT NULL OR o.oid IS NOT NULL)
+  -- Other tables and views the policy's expressions read (their own policies and view functions run too).
+  LEFT JOIN pg_catalog.pg_class r ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND r.oid = d.refobjid AND r.oid <> c.oid
+  LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+ WHERE pg_catalog.row_security_active(c.oid) AND (p.oid IS NOT NULL OR o.oid IS NOT NULL OR r.oid IS NOT NULL)
  GROUP BY n.nspname, c.relname`;
 
 /** POLICY_CATALOG_SQL's rows as CatalogFacts.policies (the name lists as JSON text: the catalog reads keep every value as text). */
-export function policyFacts(rows: { schema: string; table: string; functions: string | string[]; operators: string | string[] }[]): Map<string, { functions: string[]; operators: string[] }> {
-  const list = (v: string | string[]): string[] => (typeof v === 'string' ? (JSON.parse(v) as string[]) : v);
-  const m = new Map<string, { functions: string[]; operators: string[] }>();
+export function policyFacts(rows: { schema: string; table: string; functions: string | string[]; operators: string | string[]; tables?: string | string[] }[]): Map<string, { functions: string[]; operators: string[]; tables: string[] }> {
+  const list = (v: string | string[] | undefined): string[] => (v === undefined ? [] : typeof v === 'string' ? (JSON.parse(v) as string[]) : v);
+  const m = new Map<string, { functions: string[]; operators: string[]; tables: string[] }>();
   for (const r of rows) {
-    const v = { functions: list(r.functions).map((f) => f.toLowerCase()), operators: list(r.operators) };
+    const v = { functions: list(r.functions).map((f) => f.toLowerCase()), operators: list(r.operators), tables: list(r.tables).map((t) => t.toLowerCase()) };
     for (const key of [`${r.schema}.${r.table}`.toLowerCase(), r.table.toLowerCase()]) {
       const had = m.get(key);
-      m.set(key, had ? { functions: [...had.functions, ...v.functions], operators: [...had.operators, ...v.operators] } : v);
+      m.set(key, had ? { functions: [...had.functions, ...v.functions], operators: [...had.operators, ...v.operators], tables: [...had.tables, ...v.tables] } : v);
     }
   }
   return m;
@@ -209,8 +213,8 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ViewFac
     const effects: string[] = [];
     const names = new Set(s.functions);
     const operators = new Set(s.operators);
-    // Every relation the statement reads, directly or through views (views of views): a view runs its functions,
-    // and a table's row security policies run their expressions' functions and operators.
+    // Every relation the statement reads, directly or through views (views of views) or the row security policies
+    // of what it reads: a view runs its functions, and a table's policies their expressions' functions and operators.
     const seen = new Set<string>();
     const queue = s.tables.map((t) => t.name.toLowerCase());
     while (queue.length) {
@@ -220,6 +224,7 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ViewFac
       const pol = facts.policies?.get(key);
       for (const fn of pol?.functions ?? []) names.add(fn);
       for (const op of pol?.operators ?? []) operators.add(op);
+      for (const t of pol?.tables ?? []) queue.push(t);
       const v = views?.get(key);
       if (!v) continue;
       for (const fn of v.functions) names.add(fn);
