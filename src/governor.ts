@@ -514,46 +514,54 @@ export class EngineGovernor {
   }
 }
 
-/** A verdict or plan a session remembers, with what it was computed from (Governor.memoInputs). */
-interface Remembered<T> {
-  inputs: readonly unknown[];
-  value: T;
-}
-
 /** Whether two Governor.memoInputs() are the same objects (nothing a verdict depends on has changed). */
 export const sameInputs = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
  * What one session remembers of the Governor's answers: a statement's verdict per cached analysis, and the masking
- * plan per result shape (RowDescription) and analysis. An entry answers only while the policy and the database's
- * catalogs are the objects it was computed from, and only for the session's identity; a session repeats the same
- * few statements, so most statements skip policy, guard and masking evaluation. Bounded: cleared when full.
+ * plan per result shape (RowDescription) and analysis. Everything it holds was computed from one set of inputs
+ * (the policy and the database's catalog loads, Governor.memoInputs) and for the session's identity; asked with
+ * other inputs it forgets everything first, so it never answers from facts that changed and never keeps an old
+ * catalog load alive. A session repeats the same few statements, so most skip policy, guard and masking
+ * evaluation. Bounded: cleared when full.
  */
 export class SessionMemo {
-  private readonly verdicts = new Map<Analysis, Remembered<Verdict>>();
-  private readonly plans = new Map<string, Remembered<MaskPlan | undefined> & { analysis: Analysis | undefined }>();
+  private readonly verdicts = new Map<Analysis, Verdict>();
+  private readonly plans = new Map<string, { analysis: Analysis | undefined; plan: MaskPlan | undefined }>();
+  private inputs?: readonly unknown[];
 
   constructor(
     readonly identity: Identity,
     private readonly max = 256,
   ) {}
 
+  /** Entries are for `inputs`: forget those made from others. */
+  private align(inputs: readonly unknown[]): void {
+    if (this.inputs && sameInputs(this.inputs, inputs)) return;
+    this.verdicts.clear();
+    this.plans.clear();
+    this.inputs = inputs;
+  }
+
   verdict(a: Analysis, inputs: readonly unknown[]): Verdict | undefined {
-    const e = this.verdicts.get(a);
-    return e && sameInputs(e.inputs, inputs) ? e.value : undefined;
+    this.align(inputs);
+    return this.verdicts.get(a);
   }
   remember(a: Analysis, inputs: readonly unknown[], v: Verdict): void {
+    this.align(inputs);
     if (this.verdicts.size >= this.max) this.verdicts.clear();
-    this.verdicts.set(a, { inputs, value: v });
+    this.verdicts.set(a, v);
   }
   /** `shape`: the result's description as bytes (and anything else the plan depends on), as a string. */
   plan(shape: string, a: Analysis | undefined, inputs: readonly unknown[]): { plan: MaskPlan | undefined } | undefined {
+    this.align(inputs);
     const e = this.plans.get(shape);
-    return e && e.analysis === a && sameInputs(e.inputs, inputs) ? { plan: e.value } : undefined;
+    return e && e.analysis === a ? { plan: e.plan } : undefined;
   }
   rememberPlan(shape: string, a: Analysis | undefined, inputs: readonly unknown[], plan: MaskPlan | undefined): void {
+    this.align(inputs);
     if (this.plans.size >= this.max) this.plans.clear();
-    this.plans.set(shape, { analysis: a, inputs, value: plan });
+    this.plans.set(shape, { analysis: a, plan });
   }
 }
 

@@ -2,6 +2,9 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { SessionMemo } from '../src/governor.js';
 import { startTestGateway, freshDatabase, admin, MY, mysqlEngine, type TestGateway } from './support/env.js';
 import { basePolicyRules, policyYaml } from './support/policies.js';
 
@@ -146,5 +149,31 @@ describe('what a MySQL session remembers', () => {
       await root.query('DROP DATABASE sluice_memo_my');
       await root.end();
     }
+  });
+});
+
+describe('the memo itself', () => {
+  it('keeps only the catalog load it answers from: asked with newer inputs, it forgets the older ones', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const memo = new SessionMemo({ subject: 's', kind: 'agent', groups: [], method: 'key' });
+    const analysis = { statements: [], classes: [], tables: [], destructive: [], flags: [], fingerprint: 'f', ok: true } as never;
+    const verdict = { decision: { action: 'allow' as const, rule: 'r' } };
+    const policy = {};
+    const old = (() => {
+      const load = { big: new Array(1000).fill('x') };
+      memo.remember(analysis, [policy, 'db', undefined, load], verdict);
+      memo.rememberPlan('shape', analysis, [policy, 'db', undefined, load], undefined);
+      expect(memo.verdict(analysis, [policy, 'db', undefined, load])).toBe(verdict);
+      return new WeakRef(load);
+    })();
+    const now = {};
+    expect(memo.verdict(analysis, [policy, 'db', undefined, now])).toBeUndefined();
+    expect(memo.plan('shape', analysis, [policy, 'db', undefined, now])).toBeUndefined();
+    for (let i = 0; i < 5 && old.deref(); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      gc();
+    }
+    expect(old.deref()).toBeUndefined();
   });
 });
