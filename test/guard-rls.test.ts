@@ -58,7 +58,15 @@ beforeAll(async () => {
      INSERT INTO outer_v VALUES (1);
      ALTER TABLE outer_v ENABLE ROW LEVEL SECURITY;
      CREATE POLICY outerv_read ON outer_v FOR SELECT USING ((SELECT ok FROM writer_v));
-     GRANT SELECT ON hidden, outer_t, writer_v, outer_v TO ${ROLE};
+     -- A policy casting to a domain whose CHECK calls a volatile function (the cast runs it).
+     CREATE FUNCTION chk(i int) RETURNS boolean LANGUAGE plpgsql VOLATILE SECURITY DEFINER AS 'BEGIN INSERT INTO public.reads_log (id) VALUES (i); RETURN true; END';
+     CREATE DOMAIN checked_int AS int CHECK (chk(VALUE));
+     CREATE TABLE outer_c (id int);
+     INSERT INTO outer_c VALUES (1);
+     ALTER TABLE outer_c ENABLE ROW LEVEL SECURITY;
+     CREATE POLICY outerc_read ON outer_c FOR SELECT USING ((id::checked_int) > 0);
+     CREATE VIEW cast_v AS SELECT id::checked_int AS id FROM plain;
+     GRANT SELECT ON hidden, outer_t, writer_v, outer_v, outer_c, cast_v TO ${ROLE};
      GRANT EXECUTE ON FUNCTION note_read(int) TO ${ROLE};
      GRANT SELECT ON docs, notes, plain, docs_v, reads_log TO ${ROLE};`,
   );
@@ -103,6 +111,8 @@ describe('row security policies that call functions', () => {
         'TABLE docs',
         'SELECT * FROM outer_t',
         'SELECT * FROM outer_v',
+        'SELECT * FROM outer_c',
+        'SELECT * FROM cast_v',
       ];
       for (const q of reads) {
         const e = await c.query(q).catch((x) => x);

@@ -29,7 +29,7 @@ export interface CatalogFacts {
    * Tables whose row security policies apply to the gateway's upstream user, by `schema.table` and `table`
    * (lower case): the functions and operators their policies' expressions call. Reading such a table runs them.
    */
-  policies?: Map<string, { functions: string[]; operators: string[]; tables?: string[] }>;
+  policies?: Map<string, { functions: string[]; operators: string[]; tables?: string[]; domains?: string[] }>;
 }
 
 export const FUNCTION_CATALOG_SQL = `
@@ -84,7 +84,8 @@ export const POLICY_CATALOG_SQL = `
 SELECT n.nspname AS schema, c.relname AS "table",
        pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT p.proname::pg_catalog.text), NULL)) AS functions,
        pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT o.oprname::pg_catalog.text), NULL)) AS operators,
-       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT CASE WHEN r.oid IS NOT NULL THEN pg_catalog.concat_ws('.', rn.nspname, r.relname) END), NULL)) AS tables
+       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT CASE WHEN r.oid IS NOT NULL THEN pg_catalog.concat_ws('.', rn.nspname, r.relname) END), NULL)) AS tables,
+       pg_catalog.to_json(pg_catalog.array_remove(pg_catalog.array_agg(DISTINCT ty.typname::pg_catalog.text), NULL)) AS domains
   FROM pg_catalog.pg_policy pol
   JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -94,18 +95,20 @@ SELECT n.nspname AS schema, c.relname AS "table",
   -- Other tables and views the policy's expressions read (their own policies and view functions run too).
   LEFT JOIN pg_catalog.pg_class r ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND r.oid = d.refobjid AND r.oid <> c.oid
   LEFT JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
- WHERE pg_catalog.row_security_active(c.oid) AND (p.oid IS NOT NULL OR o.oid IS NOT NULL OR r.oid IS NOT NULL)
+  -- Domains the expressions cast to (a CHECK calling a volatile function runs on the cast).
+  LEFT JOIN pg_catalog.pg_type ty ON d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass AND ty.oid = d.refobjid AND ty.typtype = 'd'
+ WHERE pg_catalog.row_security_active(c.oid) AND (p.oid IS NOT NULL OR o.oid IS NOT NULL OR r.oid IS NOT NULL OR ty.oid IS NOT NULL)
  GROUP BY n.nspname, c.relname`;
 
 /** POLICY_CATALOG_SQL's rows as CatalogFacts.policies (the name lists as JSON text: the catalog reads keep every value as text). */
-export function policyFacts(rows: { schema: string; table: string; functions: string | string[]; operators: string | string[]; tables?: string | string[] }[]): Map<string, { functions: string[]; operators: string[]; tables: string[] }> {
+export function policyFacts(rows: { schema: string; table: string; functions: string | string[]; operators: string | string[]; tables?: string | string[]; domains?: string | string[] }[]): Map<string, { functions: string[]; operators: string[]; tables: string[]; domains: string[] }> {
   const list = (v: string | string[] | undefined): string[] => (v === undefined ? [] : typeof v === 'string' ? (JSON.parse(v) as string[]) : v);
-  const m = new Map<string, { functions: string[]; operators: string[]; tables: string[] }>();
+  const m = new Map<string, { functions: string[]; operators: string[]; tables: string[]; domains: string[] }>();
   for (const r of rows) {
-    const v = { functions: list(r.functions).map((f) => f.toLowerCase()), operators: list(r.operators), tables: list(r.tables).map((t) => t.toLowerCase()) };
+    const v = { functions: list(r.functions).map((f) => f.toLowerCase()), operators: list(r.operators), tables: list(r.tables).map((t) => t.toLowerCase()), domains: list(r.domains).map((t) => t.toLowerCase()) };
     for (const key of [`${r.schema}.${r.table}`.toLowerCase(), r.table.toLowerCase()]) {
       const had = m.get(key);
-      m.set(key, had ? { functions: [...had.functions, ...v.functions], operators: [...had.operators, ...v.operators], tables: [...had.tables, ...v.tables] } : v);
+      m.set(key, had ? { functions: [...had.functions, ...v.functions], operators: [...had.operators, ...v.operators], tables: [...had.tables, ...v.tables], domains: [...had.domains, ...v.domains] } : v);
     }
   }
   return m;
@@ -183,7 +186,7 @@ export function functionEffect(written: string, facts: CatalogFacts): string | u
   return undefined;
 }
 
-type ViewFacts = ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[] }>;
+type ViewFacts = ReadonlyMap<string, { functions: string[]; operators?: string[]; tables?: string[]; casts?: string[] }>;
 /**
  * Judgements per catalog load and view catalog, per analysis. Keyed by the loads first, so that nothing keeps an
  * old load alive: cached analyses outlive many loads (one after most DDL), and each kept the load it was last
@@ -213,6 +216,7 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ViewFac
     const effects: string[] = [];
     const names = new Set(s.functions);
     const operators = new Set(s.operators);
+    const casts = new Set(s.casts);
     // Every relation the statement reads, directly or through views (views of views) or the row security policies
     // of what it reads: a view runs its functions, and a table's policies their expressions' functions and operators.
     const seen = new Set<string>();
@@ -225,10 +229,12 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ViewFac
       for (const fn of pol?.functions ?? []) names.add(fn);
       for (const op of pol?.operators ?? []) operators.add(op);
       for (const t of pol?.tables ?? []) queue.push(t);
+      for (const d of pol?.domains ?? []) casts.add(d);
       const v = views?.get(key);
       if (!v) continue;
       for (const fn of v.functions) names.add(fn);
       for (const op of v.operators ?? []) operators.add(op);
+      for (const c of v.casts ?? []) casts.add(c);
       for (const bt of v.tables ?? []) queue.push(bt.toLowerCase());
     }
     for (const fn of names) {
@@ -237,7 +243,7 @@ export function judgeFunctions(a: Analysis, facts: CatalogFacts, views?: ViewFac
       effects.push(`${fn}() ${e}`);
       called.add(fn);
     }
-    for (const t of s.casts ?? []) if (facts.volatileDomains?.has(t)) effects.push(`a cast to domain ${t} runs a volatile CHECK function`);
+    for (const t of casts) if (facts.volatileDomains?.has(t)) effects.push(`a cast to domain ${t} runs a volatile CHECK function`);
     for (const op of operators) if (facts.operators.get(op)) effects.push(`operator ${op} runs a volatile function`);
     if (!effects.length) return s;
     const cls: StatementClass = s.class === 'read' || s.class === 'session' || s.class === 'transaction' ? 'write' : s.class;

@@ -7,6 +7,8 @@ export interface ViewInfo {
   functions: string[];
   /** Operators it uses (user-defined ones run functions). */
   operators: string[];
+  /** Domains it casts to (a volatile CHECK runs on the cast). */
+  casts?: string[];
   outputs: { name: string; refs: string[] }[];
 }
 
@@ -31,7 +33,7 @@ export class ViewCatalog extends PerDatabase<Map<string, ViewInfo>> {
         for (const v of await fetch(database, signal)) {
           const a = analyze(v.definition);
           if (!a.ok) continue;
-          const info: ViewInfo = { tables: a.tables, functions: [...new Set(a.statements.flatMap((s) => s.functions))], operators: [...new Set(a.statements.flatMap((s) => s.operators ?? []))], outputs: a.statements.flatMap((s) => s.outputs ?? []) };
+          const info: ViewInfo = { tables: a.tables, functions: [...new Set(a.statements.flatMap((s) => s.functions))], operators: [...new Set(a.statements.flatMap((s) => s.operators ?? []))], casts: [...new Set(a.statements.flatMap((s) => s.casts ?? []))], outputs: a.statements.flatMap((s) => s.outputs ?? []) };
           views.set(v.name.toLowerCase(), info);
           views.set(`${v.schema}.${v.name}`.toLowerCase(), info);
         }
