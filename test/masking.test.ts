@@ -178,6 +178,13 @@ describe('DataRow rewriting', () => {
     expect(maskDataRow(input, 0, input.length, { ...plan, columns: plan.columns.map(() => ({ kind: 'scan' as const })) }, new Map())).toBeUndefined();
   });
 
+  it('refuses a row with bytes after its last column (a rebuilt row would end in uninitialised memory)', () => {
+    const good = row(['4111111111111111', 'mail a@b.io', 'x', null]);
+    const input = Buffer.concat([good, Buffer.from('junk')]);
+    input.writeInt32BE(input.length - 1, 1);
+    expect(() => maskDataRow(input, 0, input.length, plan, new Map())).toThrow(/bytes after its last column/);
+  });
+
   it('refuses a row whose column count disagrees with its description', () => {
     const input = row(['a']);
     expect(() => maskDataRow(input, 0, input.length, plan, new Map())).toThrow(/DataRow has 1 columns/);

@@ -65,6 +65,7 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
     }
     pos = cellEnd;
   }
+  if (pos !== end) throw new ProtocolError('DataRow has bytes after its last column');
   if (!changed) return undefined;
   // Rebuild in one allocation: unchanged cells are copied as they are.
   const size = end - start + grow;
