@@ -1,6 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
 import { execFileSync } from 'node:child_process';
+import { connectAs } from './support/query.js';
 import { startTestGateway, freshDatabase, admin, tmpDir, PG, type TestGateway } from './support/env.js';
 import { throwawayCluster, type Cluster } from './support/pgcluster.js';
 
@@ -53,8 +54,7 @@ describe('audit trail under store faults', () => {
   it('store stopped: acknowledged statements are spooled, health says degraded, the spool bound fails closed, refusals are counted, and all rows land after restart', async () => {
     cluster = await throwawayCluster();
     const t = await startTestGateway({ storeUrl: cluster.url(), config: `${API}\naudit: { spool_max_bytes: 1048576, fsync: 100ms }` });
-    const c = new pg.Client(t.conn(await t.key('service', ['app']), db.name));
-    await c.connect();
+    const c = await connectAs(t, 'service', ['app'], db.name);
     const acked: string[] = [];
     const exec = async (sql: string) => {
       await c.query(sql);
@@ -134,8 +134,7 @@ describe('audit trail under store faults', () => {
           CREATE TRIGGER poison BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION poison();`),
       t.storeDb,
     );
-    const c = new pg.Client(t.conn(await t.key('service', ['app']), db.name));
-    await c.connect();
+    const c = await connectAs(t, 'service', ['app'], db.name);
     const acked: string[] = [];
     try {
       // One message of many statements: their events land in one batch, with the poisoned one in the middle.
@@ -208,8 +207,7 @@ describe('audit trail under store faults', () => {
     try {
       const t = await startTestGateway({ config: `${API}\naudit: { spool_dir: ${mnt} }` });
       try {
-        const c = new pg.Client(t.conn(await t.key('service', ['app']), db.name));
-        await c.connect();
+        const c = await connectAs(t, 'service', ['app'], db.name);
         await expect(c.query('SELECT 1')).rejects.toMatchObject({ code: '57P03' });
         const h = await health(t);
         expect(h).toMatchObject({ code: 503, body: { status: 'failing_closed', audit: { healthy: false, problem: expect.stringMatching(/almost full|bytes free/) } } });

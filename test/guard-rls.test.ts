@@ -1,5 +1,6 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import pg from 'pg';
+import { connectAs } from './support/query.js';
 import { startTestGateway, freshDatabase, admin, auditEvents, PG, type TestGateway } from './support/env.js';
 import { basePolicyRules, policyYaml } from './support/policies.js';
 
@@ -97,8 +98,7 @@ describe('row security policies that call functions', () => {
   });
 
   it('a read-only agent\'s reads of such a table (directly, through a view, in a join, a subquery, both protocols) are refused, and nothing is written', async () => {
-    const c = new pg.Client(t.conn(await t.key('agent', []), db.name));
-    await c.connect();
+    const c = await connectAs(t, 'agent', [], db.name);
     try {
       const reads = [
         'SELECT * FROM docs',
@@ -135,10 +135,8 @@ describe('row security policies that call functions', () => {
   });
 
   it('a policy created through the gateway is known once the re-read it started is done: a read of its table is refused, nothing written', async () => {
-    const agent = new pg.Client(t.conn(await t.key('agent', []), db.name));
-    const dba = new pg.Client(t.conn(await t.key('human', ['dba']), db.name));
-    await agent.connect();
-    await dba.connect();
+    const agent = await connectAs(t, 'agent', [], db.name);
+    const dba = await connectAs(t, 'human', ['dba'], db.name);
     try {
       expect((await agent.query('SELECT body FROM memos')).rows).toEqual([{ body: 'one' }]);
       await dba.query('CREATE POLICY memos_logged ON memos AS RESTRICTIVE FOR SELECT USING (note_read(id))');

@@ -5,6 +5,7 @@ import pg from 'pg';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { SessionMemo } from '../src/governor.js';
+import { connectAs } from './support/query.js';
 import { startTestGateway, freshDatabase, admin, MY, mysqlEngine, type TestGateway } from './support/env.js';
 import { basePolicyRules, policyYaml } from './support/policies.js';
 
@@ -36,8 +37,7 @@ const hits = () => admin(async (c) => (await c.query('SELECT count(*)::int AS n 
 
 describe('what a session remembers', () => {
   it('a policy reload applies to a statement the session has run before (simple, extended, a named statement prepared before the reload, text and binary results): verdict and masking', async () => {
-    const c = new pg.Client(t.conn(await t.key('agent', []), db.name));
-    await c.connect();
+    const c = await connectAs(t, 'agent', [], db.name);
     try {
       const simple = () => c.query('SELECT name FROM people WHERE id = 1');
       const extended = () => c.query({ text: 'SELECT name FROM people WHERE id = $1', values: [1] });
@@ -76,10 +76,8 @@ describe('what a session remembers', () => {
   });
 
   it('a function redefined to write after a session called it is judged anew: refused, and nothing is written', async () => {
-    const agent = new pg.Client(t.conn(await t.key('agent', []), db.name));
-    const dba = new pg.Client(t.conn(await t.key('human', ['dba']), db.name));
-    await agent.connect();
-    await dba.connect();
+    const agent = await connectAs(t, 'agent', [], db.name);
+    const dba = await connectAs(t, 'human', ['dba'], db.name);
     try {
       for (let i = 1; i <= 3; i++) expect((await agent.query(`SELECT tally(${i}) AS v`)).rows[0].v).toBe(i);
       expect((await agent.query({ text: 'SELECT tally($1) AS v', values: [5] })).rows[0].v).toBe(5);
@@ -104,8 +102,7 @@ describe('what a session remembers', () => {
   });
 
   it('a function redefined behind the gateway\'s back is judged anew once the catalog is read again', async () => {
-    const agent = new pg.Client(t.conn(await t.key('agent', []), db.name));
-    await agent.connect();
+    const agent = await connectAs(t, 'agent', [], db.name);
     try {
       await admin((c) => c.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x'`), db.name);
       // Read the catalog again (as the periodic refresh does) and wait for it: the function is harmless again.
