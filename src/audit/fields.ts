@@ -2,18 +2,18 @@ import type { Analysis } from '../analyze/analyze.js';
 import type { Identity } from '../identity/identity.js';
 import type { AuditEvent } from './audit.js';
 
-const fieldsCache = new WeakMap<Analysis, Partial<AuditEvent>>();
-const jsonCache = new WeakMap<Analysis, string>();
+/** Per cached analysis: its audit fields, and the same as JSON members once a statement event needed them. */
+const cache = new WeakMap<Analysis, { fields: Partial<AuditEvent>; json?: string }>();
+
+const cached = (a: Analysis) => {
+  let c = cache.get(a);
+  if (!c) cache.set(a, (c = { fields: computeAnalysisFields(a) }));
+  return c;
+};
 
 /** Audit fields describing an analysis (computed once per cached analysis: this runs for every statement). */
 export function analysisFields(a: Analysis | undefined): Partial<AuditEvent> {
-  if (!a) return {};
-  let f = fieldsCache.get(a);
-  if (!f) {
-    f = computeAnalysisFields(a);
-    fieldsCache.set(a, f);
-  }
-  return f;
+  return a ? cached(a).fields : {};
 }
 
 /** The members of an object's JSON, without the braces ('' for none): a part of a payload built by concatenation. */
@@ -21,12 +21,8 @@ export const jsonMembers = (o: object): string => JSON.stringify(o).slice(1, -1)
 
 /** analysisFields(a) as JSON members (see jsonMembers), computed once per cached analysis. */
 export function analysisJson(a: Analysis): string {
-  let j = jsonCache.get(a);
-  if (j === undefined) {
-    j = jsonMembers(analysisFields(a));
-    jsonCache.set(a, j);
-  }
-  return j;
+  const c = cached(a);
+  return (c.json ??= jsonMembers(c.fields));
 }
 
 /** What the functions a statement calls do beyond their result (from the catalog), when anything. */

@@ -304,21 +304,21 @@ export class PgPipeline {
   portalPlan(p: Portal | undefined): MaskPlan | undefined {
     if (!p) return undefined;
     const taintAll = !!p.taintAll;
-    const described = p.fields && p.shape !== undefined ? p : undefined;
-    if (described) return this.memoPlan(`p${taintAll ? 't' : 'f'}${described.shape}`, p.stmt?.analysis, taintAll, () => described.fields!);
-    const stmt = p.fields ? undefined : p.stmt;
-    if (stmt?.fields && stmt.shape !== undefined) {
+    const t = taintAll ? 't' : 'f';
+    // A Describe's answer (fields and shape are set together, in rowDescription): the portal's, or its statement's
+    // with Bind's result formats.
+    const portalFields = p.fields;
+    if (portalFields) return this.memoPlan(`p${t}${p.shape}`, p.stmt?.analysis, taintAll, () => portalFields);
+    const stmt = p.stmt;
+    const stmtFields = stmt?.fields;
+    if (stmtFields) {
       const f = p.formats;
-      const withFormats = () => stmt.fields!.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
-      return this.memoPlan(`s${taintAll ? 't' : 'f'}${f.join(',')}|${stmt.shape}`, stmt.analysis, taintAll, withFormats);
+      const withFormats = () => stmtFields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
+      return this.memoPlan(`s${t}${f.join(',')}|${stmt.shape}`, stmt.analysis, taintAll, withFormats);
     }
-    const fields = p.fields;
-    if (!fields) {
-      // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
-      if (p.formats.some((x) => x !== 0)) return undefined;
-      return this.gov.masks(this.identity, p.stmt?.analysis) ? { columns: [], key: this.gov.maskKey, scanUnknown: true } : undefined;
-    }
-    return this.gov.maskPlan(this.identity, p.stmt?.analysis, fields, this.host.database(), { taintAll });
+    // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
+    if (p.formats.some((x) => x !== 0)) return undefined;
+    return this.gov.masks(this.identity, stmt?.analysis) ? { columns: [], key: this.gov.maskKey, scanUnknown: true } : undefined;
   }
 
   /**
