@@ -222,6 +222,36 @@ describe('hash-chained audit trail', () => {
     expect(new Set(subjects.map((r) => r.subject))).toEqual(new Set(['tab\there']));
   });
 
+  it('under a steady stream of events each store write carries a flush interval of them, not one round trip of them', async () => {
+    // A store that takes 3 ms per write, and events arriving in turns of 4 for 600 ms. Shipping at once whatever
+    // arrived during the previous write made ~200 transactions of a few rows each; the timer makes ~12.
+    const real = sinkOf();
+    const sizes: number[] = [];
+    const sink: AuditSink = {
+      format: 'copy',
+      write: async (rows, head) => {
+        sizes.push(rows.count);
+        await new Promise((r) => setTimeout(r, 3));
+        await real.write(rows, head);
+      },
+    };
+    const log = new AuditLog(sink, { chainId: 'steady-stream', flushMs: 50, spool: spool() });
+    let n = 0;
+    const end = Date.now() + 600;
+    while (Date.now() < end) {
+      for (let k = 0; k < 4; k++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${++n}` });
+      log.flushSpool();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await log.flush();
+    expect(log.backlog).toBe(0);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(n);
+    expect(n).toBeGreaterThan(400);
+    expect(sizes.length).toBeLessThan(30);
+    await log.close();
+    expect(await report('steady-stream')).toMatchObject({ ok: true, events: n, closed: true });
+  });
+
   it('a chain cut short at its end is reported, not called intact', async () => {
     await writeChain(10, 'truncated');
     expect(await report('truncated')).toMatchObject({ ok: true, events: 10, closed: true, recorded_seq: 10 });

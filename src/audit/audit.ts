@@ -386,10 +386,13 @@ export class AuditLog {
     this.timer.unref?.();
   }
 
-  /** Ship spooled events until none are left or the store fails (then retry later with backoff and jitter). */
-  private ship(): Promise<void> {
+  /**
+   * Ship spooled events, until none are left (`drain`: flush and close) or, from the timer, while full batches
+   * are waiting; or until the store fails (then retry later with backoff and jitter).
+   */
+  private ship(drain = false): Promise<void> {
     if (this.shipping) return this.shipping;
-    const p: Promise<void> = this.shipAll().finally(() => {
+    const p: Promise<void> = this.shipAll(drain).finally(() => {
       if (this.shipping === p) this.shipping = undefined;
       if (this.failures > 0) {
         // Exponential backoff with jitter, so gateways sharing a store do not retry in step.
@@ -401,7 +404,7 @@ export class AuditLog {
     return p;
   }
 
-  private async shipAll(): Promise<void> {
+  private async shipAll(drain: boolean): Promise<void> {
     try {
       this.flushSpool();
       for (let src = this.spool.next(); src; src = this.spool.next()) {
@@ -425,6 +428,11 @@ export class AuditLog {
           this.summarizeRefused();
           this.flushSpool();
         }
+        // From the timer, this process's own events go on to the next batch at once only when a full one is
+        // waiting. Events that arrived while this batch was in flight wait for the next timer, so that under load a
+        // store write carries one flush interval's events rather than one round trip's (each write is a
+        // transaction, and its fixed cost, on the store's server and here, was most of the shipping's).
+        if (!drain && src.own && src.remaining < (this.opts.batchSize ?? 2000)) break;
       }
     } catch (err) {
       this.failures++;
@@ -441,10 +449,10 @@ export class AuditLog {
     const shipped = () => this.seq - this.spool.buffered - this.spool.own.remaining;
     // At least one run (it ships chains taken over first), then more while they make progress.
     let before = shipped();
-    await this.ship();
+    await this.ship(true);
     while (!this.lastError && shipped() < target && shipped() > before) {
       before = shipped();
-      await this.ship();
+      await this.ship(true);
     }
   }
 
@@ -464,7 +472,7 @@ export class AuditLog {
     this.closed = true;
     const deadline = Date.now() + timeoutMs;
     while (this.backlog > 0 && Date.now() < deadline) {
-      await within(this.ship(), deadline - Date.now());
+      await within(this.ship(true), deadline - Date.now());
       if (this.lastError && this.backlog > 0) await within(undefined, Math.min(500, deadline - Date.now()));
     }
     if (this.shipping) await within(this.shipping, 1000);
