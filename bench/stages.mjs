@@ -34,7 +34,8 @@ await admin.query('CREATE DATABASE sluice_stages_store');
 const store = await openStore({ kind: 'postgres', url: `postgres://${PG.user}@${PG.host}:${PG.port}/sluice_stages_store` });
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-stages-'));
-const sink = { async write() {} };
+// The PostgreSQL store's row format (COPY text), as in the interleaved runs; the embedded store takes JSON rows.
+const sink = { format: process.env.SLUICE_STAGES_FORMAT ?? 'copy', async write() {} };
 const audit = new AuditLog(sink, { flushMs: 60_000, batchSize: 1e9, spool: { dir, fsync: 1000, maxBytes: 1 << 30 } });
 const g = new Governor({ policy: loadPolicy(path.join(root, 'examples', 'policy.yaml')), audit });
 const id = { subject: 'service:bench', kind: 'service', groups: ['app'], method: 'key' };
