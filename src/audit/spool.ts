@@ -11,10 +11,10 @@ import { joinRows, rowAs, type AuditRows, type RowFormat } from './rows.js';
  *   <crc32 of the rest, 8 hex> <seq> <ts ms> <hash> <the audit_events row>\n
  *
  * The row is in the format the store takes (see rows.ts: a COPY text line or JSON), neither of which contains a
- * raw newline, so a line is a record; a torn or altered line fails its checksum. Shipping joins rows without
- * parsing them. What this process wrote is also kept in memory until shipped (within a bound), so the shipper
- * does not read back its own records; the files are read after a restart, for spools taken over, and when the
- * store has fallen so far behind that the memory copy was given up.
+ * raw newline, so a line is a record; a torn or altered line fails its checksum. The shipper reads the records
+ * back from the files (from the page cache: they were written moments ago) and sends COPY rows as the bytes they
+ * are, without parsing them. (A copy kept in memory until shipped was given up: under load it outlived the young
+ * generation's collections, and its promotion to the old one cost more than reading the files back.)
  */
 export interface SpoolOptions {
   dir: string;
@@ -28,8 +28,6 @@ export interface SpoolOptions {
   recover?: boolean;
   /** Below this much free space on the spool's file system the log reports itself unhealthy. */
   minFreeBytes?: number;
-  /** Most bytes of unshipped records also kept in memory for the shipper (default 16 MiB). */
-  memoryBytes?: number;
 }
 
 interface Segment {
@@ -59,19 +57,6 @@ export class SpoolSource {
     readonly dir: string,
     readonly own: boolean,
   ) {}
-}
-
-/** A record written by this process and not yet shipped: where its row is in the bytes written. */
-interface MemRecord {
-  seq: number;
-  ts: number;
-  hash: string;
-  buf: Buffer;
-  /** The row: buf[start, end), end just past its newline. */
-  start: number;
-  end: number;
-  /** Bytes of its line in the segment file. */
-  bytes: number;
 }
 
 export interface SpoolBatch {
@@ -117,12 +102,7 @@ export class Spool {
   /** Queued lines, each encoded once (its CRC is computed over these bytes, and they are what is written). */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  /** Per queued line: what the shipper needs, and the length of the (ASCII) fields before the row. */
-  private pendingRecs: { seq: number; ts: number; hash: string; head: number }[] = [];
   private pendingFirstSeq = 0;
-  /** This chain's records on disk and not shipped, in order, when all of them are here (see MemRecord). */
-  private memory: MemRecord[] = [];
-  private memoryBytes = 0;
   private dirty = false;
   private syncing = false;
   private timer?: NodeJS.Timeout;
@@ -133,7 +113,7 @@ export class Spool {
   error?: Error;
   /** Records skipped on reading because they were damaged. */
   damaged = 0;
-  /** Records the shipper read back from the files (not from the memory copy). */
+  /** Records the shipper read back from the files. */
   readBack = 0;
 
   constructor(
@@ -215,7 +195,6 @@ export class Spool {
     line.write(zlib.crc32(line.subarray(9, line.length - 1)).toString(16).padStart(8, '0'), 0, 'latin1');
     this.pending.push(line);
     this.pendingBytes += line.length;
-    this.pendingRecs.push({ seq, ts, hash, head: 9 + fields.length });
     if (this.own.remaining === 0 && this.own.oldestTs === undefined) this.own.oldestTs = ts;
   }
 
@@ -277,11 +256,9 @@ export class Spool {
       else this.dirty = true;
       seg.bytes += data.length;
       this.totalBytes += data.length;
-      this.remember(data);
       this.own.remaining += lines;
       this.pending = [];
       this.pendingBytes = 0;
-      this.pendingRecs = [];
       if (this.error) this.onProblem('the audit spool is writable again');
       this.error = undefined;
       return true;
@@ -289,22 +266,6 @@ export class Spool {
       if (!this.error) this.onProblem(`cannot write the audit spool in ${this.own.dir}: ${(e as Error).message}`);
       this.error = e as Error;
       return false;
-    }
-  }
-
-  /** Keep the records just written for the shipper, while every unshipped record of this chain is in memory. */
-  private remember(data: Buffer): void {
-    if (this.memory.length === this.own.remaining && this.memoryBytes + data.length <= (this.opts.memoryBytes ?? 16 << 20)) {
-      let pos = 0;
-      for (const [i, r] of this.pendingRecs.entries()) {
-        const end = pos + this.pending[i]!.length;
-        this.memory.push({ seq: r.seq, ts: r.ts, hash: r.hash, buf: data, start: pos + r.head, end, bytes: end - pos });
-        pos = end;
-      }
-      this.memoryBytes += data.length;
-    } else if (this.memory.length > 0) {
-      this.memory = [];
-      this.memoryBytes = 0;
     }
   }
 
@@ -367,8 +328,8 @@ export class Spool {
 
   /** Up to maxRows records (about maxBytes) of a source in the given row format, without consuming them. */
   read(src: SpoolSource, maxRows: number, maxBytes: number, format: RowFormat = 'json'): SpoolBatch {
-    if (src.own && this.memory.length > 0 && this.memory.length === src.remaining) return this.readMemory(src, maxRows, maxBytes, format);
-    const parts: string[] = [];
+    // COPY rows go as the bytes they are (each with its newline); rows of the other format are converted.
+    const parts: (Buffer | string)[] = [];
     let firstSeq = 0;
     let count = 0;
     let lines = 0;
@@ -404,7 +365,7 @@ export class Spool {
         // Records this process wrote moments ago are not checked again; those of another process are.
         const rec = this.parse(buf, pos, nl, !src.own);
         lines++;
-        const row = rec && rowAs(buf.toString('utf8', rec.jsonStart, nl), format);
+        const row = rec && (format === 'copy' && buf[rec.jsonStart] !== 0x7b ? buf.subarray(rec.jsonStart, nl + 1) : rowAs(buf.toString('utf8', rec.jsonStart, nl), format));
         if (rec && row !== undefined) {
           if (count === 0 && src.oldestTs === undefined) src.oldestTs = rec.ts;
           if (count === 0) firstSeq = rec.seq;
@@ -437,42 +398,11 @@ export class Spool {
         offset = 0;
       }
     }
-    return { source: src, rows: joinRows(parts, format, firstSeq), count, lines, lastSeq, lastHash, lastTs, endSegment: segIdx, endOffset: offset };
-  }
-
-  /** read() from the memory copy: the same batch, and where it ends in the files, without reading them. */
-  private readMemory(src: SpoolSource, maxRows: number, maxBytes: number, format: RowFormat): SpoolBatch {
-    let n = 0;
-    let size = 0;
-    let segIdx = 0;
-    let offset = src.offset;
-    let budget = maxBytes;
-    for (const r of this.memory) {
-      if (n >= maxRows || (n > 0 && r.bytes > budget)) break;
-      // Records never span segment files: one that starts past the end of a segment is in the next one.
-      while (offset >= src.segments[segIdx]!.bytes && segIdx < src.segments.length - 1) {
-        segIdx++;
-        offset = 0;
-      }
-      offset += r.bytes;
-      budget -= r.bytes;
-      size += r.end - r.start;
-      n++;
-    }
-    const taken = this.memory.slice(0, n);
-    const first = taken[0];
-    const last = taken[n - 1];
-    if (first && src.oldestTs === undefined) src.oldestTs = first.ts;
-    let rows: AuditRows;
-    // Rows written in the format asked for (a copy row never starts with '{') go as the bytes they are.
-    if (format === 'copy' && taken.every((r) => r.buf[r.start] !== 0x7b)) {
-      // The rows' bytes as written (each ends in its newline): one copy, no encoding.
-      const body = Buffer.allocUnsafe(size);
-      let at = 0;
-      for (const r of taken) at += r.buf.copy(body, at, r.start, r.end);
-      rows = { format, text: body, count: n, firstSeq: first?.seq ?? 0 };
-    } else rows = joinRows(taken.map((r) => rowAs(r.buf.toString('utf8', r.start, r.end - 1), format)!), format, first?.seq ?? 0);
-    return { source: src, rows, count: n, lines: n, lastSeq: last?.seq ?? 0, lastHash: last?.hash ?? '', lastTs: last?.ts ?? 0, endSegment: segIdx, endOffset: offset };
+    const rows: AuditRows =
+      format === 'copy' && parts.every((p) => typeof p !== 'string')
+        ? { format, text: Buffer.concat(parts as Buffer[]), count, firstSeq }
+        : joinRows(parts.map((p) => (typeof p === 'string' ? p : p.toString('utf8', 0, p.length - 1))), format, firstSeq);
+    return { source: src, rows, count, lines, lastSeq, lastHash, lastTs, endSegment: segIdx, endOffset: offset };
   }
 
   private parse(buf: Buffer, start: number, end: number, check: boolean): { seq: number; ts: number; hash: string; jsonStart: number } | undefined {
@@ -488,12 +418,6 @@ export class Spool {
   /** The batch is in the store: move past it, deleting segment files nothing refers to any more. */
   commit(b: SpoolBatch): void {
     const src = b.source;
-    if (src.own && this.memory.length === src.remaining) {
-      for (const r of this.memory.splice(0, b.lines)) this.memoryBytes -= r.bytes;
-    } else if (src.own && this.memory.length > 0) {
-      this.memory = [];
-      this.memoryBytes = 0;
-    }
     for (let i = 0; i < b.endSegment; i++) this.dropSegment(src);
     src.offset = b.endOffset;
     src.remaining -= b.lines;
@@ -535,8 +459,6 @@ export class Spool {
       fs.rmSync(this.own.dir, { recursive: true, force: true });
       this.own.segments = [];
       this.own.offset = 0;
-      this.memory = [];
-      this.memoryBytes = 0;
       this.totalBytes = 0;
     }
     return empty;
