@@ -252,6 +252,30 @@ describe('hash-chained audit trail', () => {
     expect(await report('steady-stream')).toMatchObject({ ok: true, events: n, closed: true });
   });
 
+  it('spool lines of multi-byte text (and a lone surrogate) carry checksums another process accepts, across buffer growth', async () => {
+    const dir = tmpDir('spool-utf8');
+    const down: AuditSink = { format: 'copy', write: () => Promise.reject(new Error('connect ECONNREFUSED')) };
+    const first = new AuditLog(down, { chainId: 'utf8-lines', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20 } });
+    const texts = ['é 🙂 ü', 'lone \ud800 surrogate', '日本語'.repeat(50_000), 'x'];
+    // Many lines in one turn (more than the spool's first buffer holds), then single ones.
+    for (let i = 0; i < 400; i++) first.append({ type: 'statement', subject: texts[i % 2], sql: `SELECT '${'ß'.repeat(1000)}' -- ${i}` });
+    expect(first.flushSpool()).toBe(true);
+    for (const t of texts) first.append({ type: 'statement', subject: 'ana', sql: `SELECT '${t}'` });
+    await first.close(200);
+    const next = new AuditLog(sinkOf('copy'), { chainId: 'utf8-lines-next', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true } });
+    expect(next.backlog).toBe(404);
+    await next.flush();
+    expect(next.spool.damaged).toBe(0);
+    expect(next.backlog).toBe(0);
+    await next.close();
+    expect(await report('utf8-lines')).toMatchObject({ ok: true, events: 404, closed: true });
+    const last = await store.db.selectFrom('audit_events').select('payload').where('chain_id', '=', 'utf8-lines').orderBy('seq', 'desc').limit(4).execute();
+    // The payload keeps even the lone surrogate (JSON escapes it); the subject column holds U+FFFD for it.
+    expect(last.map((r) => (JSON.parse(r.payload) as { sql: string }).sql).reverse()).toEqual(texts.map((t) => `SELECT '${t}'`));
+    const subjects = await store.db.selectFrom('audit_events').select('subject').distinct().where('chain_id', '=', 'utf8-lines').execute();
+    expect(new Set(subjects.map((r) => r.subject))).toEqual(new Set(['é 🙂 ü', 'lone \ufffd surrogate', 'ana']));
+  });
+
   it('a chain cut short at its end is reported, not called intact', async () => {
     await writeChain(10, 'truncated');
     expect(await report('truncated')).toMatchObject({ ok: true, events: 10, closed: true, recorded_seq: 10 });

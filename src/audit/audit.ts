@@ -64,6 +64,12 @@ export interface StoredEvent extends AuditEvent {
 export const genesisHash = (chainId: string): string => crypto.createHash('sha256').update(`sluice-audit-chain:${chainId}`).digest('hex');
 export const linkHash = (prev: string, payload: string): string => crypto.hash('sha256', `${prev}\n${payload}`);
 
+/**
+ * A text as the store keeps it (UTF-8): a lone surrogate (possible in a JS string, from a JSON `\ud800` escape in a
+ * token's claim) becomes U+FFFD in a column, while the payload keeps it escaped.
+ */
+const asStored = (v: string | null): string | null => (v !== null && /[\uD800-\uDFFF]/.test(v) ? Buffer.from(v, 'utf8').toString('utf8') : v);
+
 /** The denormalized columns that must agree with the payload (checked by verify). */
 function columnsOf(e: AuditEvent) {
   return {
@@ -574,7 +580,7 @@ export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> 
             continue;
           }
           const cols = columnsOf(e);
-          const diff = (Object.keys(cols) as (keyof typeof cols)[]).find((k) => (r as any)[k] !== cols[k]);
+          const diff = (Object.keys(cols) as (keyof typeof cols)[]).find((k) => (r as any)[k] !== asStored(cols[k]));
           if (diff) bad(`column ${diff} does not match the hashed payload (the row was altered)`);
         }
         prev = r.hash;
