@@ -42,6 +42,8 @@ const LIVE = new Set<string>();
 const SEG_RE = /^\d{12}\.seg$/;
 const segName = (firstSeq: number) => `${String(firstSeq).padStart(12, '0')}.seg`;
 const NL = 0x0a;
+const SLAB_BYTES = 256 * 1024;
+const HEX = Buffer.from('0123456789abcdef', 'latin1');
 
 /** One chain's records on disk, in order, and how far they have been shipped. */
 export class SpoolSource {
@@ -100,8 +102,13 @@ export class Spool {
   readonly adopted: SpoolSource[] = [];
   private fd = -1;
   /** Queued lines, each encoded once (its CRC is computed over these bytes, and they are what is written). */
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  /**
+   * Queued lines, encoded once into this buffer up to slabEnd (their CRCs are computed over these bytes, and they
+   * are what is written); reused from its start once they are written.
+   */
+  private slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  private slabEnd = 0;
+  private pendingLines = 0;
   private pendingFirstSeq = 0;
   private dirty = false;
   private syncing = false;
@@ -188,19 +195,29 @@ export class Spool {
 
   /** Queue one record; it reaches the file at the next flush (same event-loop turn, before any reply). */
   add(seq: number, ts: number, hash: string, row: string): void {
-    const fields = `${seq} ${ts} ${hash} `;
-    if (this.pending.length === 0) this.pendingFirstSeq = seq;
-    // `<crc> <body>\n`: encoded once with room for the CRC, which is then computed over the body's own bytes.
-    const line = Buffer.from(`00000000 ${fields}${row}\n`, 'utf8');
-    line.write(zlib.crc32(line.subarray(9, line.length - 1)).toString(16).padStart(8, '0'), 0, 'latin1');
-    this.pending.push(line);
-    this.pendingBytes += line.length;
+    const line = `00000000 ${seq} ${ts} ${hash} ${row}\n`;
+    if (this.pendingLines === 0) this.pendingFirstSeq = seq;
+    // Room for the line at its longest (3 bytes of UTF-8 per UTF-16 unit); the queued lines move to a larger buffer
+    // when it would not fit.
+    const room = line.length * 3;
+    if (this.slabEnd + room > this.slab.length) {
+      const next = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, 2 * (this.slabEnd + room)));
+      this.slab.copy(next, 0, 0, this.slabEnd);
+      this.slab = next;
+    }
+    // `<crc> <body>\n`: the CRC of the body's own bytes, as 8 hex digits, over the zeros it was written with.
+    const at = this.slabEnd;
+    const n = this.slab.write(line, at, 'utf8');
+    const crc = zlib.crc32(this.slab.subarray(at + 9, at + n - 1));
+    for (let i = 0; i < 8; i++) this.slab[at + i] = HEX[(crc >>> (28 - 4 * i)) & 15]!;
+    this.slabEnd = at + n;
+    this.pendingLines++;
     if (this.own.remaining === 0 && this.own.oldestTs === undefined) this.own.oldestTs = ts;
   }
 
   /** Records queued but not yet written. */
   get buffered(): number {
-    return this.pending.length;
+    return this.pendingLines;
   }
 
   /** Bytes of spool files on disk (all chains). */
@@ -238,9 +255,9 @@ export class Spool {
    * not be written: the records stay queued (retried at the next flush) and the caller must not acknowledge.
    */
   flush(): boolean {
-    if (this.pending.length === 0) return true;
-    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    const lines = this.pending.length;
+    if (this.pendingLines === 0) return true;
+    const data = this.slab.subarray(0, this.slabEnd);
+    const lines = this.pendingLines;
     try {
       let seg = this.own.segments[this.own.segments.length - 1];
       if (this.fd < 0 || !seg || seg.bytes >= this.segmentBytes) seg = this.rotate();
@@ -257,8 +274,10 @@ export class Spool {
       seg.bytes += data.length;
       this.totalBytes += data.length;
       this.own.remaining += lines;
-      this.pending = [];
-      this.pendingBytes = 0;
+      // Written (the system call copied them): the buffer is free again; one grown far past its size is let go.
+      this.pendingLines = 0;
+      this.slabEnd = 0;
+      if (this.slab.length > 16 * SLAB_BYTES) this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
       if (this.error) this.onProblem('the audit spool is writable again');
       this.error = undefined;
       return true;
@@ -301,7 +320,7 @@ export class Spool {
 
   private tick(): void {
     // After a failed write (disk full), retry even when nothing new arrives: recovery ends the fail-closed state.
-    if (this.error && this.pending.length) this.flush();
+    if (this.error && this.pendingLines) this.flush();
     if (this.dirty && !this.syncing && this.fd >= 0) {
       this.dirty = false;
       this.syncing = true;
@@ -454,7 +473,7 @@ export class Spool {
       this.fd = -1;
     }
     LIVE.delete(this.own.chainId);
-    const empty = this.pending.length === 0 && this.unshipped === 0;
+    const empty = this.pendingLines === 0 && this.unshipped === 0;
     if (empty) {
       fs.rmSync(this.own.dir, { recursive: true, force: true });
       this.own.segments = [];
