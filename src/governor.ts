@@ -528,6 +528,7 @@ export const sameInputs = (a: readonly unknown[], b: readonly unknown[]) => a.le
 export class SessionMemo {
   private readonly verdicts = new Map<Analysis, Verdict>();
   private readonly plans = new Map<string, { analysis: Analysis | undefined; plan: MaskPlan | undefined }>();
+  private readonly masking = new Map<Analysis | undefined, boolean>();
   private inputs?: readonly unknown[];
 
   constructor(
@@ -540,6 +541,7 @@ export class SessionMemo {
     if (this.inputs && sameInputs(this.inputs, inputs)) return;
     this.verdicts.clear();
     this.plans.clear();
+    this.masking.clear();
     this.inputs = inputs;
   }
 
@@ -562,6 +564,16 @@ export class SessionMemo {
     this.align(inputs);
     if (this.plans.size >= this.max) this.plans.clear();
     this.plans.set(shape, { analysis: a, plan });
+  }
+  /** Whether masking applies to the rows of this analysis at all (Governor.masks), when remembered. */
+  masks(a: Analysis | undefined, inputs: readonly unknown[]): boolean | undefined {
+    this.align(inputs);
+    return this.masking.get(a);
+  }
+  rememberMasks(a: Analysis | undefined, inputs: readonly unknown[], masks: boolean): void {
+    this.align(inputs);
+    if (this.masking.size >= this.max) this.masking.clear();
+    this.masking.set(a, masks);
   }
 }
 

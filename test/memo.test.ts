@@ -4,6 +4,9 @@ import path from 'node:path';
 import pg from 'pg';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import net from 'node:net';
+import * as m from '../src/protocol/postgres/messages.js';
+import { bind, execute, messages } from './support/raw.js';
 import { SessionMemo } from '../src/governor.js';
 import { connectAs } from './support/query.js';
 import { startTestGateway, freshDatabase, admin, MY, mysqlEngine, type TestGateway } from './support/env.js';
@@ -70,6 +73,44 @@ describe('what a session remembers', () => {
       expect((await c.query('SHOW server_version')).rows).toHaveLength(1); // the session is still usable
     } finally {
       await c.end();
+      fs.writeFileSync(path.join(t.dir, 'policy.yaml'), policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
+      t.gw.reloadPolicy();
+    }
+  });
+
+  it('a policy reload applies to executions that nothing describes (Parse, Bind, Execute, Sync on one raw session): masked after it', async () => {
+    const key = await t.key('agent', []);
+    const s = net.connect(t.port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    let waiting: (() => void) | undefined;
+    let want = 0;
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (waiting && messages(buf).filter((x) => x.type === 'Z').length >= want) waiting();
+    });
+    const untilReady = (n: number) => new Promise<void>((r) => ((want = n), (waiting = r), s.emit('data', Buffer.alloc(0))));
+    // Executions of an unnamed statement, text and binary results, with no Describe: the gateway asks the server
+    // itself when masking applies, and remembers per analysis whether it does.
+    const batch = () => Buffer.concat([m.parse('', 'SELECT name FROM people WHERE id = 1'), bind('', '', 0), execute(''), bind('', '', 1), execute(''), m.sync()]);
+    const cells = (from: number) => messages(buf.subarray(from)).filter((x) => x.type === 'D').map((x) => x.body.toString('utf8', 6));
+    try {
+      s.write(Buffer.concat([m.startupMessage({ user: 'agent', database: db.name }), m.passwordMessage(key)]));
+      await untilReady(1);
+      let from = buf.length;
+      for (let i = 0; i < 3; i++) s.write(batch());
+      await untilReady(4);
+      expect(cells(from)).toEqual(Array(6).fill('Ada Lovelace'));
+      const file = path.join(t.dir, 'policy.yaml');
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false, columns: [{ column: 'people.name', masker: 'redact' }] } }));
+      t.gw.reloadPolicy();
+      from = buf.length;
+      s.write(batch());
+      await untilReady(5);
+      const after = cells(from);
+      expect(after).toHaveLength(2);
+      for (const c of after) expect(c).not.toMatch(/Ada|Lovelace/);
+    } finally {
+      s.destroy();
       fs.writeFileSync(path.join(t.dir, 'policy.yaml'), policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
       t.gw.reloadPolicy();
     }

@@ -318,7 +318,20 @@ export class PgPipeline {
     }
     // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
     if (p.formats.some((x) => x !== 0)) return undefined;
-    return this.gov.masks(this.identity, stmt?.analysis) ? { columns: [], key: this.gov.maskKey, scanUnknown: true } : undefined;
+    return this.masks(stmt?.analysis) ? { columns: [], key: this.gov.maskKey, scanUnknown: true } : undefined;
+  }
+
+  /**
+   * Whether masking applies to rows of this analysis at all (an Execute before its Describe is answered asks, for
+   * every execution of an unnamed statement): remembered by the session like its plans.
+   */
+  masks(analysis: Analysis | undefined): boolean {
+    const inputs = this.gov.memoInputs(this.host.database());
+    const known = this.host.memo.masks(analysis, inputs);
+    if (known !== undefined) return known;
+    const masks = this.gov.masks(this.identity, analysis);
+    this.host.memo.rememberMasks(analysis, inputs, masks);
+    return masks;
   }
 
   /**

@@ -496,7 +496,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
     // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
     const target = bound ?? p.cursorPortal(portal);
-    const blind = !target.fields && !target.stmt?.fields && (target.taintAll || this.gov.masks(this.identity!, target.stmt?.analysis));
+    const blind = !target.fields && !target.stmt?.fields && (target.taintAll || p.masks(target.stmt?.analysis));
     if (blind) p.items.push({ k: 'describe', portal: target, internal: true });
     p.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: p.portalPlan(target), approvalId });
     if (mayChangeSettings(target.stmt?.analysis)) this.unsettledUntil = p.epoch + 1;
