@@ -252,6 +252,8 @@ export class AuditLog {
   private readonly rowHead: string;
   private seq = 0;
   private prev: string;
+  private isoAt = -1;
+  private iso = '';
   private shipping: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
@@ -342,7 +344,12 @@ export class AuditLog {
   append(event: AuditEvent, json?: string): void {
     if (this.refused > 0 && this.healthy && event.type !== 'audit_refused') this.summarizeRefused();
     const now = Date.now();
-    const iso = new Date(now).toISOString();
+    // One ISO string per millisecond (a busy gateway appends several events in one).
+    if (now !== this.isoAt) {
+      this.isoAt = now;
+      this.iso = new Date(now).toISOString();
+    }
+    const iso = this.iso;
     event.ts = iso;
     const payload = json === undefined ? JSON.stringify(event) : `${json},"ts":"${iso}"}`;
     const hash = linkHash(this.prev, payload);
