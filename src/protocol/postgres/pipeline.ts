@@ -66,8 +66,8 @@ export interface Prepared {
   rule: string;
   /** Result columns from a Describe of the statement (formats not yet known). */
   fields?: Field[];
-  /** That RowDescription's bytes (latin1): the result's shape, for the session's memo of masking plans. */
-  shape?: string;
+  /** That RowDescription (the result's shape, for the session's memo of masking plans). */
+  shape?: Described;
   /** The policy holds its executions for approval (per execution: the approval binds the parameters). */
   hold?: Verdict;
   /** Parameter type OIDs the Parse declared (0 = inferred), kept for held statements: part of what is approved. */
@@ -78,15 +78,33 @@ export interface Prepared {
   refusal?: Verdict;
 }
 
+/**
+ * A RowDescription the session received: its bytes, its fields, and the session memo's keys for it (the bytes as
+ * latin1 after a prefix saying what else decides the plan). A session describing the same statement again gets
+ * this object back, so the fields are parsed and the key strings built (and hashed, on the memo's lookup) once.
+ */
+export interface Described {
+  bytes: Buffer;
+  fields: Field[];
+  keys: Map<string, string>;
+}
+
+/** The memo's key for results of this shape, `prefix` naming what else decides the plan. */
+function shapeKey(d: Described, prefix: string): string {
+  let k = d.keys.get(prefix);
+  if (k === undefined) d.keys.set(prefix, (k = prefix + d.bytes.toString('latin1')));
+  return k;
+}
+
 export interface Portal {
   stmt?: Prepared;
   /** Sync/Query count when it was bound: it ends with the transaction that contains it. */
   epoch: number;
   /** Result format codes from Bind: none = all text, one = for all columns, else per column. */
   formats: number[];
-  /** Result columns from a Describe of the portal (formats known), and that RowDescription's bytes (latin1). */
+  /** Result columns from a Describe of the portal (formats known), and that RowDescription. */
   fields?: Field[];
-  shape?: string;
+  shape?: Described;
   /** The portal is a SQL cursor Sluice did not see declared. */
   taintAll?: boolean;
   /** Bind parameters, kept only for statements held for approval (text, or \\x hex when sent in binary). */
@@ -268,8 +286,8 @@ export class PgPipeline {
     }
     if (head?.k !== 'describe') return undefined;
     this.items.shift();
-    const fields = parseRowDescription(b, start, end);
-    const shape = b.toString('latin1', start, end);
+    const shape = this.described(b, start, end);
+    const fields = shape.fields;
     if (head.stmt) Object.assign(head.stmt, { fields, shape });
     if (head.portal) Object.assign(head.portal, { fields, shape });
     // Pipelined clients send Execute before this answer arrives: re-plan the executions already queued.
@@ -282,7 +300,20 @@ export class PgPipeline {
 
   /** The masking plan for a simple query's RowDescription. */
   private queryPlan(analysis: Analysis | undefined, taintAll: boolean, b: Buffer, start: number, end: number): MaskPlan | undefined {
-    return this.memoPlan(`q${taintAll ? 't' : 'f'}${b.toString('latin1', start, end)}`, analysis, taintAll, () => parseRowDescription(b, start, end));
+    const d = this.described(b, start, end);
+    return this.memoPlan(shapeKey(d, taintAll ? 'qt' : 'qf'), analysis, taintAll, () => d.fields);
+  }
+
+  /** The last few result descriptions received, most recent first (see Described). */
+  private readonly recent: Described[] = [];
+
+  private described(b: Buffer, start: number, end: number): Described {
+    const len = end - start;
+    for (const d of this.recent) if (d.bytes.length === len && b.compare(d.bytes, 0, len, start, end) === 0) return d;
+    const d: Described = { bytes: Buffer.from(b.subarray(start, end)), fields: parseRowDescription(b, start, end), keys: new Map() };
+    this.recent.unshift(d);
+    if (this.recent.length > 4) this.recent.pop();
+    return d;
   }
 
   /**
@@ -308,13 +339,13 @@ export class PgPipeline {
     // A Describe's answer (fields and shape are set together, in rowDescription): the portal's, or its statement's
     // with Bind's result formats.
     const portalFields = p.fields;
-    if (portalFields) return this.memoPlan(`p${t}${p.shape}`, p.stmt?.analysis, taintAll, () => portalFields);
+    if (portalFields) return this.memoPlan(shapeKey(p.shape!, `p${t}`), p.stmt?.analysis, taintAll, () => portalFields);
     const stmt = p.stmt;
     const stmtFields = stmt?.fields;
     if (stmtFields) {
       const f = p.formats;
       const withFormats = () => stmtFields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
-      return this.memoPlan(`s${t}${f.join(',')}|${stmt.shape}`, stmt.analysis, taintAll, withFormats);
+      return this.memoPlan(shapeKey(stmt.shape!, `s${t}${f.join(',')}|`), stmt.analysis, taintAll, withFormats);
     }
     // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
     if (p.formats.some((x) => x !== 0)) return undefined;
