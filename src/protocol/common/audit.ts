@@ -28,6 +28,19 @@ export interface RanStatement {
   details?: Record<string, unknown>;
 }
 
+/** A number as JSON.stringify writes it (without the call: this runs for every statement). */
+const jsonNumber = (n: number): string => (Number.isFinite(n) ? String(n) : 'null');
+/** Strings a session repeats (protocols, rule names), serialised once. */
+const jsonStrings = new Map<string, string>();
+function jsonString(v: string): string {
+  let j = jsonStrings.get(v);
+  if (j === undefined) {
+    if (jsonStrings.size >= 4096) jsonStrings.clear();
+    jsonStrings.set(v, (j = JSON.stringify(v)));
+  }
+  return j;
+}
+
 const durationMs = (t0: number) => Math.round((performance.now() - t0) * 1000) / 1000;
 /** The cells masked, by detector or rule; undefined when none were. */
 const maskedObject = (m: RanStatement['masked']): Record<string, number> | undefined => {
@@ -81,16 +94,16 @@ export class StatementAudit {
     let j = '{"type":"statement"';
     if (this.fieldsJson) j += `,${this.fieldsJson}`;
     if (r.sql !== undefined) j += `,"sql":${JSON.stringify(r.sql)}`;
-    j += `,"protocol":${JSON.stringify(r.protocol)}`;
+    j += `,"protocol":${jsonString(r.protocol)}`;
     if (r.name) j += `,"statement_name":${JSON.stringify(r.name)}`;
     const aj = a ? analysisJson(a) : '';
     if (aj) j += `,${aj}`;
     j += ',"decision":"allow"';
-    if (r.rule !== undefined) j += `,"rule":${JSON.stringify(r.rule)}`;
+    if (r.rule !== undefined) j += `,"rule":${jsonString(r.rule)}`;
     if (masked) j += `,"masked":${JSON.stringify(masked)}`;
     if (exempt) j += ',"masking_exempt":true';
-    if (r.rows !== undefined) j += `,"rows":${JSON.stringify(r.rows)}`;
-    if (duration !== undefined) j += `,"duration_ms":${JSON.stringify(duration)}`;
+    if (r.rows !== undefined) j += `,"rows":${jsonNumber(r.rows)}`;
+    if (duration !== undefined) j += `,"duration_ms":${jsonNumber(duration)}`;
     if (error !== undefined) j += `,"error":${JSON.stringify(error)}`;
     if (errorCode !== undefined) j += `,"error_code":${JSON.stringify(errorCode)}`;
     if (r.approvalId !== undefined) j += `,"approval_id":${JSON.stringify(r.approvalId)}`;
