@@ -79,6 +79,15 @@ describe('masking in results through the gateway', () => {
     expect(bin[0]).toMatchObject({ id: 2, email: 'a***@***.com' });
   });
 
+  it('short values are scanned too: a 6-character e-mail address and a 3-character IPv6 address (text, extended, binary)', async () => {
+    const sql = `SELECT v FROM (VALUES (1, 'x@y.io'), (2, '::1'), (3, 'a@b.co'), (4, 'x@y'), (5, '12:30')) t(i, v) ORDER BY i`;
+    for (const rows of [await query(analyst, sql), await query(analyst, `${sql} LIMIT $1`, [10]), await query(analyst, `${sql} LIMIT $1`, [10], { binary: true } as never)]) {
+      const v = rows.map((r) => (Buffer.isBuffer(r.v) ? r.v.toString('utf8') : r.v));
+      expect(v.slice(3)).toEqual(['x@y', '12:30']);
+      for (const masked of v.slice(0, 3)) expect(['x@y.io', '::1', 'a@b.co']).not.toContain(masked);
+    }
+  });
+
   it('card numbers in bigint and numeric columns are found in binary results too (a hit becomes NULL)', async () => {
     const sql = 'SELECT card_no, card_num, amount FROM payments WHERE id > $1 ORDER BY id';
     expect(await query(analyst, sql, [0])).toEqual([

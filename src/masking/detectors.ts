@@ -119,9 +119,13 @@ function features(s: string) {
   return { digits, maxRun, dots, colons, dashes, at, plus, paren, upperDigit, underscore };
 }
 
+/** Cells shorter than this hold nothing any detector takes (UTF-8 bytes are never fewer than characters). */
+const MIN_DETECTABLE = 3;
+
 /** All detector hits in a cell, non-overlapping (the earlier and longer hit wins), in order. */
 export function detect(s: string): Hit[] {
-  if (s.length < 7) return [];
+  // The shortest value any detector takes is 3 characters ('::1'); an e-mail address can be 6 ('x@y.io').
+  if (s.length < MIN_DETECTABLE) return [];
   const f = features(s);
   const hits: Hit[] = [];
   if (f.at) each(EMAIL, s, 'email', hits);
@@ -194,7 +198,7 @@ const [a, b_, e, h, k, o, p, s_, t, u, x, y, r] = ['a', 'b', 'e', 'h', 'k', 'o',
  * byte, looking back (bytes before the cell may be looked at: that can only say true more often).
  */
 export function mayContainSensitive(bf: Buffer, start: number, end: number): boolean {
-  if (end - start < 7) return false;
+  if (end - start < MIN_DETECTABLE) return false;
   let run = 0;
   let gap = 0;
   let dots = 0;
