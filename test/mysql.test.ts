@@ -122,6 +122,19 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
     expect(ev).toMatchObject({ protocol: 'mysql', decision: 'allow', rows: 2, masked: { email: 2, 'customers.ssn': 2, phone: 1, date_of_birth: 1 } });
   });
 
+  it('a card number in a number column becomes NULL in text and binary rows (masked text would not parse as a number)', async () => {
+    const c = await connect(alice);
+    try {
+      const sql = 'SELECT 4111111111111111 AS card_no, CAST(5500000000000004 AS DECIMAL(20,0)) AS card_num, 1234567890123 AS plain, id FROM customers WHERE id = 1';
+      const [text] = await c.query(sql);
+      expect(text).toEqual([{ card_no: null, card_num: null, plain: 1234567890123, id: 1 }]);
+      const [binary] = await c.execute(sql.replace('id = 1', 'id = ?'), [1]);
+      expect(binary).toEqual([{ card_no: null, card_num: null, plain: 1234567890123, id: 1 }]);
+    } finally {
+      await c.end();
+    }
+  });
+
   it('stored functions that read a masked column: their values are not shown in clear (the inference guard refuses them as expressions over it); other functions answer as directly', async () => {
     const r = await root();
     // Created through Sluice (the gateway reads its routine catalog again after them; routines created behind its

@@ -133,7 +133,7 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     }
     if (detectors && scannable(f)) {
       any = true;
-      return { kind: 'scan' };
+      return TEXT_TYPES.has(f.typeOid) ? { kind: 'scan' } : { kind: 'scan', nullOnHit: true };
     }
     if (detectors && binaryNumber(f)) {
       // Its text form is scanned (a card number in a bigint or numeric column); a hit makes it NULL.

@@ -13,7 +13,12 @@ export interface Field {
 }
 
 /** What happens to one column's cells: left alone, scanned by the detectors, or masked whole by a rule. */
-export type ColumnAction = { kind: 'pass' } | { kind: 'scan'; binaryNumber?: number } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
+/**
+ * `scan`: the detectors look at the cell's text; `binaryNumber`: a binary int8/numeric cell, read as its text;
+ * `nullOnHit`: a value of a type other than text (an int8 or numeric column, inet, a timestamp) cannot carry the
+ * masked text (clients parse it as the type), so a hit makes it NULL, as binary numbers and dates do.
+ */
+export type ColumnAction = { kind: 'pass' } | { kind: 'scan'; binaryNumber?: number; nullOnHit?: boolean } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
 
 export interface MaskPlan {
   columns: ColumnAction[];
@@ -86,7 +91,10 @@ export function scrubText(v: string, field: 'message' | 'detail' | 'hint' | 'con
 /** One decoded text cell under its column's action: the replacement, null (masked to NULL), or undefined (unchanged). */
 export function maskValue(action: ColumnAction, v: string, key: Buffer, counts: MaskCounts): string | null | undefined {
   if (action.kind === 'pass') return undefined;
-  if (action.kind === 'scan') return maskText(v, counts);
+  if (action.kind === 'scan') {
+    const r = maskText(v, counts);
+    return r !== undefined && action.nullOnHit ? null : r;
+  }
   countMasked(counts, action.label);
   const r = applyMasker(action.masker, v, key, action.label);
   // A masked json/jsonb value is sent as a JSON string so the client can still parse it.

@@ -32,7 +32,11 @@ export function maskTextRow(p: Buffer, columns: MyColumn[], plan: MaskPlan, coun
       // A masked number or date would not parse as its type in the client: it becomes NULL (as in binary rows).
       countMasked(c, action.label);
       m = null;
-    } else m = maskValue(action, p.toString('utf8', at, end), plan.key, c);
+    } else {
+      m = maskValue(action, p.toString('utf8', at, end), plan.key, c);
+      // The same for a detector's hit in a number or date column (a card number in a BIGINT).
+      if (m !== undefined && action.kind === 'scan' && !isTextColumn(columns[i]!)) m = null;
+    }
     if (m !== undefined) (changed ??= new Array(n))[i] = m;
   }
   starts[n] = r.pos;
@@ -100,7 +104,9 @@ export function maskBinaryRow(p: Buffer, columns: MyColumn[], plan: MaskPlan, co
       } else cells.push(raw);
       continue;
     }
-    const m = maskValue(action, value.toString('utf8'), plan.key, counts());
+    let m = maskValue(action, value.toString('utf8'), plan.key, counts());
+    // A detector's hit in a DECIMAL (sent as its text) or another non-text column: NULL, as in text rows.
+    if (m !== undefined && action.kind === 'scan' && !isTextColumn(col)) m = null;
     if (m === undefined) cells.push(raw);
     else if (m === null) {
       nulls[bit >> 3]! |= 1 << (bit & 7);
