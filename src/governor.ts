@@ -206,7 +206,11 @@ export class Governor {
       : [this.policy, database, this.views.postgres?.get(database), this.functions?.get(database)];
   }
 
-  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, dialect: 'postgres' | 'mysql' = 'postgres', memo?: SessionMemo): Verdict {
+  /**
+   * `staleCursors`: SQL cursors the session declared under another policy or catalog than the current one; a FETCH
+   * or MOVE from one is judged as the cursor's query (it runs that query on).
+   */
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, dialect: 'postgres' | 'mysql' = 'postgres', memo?: SessionMemo, staleCursors?: ReadonlyMap<string, StatementInfo>): Verdict {
     if (!this.audit.healthy) {
       return {
         decision: { action: 'deny', rule: 'audit-unavailable', reason: 'the audit log cannot be written' },
@@ -224,10 +228,11 @@ export class Governor {
     // The same statement (up to numeric literals: one cached analysis) judged before in this session, from the same
     // policy and catalogs: the same verdict.
     const inputs = memo?.identity === identity ? this.memoInputs(dialect, database) : undefined;
-    const known = inputs && memo!.verdict(r, inputs);
+    const known = inputs && !staleCursors?.size && memo!.verdict(r, inputs);
     if (known) return known;
-    const resolved = resolveExecutes(r, prepared);
-    if ('decision' in resolved) return resolved;
+    const executes = resolveExecutes(r, prepared);
+    if ('decision' in executes) return executes;
+    const resolved = resolveFetches(executes, staleCursors);
     let analysis = resolved;
     const refused = analysis.statements.findIndex((s) => s.refuse);
     if (refused >= 0) return guardRefusal(analysis, refused, analysis.statements[refused]!.refuse!);
@@ -258,7 +263,8 @@ export class Governor {
       const refused = this.maskingRefusal(identity, analysis, database, dialect);
       if (refused) return refused;
       const v: Verdict = { analysis, decision };
-      // SQL-level EXECUTE is judged by what the session prepared, which the memo does not know.
+      // SQL-level EXECUTE (and FETCH from a stale cursor) is judged by what the session prepared or declared, which
+      // the memo does not know.
       if (inputs && byPolicy && resolved === r) memo!.remember(r, inputs, v);
       return v;
     }
@@ -459,8 +465,8 @@ export class EngineGovernor {
     return r?.ok && unknownCalls(r, facts!, database) ? c.refreshUnknown() : undefined;
   }
   /** `memo`: the session's (see SessionMemo). */
-  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, memo?: SessionMemo): Verdict {
-    return this.g.check(identity, database, sql, prepared, this.engine, memo);
+  check(identity: Identity, database: string, sql: string, prepared?: ReadonlyMap<string, StatementInfo>, memo?: SessionMemo, staleCursors?: ReadonlyMap<string, StatementInfo>): Verdict {
+    return this.g.check(identity, database, sql, prepared, this.engine, memo, staleCursors);
   }
   loadCatalogs(database: string): Promise<void> | undefined {
     return this.g.loadCatalogs(database);
@@ -601,6 +607,23 @@ function unapprovable(v: Verdict): GovernorError | undefined {
  * SQL-level `EXECUTE name` judged as what `PREPARE name` defined (a PREPARE earlier in the same message counts too);
  * a verdict when a name was not prepared through Sluice.
  */
+/** An analysis whose statements were replaced by what they run (EXECUTE, FETCH), with its summary fields again. */
+function withStatements(r: Analysis, statements: StatementInfo[]): Analysis {
+  return { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive), flags: [...new Set(statements.flatMap((s) => s.flags))] };
+}
+
+/** FETCH and MOVE from a cursor in `stale` judged as that cursor's query (what they run on). */
+function resolveFetches(r: Analysis, stale: ReadonlyMap<string, StatementInfo> | undefined): Analysis {
+  if (!stale?.size || !r.statements.some((s) => s.cursor?.op === 'fetch' && stale.has(s.cursor.name ?? ''))) return r;
+  return withStatements(
+    r,
+    r.statements.map((s) => {
+      const target = s.cursor?.op === 'fetch' ? stale.get(s.cursor.name ?? '') : undefined;
+      return target ? { ...target, command: s.command, cursor: s.cursor, prepares: undefined } : s;
+    }),
+  );
+}
+
 function resolveExecutes(r: Analysis, prepared: ReadonlyMap<string, StatementInfo> | undefined): Analysis | Verdict {
   if (!r.statements.some((s) => s.executes !== undefined)) return r;
   const statements: StatementInfo[] = [];
@@ -622,7 +645,7 @@ function resolveExecutes(r: Analysis, prepared: ReadonlyMap<string, StatementInf
     }
     statements.push({ ...target, command: 'EXECUTE', executes: s.executes, prepares: undefined });
   }
-  return { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive), flags: [...new Set(statements.flatMap((s) => s.flags))] };
+  return withStatements(r, statements);
 }
 
 /** A one-column text result of no particular name (see scansText). */

@@ -4,9 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import net from 'node:net';
 import * as m from '../src/protocol/postgres/messages.js';
-import { bind, execute, messages } from './support/raw.js';
+import { bind, execute, rawClient } from './support/raw.js';
 import { SessionMemo } from '../src/governor.js';
 import { connectAs } from './support/query.js';
 import { startTestGateway, freshDatabase, admin, MY, mysqlEngine, type TestGateway } from './support/env.js';
@@ -80,37 +79,29 @@ describe('what a session remembers', () => {
 
   it('a policy reload applies to executions that nothing describes (Parse, Bind, Execute, Sync on one raw session): masked after it', async () => {
     const key = await t.key('agent', []);
-    const s = net.connect(t.port, '127.0.0.1');
-    let buf = Buffer.alloc(0);
-    let waiting: (() => void) | undefined;
-    let want = 0;
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (waiting && messages(buf).filter((x) => x.type === 'Z').length >= want) waiting();
-    });
-    const untilReady = (n: number) => new Promise<void>((r) => ((want = n), (waiting = r), s.emit('data', Buffer.alloc(0))));
+    const c = rawClient(t.port);
     // Executions of an unnamed statement, text and binary results, with no Describe: the gateway asks the server
     // itself when masking applies, and remembers per analysis whether it does.
     const batch = () => Buffer.concat([m.parse('', 'SELECT name FROM people WHERE id = 1'), bind('', '', 0), execute(''), bind('', '', 1), execute(''), m.sync()]);
-    const cells = (from: number) => messages(buf.subarray(from)).filter((x) => x.type === 'D').map((x) => x.body.toString('utf8', 6));
+    const cells = (from: number) => c.received(from).filter((x) => x.type === 'D').map((x) => x.body.toString('utf8', 6));
     try {
-      s.write(Buffer.concat([m.startupMessage({ user: 'agent', database: db.name }), m.passwordMessage(key)]));
-      await untilReady(1);
-      let from = buf.length;
-      for (let i = 0; i < 3; i++) s.write(batch());
-      await untilReady(4);
+      c.send(Buffer.concat([m.startupMessage({ user: 'agent', database: db.name }), m.passwordMessage(key)]));
+      await c.ready(1);
+      let from = c.bytes;
+      for (let i = 0; i < 3; i++) c.send(batch());
+      await c.ready(4);
       expect(cells(from)).toEqual(Array(6).fill('Ada Lovelace'));
       const file = path.join(t.dir, 'policy.yaml');
       fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false, columns: [{ column: 'people.name', masker: 'redact' }] } }));
       t.gw.reloadPolicy();
-      from = buf.length;
-      s.write(batch());
-      await untilReady(5);
+      from = c.bytes;
+      c.send(batch());
+      await c.ready(5);
       const after = cells(from);
       expect(after).toHaveLength(2);
-      for (const c of after) expect(c).not.toMatch(/Ada|Lovelace/);
+      for (const v of after) expect(v).not.toMatch(/Ada|Lovelace/);
     } finally {
-      s.destroy();
+      c.close();
       fs.writeFileSync(path.join(t.dir, 'policy.yaml'), policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
       t.gw.reloadPolicy();
     }
@@ -139,6 +130,87 @@ describe('what a session remembers', () => {
     } finally {
       await agent.end();
       await dba.end();
+    }
+  });
+
+  it('a cursor declared before a policy reload or a function change is judged as its query at its next FETCH, MOVE or protocol Execute', async () => {
+    const file = path.join(t.dir, 'policy.yaml');
+    const agent = await connectAs(t, 'agent', [], db.name);
+    const dba = await connectAs(t, 'human', ['dba'], db.name);
+    try {
+      // 1. A reload that takes reads away from agents: FETCH and MOVE from an open cursor are refused.
+      await agent.query('BEGIN');
+      await agent.query('DECLARE c CURSOR FOR SELECT name FROM people ORDER BY id');
+      await agent.query('DECLARE d CURSOR FOR SELECT name FROM people ORDER BY id');
+      expect((await agent.query('FETCH 1 FROM c')).rows).toEqual([{ name: 'Ada Lovelace' }]);
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: basePolicyRules() }));
+      t.gw.reloadPolicy();
+      for (const q of ['FETCH 1 FROM c', 'fetch next from "c"', 'MOVE 1 IN c', 'FETCH ALL FROM d; SELECT 1']) {
+        await agent.query('SAVEPOINT s');
+        expect((await agent.query(q).catch((e) => e)).code, q).toBe('42501');
+        await agent.query('ROLLBACK TO SAVEPOINT s');
+      }
+      // The extended protocol (a FETCH parsed, bound and executed): refused the same way.
+      expect((await agent.query({ text: 'FETCH 1 FROM d', values: [] }).catch((e) => e)).code).toBe('42501');
+      await agent.query('ROLLBACK');
+      // Agents may read again: a cursor declared now fetches, and goes on fetching.
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
+      t.gw.reloadPolicy();
+      await agent.query('BEGIN');
+      await agent.query('DECLARE e CURSOR FOR SELECT name FROM people ORDER BY id');
+      // A reload that changes nothing for agents: the cursor is judged again as its query, allowed, and fetches on.
+      t.gw.reloadPolicy();
+      expect((await agent.query('FETCH 1 FROM e')).rows).toEqual([{ name: 'Ada Lovelace' }]);
+      expect((await agent.query('FETCH 1 FROM e')).rows).toEqual([{ name: 'Alan Turing' }]);
+      await agent.query('COMMIT');
+      // 2. A function the cursor's query calls, redefined to write after the DECLARE: the next FETCH is refused and
+      // nothing is written.
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x'`);
+      await dba.query('SELECT count(*) FROM hits');
+      await agent.query('BEGIN');
+      await agent.query('DECLARE f CURSOR FOR SELECT tally(id) AS v FROM people ORDER BY id');
+      expect((await agent.query('FETCH 1 FROM f')).rows).toEqual([{ v: 1 }]);
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO hits VALUES (3) RETURNING x'`);
+      await dba.query('SELECT count(*) FROM hits');
+      expect((await agent.query('FETCH 1 FROM f').catch((e) => e)).code).toBe('42501');
+      await agent.query('ROLLBACK');
+      expect(await hits()).toBe(0);
+    } finally {
+      await agent.end();
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x'`).catch(() => undefined);
+      await dba.end();
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
+      t.gw.reloadPolicy();
+    }
+  });
+
+  it('a protocol Execute of a cursor\'s portal (no Bind through Sluice) after a reload is judged as the cursor\'s query', async () => {
+    const file = path.join(t.dir, 'policy.yaml');
+    const key = await t.key('agent', []);
+    const c = rawClient(t.port);
+    try {
+      c.send(Buffer.concat([m.startupMessage({ user: 'agent', database: db.name }), m.passwordMessage(key)]));
+      await c.ready(1);
+      c.send(m.query('BEGIN; DECLARE d CURSOR FOR SELECT name FROM people ORDER BY id'));
+      await c.ready(2);
+      // Before the reload the portal's rows come (Execute of 1 row).
+      let from = c.bytes;
+      c.send(Buffer.concat([execute('d', 1), m.sync()]));
+      await c.ready(3);
+      expect(c.received(from).filter((x) => x.type === 'D').map((x) => x.body.toString('utf8', 6))).toEqual(['Ada Lovelace']);
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: basePolicyRules() }));
+      t.gw.reloadPolicy();
+      from = c.bytes;
+      c.send(Buffer.concat([execute('d', 1), m.sync()]));
+      await c.ready(4);
+      const after = c.received(from);
+      expect(after.filter((x) => x.type === 'D')).toHaveLength(0);
+      const err = after.find((x) => x.type === 'E');
+      expect(err?.body.toString('utf8')).toContain('42501');
+    } finally {
+      c.close();
+      fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
+      t.gw.reloadPolicy();
     }
   });
 

@@ -42,3 +42,40 @@ export function rawSession(port: number, database: string, password: string, sen
     s.write(Buffer.concat([m.startupMessage({ user: 'raw', database }), m.passwordMessage(password)]));
   });
 }
+
+/**
+ * A raw protocol connection that stays open across steps: `send` writes, `ready(n)` waits until n ReadyForQuery
+ * messages have arrived in all, `received(from)` splits what came after byte `from`, `bytes` is how much came so far.
+ */
+export function rawClient(port: number) {
+  const s = net.connect(port, '127.0.0.1');
+  let buf = Buffer.alloc(0);
+  let waiting: (() => void) | undefined;
+  let want = 0;
+  const check = () => {
+    if (waiting && messages(buf).filter((x) => x.type === 'Z').length >= want) {
+      const w = waiting;
+      waiting = undefined;
+      w();
+    }
+  };
+  s.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    check();
+  });
+  return {
+    send: (b: Buffer) => void s.write(b),
+    ready: (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        want = n;
+        waiting = resolve;
+        s.once('error', reject);
+        check();
+      }),
+    get bytes() {
+      return buf.length;
+    },
+    received: (from: number) => messages(buf.subarray(from)),
+    close: () => void s.destroy(),
+  };
+}

@@ -1,4 +1,4 @@
-import type { EngineGovernor, SessionMemo, Verdict } from '../../governor.js';
+import { sameInputs, type EngineGovernor, type SessionMemo, type Verdict } from '../../governor.js';
 import type { Analysis, AnalysisFailure, StatementInfo } from '../../analyze/analyze.js';
 import type { Identity } from '../../identity/identity.js';
 import type { Field, MaskCounts, MaskPlan } from '../../masking/values.js';
@@ -150,6 +150,8 @@ export class PgPipeline {
   readonly sqlPrepared = new Map<string, StatementInfo>();
   /** SQL cursors declared in this session: what FETCH (or a protocol Execute of the cursor) returns. */
   readonly cursors = new Map<string, StatementInfo>();
+  /** What each cursor was last judged under (Governor.memoInputs): at its DECLARE, or a FETCH judged as its query. */
+  private readonly cursorInputs = new Map<string, readonly unknown[]>();
   /** The epoch of the last Query/Sync answered by ReadyForQuery. */
   answered = 0;
 
@@ -418,20 +420,44 @@ export class PgPipeline {
     for (const s of v.analysis?.statements ?? []) if (s.prepares !== undefined && !this.sqlPrepared.has(s.prepares)) this.sqlPrepared.set(s.prepares, s);
   }
 
+  /**
+   * Cursors judged under other inputs than `now` (the policy was reloaded or a catalog read again since their
+   * DECLARE): a FETCH or MOVE from one is judged as its query, as a DECLARE of it would be now. Like a statement
+   * prepared before the change (PgSession.rejudge).
+   */
+  staleCursors(now: readonly unknown[]): ReadonlyMap<string, StatementInfo> | undefined {
+    let stale: Map<string, StatementInfo> | undefined;
+    for (const [name, s] of this.cursors) {
+      const at = this.cursorInputs.get(name);
+      if (!at || !sameInputs(at, now)) (stale ??= new Map()).set(name, s);
+    }
+    return stale;
+  }
+
   /** Keep SQL-level PREPARE/EXECUTE/DEALLOCATE, cursors and DISCARD in step with the upstream. */
   trackSqlPrepared(v: Verdict): void {
     for (const s of v.analysis?.statements ?? []) {
       if (s.prepares !== undefined) this.sqlPrepared.set(s.prepares, s);
-      if (s.cursor?.op === 'declare' && s.cursor.name) this.cursors.set(s.cursor.name, s);
+      // A cursor is judged now: declared, or fetched from with the FETCH judged (as its query, when it was stale).
+      if (s.cursor?.op === 'declare' && s.cursor.name) {
+        this.cursors.set(s.cursor.name, s);
+        this.cursorInputs.set(s.cursor.name, this.gov.memoInputs(this.host.database()));
+      } else if (s.cursor?.op === 'fetch' && s.cursor.name && this.cursors.has(s.cursor.name)) this.cursorInputs.set(s.cursor.name, this.gov.memoInputs(this.host.database()));
       if (s.cursor?.op === 'close') {
-        if (s.cursor.name) this.cursors.delete(s.cursor.name);
-        else this.cursors.clear();
+        if (s.cursor.name) {
+          this.cursors.delete(s.cursor.name);
+          this.cursorInputs.delete(s.cursor.name);
+        } else {
+          this.cursors.clear();
+          this.cursorInputs.clear();
+        }
       }
       if (s.deallocates === '') this.sqlPrepared.clear();
       else if (s.deallocates !== undefined) this.sqlPrepared.delete(s.deallocates);
       if (s.command === 'DISCARD') {
         this.sqlPrepared.clear();
         this.cursors.clear();
+        this.cursorInputs.clear();
         this.statements.clear();
       }
     }

@@ -492,6 +492,22 @@ export class PgSession extends EngineSession<UpstreamConnection> {
       }
       approvalId = resolved.approvalId;
     } else this.info.statements++;
+    // A portal the gateway never saw bound is a SQL cursor: one declared before the policy or a catalog changed is
+    // judged as its query first, as a FETCH from it would be.
+    if (!bound && p.cursors.has(portal) && p.staleCursors(this.gov.memoInputs(this.database))?.has(portal)) {
+      const sql = `FETCH FORWARD ALL FROM "${portal.replace(/"/g, '""')}"`;
+      const v = this.decide(sql);
+      if (v.error || v.decision.action !== 'allow') {
+        const refused: Verdict = v.error
+          ? v
+          : { ...v, decision: { ...v.decision, action: 'deny' }, error: { code: '42501', message: `the policy now holds reading cursor "${portal}" for approval (rule "${v.decision.rule}"): FETCH from it with a SQL statement to ask for one` } };
+        this.info.statements++;
+        this.audit.denied(sql, refused, 'extended');
+        p.items.push({ k: 'denied', verdict: refused });
+        return m.parse(deniedSql().toLowerCase(), deniedSql(), []);
+      }
+      p.trackSqlPrepared(v);
+    }
     // Rows of a portal whose columns were never described cannot be masked reliably (binary formats): when
     // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
     // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
@@ -536,7 +552,9 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   }
 
   private decide(sql: string): Verdict {
-    return this.gov.check(this.identity!, this.database, sql, this.pipeline.sqlPrepared, this.memo);
+    const p = this.pipeline;
+    const stale = p.cursors.size ? p.staleCursors(this.gov.memoInputs(this.database)) : undefined;
+    return this.gov.check(this.identity!, this.database, sql, p.sqlPrepared, this.memo, stale);
   }
 
   // ---------------------------------------------------------------- lexing state and approval holds
