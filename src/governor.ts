@@ -228,7 +228,8 @@ export class Governor {
     // The same statement (up to numeric literals: one cached analysis) judged before in this session, from the same
     // policy and catalogs: the same verdict.
     const inputs = memo?.identity === identity ? this.memoInputs(dialect, database) : undefined;
-    const known = inputs && !staleCursors?.size && memo!.verdict(r, inputs);
+    const fetchesStale = !!staleCursors?.size && r.statements.some((s) => s.cursor?.op === 'fetch' && staleCursors.has(s.cursor.name ?? ''));
+    const known = inputs && !fetchesStale && memo!.verdict(r, inputs);
     if (known) return known;
     const executes = resolveExecutes(r, prepared);
     if ('decision' in executes) return executes;
