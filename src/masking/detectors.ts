@@ -214,14 +214,23 @@ export function mayContainSensitive(bf: Buffer, start: number, end: number): boo
     if (cls < 2) {
       if (caps >= 2 && cls === 1) return true;
       caps = 0;
-      // A digit extends the run, a plain byte ends it: without a branch on which (digits and letters alternate
-      // unpredictably in hex and ids, and a mispredicted branch per byte would cost more than the rest of the scan).
-      run = (run + 1) * cls;
       gap = 0;
-      if (run >= 8) {
-        if (run >= 13 || marked) return true;
-        eight = true;
+      // The bytes of this kind that follow, in a loop of their own (most of a cell of ids, hex or prose). A digit
+      // extends the run, a plain byte ends it: without a branch on which (digits and letters alternate
+      // unpredictably in hex and ids, and a mispredicted branch per byte would cost more than the rest of the scan).
+      let j = i;
+      let k = cls;
+      for (;;) {
+        run = (run + 1) * k;
+        if (run >= 8) {
+          if (run >= 13 || marked) return true;
+          eight = true;
+        }
+        if (++j >= end) break;
+        k = CLASS[bf[j]!]!;
+        if (k >= 2) break;
       }
+      i = j - 1;
       continue;
     }
     if (cls === 2) {
