@@ -276,6 +276,57 @@ describe('hash-chained audit trail', () => {
     expect(new Set(subjects.map((r) => r.subject))).toEqual(new Set(['é 🙂 ü', 'lone \ufffd surrogate', 'ana']));
   });
 
+  it.each(['copy', 'json'] as const)('a NUL or a lone surrogate in a column (a token claim can carry either) does not block shipping; the chain verifies (%s)', async (format) => {
+    const chain = `odd-columns-${format}`;
+    const log = new AuditLog(sinkOf(format), { chainId: chain, flushMs: 5, spool: spool() });
+    log.append({ type: 'statement', sql: 'SELECT before' });
+    log.append({ type: 'session_start', subject: 'a\u0000b', acting_for: 'x\ud800y', database: 'd\u0000' });
+    for (let i = 0; i < 10; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT after ${i}` });
+    await log.flush();
+    expect(log.lastError).toBeUndefined();
+    expect(log.backlog).toBe(0);
+    await log.close();
+    expect(await report(chain)).toMatchObject({ ok: true, events: 12, closed: true });
+    const row = await store.db.selectFrom('audit_events').select(['subject', 'acting_for', 'database', 'payload']).where('chain_id', '=', chain).where('seq', '=', 2).executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ subject: 'a\ufffdb', acting_for: 'x\ufffdy', database: 'd\ufffd' });
+    // The payload (what the hash covers) keeps the values exactly.
+    expect(JSON.parse(row.payload)).toMatchObject({ subject: 'a\u0000b', acting_for: 'x\ud800y', database: 'd\u0000' });
+  });
+
+  it('records read back from a segment file cut short behind the log are checked: nothing but whole, intact records is shipped', async () => {
+    let down = true;
+    const real = sinkOf();
+    const shipped: string[] = [];
+    const sink: AuditSink = {
+      format: 'copy',
+      write: async (rows, head) => {
+        if (down) throw new Error('store is down');
+        shipped.push(rows.text.toString());
+        await real.write(rows, head);
+      },
+    };
+    const dir = tmpDir('spool-cut');
+    const log = new AuditLog(sink, { chainId: 'cut-short', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20 } });
+    for (let i = 0; i < 40; i++) log.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
+    expect(log.flushSpool()).toBe(true);
+    const seg = path.join(dir, 'cut-short', fs.readdirSync(path.join(dir, 'cut-short')).find((f) => f.endsWith('.seg'))!);
+    const size = fs.statSync(seg).size;
+    fs.truncateSync(seg, Math.floor(size / 2));
+    down = false;
+    await log.flush();
+    // Only whole records went out, every one a COPY row of this chain (no bytes from beyond the end of the file).
+    const lines = shipped.join('').split('\n').filter(Boolean);
+    expect(lines.length).toBeGreaterThan(5);
+    expect(lines.length).toBeLessThan(40);
+    for (const l of lines) expect(l.startsWith('cut-short\t')).toBe(true);
+    expect(await report('cut-short')).toMatchObject({ ok: true });
+    await log.close(200);
+  });
+
+  it('a chain id may not start with "{" (a COPY row is told from a JSON one by its first byte)', () => {
+    expect(() => new AuditLog(sinkOf(), { chainId: '{host}-1', spool: spool() })).toThrow(/may not start with/);
+  });
+
   it('a chain cut short at its end is reported, not called intact', async () => {
     await writeChain(10, 'truncated');
     expect(await report('truncated')).toMatchObject({ ok: true, events: 10, closed: true, recorded_seq: 10 });

@@ -65,10 +65,14 @@ export const genesisHash = (chainId: string): string => crypto.createHash('sha25
 export const linkHash = (prev: string, payload: string): string => crypto.hash('sha256', `${prev}\n${payload}`);
 
 /**
- * A text as the store keeps it (UTF-8): a lone surrogate (possible in a JS string, from a JSON `\ud800` escape in a
- * token's claim) becomes U+FFFD in a column, while the payload keeps it escaped.
+ * A text as a store column holds it: PostgreSQL text takes no NUL and UTF-8 no lone surrogate (both possible in a
+ * JS string, from a JSON `\u0000` or `\ud800` escape in a token's claim), so each becomes U+FFFD; the payload keeps
+ * them, escaped. Written so, a row the store would refuse cannot block shipping; verify compares the same way.
  */
-const asStored = (v: string | null): string | null => (v !== null && /[\uD800-\uDFFF]/.test(v) ? Buffer.from(v, 'utf8').toString('utf8') : v);
+function storable<T extends string | null | undefined>(v: T): T {
+  if (v === null || v === undefined || !/[\u0000\uD800-\uDFFF]/.test(v)) return v;
+  return Buffer.from(v, 'utf8').toString('utf8').replaceAll('\u0000', '\uFFFD') as T;
+}
 
 /** The denormalized columns that must agree with the payload (checked by verify). */
 function columnsOf(e: AuditEvent) {
@@ -271,7 +275,9 @@ export class AuditLog {
     private readonly sink: AuditSink,
     private readonly opts: AuditLogOptions,
   ) {
-    this.chainId = opts.chainId ?? `${os.hostname()}-${process.pid}-${Date.now().toString(36)}-${crypto.randomBytes(3).toString('hex')}`;
+    this.chainId = opts.chainId ?? `${os.hostname().replace(/^\{/, '_')}-${process.pid}-${Date.now().toString(36)}-${crypto.randomBytes(3).toString('hex')}`;
+    // A spool's COPY row is told from a JSON one by its first byte, the chain id's.
+    if (this.chainId.startsWith('{')) throw new Error(`an audit chain id may not start with "{": ${this.chainId}`);
     this.prev = genesisHash(this.chainId);
     this.format = sink.format ?? 'json';
     this.rowHead = this.format === 'copy' ? `${copyValue(this.chainId)}\t` : `{"chain_id":${JSON.stringify(this.chainId)},"seq":`;
@@ -311,9 +317,9 @@ export class AuditLog {
   private row(seq: number, iso: string, payload: string, hash: string, e: AuditEvent): string {
     if (this.format === 'copy') {
       const c = copyValue;
-      return `${this.rowHead}${seq}\t${iso}\t${c(e.type)}\t${c(e.session_id)}\t${c(e.subject)}\t${c(e.identity_kind)}\t${c(e.acting_for)}\t${c(e.database)}\t${c(e.decision)}\t${copyJson(payload)}\t${this.prev}\t${hash}`;
+      return `${this.rowHead}${seq}\t${iso}\t${c(e.type)}\t${c(storable(e.session_id))}\t${c(storable(e.subject))}\t${c(e.identity_kind)}\t${c(storable(e.acting_for))}\t${c(storable(e.database))}\t${c(e.decision)}\t${copyJson(payload)}\t${this.prev}\t${hash}`;
     }
-    const s = (v: string | undefined) => (v === undefined ? 'null' : JSON.stringify(v));
+    const s = (v: string | undefined) => (v === undefined ? 'null' : JSON.stringify(storable(v)));
     return `${this.rowHead}${seq},"ts":"${iso}","payload":${JSON.stringify(payload)},"prev_hash":"${this.prev}","hash":"${hash}","type":${s(e.type)},"session_id":${s(e.session_id)},"subject":${s(e.subject)},"identity_kind":${s(e.identity_kind)},"acting_for":${s(e.acting_for)},"database":${s(e.database)},"decision":${s(e.decision)}}`;
   }
 
@@ -587,7 +593,7 @@ export async function verifyAudit(db: Kysely<Database>): Promise<ChainReport[]> 
             continue;
           }
           const cols = columnsOf(e);
-          const diff = (Object.keys(cols) as (keyof typeof cols)[]).find((k) => (r as any)[k] !== asStored(cols[k]));
+          const diff = (Object.keys(cols) as (keyof typeof cols)[]).find((k) => (r as any)[k] !== storable(cols[k]));
           if (diff) bad(`column ${diff} does not match the hashed payload (the row was altered)`);
         }
         prev = r.hash;

@@ -367,7 +367,7 @@ export class Spool {
         offset = 0;
         continue;
       }
-      const buf = Buffer.allocUnsafe(len);
+      let buf = Buffer.allocUnsafe(len);
       const fd = fs.openSync(seg.file, 'r');
       try {
         let got = 0;
@@ -376,13 +376,18 @@ export class Spool {
           if (n === 0) break;
           got += n;
         }
+        // A file shorter than what was written to it (cut by something else): only the bytes read are looked at.
+        if (got < len) {
+          buf = buf.subarray(0, got);
+          this.onProblem(`the audit spool file ${seg.file} is shorter than what was written to it (${offset + got} of ${seg.bytes} bytes)`);
+        }
       } finally {
         fs.closeSync(fd);
       }
       let pos = 0;
       for (let nl = buf.indexOf(NL); nl >= 0 && count < maxRows; nl = buf.indexOf(NL, pos)) {
-        // Records this process wrote moments ago are not checked again; those of another process are.
-        const rec = this.parse(buf, pos, nl, !src.own);
+        // Every record's checksum is checked, this process's own too: the file may have been changed under it.
+        const rec = this.parse(buf, pos, nl, true);
         lines++;
         const row = rec && (format === 'copy' && buf[rec.jsonStart] !== 0x7b ? buf.subarray(rec.jsonStart, nl + 1) : rowAs(buf.toString('utf8', rec.jsonStart, nl), format));
         if (rec && row !== undefined) {
