@@ -323,6 +323,42 @@ describe('hash-chained audit trail', () => {
     await log.close(200);
   });
 
+  it('a spool whose owner lives in another pid namespace (a container on a shared volume) is not taken over while its heartbeat is fresh; once it stops, a running log takes it over and ships it', async () => {
+    const dir = tmpDir('spool-ns');
+    const down: AuditSink = { format: 'copy', write: () => Promise.reject(new Error('connect ECONNREFUSED')) };
+    const other = new AuditLog(down, { chainId: 'other-ns', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20 } });
+    for (let i = 0; i < 5; i++) other.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
+    expect(other.flushSpool()).toBe(true);
+    // Its owner as another namespace's process 1 would write it (the pid means nothing here), just touched.
+    const owner = path.join(dir, 'other-ns', 'owner');
+    fs.writeFileSync(owner, '1\npid:[1]\nsometoken\n');
+    const next = new AuditLog(sinkOf(), { chainId: 'this-ns', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true, heartbeatMs: 20, adoptEveryMs: 40 } });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(next.backlog).toBe(0);
+    expect(fs.existsSync(owner)).toBe(true);
+    // Its heartbeat stops (the other process is gone): taken over by the running log within adoptEveryMs, and shipped.
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(owner, old, old);
+    for (let i = 0; i < 100 && !(await report('other-ns').catch(() => undefined))?.events; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await report('other-ns')).toMatchObject({ ok: true, events: 5 });
+    await next.close();
+    await other.close(50);
+  });
+
+  it('a log whose spool directory is moved away by another process (taken for a dead one\'s) fails closed', async () => {
+    const dir = tmpDir('spool-moved');
+    const log = new AuditLog(sinkOf(), { chainId: 'moved-away', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, heartbeatMs: 20 } });
+    log.append({ type: 'statement', subject: 'ana', sql: 'SELECT 1' });
+    expect(log.flushSpool()).toBe(true);
+    expect(log.healthy).toBe(true);
+    fs.renameSync(path.join(dir, 'moved-away'), path.join(dir, 'elsewhere'));
+    for (let i = 0; i < 50 && log.healthy; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(log.healthy).toBe(false);
+    expect(log.problem).toMatch(/moved away by another process/);
+    fs.renameSync(path.join(dir, 'elsewhere'), path.join(dir, 'moved-away'));
+    await log.close(200);
+  });
+
   it('a chain id may not start with "{" (a COPY row is told from a JSON one by its first byte)', () => {
     expect(() => new AuditLog(sinkOf(), { chainId: '{host}-1', spool: spool() })).toThrow(/may not start with/);
   });

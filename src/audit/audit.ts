@@ -282,6 +282,7 @@ export class AuditLog {
     this.format = sink.format ?? 'json';
     this.rowHead = this.format === 'copy' ? `${copyValue(this.chainId)}\t` : `{"chain_id":${JSON.stringify(this.chainId)},"seq":`;
     this.spool = new Spool(this.chainId, opts.spool, opts.onNotice);
+    this.spool.onAdopted = () => this.schedule(0);
     // Events a previous process left behind go out first.
     if (this.spool.unshipped > 0) this.schedule(0);
   }

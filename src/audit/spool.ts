@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
@@ -28,7 +29,27 @@ export interface SpoolOptions {
   recover?: boolean;
   /** Below this much free space on the spool's file system the log reports itself unhealthy. */
   minFreeBytes?: number;
+  /** How often the owner file is touched (a live owner's heartbeat) and checked still to be ours (default 2 s). */
+  heartbeatMs?: number;
+  /** With recover: how often spools left by processes that are gone are looked for again (default 10 s). */
+  adoptEveryMs?: number;
 }
+
+/**
+ * Whose a spool directory is: its `owner` file holds the pid, the pid namespace (a pid of another namespace, say
+ * another container on a shared volume, means nothing here) and a token of the process; the owner touches the file
+ * every heartbeat. An owner in another namespace counts as gone once its file is this old.
+ */
+export const OWNER_STALE_MS = 30_000;
+const PID_NS = (() => {
+  try {
+    return fs.readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return '';
+  }
+})();
+const TOKEN = crypto.randomBytes(8).toString('hex');
+const ownerText = () => `${process.pid}\n${PID_NS}\n${TOKEN}\n`;
 
 interface Segment {
   file: string;
@@ -122,6 +143,12 @@ export class Spool {
   damaged = 0;
   /** Records the shipper read back from the files. */
   readBack = 0;
+  /** This chain's directory was moved away by another process (it took it for a dead one's): fail closed. */
+  private lost = false;
+  private heartbeatTimer?: NodeJS.Timeout;
+  private beats = 0;
+  /** Called when spools of processes gone meanwhile were taken over (the log ships them). */
+  onAdopted?: () => void;
 
   constructor(
     chainId: string,
@@ -133,44 +160,92 @@ export class Spool {
     const dir = path.join(opts.dir, chainId);
     if (opts.recover) this.takeOver(dir);
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'owner'), `${process.pid}\n`);
+    fs.writeFileSync(path.join(dir, 'owner'), ownerText());
     LIVE.add(chainId);
     this.own = new SpoolSource(chainId, dir, true);
-    if (opts.recover) this.loadAdopted(path.join(dir, 'adopted'));
+    const adopted = path.join(dir, 'adopted');
+    if (opts.recover && fs.existsSync(adopted)) this.loadAdopted(fs.readdirSync(adopted).map((n) => path.join(adopted, n)));
     this.checkDisk();
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), opts.heartbeatMs ?? 2000);
+    this.heartbeatTimer.unref();
     this.timer = setInterval(() => this.tick(), opts.fsync === 'always' ? 1000 : opts.fsync);
     this.timer.unref();
   }
 
-  /** Move the spools of processes that are gone under our own directory (rename: exactly one taker wins). */
-  private takeOver(ownDir: string): void {
+  /**
+   * Move the spools of processes that are gone under our own directory (rename: exactly one taker wins); the
+   * directories moved.
+   */
+  private takeOver(ownDir: string): string[] {
     const target = path.join(ownDir, 'adopted');
+    const moved: string[] = [];
     for (const name of fs.readdirSync(this.opts.dir)) {
       const dir = path.join(this.opts.dir, name);
       if (dir === ownDir || !fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) continue;
       let pid = 0;
+      let ns = '';
+      let token = '';
+      let age = Infinity;
       try {
-        pid = Number(fs.readFileSync(path.join(dir, 'owner'), 'utf8').trim());
+        const file = path.join(dir, 'owner');
+        [pid, ns = '', token = ''] = fs.readFileSync(file, 'utf8').split('\n').map((x, i) => (i === 0 ? Number(x.trim()) : x.trim())) as [number, string?, string?];
+        age = Date.now() - fs.statSync(file).mtimeMs;
       } catch {
         /* no owner file: an interrupted start; take it */
       }
-      const gone = pid === process.pid ? !LIVE.has(name) : !(pid > 0 && pidAlive(pid));
+      const gone =
+        ns && ns !== PID_NS
+          ? age > OWNER_STALE_MS // another pid namespace: only its heartbeat tells
+          : pid === process.pid
+            ? (token !== '' && token !== TOKEN) || !LIVE.has(name) // our pid: an earlier process's, or a log of ours closed
+            : !(pid > 0 && pidAlive(pid));
       if (!gone) continue;
       try {
         fs.mkdirSync(target, { recursive: true });
         fs.renameSync(dir, path.join(target, name));
+        moved.push(path.join(target, name));
         this.onProblem(`taking over the audit spool of ${name} (process ${pid || 'unknown'} is gone): its events are shipped first`);
       } catch (e) {
         // ENOENT: another process took it first. Anything else (another user's directory): leave it, say so.
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.onProblem(`cannot take over the audit spool ${dir}: ${(e as Error).message}`);
       }
     }
+    return moved;
+  }
+
+  /**
+   * Every heartbeat: touch the owner file, which also tells that this chain's directory is still where it was (a
+   * process that took it for a dead one's and moved it would ship and delete what this one goes on writing: the
+   * log fails closed instead). With recover, now and then: take over spools whose processes have gone meanwhile.
+   */
+  private heartbeat(): void {
+    if (this.lost) return;
+    try {
+      const now = new Date();
+      fs.utimesSync(path.join(this.own.dir, 'owner'), now, now);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && LIVE.has(this.own.chainId)) {
+        this.lost = true;
+        this.onProblem(`the audit spool directory ${this.own.dir} was moved away by another process: statements are refused until this gateway restarts`);
+      }
+      return;
+    }
+    if (!this.opts.recover || ++this.beats * (this.opts.heartbeatMs ?? 2000) < (this.opts.adoptEveryMs ?? 10_000)) return;
+    this.beats = 0;
+    try {
+      const moved = this.takeOver(this.own.dir);
+      if (moved.length) {
+        this.loadAdopted(moved);
+        this.onAdopted?.();
+      }
+    } catch (e) {
+      this.onProblem(`cannot look for audit spools to take over: ${(e as Error).message}`);
+    }
   }
 
   /** Adopted chains (and the ones they had adopted themselves), flattened into sources. */
-  private loadAdopted(root: string): void {
-    if (!fs.existsSync(root)) return;
-    const stack = fs.readdirSync(root).map((n) => path.join(root, n));
+  private loadAdopted(dirs: string[]): void {
+    const stack = [...dirs];
     while (stack.length) {
       const dir = stack.pop()!;
       const nested = path.join(dir, 'adopted');
@@ -240,10 +315,11 @@ export class Spool {
 
   /** True while records can be made durable and the spool is within its bound. */
   get ok(): boolean {
-    return !this.error && !this.lowDisk && this.totalBytes <= this.opts.maxBytes;
+    return !this.error && !this.lost && !this.lowDisk && this.totalBytes <= this.opts.maxBytes;
   }
 
   get problem(): string | undefined {
+    if (this.lost) return `the audit spool directory ${this.own.dir} was moved away by another process (restart this gateway)`;
     if (this.error) return `cannot write the audit spool: ${this.error.message}`;
     if (this.lowDisk) return `less than ${this.opts.minFreeBytes ?? 16 << 20} bytes free for the audit spool in ${this.opts.dir}`;
     if (this.totalBytes > this.opts.maxBytes) return `the audit spool holds ${this.totalBytes} bytes, past its bound of ${this.opts.maxBytes} (audit.spool_max_bytes)`;
@@ -471,6 +547,7 @@ export class Spool {
   /** Stop; with nothing left to ship, the chain's directory is removed, else it stays for the next start. */
   close(): boolean {
     clearInterval(this.timer);
+    clearInterval(this.heartbeatTimer);
     this.flush();
     if (this.fd >= 0) {
       fs.fdatasyncSync(this.fd);
