@@ -135,7 +135,26 @@ export class Governor {
 
   /** PostgreSQL: read a database's catalogs again (DDL committed); the load that will see the change, if any. */
   refreshCatalogs(database: string): Promise<void> | undefined {
-    return whenAll([this.views.postgres?.refresh(database), this.functions?.refresh(database)]);
+    const p = whenAll([this.views.postgres?.refresh(database), this.functions?.refresh(database)]);
+    if (p) {
+      this.refreshing.set(database, p);
+      void p.then(() => {
+        if (this.refreshing.get(database) === p) this.refreshing.delete(database);
+      });
+    }
+    return p;
+  }
+
+  /** Catalog re-reads under way after DDL, by database (see pendingRefresh). */
+  private readonly refreshing = new Map<string, Promise<void>>();
+
+  /**
+   * PostgreSQL: the re-read of a database's catalogs that DDL (committed in some session) started, while it runs.
+   * Every session's statements that need the catalog wait for it, not only the DDL's own session: judged from the
+   * facts before the DDL, a function just redefined to write would pass for what it was.
+   */
+  pendingRefresh(database: string): Promise<void> | undefined {
+    return this.refreshing.get(database);
   }
 
   /** PostgreSQL: a database is about to be dropped or renamed: forget its catalogs and end loads running on it. */
@@ -474,6 +493,9 @@ export class EngineGovernor {
   }
   refreshCatalogs(database: string): Promise<void> | undefined {
     return this.g.refreshCatalogs(database);
+  }
+  pendingRefresh(database: string): Promise<void> | undefined {
+    return this.g.pendingRefresh(database);
   }
   forgetDatabase(database: string): void {
     this.g.forgetDatabase(database);

@@ -8,7 +8,7 @@ import * as m from '../src/protocol/postgres/messages.js';
 import { bind, execute, rawClient } from './support/raw.js';
 import { SessionMemo } from '../src/governor.js';
 import { connectAs } from './support/query.js';
-import { startTestGateway, freshDatabase, admin, MY, mysqlEngine, type TestGateway } from './support/env.js';
+import { startTestGateway, freshDatabase, admin, MY, PG, mysqlEngine, type TestGateway } from './support/env.js';
 import { basePolicyRules, policyYaml } from './support/policies.js';
 
 /**
@@ -211,6 +211,39 @@ describe('what a session remembers', () => {
       c.close();
       fs.writeFileSync(file, policyYaml({ default: 'deny', rules: agentRules(), masking: { detectors: false } }));
       t.gw.reloadPolicy();
+    }
+  });
+
+  it('after a DDL in one session, another session\'s statements wait for the catalog\'s re-read instead of being judged from the old one', async () => {
+    const agent = await connectAs(t, 'agent', [], db.name);
+    const dba = await connectAs(t, 'human', ['dba'], db.name);
+    const locker = new pg.Client({ ...PG, database: db.name });
+    await locker.connect();
+    try {
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x'`);
+      await dba.query('SELECT count(*) FROM hits');
+      expect((await agent.query('SELECT tally(1) AS v')).rows[0].v).toBe(1);
+      // Hold the re-read up (it reads pg_policy; the DDL below does not touch it) for a moment.
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE pg_catalog.pg_policy IN ACCESS EXCLUSIVE MODE');
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql VOLATILE AS 'INSERT INTO hits VALUES (4) RETURNING x'`);
+      // The DDL has committed; the gateway's re-read of the catalog waits on the lock. The agent's call waits too.
+      let settled = false;
+      const call = agent.query('SELECT tally(1) AS v').then(
+        (r) => ((settled = true), r),
+        (e) => ((settled = true), e),
+      );
+      await new Promise((r) => setTimeout(r, 250));
+      expect(settled).toBe(false);
+      await locker.query('COMMIT');
+      expect(((await call) as { code?: string }).code).toBe('42501');
+      expect(await hits()).toBe(0);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => undefined);
+      await locker.end();
+      await dba.query(`CREATE OR REPLACE FUNCTION tally(x int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT x'`).catch(() => undefined);
+      await agent.end();
+      await dba.end();
     }
   });
 

@@ -605,6 +605,12 @@ export class PgSession extends EngineSession<UpstreamConnection> {
   private catalogGate(a: Analysis | undefined | 'always'): boolean {
     if (a !== 'always' && !a?.statements.some((st) => st.functions.length || st.operators?.length || st.casts?.length || st.tables.some((t) => t.access !== 'ddl') || st.executes !== undefined || st.cursor?.op === 'fetch')) return false;
     if (this.catalogLoad) return true;
+    // A re-read after DDL that another session committed: wait for it too.
+    const pending = this.gov.pendingRefresh(this.database);
+    if (pending) {
+      this.waitForLoad(pending);
+      return true;
+    }
     const p = this.pipeline;
     return this.ddlUntil > 0 && p.answered < this.ddlUntil && p.epoch >= this.ddlUntil;
   }
