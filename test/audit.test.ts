@@ -359,6 +359,31 @@ describe('hash-chained audit trail', () => {
     await log.close(200);
   });
 
+  it('once another process has moved a live log\'s directory away (an owner file of an earlier version names only a pid, invisible here), nothing more is acknowledged, and everything acknowledged reaches the store', async () => {
+    const dir = tmpDir('spool-taken');
+    const a = new AuditLog(sinkOf(), { chainId: 'taken-a', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20 } });
+    const acked: number[] = [];
+    const add = (i: number) => {
+      a.append({ type: 'statement', subject: 'ana', sql: `SELECT ${i}` });
+      if (a.flushSpool()) acked.push(a.head.seq);
+    };
+    for (let i = 0; i < 5; i++) add(i);
+    fs.writeFileSync(path.join(dir, 'taken-a', 'owner'), '4194000\n');
+    const b = new AuditLog(sinkOf(), { chainId: 'taken-b', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true } });
+    for (let i = 5; i < 10; i++) add(i);
+    expect(acked).toEqual([1, 2, 3, 4, 5]);
+    expect(a.healthy).toBe(false);
+    expect(a.problem).toMatch(/moved away by another process/);
+    await b.flush();
+    await a.close(100);
+    await b.close(300);
+    const c = new AuditLog(sinkOf(), { chainId: 'taken-c', flushMs: 5, spool: { dir, fsync: 1000, maxBytes: 64 << 20, recover: true } });
+    await c.flush();
+    await c.close(300);
+    const stored = (await store.db.selectFrom('audit_events').select('seq').where('chain_id', '=', 'taken-a').orderBy('seq').execute()).map((r) => Number(r.seq));
+    for (const seq of acked) expect(stored).toContain(seq);
+  });
+
   it('a chain id may not start with "{" (a COPY row is told from a JSON one by its first byte)', () => {
     expect(() => new AuditLog(sinkOf(), { chainId: '{host}-1', spool: spool() })).toThrow(/may not start with/);
   });

@@ -224,10 +224,7 @@ export class Spool {
       const now = new Date();
       fs.utimesSync(path.join(this.own.dir, 'owner'), now, now);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && LIVE.has(this.own.chainId)) {
-        this.lost = true;
-        this.onProblem(`the audit spool directory ${this.own.dir} was moved away by another process: statements are refused until this gateway restarts`);
-      }
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && LIVE.has(this.own.chainId)) this.loseDirectory();
       return;
     }
     if (!this.opts.recover || ++this.beats * (this.opts.heartbeatMs ?? 2000) < (this.opts.adoptEveryMs ?? 10_000)) return;
@@ -241,6 +238,12 @@ export class Spool {
     } catch (e) {
       this.onProblem(`cannot look for audit spools to take over: ${(e as Error).message}`);
     }
+  }
+
+  private loseDirectory(): void {
+    if (this.lost) return;
+    this.lost = true;
+    this.onProblem(`the audit spool directory ${this.own.dir} was moved away by another process: statements are refused until this gateway restarts`);
   }
 
   /** Adopted chains (and the ones they had adopted themselves), flattened into sources. */
@@ -332,6 +335,7 @@ export class Spool {
    */
   flush(): boolean {
     if (this.pendingLines === 0) return true;
+    if (this.lost) return false;
     const data = this.slab.subarray(0, this.slabEnd);
     const lines = this.pendingLines;
     try {
@@ -356,6 +360,13 @@ export class Spool {
       if (this.slab.length > 16 * SLAB_BYTES) this.slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
       if (this.error) this.onProblem('the audit spool is writable again');
       this.error = undefined;
+      // Still where this process put it (one stat): a directory moved away since (another process took it for a
+      // dead one's) may have been counted and shipped without these records, so they are not acknowledged. Checked
+      // after the write: present now, the records were in it before any move, and whoever moves it ships them.
+      if (!fs.existsSync(seg.file)) {
+        this.loseDirectory();
+        return false;
+      }
       return true;
     } catch (e) {
       if (!this.error) this.onProblem(`cannot write the audit spool in ${this.own.dir}: ${(e as Error).message}`);
