@@ -64,9 +64,7 @@ export interface Prepared {
   sql: string;
   analysis?: Analysis;
   rule: string;
-  /** Result columns from a Describe of the statement (formats not yet known). */
-  fields?: Field[];
-  /** That RowDescription (the result's shape, for the session's memo of masking plans). */
+  /** A Describe of the statement: its result columns (formats not yet known) and shape. */
   shape?: Described;
   /** The policy holds its executions for approval (per execution: the approval binds the parameters). */
   hold?: Verdict;
@@ -102,8 +100,7 @@ export interface Portal {
   epoch: number;
   /** Result format codes from Bind: none = all text, one = for all columns, else per column. */
   formats: number[];
-  /** Result columns from a Describe of the portal (formats known), and that RowDescription. */
-  fields?: Field[];
+  /** A Describe of the portal: its result columns (formats known) and shape. */
   shape?: Described;
   /** The portal is a SQL cursor Sluice did not see declared. */
   taintAll?: boolean;
@@ -148,10 +145,11 @@ export class PgPipeline {
   /** Counts Sync and Query messages sent upstream (see Portal.epoch). */
   epoch = 0;
   readonly sqlPrepared = new Map<string, StatementInfo>();
-  /** SQL cursors declared in this session: what FETCH (or a protocol Execute of the cursor) returns. */
-  readonly cursors = new Map<string, StatementInfo>();
-  /** What each cursor was last judged under (Governor.memoInputs): at its DECLARE, or a FETCH judged as its query. */
-  private readonly cursorInputs = new Map<string, readonly unknown[]>();
+  /**
+   * SQL cursors declared in this session: what FETCH (or a protocol Execute of the cursor) returns, and what it
+   * was last judged under (Governor.memoInputs): at its DECLARE, or a FETCH judged as its query.
+   */
+  readonly cursors = new Map<string, { query: StatementInfo; inputs: readonly unknown[] }>();
   /** The epoch of the last Query/Sync answered by ReadyForQuery. */
   answered = 0;
 
@@ -289,9 +287,8 @@ export class PgPipeline {
     if (head?.k !== 'describe') return undefined;
     this.items.shift();
     const shape = this.described(b, start, end);
-    const fields = shape.fields;
-    if (head.stmt) Object.assign(head.stmt, { fields, shape });
-    if (head.portal) Object.assign(head.portal, { fields, shape });
+    if (head.stmt) head.stmt.shape = shape;
+    if (head.portal) head.portal.shape = shape;
     // Pipelined clients send Execute before this answer arrives: re-plan the executions already queued.
     for (const it of this.items) {
       if (it.k !== 'execute' || !it.portal) continue;
@@ -338,16 +335,15 @@ export class PgPipeline {
     if (!p) return undefined;
     const taintAll = !!p.taintAll;
     const t = taintAll ? 't' : 'f';
-    // A Describe's answer (fields and shape are set together, in rowDescription): the portal's, or its statement's
-    // with Bind's result formats.
-    const portalFields = p.fields;
-    if (portalFields) return this.memoPlan(shapeKey(p.shape!, `p${t}`), p.stmt?.analysis, taintAll, () => portalFields);
+    // A Describe's answer: the portal's, or its statement's with Bind's result formats.
+    const portalShape = p.shape;
+    if (portalShape) return this.memoPlan(shapeKey(portalShape, `p${t}`), p.stmt?.analysis, taintAll, () => portalShape.fields);
     const stmt = p.stmt;
-    const stmtFields = stmt?.fields;
-    if (stmtFields) {
+    const stmtShape = stmt?.shape;
+    if (stmtShape) {
       const f = p.formats;
-      const withFormats = () => stmtFields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
-      return this.memoPlan(shapeKey(stmt.shape!, `s${t}${f.join(',')}|`), stmt.analysis, taintAll, withFormats);
+      const withFormats = () => stmtShape.fields.map((x, i) => ({ ...x, format: f.length === 0 ? 0 : f.length === 1 ? f[0]! : (f[i] ?? 0) }));
+      return this.memoPlan(shapeKey(stmtShape, `s${t}${f.join(',')}|`), stmt.analysis, taintAll, withFormats);
     }
     // Rows without any RowDescription: when every column comes back as text it is safe to scan them all.
     if (p.formats.some((x) => x !== 0)) return undefined;
@@ -392,7 +388,7 @@ export class PgPipeline {
 
   /** A protocol Execute of a portal never bound through Sluice: a SQL cursor (its query, if Sluice saw it declared). */
   cursorPortal(name: string): Portal {
-    const c = this.cursors.get(name);
+    const c = this.cursors.get(name)?.query;
     return c ? { formats: [], epoch: this.epoch + 1, stmt: { name, sql: `FETCH FROM ${name}`, analysis: asAnalysis(c), rule: 'cursor' } } : { formats: [], epoch: this.epoch + 1, taintAll: true };
   }
 
@@ -404,7 +400,7 @@ export class PgPipeline {
     for (const s of a.statements) {
       if (s.cursor?.op !== 'fetch') statements.push(s);
       else {
-        const c = this.cursors.get(s.cursor.name ?? '');
+        const c = this.cursors.get(s.cursor.name ?? '')?.query;
         if (c) statements.push(c);
         else taintAll = true;
       }
@@ -427,10 +423,7 @@ export class PgPipeline {
    */
   staleCursors(now: readonly unknown[]): ReadonlyMap<string, StatementInfo> | undefined {
     let stale: Map<string, StatementInfo> | undefined;
-    for (const [name, s] of this.cursors) {
-      const at = this.cursorInputs.get(name);
-      if (!at || !sameInputs(at, now)) (stale ??= new Map()).set(name, s);
-    }
+    for (const [name, c] of this.cursors) if (!sameInputs(c.inputs, now)) (stale ??= new Map()).set(name, c.query);
     return stale;
   }
 
@@ -439,25 +432,18 @@ export class PgPipeline {
     for (const s of v.analysis?.statements ?? []) {
       if (s.prepares !== undefined) this.sqlPrepared.set(s.prepares, s);
       // A cursor is judged now: declared, or fetched from with the FETCH judged (as its query, when it was stale).
-      if (s.cursor?.op === 'declare' && s.cursor.name) {
-        this.cursors.set(s.cursor.name, s);
-        this.cursorInputs.set(s.cursor.name, this.gov.memoInputs(this.host.database()));
-      } else if (s.cursor?.op === 'fetch' && s.cursor.name && this.cursors.has(s.cursor.name)) this.cursorInputs.set(s.cursor.name, this.gov.memoInputs(this.host.database()));
+      const cursor = s.cursor?.name ? this.cursors.get(s.cursor.name) : undefined;
+      if (s.cursor?.op === 'declare' && s.cursor.name) this.cursors.set(s.cursor.name, { query: s, inputs: this.gov.memoInputs(this.host.database()) });
+      else if (s.cursor?.op === 'fetch' && cursor) cursor.inputs = this.gov.memoInputs(this.host.database());
       if (s.cursor?.op === 'close') {
-        if (s.cursor.name) {
-          this.cursors.delete(s.cursor.name);
-          this.cursorInputs.delete(s.cursor.name);
-        } else {
-          this.cursors.clear();
-          this.cursorInputs.clear();
-        }
+        if (s.cursor.name) this.cursors.delete(s.cursor.name);
+        else this.cursors.clear();
       }
       if (s.deallocates === '') this.sqlPrepared.clear();
       else if (s.deallocates !== undefined) this.sqlPrepared.delete(s.deallocates);
       if (s.command === 'DISCARD') {
         this.sqlPrepared.clear();
         this.cursors.clear();
-        this.cursorInputs.clear();
         this.statements.clear();
       }
     }

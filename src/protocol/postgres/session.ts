@@ -494,7 +494,8 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     } else this.info.statements++;
     // A portal the gateway never saw bound is a SQL cursor: one declared before the policy or a catalog changed is
     // judged as its query first, as a FETCH from it would be.
-    if (!bound && p.cursors.has(portal) && p.staleCursors(this.gov.memoInputs(this.database))?.has(portal)) {
+    const cursor = bound ? undefined : p.cursors.get(portal);
+    if (cursor && !sameInputs(cursor.inputs, this.gov.memoInputs(this.database))) {
       const sql = `FETCH FORWARD ALL FROM "${portal.replace(/"/g, '""')}"`;
       const v = this.decide(sql);
       if (v.error || v.decision.action !== 'allow') {
@@ -512,7 +513,7 @@ export class PgSession extends EngineSession<UpstreamConnection> {
     // masking applies, ask the upstream to describe it first and keep that answer to ourselves.
     // A portal the gateway never saw bound (a SQL DECLAREd cursor) is described the same way.
     const target = bound ?? p.cursorPortal(portal);
-    const blind = !target.fields && !target.stmt?.fields && (target.taintAll || p.masks(target.stmt?.analysis));
+    const blind = !target.shape && !target.stmt?.shape && (target.taintAll || p.masks(target.stmt?.analysis));
     if (blind) p.items.push({ k: 'describe', portal: target, internal: true });
     p.items.push({ k: 'execute', stmt: target.stmt, portal: target, t0: performance.now(), rows: 0, fetched: 0, plan: p.portalPlan(target), approvalId });
     if (mayChangeSettings(target.stmt?.analysis)) this.unsettledUntil = p.epoch + 1;
