@@ -122,7 +122,6 @@ export class Spool {
   /** Chains taken over from gateway processes that are gone, shipped before this one's. */
   readonly adopted: SpoolSource[] = [];
   private fd = -1;
-  /** Queued lines, each encoded once (its CRC is computed over these bytes, and they are what is written). */
   /**
    * Queued lines, encoded once into this buffer up to slabEnd (their CRCs are computed over these bytes, and they
    * are what is written); reused from its start once they are written.
@@ -182,17 +181,19 @@ export class Spool {
     for (const name of fs.readdirSync(this.opts.dir)) {
       const dir = path.join(this.opts.dir, name);
       if (dir === ownDir || !fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) continue;
-      let pid = 0;
-      let ns = '';
-      let token = '';
+      // `<pid>\n<pid namespace>\n<token>\n` (see ownerText; an earlier version wrote the pid only).
+      let owner = ['', '', ''];
       let age = Infinity;
       try {
         const file = path.join(dir, 'owner');
-        [pid, ns = '', token = ''] = fs.readFileSync(file, 'utf8').split('\n').map((x, i) => (i === 0 ? Number(x.trim()) : x.trim())) as [number, string?, string?];
+        owner = fs.readFileSync(file, 'utf8').split('\n');
         age = Date.now() - fs.statSync(file).mtimeMs;
       } catch {
         /* no owner file: an interrupted start; take it */
       }
+      const pid = Number(owner[0]?.trim() ?? 0);
+      const ns = owner[1]?.trim() ?? '';
+      const token = owner[2]?.trim() ?? '';
       const gone =
         ns && ns !== PID_NS
           ? age > OWNER_STALE_MS // another pid namespace: only its heartbeat tells
