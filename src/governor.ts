@@ -247,8 +247,7 @@ export class Governor {
     // The same statement (up to numeric literals: one cached analysis) judged before in this session, from the same
     // policy and catalogs: the same verdict.
     const inputs = memo?.identity === identity ? this.memoInputs(dialect, database) : undefined;
-    const fetchesStale = !!staleCursors?.size && r.statements.some((s) => s.cursor?.op === 'fetch' && staleCursors.has(s.cursor.name ?? ''));
-    const known = inputs && !fetchesStale && memo!.verdict(r, inputs);
+    const known = inputs && !fetchesFrom(r, staleCursors) && memo!.verdict(r, inputs);
     if (known) return known;
     const executes = resolveExecutes(r, prepared);
     if ('decision' in executes) return executes;
@@ -635,9 +634,13 @@ function withStatements(r: Analysis, statements: StatementInfo[]): Analysis {
   return { ...r, statements, classes: [...new Set(statements.map((s) => s.class))], tables: [...new Set(statements.flatMap((s) => s.tables.map((t) => t.name)))], destructive: statements.flatMap((s) => s.destructive), flags: [...new Set(statements.flatMap((s) => s.flags))] };
 }
 
+/** Whether the analysis FETCHes or MOVEs from one of these cursors. */
+const fetchesFrom = (r: Analysis, cursors: ReadonlyMap<string, StatementInfo> | undefined): cursors is ReadonlyMap<string, StatementInfo> =>
+  !!cursors?.size && r.statements.some((s) => s.cursor?.op === 'fetch' && cursors.has(s.cursor.name ?? ''));
+
 /** FETCH and MOVE from a cursor in `stale` judged as that cursor's query (what they run on). */
 function resolveFetches(r: Analysis, stale: ReadonlyMap<string, StatementInfo> | undefined): Analysis {
-  if (!stale?.size || !r.statements.some((s) => s.cursor?.op === 'fetch' && stale.has(s.cursor.name ?? ''))) return r;
+  if (!fetchesFrom(r, stale)) return r;
   return withStatements(
     r,
     r.statements.map((s) => {
