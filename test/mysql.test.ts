@@ -125,11 +125,12 @@ describe('MySQL engine: mysql2 (text and prepared)', () => {
   it('a card number in a number column becomes NULL in text and binary rows (masked text would not parse as a number)', async () => {
     const c = await connect(alice);
     try {
-      const sql = 'SELECT 4111111111111111 AS card_no, CAST(5500000000000004 AS DECIMAL(20,0)) AS card_num, 1234567890123 AS plain, id FROM customers WHERE id = 1';
+      const sql = 'SELECT 4111111111111111 AS card_no, CAST(5500000000000004 AS DECIMAL(20,0)) AS card_num, CAST(4111111111111111 AS DOUBLE) AS card_d, CAST(4111111111111111 AS UNSIGNED) AS card_u, 1234567890123 AS plain, 1.5e0 AS f, id FROM customers WHERE id = 1';
+      const want = [{ card_no: null, card_num: null, card_d: null, card_u: null, plain: 1234567890123, f: 1.5, id: 1 }];
       const [text] = await c.query(sql);
-      expect(text).toEqual([{ card_no: null, card_num: null, plain: 1234567890123, id: 1 }]);
+      expect(text).toEqual(want);
       const [binary] = await c.execute(sql.replace('id = 1', 'id = ?'), [1]);
-      expect(binary).toEqual([{ card_no: null, card_num: null, plain: 1234567890123, id: 1 }]);
+      expect(binary).toEqual(want);
     } finally {
       await c.end();
     }

@@ -133,7 +133,8 @@ export function maskPlan(m: MaskingPolicy | undefined, id: Identity, analysis: A
     }
     if (detectors && scannable(f)) {
       any = true;
-      return TEXT_TYPES.has(f.typeOid) ? { kind: 'scan' } : { kind: 'scan', nullOnHit: true };
+      // float8 as text: its digits are scanned as the number they are (see floatText).
+      return TEXT_TYPES.has(f.typeOid) ? { kind: 'scan' } : f.typeOid === 701 ? { kind: 'scan', floatText: true, nullOnHit: true } : { kind: 'scan', nullOnHit: true };
     }
     if (detectors && binaryNumber(f)) {
       // Its text form is scanned (a card number in a bigint or numeric column); a hit makes it NULL.

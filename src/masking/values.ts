@@ -18,7 +18,7 @@ export interface Field {
  * `nullOnHit`: a value of a type other than text (an int8 or numeric column, inet, a timestamp) cannot carry the
  * masked text (clients parse it as the type), so a hit makes it NULL, as binary numbers and dates do.
  */
-export type ColumnAction = { kind: 'pass' } | { kind: 'scan'; binaryNumber?: number; nullOnHit?: boolean } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
+export type ColumnAction = { kind: 'pass' } | { kind: 'scan'; binaryNumber?: number; floatText?: boolean; nullOnHit?: boolean } | { kind: 'rule'; masker: MaskerName; label: string; json?: boolean };
 
 export interface MaskPlan {
   columns: ColumnAction[];
@@ -34,12 +34,21 @@ export type MaskCounts = Map<string, number>;
 /** Types whose binary wire form is their UTF-8 text, so binary cells can be scanned as text too. */
 const TEXTUAL_BINARY = new Set([25, 1043, 1042, 19, 114, 705, 142]);
 export const scannable = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 0 || TEXTUAL_BINARY.has(f.typeOid);
-/** int8 and numeric in binary form: numbers long enough to be card numbers, which their text form would show. */
-export const binaryNumber = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 1 && (f.typeOid === 20 || f.typeOid === 1700);
+/** int8, numeric and float8 in binary form: numbers long enough to be card numbers, which their text form would show. */
+export const binaryNumber = (f: Pick<Field, 'format' | 'typeOid'>): boolean => f.format === 1 && (f.typeOid === 20 || f.typeOid === 1700 || f.typeOid === 701);
+
+/**
+ * A floating-point value's digits as the detectors read numbers: a double holds a 16-digit card number exactly,
+ * and its text form (`4.111111111111111e+15`) shows no card; whole values of 12 or more digits are written out.
+ */
+export function floatText(n: number): string {
+  return Number.isInteger(n) && Math.abs(n) >= 1e11 && Math.abs(n) < 1e21 ? BigInt(n).toString() : String(n);
+}
 
 /** The text of a binary int8 (typeOid 20) or numeric cell, for the detectors. */
 export function binaryNumberText(typeOid: number, b: Buffer, start: number, end: number): string {
   if (typeOid === 20) return end - start === 8 ? b.readBigInt64BE(start).toString() : '';
+  if (typeOid === 701) return end - start === 8 ? floatText(b.readDoubleBE(start)) : '';
   if (end - start < 8) return '';
   const ndigits = b.readInt16BE(start);
   const weight = b.readInt16BE(start + 2);

@@ -1,4 +1,4 @@
-import { countMasked, maskText, maskValue, type MaskCounts, type MaskPlan } from '../../masking/values.js';
+import { countMasked, floatText, maskText, maskValue, type MaskCounts, type MaskPlan } from '../../masking/values.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
 import { MyProtocolError, MyReader, TYPE, binarySize, isTextColumn, lenencBuf, lenencInt, lenencSize, type MyColumn } from './packets.js';
 
@@ -25,6 +25,12 @@ export function maskTextRow(p: Buffer, columns: MyColumn[], plan: MaskPlan, coun
     if (end > p.length) throw new MyProtocolError('row cell overruns the packet');
     r.pos = end;
     const action = plan.columns[i];
+    const col = columns[i]!;
+    // A DOUBLE or FLOAT's text (`4.111111111111111e15`) is scanned as the number it is (see floatText).
+    if (action?.kind === 'scan' && (col.type === TYPE.DOUBLE || col.type === TYPE.FLOAT)) {
+      if (maskText(floatText(Number(p.toString('latin1', at, end))), counts()) !== undefined) (changed ??= new Array(n))[i] = null;
+      continue;
+    }
     if (!action || action.kind === 'pass' || (action.kind === 'scan' && !mayContainSensitive(p, at, end))) continue;
     const c = counts();
     let m: string | null | undefined;
@@ -97,8 +103,11 @@ export function maskBinaryRow(p: Buffer, columns: MyColumn[], plan: MaskPlan, co
         nulls[bit >> 3]! |= 1 << (bit & 7);
         countMasked(counts(), action.label);
         changed = true;
-      } else if (col.type === TYPE.LONGLONG && maskText((col.flags & 32 ? raw.readBigUInt64LE(0) : raw.readBigInt64LE(0)).toString(), counts()) !== undefined) {
-        // A BIGINT's text form can be a card number (the text protocol's row would be scanned): it becomes NULL.
+      } else if (
+        (col.type === TYPE.LONGLONG && maskText((col.flags & 32 ? raw.readBigUInt64LE(0) : raw.readBigInt64LE(0)).toString(), counts()) !== undefined) ||
+        (col.type === TYPE.DOUBLE && maskText(floatText(raw.readDoubleLE(0)), counts()) !== undefined)
+      ) {
+        // A BIGINT's or DOUBLE's number can be a card number (the text protocol's row would be scanned): it becomes NULL.
         nulls[bit >> 3]! |= 1 << (bit & 7);
         changed = true;
       } else cells.push(raw);

@@ -1,6 +1,6 @@
 import { Reader, ProtocolError, Writer } from './buffer.js';
 import { mayContainSensitive } from '../../masking/detectors.js';
-import { binaryNumberText, maskText, maskValue, scrubText, SCAN, type Field, type MaskCounts, type MaskPlan } from '../../masking/values.js';
+import { binaryNumberText, floatText, maskText, maskValue, scrubText, SCAN, type Field, type MaskCounts, type MaskPlan } from '../../masking/values.js';
 
 /** The PostgreSQL row codec under a masking plan: RowDescription, DataRow, error/notice texts, notifications. */
 
@@ -50,8 +50,9 @@ export function maskDataRow(buf: Buffer, start: number, end: number, plan: MaskP
     const cellEnd = pos + len;
     if (cellEnd > end) throw new ProtocolError('DataRow cell overruns the message');
     const action = plan.scanUnknown ? SCAN : plan.columns[i]!;
-    if (action.kind === 'scan' && action.binaryNumber) {
-      if (maskText(binaryNumberText(action.binaryNumber, buf, pos, cellEnd), counts) !== undefined) {
+    if (action.kind === 'scan' && (action.binaryNumber || action.floatText)) {
+      const text = action.binaryNumber ? binaryNumberText(action.binaryNumber, buf, pos, cellEnd) : floatText(Number(buf.toString('latin1', pos, cellEnd)));
+      if (maskText(text, counts) !== undefined) {
         (changed ??= new Array(n))[i] = null;
         grow -= len;
       }
